@@ -1,0 +1,1 @@
+"""Slack app: settings, app wiring, server, notifier, Block Kit rendering, CLI."""

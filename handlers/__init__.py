@@ -1,0 +1,1 @@
+"""Command and button handlers: parse, authorize, call into jobs, render."""
