@@ -1,0 +1,121 @@
+"""Fixtures that find the real lab services started by `scripts/lab up`.
+
+In CI (CI=true) a missing service is a failure; elsewhere the test skips and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def service_missing(reason: str) -> None:
+    """Fail in CI, skip elsewhere: a test that needs a service never passes without it."""
+    message = f"{reason} (start it with scripts/lab up)"
+    if _in_ci():
+        pytest.fail(f"CI requires the lab: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Lab:
+    dir: Path
+    registry: str  # plain registry, host:port
+    auth_registry: str  # htpasswd registry
+    mirror_registry: str
+    auth_user: str
+    auth_password_file: Path
+    base_image: str
+    redis_url: str
+
+    @property
+    def auth_password(self) -> str:
+        return self.auth_password_file.read_text().strip()
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
+
+
+def _port_open(hostport: str) -> bool:
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    lab_dir = Path(os.environ.get("AIBRIX_LAB_DIR", REPO / ".lab"))
+    env_file = lab_dir / "lab.env"
+    if not env_file.exists():
+        service_missing(f"the lab is not up: {env_file} does not exist")
+    env = _read_env_file(env_file)
+    found = Lab(
+        dir=lab_dir,
+        registry=env["AIBRIX_LAB_REGISTRY"],
+        auth_registry=env["AIBRIX_LAB_AUTH_REGISTRY"],
+        mirror_registry=env["AIBRIX_LAB_MIRROR_REGISTRY"],
+        auth_user=env["AIBRIX_LAB_AUTH_USER"],
+        auth_password_file=Path(env["AIBRIX_LAB_AUTH_PASSWORD_FILE"]),
+        base_image=env["AIBRIX_LAB_BASE_IMAGE"],
+        redis_url=env["AIBRIX_LAB_REDIS_URL"],
+    )
+    for name, hostport in (
+        ("registry", found.registry),
+        ("auth registry", found.auth_registry),
+        ("mirror registry", found.mirror_registry),
+    ):
+        if not _port_open(hostport):
+            service_missing(f"the lab {name} at {hostport} does not answer")
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis_url(lab: Lab) -> str:
+    hostport = lab.redis_url.removeprefix("redis://").split("/")[0]
+    if not _port_open(hostport):
+        service_missing(f"Redis at {hostport} does not answer")
+    return lab.redis_url
+
+
+@pytest.fixture(scope="session")
+def docker_available(lab: Lab) -> None:
+    from python_on_whales import DockerException, docker
+
+    try:
+        docker.buildx.version()
+        docker.info()
+    except DockerException as error:
+        service_missing(f"the Docker engine or Buildx does not answer: {error.stderr or error}")
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix of its own for each test, so tests never see each other's keys."""
+    return f"aibrix-test:{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def unique_repo() -> Iterator[str]:
+    """A repository path of its own for each test inside the lab registries."""
+    yield f"test/{uuid.uuid4().hex[:12]}"
