@@ -67,9 +67,7 @@ def normalize(os: str, architecture: str, variant: str = "") -> Platform:
         arch, implied = _ARCH_WITH_VARIANT[arch]
         variant = variant or implied
     arch = _ARCH_ALIASES.get(arch, arch)
-    if arch == "amd64" and variant == "v1":
-        variant = ""
-    elif arch == "arm64" and variant in ("8", "v8"):
+    if (arch == "amd64" and variant == "v1") or (arch == "arm64" and variant in ("8", "v8")):
         variant = ""
     elif arch == "arm":
         if variant == "":

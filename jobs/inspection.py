@@ -1,0 +1,107 @@
+"""The inspection engine: read a published reference back and judge its platforms.
+
+For an index, every real entry's child manifest and image config are fetched
+concurrently and the config's os/architecture/variant compared with the entry;
+attestation manifests are counted apart. A tag that names a single image manifest
+has the platform its config says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from jobs.manifests import Descriptor, ManifestError, parse_config_platform
+from jobs.platforms import Platform
+from jobs.references import Reference
+from jobs.registry import RegistryClient, RegistryError
+from jobs.verdict import EntryFacts, Verdict, judge, unreadable
+
+
+@dataclass(frozen=True)
+class Inspection:
+    reference: Reference
+    digest: str | None  # what the reference resolved to
+    media_type: str | None
+    verdict: Verdict
+
+    @property
+    def unreadable(self) -> bool:
+        """The reference itself could not be read (not found, unreachable, refused)."""
+        return self.digest is None
+
+
+async def _config_platform(client: RegistryClient, ref: Reference, config: Descriptor) -> Platform:
+    raw = await client.get_blob(ref, config.digest)
+    return parse_config_platform(raw)
+
+
+async def _entry_facts(client: RegistryClient, ref: Reference, entry: Descriptor) -> EntryFacts:
+    try:
+        child = await client.get_manifest(ref.with_digest(entry.digest))
+        if child.is_index or child.config is None:
+            return EntryFacts(
+                entry.digest, entry.platform, None, "the entry is an index, not an image"
+            )
+        actual = await _config_platform(client, ref, child.config)
+    except RegistryError as error:
+        return EntryFacts(entry.digest, entry.platform, None, error.message)
+    except ManifestError as error:
+        return EntryFacts(entry.digest, entry.platform, None, str(error))
+    return EntryFacts(entry.digest, entry.platform, actual)
+
+
+async def inspect_reference(
+    client: RegistryClient, ref: Reference, required: Sequence[Platform]
+) -> Inspection:
+    try:
+        top = await client.get_manifest(ref)
+    except RegistryError as error:
+        return Inspection(ref, None, None, unreadable(required, error.message))
+    if not top.is_index:
+        assert top.config is not None
+        try:
+            actual: Platform | None = await _config_platform(client, ref, top.config)
+            problem = None
+        except (RegistryError, ManifestError) as error:
+            actual, problem = None, getattr(error, "message", str(error))
+        facts = [EntryFacts(top.digest, None, actual, problem)]
+        return Inspection(ref, top.digest, top.media_type, judge(required, facts, is_index=False))
+    real = [e for e in top.manifests if not e.is_attestation]
+    attestations = len(top.manifests) - len(real)
+    facts = await asyncio.gather(*(_entry_facts(client, ref, e) for e in real))
+    verdict = judge(required, facts, attestations=attestations, is_index=True)
+    return Inspection(ref, top.digest, top.media_type, verdict)
+
+
+async def inspect_many(
+    client: RegistryClient, refs: Sequence[Reference], required: Sequence[Platform]
+) -> list[Inspection]:
+    """Inspect all references concurrently; results in argument order."""
+    return list(await asyncio.gather(*(inspect_reference(client, r, required) for r in refs)))
+
+
+def inspection_json(inspection: Inspection) -> dict[str, object]:
+    """The `--json` object for one reference (an interface users' CI relies on)."""
+    verdict = inspection.verdict
+    return {
+        "reference": str(inspection.reference),
+        "digest": inspection.digest,
+        "media_type": inspection.media_type,
+        "verdict": verdict.outcome.value,
+        "required": [str(p) for p in verdict.required],
+        "missing": [str(p) for p in verdict.missing],
+        "platforms": [
+            {
+                "platform": entry.label,
+                "digest": entry.digest,
+                "status": entry.status.value,
+                "config_platform": str(entry.actual) if entry.actual else None,
+                "reason": entry.reason,
+            }
+            for entry in verdict.entries
+        ],
+        "attestations": verdict.attestations,
+        "error": verdict.error,
+    }
