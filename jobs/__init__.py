@@ -1,1 +1,1 @@
-"""Everything off the request path: queue, state, worker, build, merge, registry, platforms, sync."""
+"""Work off the request path: queue, state, worker, build, merge, registry, sync."""

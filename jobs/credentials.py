@@ -85,17 +85,21 @@ def _from_auth_entry(entry: Mapping[str, object], where: str) -> Credentials | N
 def _run_helper(helper: str, registry: str) -> Credentials | None:
     command = [f"docker-credential-{helper}", "get"]
     try:
-        result = process.run(command, input_text=_helper_server(registry), timeout=30)
+        result = process.run(command, input_text=_helper_server(registry), timeout=30, check=False)
     except process.CommandError as error:
-        if "credentials not found" in error.stderr.lower() or "credentials not found" in str(error):
-            return None
-        # The helper's stderr can echo what it was given; report only the exit status.
         raise CredentialsError(
-            f"credential helper docker-credential-{helper} failed for {registry} "
+            f"credential helper docker-credential-{helper} could not run for {registry} "
             f"(exit {error.returncode})"
         ) from None
-    if "credentials not found" in result.stdout.lower():
+    # Helpers say "credentials not found" on stdout with exit 1 when they have none.
+    if "credentials not found" in (result.stdout + result.stderr).lower():
         return None
+    if result.returncode != 0:
+        # The helper's output can echo what it was given; report only the exit status.
+        raise CredentialsError(
+            f"credential helper docker-credential-{helper} failed for {registry} "
+            f"(exit {result.returncode})"
+        )
     try:
         data = json.loads(result.stdout)
     except json.JSONDecodeError:
@@ -131,9 +135,9 @@ class DockerConfig:
             ) from None
         if not isinstance(data, dict):
             raise CredentialsError(f"{path}: not a JSON object")
-        auths_raw = data.get("auths") or {}
-        helpers_raw = data.get("credHelpers") or {}
-        store = data.get("credsStore") or ""
+        auths_raw = data.get("auths", {})
+        helpers_raw = data.get("credHelpers", {})
+        store = data.get("credsStore", "")
         if (
             not isinstance(auths_raw, dict)
             or not isinstance(helpers_raw, dict)

@@ -27,6 +27,7 @@ class CommandError(RuntimeError):
 @dataclass(frozen=True)
 class Completed:
     command: list[str]
+    returncode: int
     stdout: str
     stderr: str
 
@@ -57,11 +58,17 @@ def run(
         raise CommandError(argv, 127, f"{argv[0]}: command not found") from None
     if check and result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr)
-    return Completed(argv, result.stdout, result.stderr)
+    return Completed(argv, result.returncode, result.stdout, result.stderr)
 
 
 async def run_async(
-    command: Sequence[str], *, input_text: str | None = None, timeout: float = 60.0
+    command: Sequence[str],
+    *,
+    input_text: str | None = None,
+    timeout: float = 60.0,
+    check: bool = True,
 ) -> Completed:
     """`run` off the event loop, for asyncio callers."""
-    return await asyncio.to_thread(run, command, input_text=input_text, timeout=timeout)
+    return await asyncio.to_thread(
+        run, command, input_text=input_text, timeout=timeout, check=check
+    )

@@ -40,11 +40,15 @@ def _quote(text: str, limit: int = 80) -> str:
 def validate_digest(digest: str) -> str:
     """Return the digest if it is `algorithm:hex` with the right length, else raise."""
     if not _DIGEST.match(digest):
-        raise InvalidReferenceError(f"{_quote(digest)} is not a digest; expected sha256:<64 hex digits>")
+        raise InvalidReferenceError(
+            f"{_quote(digest)} is not a digest; expected sha256:<64 hex digits>"
+        )
     algorithm, _, hex_part = digest.partition(":")
     expected = _DIGEST_HEX_LENGTH.get(algorithm)
     if expected is None:
-        raise InvalidReferenceError(f"{_quote(digest)} uses an unsupported digest algorithm {algorithm!r}")
+        raise InvalidReferenceError(
+            f"{_quote(digest)} uses an unsupported digest algorithm {algorithm!r}"
+        )
     if len(hex_part) != expected or not re.fullmatch(r"[a-f0-9]+", hex_part):
         raise InvalidReferenceError(
             f"{_quote(digest)} is not a valid {algorithm} digest; "
@@ -128,7 +132,9 @@ def parse_reference(text: str, *, default_tag: str = "latest") -> Reference:
             f"{_quote(text)} is not an image reference: it must not start with '-'"
         )
     if text != text.strip() or any(ch.isspace() or ord(ch) < 32 for ch in text):
-        raise InvalidReferenceError(f"{_quote(text)} is not an image reference: it contains white space")
+        raise InvalidReferenceError(
+            f"{_quote(text)} is not an image reference: it contains white space"
+        )
     remainder = text
     digest: str | None = None
     if "@" in remainder:
@@ -161,7 +167,9 @@ def parse_reference(text: str, *, default_tag: str = "latest") -> Reference:
         if "/" not in path:
             path = f"library/{path}"
     if len(f"{registry}/{path}") > NAME_MAX_LENGTH:
-        raise InvalidReferenceError(f"{_quote(text)}: the repository name is longer than 255 characters")
+        raise InvalidReferenceError(
+            f"{_quote(text)}: the repository name is longer than 255 characters"
+        )
     if tag is None and digest is None:
         tag = default_tag
     return Reference(registry=registry, repository=path, tag=tag, digest=digest)

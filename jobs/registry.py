@@ -127,7 +127,7 @@ def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float) 
             moment = None
         if moment is not None:
             return float(max(0.0, min(moment - time.time(), cap * 4)))
-    backoff = min(cap, base * 2 ** (attempt - 1))
+    backoff: float = min(cap, base * 2.0 ** (attempt - 1))
     return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - jitter, not crypto
 
 

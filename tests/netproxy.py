@@ -1,0 +1,161 @@
+"""In-process network stand-ins on loopback for tests and benchmarks.
+
+`LatencyProxy` forwards TCP and delays every chunk by a fixed time each way (the path
+to a distant registry) without limiting throughput. `FaultProxy` forwards HTTP and
+answers 500 or 429 to chosen requests first, then lets them through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+
+class LatencyProxy:
+    def __init__(self, target_host: str, target_port: int, delay: float) -> None:
+        self.target = (target_host, target_port)
+        self.delay = delay
+        self.port = 0
+        self.connections = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> LatencyProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+
+        delivery = asyncio.create_task(deliver())
+        try:
+            while True:
+                data = await reader.read(65536)
+                await queue.put((time.monotonic() + self.delay, data))
+                if not data:
+                    break
+            await delivery
+        except (ConnectionError, asyncio.CancelledError):
+            delivery.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        try:
+            # The connect itself crosses the slow path too: one round trip.
+            await asyncio.sleep(2 * self.delay)
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            with contextlib.suppress(Exception):
+                writer.close()
+
+
+FaultRule = Callable[[str, str, int], int | None]
+
+
+def every_other_path_faults(method: str, path: str, seen: int) -> int | None:
+    """The first two tries of every other path fail: 500, then 429; the third passes."""
+    if (sum(path.encode()) % 2) == 0 and seen < 2:
+        return 500 if seen == 0 else 429
+    return None
+
+
+class FaultProxy:
+    """HTTP forwarder that answers some requests with 500 or 429 before serving them."""
+
+    def __init__(self, target: str, rule: FaultRule = every_other_path_faults) -> None:
+        self.target = f"http://{target}"
+        self.rule = rule
+        self.seen: Counter[tuple[str, str]] = Counter()
+        self.injected: Counter[int] = Counter()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> FaultProxy:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None and self._session is not None
+        await self._session.close()
+        await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        key = (request.method, request.path_qs)
+        seen = self.seen[key]
+        self.seen[key] += 1
+        fault = self.rule(request.method, request.path_qs, seen)
+        if fault is not None:
+            self.injected[fault] += 1
+            headers = {"Retry-After": "1"} if fault == 429 else {}
+            return web.Response(status=fault, text="injected fault", headers=headers)
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        body = await request.read()
+        async with self._session.request(
+            request.method,
+            self.target + request.path_qs,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+        ) as upstream:
+            data = await upstream.read()
+            out_headers = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            }
+            return web.Response(status=upstream.status, body=data, headers=out_headers)
