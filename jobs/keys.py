@@ -1,0 +1,173 @@
+"""Every Redis key name the project uses, built from one configurable prefix.
+
+Nothing else in the codebase writes a literal key: callers ask a `Keys` for the key.
+User-supplied parts (version, component, platform, run id) go through `segment`, which
+escapes `:` and anything unusual, so a version such as `v1:builds` can never address
+another key, and `linux/arm64` becomes the readable `linux_arm64`.
+
+Layout (P = prefix, default `aibrix`):
+
+    P:releases                          zset    version -> time its latest run was created
+    P:release:<v>:active                string  run id of the version's current run
+    P:release:<v>:runs                  zset    every run id of the version -> creation time
+    P:release:<v>:run:<r>               hash    the run record (state, who, where, what)
+    P:release:<v>:run:<r>:builds        hash    "<component>@<platform>" -> build record JSON
+    P:release:<v>:run:<r>:indexes       hash    component -> index digest and verdict JSON
+    P:release:<v>:run:<r>:merges        hash    component -> who claimed its merge
+    P:release:<v>:run:<r>:approvals     hash    user -> approval JSON
+    P:release:<v>:run:<r>:promotions    hash    target -> promotion result JSON
+    P:events                            stream  every change, for the Slack notifier
+    P:audit                             stream  who asked, approved, rejected, cancelled
+    P:jobs:<platform>                   stream  build jobs for one platform (linux_arm64)
+    P:jobs:control                      stream  merge, verify, promote, sync jobs
+    P:jobs:<stream>:retry               zset    job id -> due time (ms) of a delayed retry
+    P:jobs:<stream>:retry-data          hash    job id -> the retry's stream fields
+    P:jobs:dead                         stream  jobs that ran out of attempts, with reason
+    P:jobs:streams                      set     every job stream ever written (for cancel)
+    P:job:pending:<idempotency key>     string  job id while that job is queued or running
+    P:job:done:<idempotency key>        string  the recorded result of a finished job
+    P:cancel:<v>:<r>                    string  set when a run is cancelled; workers poll it
+
+Leases are not keys: a job's lease is its entry in the stream's pending entries list
+(owner and idle time), see `jobs.queue`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "aibrix"
+
+# The consumer group every worker of a stream joins; a group name, not a key.
+CONSUMER_GROUP = "workers"
+
+_SAFE = frozenset(string.ascii_letters + string.digits + ".-@+")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+
+
+def segment(text: str) -> str:
+    """`text` as one key segment: an injective escape, so different inputs never meet.
+
+    `/` becomes `_` (platforms stay readable); `_`, `:`, `%` and anything else outside
+    letters, digits and `.-@+` become `%XX` (UTF-8 bytes).
+    """
+    if not text:
+        raise ValueError("a key segment cannot be empty")
+    out: list[str] = []
+    for char in text:
+        if char in _SAFE:
+            out.append(char)
+        elif char == "/":
+            out.append("_")
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode())
+    return "".join(out)
+
+
+def check_prefix(prefix: str) -> str:
+    if not _PREFIX.match(prefix) or prefix.endswith(":"):
+        raise ValueError(
+            f"key prefix {prefix!r} is not usable: use letters, digits, '.', '_', '-' or ':' "
+            "(not at the end), at most 64 characters, such as 'aibrix' or 'aibrix:staging'"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        check_prefix(self.prefix)
+
+    # Releases -------------------------------------------------------------------------
+
+    @property
+    def releases(self) -> str:
+        return f"{self.prefix}:releases"
+
+    def _release(self, version: str) -> str:
+        return f"{self.prefix}:release:{segment(version)}"
+
+    def active_run(self, version: str) -> str:
+        return f"{self._release(version)}:active"
+
+    def runs(self, version: str) -> str:
+        return f"{self._release(version)}:runs"
+
+    def run(self, version: str, run_id: str) -> str:
+        return f"{self._release(version)}:run:{segment(run_id)}"
+
+    def builds(self, version: str, run_id: str) -> str:
+        return f"{self.run(version, run_id)}:builds"
+
+    def indexes(self, version: str, run_id: str) -> str:
+        """Per component index digest and platform verdict."""
+        return f"{self.run(version, run_id)}:indexes"
+
+    def merges(self, version: str, run_id: str) -> str:
+        """Merge-claimed markers: one field per component whose merge has been claimed."""
+        return f"{self.run(version, run_id)}:merges"
+
+    def approvals(self, version: str, run_id: str) -> str:
+        return f"{self.run(version, run_id)}:approvals"
+
+    def promotions(self, version: str, run_id: str) -> str:
+        return f"{self.run(version, run_id)}:promotions"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    # Jobs -----------------------------------------------------------------------------
+
+    def job_stream(self, platform: str | None) -> str:
+        """The stream for jobs of `platform` (`linux/arm64`), or the control stream for None."""
+        if platform is None:
+            return self.control_stream
+        if "/" not in platform:
+            # Platform segments always contain `_`, so they never meet control/dead/streams.
+            raise ValueError(f"{platform!r} is not a platform such as linux/arm64")
+        return f"{self.prefix}:jobs:{segment(platform)}"
+
+    @property
+    def control_stream(self) -> str:
+        return f"{self.prefix}:jobs:control"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:jobs:dead"
+
+    @property
+    def job_streams(self) -> str:
+        """Set of every job stream written to, so cancel can find queued jobs."""
+        return f"{self.prefix}:jobs:streams"
+
+    def retry_schedule(self, stream: str) -> str:
+        return f"{self._own_stream(stream)}:retry"
+
+    def retry_data(self, stream: str) -> str:
+        return f"{self._own_stream(stream)}:retry-data"
+
+    def pending(self, idempotency_key: str) -> str:
+        """Held while a job with this idempotency key is queued, delayed or running."""
+        return f"{self.prefix}:job:pending:{segment(idempotency_key)}"
+
+    def done(self, idempotency_key: str) -> str:
+        return f"{self.prefix}:job:done:{segment(idempotency_key)}"
+
+    def cancelled(self, version: str, run_id: str) -> str:
+        return f"{self.prefix}:cancel:{segment(version)}:{segment(run_id)}"
+
+    def _own_stream(self, stream: str) -> str:
+        head = f"{self.prefix}:jobs:"
+        name = stream.removeprefix(head)
+        if not stream.startswith(head) or ":" in name or (name != "control" and "_" not in name):
+            raise ValueError(f"{stream!r} is not a job stream under prefix {self.prefix!r}")
+        return stream
