@@ -64,6 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
     inspect.add_argument("refs", nargs="+", metavar="REF", help="image references")
+
+    commands.add_parser("demo", help="run the local end-to-end demo on the lab")
     return parser
 
 
@@ -105,7 +107,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_NOT_OK
 
 
-COMMANDS = {"inspect": cmd_inspect}
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo  # docker is needed only here
+
+    return run_demo()
+
+
+COMMANDS = {"inspect": cmd_inspect, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
