@@ -137,7 +137,7 @@ def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float) 
 @dataclass(frozen=True)
 class RegistrySettings:
     insecure_registries: frozenset[str] = frozenset()
-    max_concurrency: int = 32
+    max_concurrency: int = 64
     max_attempts: int = 6
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
