@@ -64,3 +64,354 @@ def verdict_headline(outcome: Outcome) -> str:
         Outcome.MISMATCH: "MISMATCH: an entry is not what it claims or cannot be resolved",
         Outcome.ERROR: "ERROR: the reference could not be read",
     }[outcome]
+
+
+# ---- release inputs: versions, component names, mirrors ---------------------------
+# (jobs/versions.py, jobs/config.py)
+
+QUOTE_LIMIT = 80
+VERSION_EXPECTED = "expected vMAJOR.MINOR.PATCH[-PRERELEASE] such as v0.3.0 or v0.3.0-rc.2"
+
+
+def quote_input(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """User text made safe to show inside a sentence: quoted like `repr`, with every control,
+    non-ASCII and quote character escaped (so a Cyrillic lookalike of `e` shows as `\\u0435` and a
+    newline as `\\n`), and no more than `limit` characters of it, escapes counted."""
+    shown = min(len(text), limit)
+    while len(ascii(text[:shown])) > limit + 2:  # + the two quotes
+        shown -= 1
+    if shown == len(text):
+        return ascii(text)
+    return f"{text[:shown]!a}... ({len(text)} characters)"
+
+
+def _char_name(char: str) -> str:
+    return f"{char!a} (U+{ord(char):04X})"
+
+
+def version_empty() -> str:
+    return f"no release version given; {VERSION_EXPECTED}"
+
+
+def version_too_long(text: str, limit: int) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: it is longer than {limit} "
+        f"characters, the most a tag holds; {VERSION_EXPECTED}"
+    )
+
+
+def version_bad_character(text: str, char: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: it contains {_char_name(char)}, "
+        f"and only ASCII letters, digits, '.' and '-' are allowed; {VERSION_EXPECTED}"
+    )
+
+
+def version_missing_v(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: it must start with a lowercase 'v'; "
+        f"{VERSION_EXPECTED}"
+    )
+
+
+def version_build_metadata(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: build metadata ('+...') cannot be "
+        f"part of a tag; {VERSION_EXPECTED}"
+    )
+
+
+def version_leading_zero(text: str, number: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: the number {quote_input(number)} "
+        f"has a leading zero; {VERSION_EXPECTED}"
+    )
+
+
+def version_empty_prerelease(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: a prerelease identifier is empty "
+        f"(nothing between '-' or '.' and the next '.' or the end); {VERSION_EXPECTED}"
+    )
+
+
+def version_malformed(text: str) -> str:
+    return f"{quote_input(text)} is not a release version; {VERSION_EXPECTED}"
+
+
+def version_unusable(version: str, what: str, made: str) -> str:
+    """`what` is "tag" or "git ref"."""
+    return (
+        f"{quote_input(version)} cannot be released with this configuration: it makes the "
+        f"{what} {quote_input(made)}, which is too long or not valid"
+    )
+
+
+def version_is_staging_tag(version: str, platform: str) -> str:
+    return (
+        f"{quote_input(version)} cannot be released: it has the form of a staging tag (the "
+        f"{platform} build of another version is pushed to a tag like it), and every tag "
+        "must have a single writer"
+    )
+
+
+def name_list(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "(none)"
+
+
+def component_empty(known: Sequence[str]) -> str:
+    return f"no component given; the configured components are: {name_list(known)}"
+
+
+def component_unknown(name: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(name)} is not a component of this project; "
+        f"the configured components are: {name_list(known)}"
+    )
+
+
+def mirror_unknown(text: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(text)} is neither a configured mirror ({name_list(known)}) nor a "
+        "registry location HOST[:PORT][/NAMESPACE] such as registry.example.com/aibrix"
+    )
+
+
+# ---- configuration file -----------------------------------------------------------
+
+
+def config_error(file: str, key: str, reason: str) -> str:
+    """`aibrix.toml: components[2].dockerfile: '/etc/passwd' is an absolute path; ...`."""
+    return f"{file}: {key}: {reason}" if key else f"{file}: {reason}"
+
+
+def config_unreadable(error: str) -> str:
+    return f"cannot be read: {error}"
+
+
+def config_not_utf8() -> str:
+    return "is not UTF-8 text"
+
+
+def config_not_toml(detail: str) -> str:
+    return f"is not valid TOML: {detail}"
+
+
+def config_unknown_key(allowed: Sequence[str]) -> str:
+    return f"unknown key; the keys allowed here are: {name_list(sorted(allowed))}"
+
+
+def config_missing_key() -> str:
+    return "is required"
+
+
+def config_wrong_type(expected: str, got: str) -> str:
+    return f"must be {expected}, not {got}"
+
+
+def config_empty_list() -> str:
+    return "must not be empty"
+
+
+def config_number_out_of_range(value: object, low: object, high: object) -> str:
+    return f"{value} is out of range; expected a number from {low} to {high}"
+
+
+def config_control_character(value: str) -> str:
+    return (
+        f"{quote_input(value)} contains a control character (a newline, NUL or the like), "
+        "which is not allowed"
+    )
+
+
+def config_leading_dash(value: str) -> str:
+    return (
+        f"{quote_input(value)} starts with '-', which is not allowed (it could be read as a "
+        "command-line option)"
+    )
+
+
+def config_too_long(value: str, limit: int) -> str:
+    return f"{quote_input(value)} is longer than {limit} characters"
+
+
+def config_bad_name(value: str, what: str, limit: int) -> str:
+    return (
+        f"{quote_input(value)} is not a valid {what} name; expected lowercase letters and "
+        "digits, separated by single '.', '_' or '-' (such as gateway-plugins), "
+        f"at most {limit} characters"
+    )
+
+
+def config_duplicate(value: str, first_key: str) -> str:
+    return f"{quote_input(value)} is already given at {first_key}"
+
+
+def config_path_empty() -> str:
+    return "must be a relative path, not empty"
+
+
+def config_path_absolute(value: str) -> str:
+    return (
+        f"{quote_input(value)} is an absolute path; expected a path relative to the "
+        "directory it belongs to, such as build/container/Dockerfile"
+    )
+
+
+def config_path_escapes(value: str, base: str) -> str:
+    return f"{quote_input(value)} leads out of {base} with '..'"
+
+
+def config_path_backslash(value: str) -> str:
+    return f"{quote_input(value)} contains a backslash; use '/' between directories"
+
+
+def config_path_is_directory(value: str) -> str:
+    return f"{quote_input(value)} names a directory, not a Dockerfile"
+
+
+def config_path_outside(value: str, base: str) -> str:
+    return f"{quote_input(value)} resolves (through a symbolic link) to a place outside {base}"
+
+
+def config_path_missing(value: str, where: str) -> str:
+    return f"{quote_input(value)} does not exist in {where}"
+
+
+def config_not_directory(value: str) -> str:
+    return f"{quote_input(value)} is not a directory"
+
+
+def config_bad_build_arg_name(name: str) -> str:
+    return (
+        f"{quote_input(name)} is not a valid build argument name; expected a letter or '_' "
+        "followed by letters, digits or '_', such as BASE_IMAGE"
+    )
+
+
+def config_bad_target(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a valid build stage name; expected letters, digits, "
+        "'.', '_' or '-', starting with a letter or digit"
+    )
+
+
+def config_bad_platform(error: str) -> str:
+    return error
+
+
+def config_unknown_platform(value: str) -> str:
+    return f"{quote_input(value)} is not a platform an image runs on"
+
+
+def config_duplicate_platform(value: str, platform: str, first_key: str) -> str:
+    return f"{quote_input(value)} is {platform}, already given at {first_key}"
+
+
+def config_bad_location(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a registry location; expected HOST[:PORT][/NAMESPACE] "
+        "with a host name that has a '.' or a ':port' (or is localhost) and lowercase "
+        "path components, such as docker.io/aibrix or 127.0.0.1:5000/aibrix-sample"
+    )
+
+
+def config_mirror_is_repository(value: str) -> str:
+    return f"{quote_input(value)} is the release repository itself, not a mirror"
+
+
+def config_image_too_long(image: str, limit: int) -> str:
+    return f"the image name {quote_input(image)} is longer than {limit} characters"
+
+
+def config_bad_slack_user(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a Slack user id; expected an id such as U012AB3CD or "
+        "W012AB3CD (the member id from the user's profile, not a name or <@mention>)"
+    )
+
+
+def config_bad_slack_group(value: str) -> str:
+    return f"{quote_input(value)} is not a Slack user group id; expected an id such as S012AB3CD"
+
+
+def config_approvals_unreachable(required: int, approvers: int) -> str:
+    return (
+        f"{required} approvals are required but only {approvers} approvers are listed and "
+        "no approver group is given, so no release could ever be approved"
+    )
+
+
+def config_template_unknown_placeholder(template: str, name: str, allowed: Sequence[str]) -> str:
+    placeholders = name_list(["{" + a + "}" for a in allowed])
+    return (
+        f"{quote_input(template)} uses the unknown placeholder {quote_input('{' + name + '}')}; "
+        f"the placeholders allowed here are: {placeholders}"
+    )
+
+
+def config_template_stray_brace(template: str) -> str:
+    return f"{quote_input(template)} has a '{{' or '}}' that is not part of a placeholder"
+
+
+def config_template_needs(template: str, needed: Sequence[str]) -> str:
+    options = " or ".join("{" + n + "}" for n in needed)
+    return f"{quote_input(template)} must contain {options}"
+
+
+def config_template_bad_tag(template: str, rendered: str) -> str:
+    return (
+        f"{quote_input(template)} makes the tag {quote_input(rendered)}, which is not a valid "
+        "tag (letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-')"
+    )
+
+
+def config_template_is_release_tag(template: str, tag: str) -> str:
+    return (
+        f"{quote_input(template)} makes the tag {quote_input(tag)}, which is a release tag; "
+        "only the merge step of that release writes it"
+    )
+
+
+def config_template_collides(template: str, first: str, second: str, tag: str) -> str:
+    return f"{quote_input(template)} gives {first} and {second} the same tag {quote_input(tag)}"
+
+
+def config_bad_ref(template: str, rendered: str) -> str:
+    return (
+        f"{quote_input(template)} makes the git ref {quote_input(rendered)}, which is not a "
+        "valid ref (letters, digits, '.', '_', '-' and '/', no '..', not starting with "
+        "'-', '.' or '/')"
+    )
+
+
+def config_source_kind(keys: Sequence[str]) -> str:
+    return (
+        f"give exactly one of {' or '.join(keys)}: git for a repository checked out at the "
+        "release's ref, path for a directory used as it is"
+    )
+
+
+def config_bad_git_url(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a git repository location; expected an https://, "
+        "http://, ssh://, git:// or file:// URL, user@host:path, or a local path"
+    )
+
+
+def config_git_url_password(value: str) -> str:
+    return (
+        f"{quote_input(value)} has a password in it; registry and git credentials come "
+        "from the environment and the standard credential helpers, never the config file"
+    )
+
+
+def config_bad_key_prefix(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a valid key prefix; expected letters, digits, '_', "
+        "'-', '.' and ':', starting with a letter or digit, at most 64 characters"
+    )
+
+
+def config_cap_below_base(cap: float, base: float) -> str:
+    return f"{cap} is below backoff_base_seconds ({base})"
