@@ -1,0 +1,129 @@
+"""Per-platform builds and the merge from pinned digests, with real Buildx and registry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobs.build import (
+    BuilderError,
+    BuildError,
+    BuildRequest,
+    Progress,
+    check_builder,
+    parse_progress,
+    run_build,
+)
+from jobs.merge import MergeError, compare_with_builds, merge_sources, verify_published, write_index
+from jobs.platforms import parse_platform
+from jobs.registry import RegistryClient
+from tests.conftest import Lab
+
+AMD = parse_platform("linux/amd64")
+ARM = parse_platform("linux/arm64")
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("#5 [2/4] RUN echo hi", Progress("building", 2, 4)),
+        ("#7 [builder 3/5] COPY . .", Progress("building", 3, 5)),
+        ("#9 pushing layers", Progress("pushing")),
+        ("#9 exporting to image", Progress("pushing")),
+        ("#3 [internal] load metadata", None),
+        ("random text [1/2]", None),
+    ],
+)
+def test_parse_progress(line: str, expected: Progress | None) -> None:
+    assert parse_progress(line) == expected
+
+
+def test_merge_sources_needs_every_required_platform() -> None:
+    assert merge_sources("r.io/a", {ARM: D2, AMD: D1}, [AMD, ARM]) == [
+        f"r.io/a@{D1}",
+        f"r.io/a@{D2}",
+    ]
+    with pytest.raises(MergeError) as error:
+        merge_sources("r.io/a", {ARM: D2}, [AMD, ARM])
+    assert "linux/amd64" in str(error.value) and "not written" in str(error.value)
+    with pytest.raises(ValueError):
+        merge_sources("r.io/a", {AMD: "sha256:short", ARM: D2}, [AMD, ARM])
+
+
+def test_write_index_refuses_unpinned_sources() -> None:
+    with pytest.raises(MergeError):
+        write_index("127.0.0.1:1/a", "v1", ["127.0.0.1:1/a:v1-amd64"])
+
+
+def test_builder_refuses_a_platform_it_cannot_build(docker_available: None) -> None:
+    with pytest.raises(BuilderError) as error:
+        check_builder(None, parse_platform("windows/amd64"))
+    assert "cannot build windows/amd64" in str(error.value)
+    assert check_builder(None, ARM).driver == "docker"
+    with pytest.raises(BuilderError):
+        check_builder("no-such-builder", AMD)
+
+
+def _context(tmp_path: Path, lab: Lab, body: str) -> Path:
+    (tmp_path / "Dockerfile").write_text(f"FROM {lab.base_image}\n{body}")
+    return tmp_path
+
+
+async def test_build_push_merge_verify(lab: Lab, docker_available: None, tmp_path: Path) -> None:
+    context = _context(tmp_path, lab, "RUN uname -m > /arch\nRUN cat /arch\n")
+    image = f"{lab.registry}/merge-{uuid.uuid4().hex[:8]}/runtime"
+    builds = {}
+    for platform in (AMD, ARM):
+        seen: list[Progress] = []
+        result = run_build(
+            BuildRequest(
+                context=context,
+                dockerfile=context / "Dockerfile",
+                platform=platform,
+                image=image,
+                staging_tag=f"v1.0.0-{platform.architecture}",
+                metadata_file=tmp_path / f"meta-{platform.architecture}.json",
+            ),
+            on_progress=seen.append,
+        )
+        assert Progress("building", 3, 3) in seen  # FROM and two RUN steps
+        assert result.pushed_as == f"{image}:v1.0.0-{platform.architecture}"
+        builds[platform] = result.digest
+    write_index(image, "v1.0.0", merge_sources(image, builds, [AMD, ARM]))
+    async with RegistryClient() as client:
+        published = await verify_published(client, image, "v1.0.0", builds, [AMD, ARM])
+        assert published.ok, published
+        assert {e.platform: e.digest for e in published.inspection.verdict.entries} == builds
+        # An index that carries other digests than were built is caught.
+        wrong = {AMD: builds[ARM], ARM: builds[ARM]}
+        assert compare_with_builds(published.inspection, wrong) == (
+            f"linux/amd64 is {builds[AMD]} in the registry but {builds[ARM]} was built",
+        )
+
+
+def test_failed_build_reports_its_log_tail(
+    lab: Lab, docker_available: None, tmp_path: Path
+) -> None:
+    context = _context(
+        tmp_path, lab, 'RUN echo "no arm support here" >&2 && [ "$(uname -m)" != aarch64 ]\n'
+    )
+    with pytest.raises(BuildError) as error:
+        run_build(
+            BuildRequest(
+                context=context,
+                dockerfile=context / "Dockerfile",
+                platform=ARM,
+                image=f"{lab.registry}/fail-{uuid.uuid4().hex[:8]}/x",
+                staging_tag="v1.0.0-arm64",
+                metadata_file=tmp_path / "meta.json",
+            )
+        )
+    assert any("no arm support here" in line for line in error.value.log_tail)
+    assert not (tmp_path / "meta.json").exists() or "containerimage.digest" not in json.loads(
+        (tmp_path / "meta.json").read_text() or "{}"
+    )
