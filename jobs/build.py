@@ -90,7 +90,9 @@ def inspect_builder(name: str | None) -> BuilderInfo:
                 platforms.append(parse_platform(text.strip().rstrip("*")))
             except ValueError:
                 continue
-    return BuilderInfo(builder.name, builder.driver, tuple(dict.fromkeys(platforms)))
+    return BuilderInfo(
+        builder.name or (name or "default"), builder.driver or "", tuple(dict.fromkeys(platforms))
+    )
 
 
 def check_builder(name: str | None, platform: Platform) -> BuilderInfo:
@@ -163,7 +165,8 @@ def run_build(
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     request.metadata_file.unlink(missing_ok=True)
     try:
-        lines: Iterator[str] = docker.buildx.build(request.context, **_build_kwargs(request))
+        lines = docker.buildx.build(request.context, **_build_kwargs(request))
+        assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
         for line in lines:
             line = line.rstrip("\n")
             tail.append(line)
