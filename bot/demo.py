@@ -72,12 +72,15 @@ def run_demo() -> int:
         digests = {}
         for component in ("gateway-plugins", "runtime"):
             repo = f"{namespace}/{component}"
-            digests[component] = {arch: _build(context, repo, version, arch) for arch in ("amd64", "arm64")}
+            digests[component] = {
+                arch: _build(context, repo, version, arch) for arch in ("amd64", "arm64")
+            }
 
         _say("publishing gateway-plugins from pinned digests of both platforms (one writer)")
         gateway = f"{namespace}/gateway-plugins"
         docker.buildx.imagetools.create(
-            [f"{gateway}@{d}" for d in digests["gateway-plugins"].values()], tags=[f"{gateway}:{version}"]
+            [f"{gateway}@{d}" for d in digests["gateway-plugins"].values()],
+            tags=[f"{gateway}:{version}"],
         )
         _say("replaying the incident: the arm64 pipeline overwrites runtime's tag last")
         runtime = f"{namespace}/runtime"
@@ -106,5 +109,7 @@ def run_demo() -> int:
         if verdicts != [("ok", []), ("missing", ["linux/amd64"])]:
             print(f"demo: unexpected verdicts {verdicts}", file=sys.stderr)
             return 1
-    _say("demo done: the healthy release passes, the incident is caught before any mirror copies it")
+    _say(
+        "demo done: the healthy release passes, the incident is caught before any mirror copies it"
+    )
     return 0
