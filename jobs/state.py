@@ -1,0 +1,1015 @@
+"""The release state machine: a pure transition table, and its atomic Redis record.
+
+    queued -> building -> merging -> verifying -> ready | blocked
+    ready -> approved -> promoting -> promoted
+    any unfinished state -> failed | cancelled   (not promoting -> cancelled: half-moved
+                                                   tags are finished, then reported)
+    ready | approved -> blocked                  (the click-time re-check failed)
+
+One active run per version. A new run may start only when the current one is settled:
+promoted, failed, cancelled, or blocked. Blocked counts as settled because a blocked
+run can never go on (its published digests failed the platform check, and only a new
+build can fix that); its record stays for the audit trail. A ready or approved run is
+still live: asking again returns it.
+
+Every write is one Lua script that checks the run is still the version's active run
+(stale buttons of a superseded run are refused), makes the change and appends an event
+(what the notifier shows) and, when someone acted, an audit entry, all atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from jobs.connections import Arg, Script
+from jobs.keys import Keys
+from jobs.platforms import PlatformError, parse_platform
+
+# Pure logic ---------------------------------------------------------------------------
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    BUILDING = "building"
+    MERGING = "merging"
+    VERIFYING = "verifying"
+    READY = "ready"
+    BLOCKED = "blocked"
+    APPROVED = "approved"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_S = State
+TRANSITIONS: Mapping[State, frozenset[State]] = {
+    _S.QUEUED: frozenset({_S.BUILDING, _S.FAILED, _S.CANCELLED}),
+    _S.BUILDING: frozenset({_S.MERGING, _S.FAILED, _S.CANCELLED}),
+    _S.MERGING: frozenset({_S.VERIFYING, _S.FAILED, _S.CANCELLED}),
+    _S.VERIFYING: frozenset({_S.READY, _S.BLOCKED, _S.FAILED, _S.CANCELLED}),
+    _S.READY: frozenset({_S.APPROVED, _S.BLOCKED, _S.CANCELLED}),
+    _S.APPROVED: frozenset({_S.PROMOTING, _S.BLOCKED, _S.CANCELLED}),
+    _S.PROMOTING: frozenset({_S.PROMOTED, _S.FAILED}),
+    _S.BLOCKED: frozenset({_S.CANCELLED}),
+    _S.PROMOTED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+TERMINAL: frozenset[State] = frozenset({_S.PROMOTED, _S.FAILED, _S.CANCELLED})
+# States after which a new request for the version starts a new run.
+SETTLED: frozenset[State] = TERMINAL | {_S.BLOCKED}
+
+
+class Event(StrEnum):
+    """What happened to a release; `next_state` says where it leads."""
+
+    START = "start"
+    BUILT = "built"
+    MERGED = "merged"
+    VERIFIED = "verified"
+    CHECK_FAILED = "check_failed"
+    APPROVE = "approve"
+    PROMOTE = "promote"
+    PROMOTED = "promoted"
+    FAIL = "fail"
+    CANCEL = "cancel"
+
+
+EVENT_TARGETS: Mapping[Event, State] = {
+    Event.START: _S.BUILDING,
+    Event.BUILT: _S.MERGING,
+    Event.MERGED: _S.VERIFYING,
+    Event.VERIFIED: _S.READY,
+    Event.CHECK_FAILED: _S.BLOCKED,
+    Event.APPROVE: _S.APPROVED,
+    Event.PROMOTE: _S.PROMOTING,
+    Event.PROMOTED: _S.PROMOTED,
+    Event.FAIL: _S.FAILED,
+    Event.CANCEL: _S.CANCELLED,
+}
+
+
+class InvalidTransition(ValueError):
+    def __init__(self, current: State, target: State, event: Event | None = None) -> None:
+        self.current, self.target, self.event = current, target, event
+        what = f"{event.value} ({target.value})" if event else target.value
+        super().__init__(f"a release that is {current.value} cannot go to {what}")
+
+
+def can_transition(current: State, target: State) -> bool:
+    return target in TRANSITIONS[current]
+
+
+def next_state(current: State, event: Event) -> State:
+    """Where `event` takes a release that is `current`; InvalidTransition if nowhere."""
+    target = EVENT_TARGETS[event]
+    if not can_transition(current, target):
+        raise InvalidTransition(current, target, event)
+    return target
+
+
+def allows_new_run(current: State) -> bool:
+    return current in SETTLED
+
+
+class BuildState(StrEnum):
+    QUEUED = "queued"
+    BUILDING = "building"
+    PUSHED = "pushed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+_B = BuildState
+BUILD_TRANSITIONS: Mapping[BuildState, frozenset[BuildState]] = {
+    _B.QUEUED: frozenset({_B.BUILDING, _B.PUSHED, _B.FAILED, _B.CANCELLED}),
+    # building -> building: a new attempt (retry or reclaim) started.
+    _B.BUILDING: frozenset({_B.BUILDING, _B.PUSHED, _B.FAILED, _B.CANCELLED}),
+    _B.FAILED: frozenset({_B.BUILDING, _B.PUSHED, _B.CANCELLED}),
+    # A pushed digest is final: one writer per build, a redelivery cannot replace it.
+    _B.PUSHED: frozenset(),
+    _B.CANCELLED: frozenset(),
+}
+
+
+def build_sources(target: BuildState) -> frozenset[BuildState]:
+    """The build states from which `target` can be reached."""
+    return frozenset(s for s, targets in BUILD_TRANSITIONS.items() if target in targets)
+
+
+def build_field(component: str, platform: str) -> str:
+    return f"{component}@{platform}"
+
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha512:[0-9a-f]{128}$")
+
+
+def check_version(version: str) -> str:
+    if not _VERSION.match(version):
+        raise ValueError(f"{version!r} is not a release version such as v0.3.0-rc.2")
+    return version
+
+
+def check_component(component: str) -> str:
+    if not _COMPONENT.match(component):
+        raise ValueError(
+            f"{component!r} is not a component name (lowercase letters, digits, '.', '_', '-')"
+        )
+    return component
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise ValueError(f"{digest!r} is not a digest such as sha256:<64 hex digits>")
+    return digest
+
+
+def _canonical_platform(platform: str) -> str:
+    try:
+        canonical = str(parse_platform(platform))
+    except PlatformError as error:
+        raise ValueError(str(error)) from None
+    if canonical != platform:
+        raise ValueError(f"platform {platform!r} must be written {canonical}")
+    return platform
+
+
+# Snapshot -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    component: str
+    platform: str
+    state: BuildState
+    digest: str | None = None
+    attempt: int = 0
+    error: str = ""
+    log_tail: tuple[str, ...] = ()
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class ComponentIndex:
+    component: str
+    digest: str
+    verdict: str
+    detail: str = ""
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Approval:
+    user: str
+    at: float
+    digests: Mapping[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    target: str
+    ok: bool
+    digest: str
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    run_id: str
+    state: State
+    state_reason: str
+    requested_by: str
+    channel: str
+    platforms: tuple[str, ...]
+    components: tuple[str, ...]
+    source_ref: str
+    created_at: float
+    updated_at: float
+    status_channel: str
+    status_ts: str
+    previous_run_id: str
+    active: bool
+    builds: Mapping[tuple[str, str], BuildRecord] = field(hash=False)
+    indexes: Mapping[str, ComponentIndex] = field(hash=False)
+    merges_claimed: frozenset[str] = frozenset()
+    approvals: Mapping[str, Approval] = field(default_factory=dict, hash=False)
+    promotions: Mapping[str, PromotionResult] = field(default_factory=dict, hash=False)
+
+    @property
+    def settled(self) -> bool:
+        return self.state in SETTLED
+
+    def build(self, component: str, platform: str) -> BuildRecord:
+        return self.builds[(component, platform)]
+
+    def built_digests(self, component: str) -> dict[str, str] | None:
+        """Platform -> pushed digest for `component`, or None while any is missing."""
+        digests = {}
+        for platform in self.platforms:
+            record = self.builds.get((component, platform))
+            if record is None or record.state is not BuildState.PUSHED or not record.digest:
+                return None
+            digests[platform] = record.digest
+        return digests
+
+
+@dataclass(frozen=True)
+class DigestRecorded:
+    # "recorded": stored now; "already": the same digest was stored before (a redelivery);
+    # "conflict": a different digest is stored and stays; "refused": run not active or the
+    # build was cancelled. `digest` is the one the release holds.
+    status: Literal["recorded", "already", "conflict", "refused"]
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    accepted: bool
+    approvals: int
+    reason: str = ""  # why it was refused
+
+
+@dataclass(frozen=True)
+class ReleaseEvent:
+    id: str
+    version: str
+    run_id: str
+    type: str
+    fields: Mapping[str, str] = field(hash=False)
+
+
+# Lua ----------------------------------------------------------------------------------
+
+_COMMON = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+local function set_of(csv)
+  local s = {}
+  for item in string.gmatch(csv, '[^,]+') do s[item] = true end
+  return s
+end
+-- The run's state if `run_id` is the version's active run, else nil.
+local function active_state(pointer, run, run_id)
+  if redis.call('GET', pointer) ~= run_id then return nil end
+  return redis.call('HGET', run, 'state')
+end
+local function event(stream, maxlen, version, run_id, kind, ...)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    'version', version, 'run_id', run_id, 'type', kind, ...)
+end
+"""
+
+# KEYS: pointer, new run, new builds, releases, runs, events, audit, current run (or pointer)
+# ARGV: version, new run id, expected current run id, settled csv, events maxlen,
+#       audit maxlen, requested_by, channel, platforms json, components json, source ref,
+#       build field/record pairs...
+_CREATE = Script(
+    _COMMON
+    + """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[3] then return {'retry'} end
+if current ~= '' then
+  local state = redis.call('HGET', KEYS[8], 'state')
+  if state and not set_of(ARGV[4])[state] then return {'existing', current} end
+end
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'version', ARGV[1], 'run_id', ARGV[2], 'state', 'queued',
+  'state_reason', '', 'requested_by', ARGV[7], 'channel', ARGV[8], 'platforms', ARGV[9],
+  'components', ARGV[10], 'source_ref', ARGV[11], 'created_at', now, 'updated_at', now,
+  'status_channel', '', 'status_ts', '', 'previous_run_id', current)
+if #ARGV > 11 then redis.call('HSET', KEYS[3], unpack(ARGV, 12)) end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('ZADD', KEYS[5], now, ARGV[2])
+event(KEYS[6], ARGV[5], ARGV[1], ARGV[2], 'created', 'state', 'queued', 'actor', ARGV[7])
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
+  'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'requested', 'detail', ARGV[11])
+return {'created', ARGV[2]}
+"""
+)
+
+# KEYS: pointer, run, events, audit
+# ARGV: version, run id, from csv, to, actor, reason, events maxlen, audit maxlen
+_TRANSITION = Script(
+    _COMMON
+    + """
+local state = active_state(KEYS[1], KEYS[2], ARGV[2])
+if not state or not set_of(ARGV[3])[state] then return 0 end
+redis.call('HSET', KEYS[2], 'state', ARGV[4], 'state_reason', ARGV[6], 'updated_at', now_ms())
+event(KEYS[3], ARGV[7], ARGV[1], ARGV[2], 'state', 'from', state, 'state', ARGV[4],
+  'actor', ARGV[5], 'reason', ARGV[6])
+if ARGV[5] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'version', ARGV[1],
+    'run_id', ARGV[2], 'actor', ARGV[5], 'action', ARGV[4], 'detail', ARGV[6])
+end
+return 1
+"""
+)
+
+# KEYS: pointer, run, builds, events
+# ARGV: version, run id, field, new state, allowed from csv, terminal csv, attempt ('' keeps),
+#       error, log lines json, max log lines, events maxlen, component, platform
+_UPDATE_BUILD = Script(
+    _COMMON
+    + """
+local state = active_state(KEYS[1], KEYS[2], ARGV[2])
+if not state or set_of(ARGV[6])[state] then return 0 end
+local raw = redis.call('HGET', KEYS[3], ARGV[3])
+if not raw then return 0 end
+local record = cjson.decode(raw)
+if not set_of(ARGV[5])[record.state] then return 0 end
+record.state = ARGV[4]
+if ARGV[7] ~= '' then record.attempt = tonumber(ARGV[7]) end
+record.error = ARGV[8]
+local log = {}
+if type(record.log) == 'table' then log = record.log end
+for _, line in ipairs(cjson.decode(ARGV[9])) do table.insert(log, line) end
+local keep = tonumber(ARGV[10])
+while #log > keep do table.remove(log, 1) end
+record.log = log
+record.updated_at = tonumber(now_ms())
+redis.call('HSET', KEYS[3], ARGV[3], cjson.encode(record))
+event(KEYS[4], ARGV[11], ARGV[1], ARGV[2], 'build', 'component', ARGV[12],
+  'platform', ARGV[13], 'build_state', ARGV[4], 'attempt', tostring(record.attempt or 0),
+  'error', ARGV[8])
+return 1
+"""
+)
+
+# KEYS: pointer, run, builds, events
+# ARGV: version, run id, field, digest, attempt, allowed from csv, terminal csv, events maxlen,
+#       component, platform
+_RECORD_DIGEST = Script(
+    _COMMON
+    + """
+local state = active_state(KEYS[1], KEYS[2], ARGV[2])
+if not state or set_of(ARGV[7])[state] then return {'refused', ''} end
+local raw = redis.call('HGET', KEYS[3], ARGV[3])
+if not raw then return {'refused', ''} end
+local record = cjson.decode(raw)
+if record.state == 'pushed' then
+  if record.digest == ARGV[4] then return {'already', record.digest} end
+  return {'conflict', record.digest}
+end
+if not set_of(ARGV[6])[record.state] then return {'refused', ''} end
+record.state = 'pushed'
+record.digest = ARGV[4]
+record.attempt = tonumber(ARGV[5])
+record.error = ''
+record.updated_at = tonumber(now_ms())
+redis.call('HSET', KEYS[3], ARGV[3], cjson.encode(record))
+event(KEYS[4], ARGV[8], ARGV[1], ARGV[2], 'build', 'component', ARGV[9], 'platform', ARGV[10],
+  'build_state', 'pushed', 'digest', ARGV[4], 'attempt', ARGV[5])
+return {'recorded', ARGV[4]}
+"""
+)
+
+# KEYS: pointer, run, builds, merges, events
+# ARGV: version, run id, component, claimer, terminal csv, events maxlen, build fields...
+_CLAIM_MERGE = Script(
+    _COMMON
+    + """
+local state = active_state(KEYS[1], KEYS[2], ARGV[2])
+if not state or set_of(ARGV[5])[state] then return 0 end
+for i = 7, #ARGV do
+  local raw = redis.call('HGET', KEYS[3], ARGV[i])
+  if not raw or cjson.decode(raw).state ~= 'pushed' then return 0 end
+end
+if redis.call('HSETNX', KEYS[4], ARGV[3], ARGV[4]) == 1 then
+  event(KEYS[5], ARGV[6], ARGV[1], ARGV[2], 'merge_claimed', 'component', ARGV[3],
+    'claimer', ARGV[4])
+  return 1
+end
+-- The same claimer asking again (its job was redelivered) still holds the claim.
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[4], ARGV[3]) == ARGV[4] then return 1 end
+return 0
+"""
+)
+
+# KEYS: pointer, run, target hash, events
+# ARGV: version, run id, allowed states csv ('' = any), hash field, json value,
+#       events maxlen, event type, event field/value pairs...
+_PUT = Script(
+    _COMMON
+    + """
+local state = active_state(KEYS[1], KEYS[2], ARGV[2])
+if not state or (ARGV[3] ~= '' and not set_of(ARGV[3])[state]) then return 0 end
+local value = cjson.decode(ARGV[5])
+value.at = tonumber(now_ms())
+redis.call('HSET', KEYS[3], ARGV[4], cjson.encode(value))
+redis.call('HSET', KEYS[2], 'updated_at', now_ms())
+event(KEYS[4], ARGV[6], ARGV[1], ARGV[2], ARGV[7], unpack(ARGV, 8))
+return 1
+"""
+)
+
+# KEYS: pointer, run, events.  ARGV: version, run id, channel, ts, events maxlen
+_STATUS_MESSAGE = Script(
+    _COMMON
+    + """
+if not active_state(KEYS[1], KEYS[2], ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[2], 'status_channel', ARGV[3], 'status_ts', ARGV[4])
+event(KEYS[3], ARGV[5], ARGV[1], ARGV[2], 'status_message', 'channel', ARGV[3], 'ts', ARGV[4])
+return 1
+"""
+)
+
+# KEYS: pointer, run, indexes, approvals, events, audit
+# ARGV: version, run id, user, digests json, events maxlen, audit maxlen
+_APPROVE = Script(
+    _COMMON
+    + """
+local state = active_state(KEYS[1], KEYS[2], ARGV[2])
+if not state then return {0, 'not the active run'} end
+if state ~= 'ready' then return {0, 'the release is ' .. state .. ', not ready'} end
+local approved = cjson.decode(ARGV[4])
+local components = cjson.decode(redis.call('HGET', KEYS[2], 'components'))
+local count = 0
+for _ in pairs(approved) do count = count + 1 end
+if count ~= #components then return {0, 'the approval does not cover every component'} end
+for _, component in ipairs(components) do
+  local raw = redis.call('HGET', KEYS[3], component)
+  if not raw or cjson.decode(raw).digest ~= approved[component] then
+    return {0, 'the approved digest of ' .. component .. ' is not the verified one'}
+  end
+end
+local now = now_ms()
+redis.call('HSET', KEYS[4], ARGV[3],
+  cjson.encode({user = ARGV[3], at = tonumber(now), digests = approved}))
+redis.call('HSET', KEYS[2], 'updated_at', now)
+local total = redis.call('HLEN', KEYS[4])
+event(KEYS[5], ARGV[5], ARGV[1], ARGV[2], 'approval', 'actor', ARGV[3],
+  'approvals', tostring(total))
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
+  'run_id', ARGV[2], 'actor', ARGV[3], 'action', 'approved', 'detail', ARGV[4])
+return {1, total}
+"""
+)
+
+
+# Store --------------------------------------------------------------------------------
+
+
+def _csv(states: Iterable[str]) -> str:
+    return ",".join(sorted(states))
+
+
+def _ms(value: Any) -> float:
+    return int(value) / 1000 if value not in (None, "") else 0.0
+
+
+class ReleaseStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        events_maxlen: int = 10_000,
+        audit_maxlen: int = 100_000,
+        log_lines: int = 20,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.events_maxlen = events_maxlen
+        self.audit_maxlen = audit_maxlen
+        self.log_lines = log_lines
+
+    def _guard_keys(self, version: str, run_id: str) -> list[str]:
+        return [self.keys.active_run(version), self.keys.run(version, run_id)]
+
+    async def create_or_get(
+        self,
+        version: str,
+        requested_by: str,
+        channel: str,
+        platforms: Sequence[str],
+        components: Sequence[str],
+        source_ref: str,
+    ) -> tuple[Release, bool]:
+        """The version's active run and whether this call created it.
+
+        A duplicate request (the run is not settled) returns the existing run unchanged,
+        whatever platforms or components it asked for.
+        """
+        check_version(version)
+        for name, value in (("requested_by", requested_by), ("channel", channel)):
+            if not value or any(c.isspace() for c in value):
+                raise ValueError(f"{name} {value!r} must be a non-empty id")
+        if not source_ref.strip():
+            raise ValueError("source_ref is empty")
+        platforms = tuple(_canonical_platform(p) for p in platforms)
+        components = tuple(check_component(c) for c in components)
+        for name, items in (("platforms", platforms), ("components", components)):
+            if not items or len(set(items)) != len(items):
+                raise ValueError(f"{name} must be non-empty without repeats")
+        run_id = uuid.uuid4().hex[:16]
+        builds: list[Arg] = []
+        for component in components:
+            for platform in platforms:
+                record = {"state": BuildState.QUEUED.value, "attempt": 0, "error": ""}
+                builds += [build_field(component, platform), json.dumps(record)]
+        for _ in range(20):
+            current = str(await self.redis.get(self.keys.active_run(version)) or "")
+            current_key = (
+                self.keys.run(version, current) if current else self.keys.active_run(version)
+            )
+            keys = [
+                self.keys.active_run(version),
+                self.keys.run(version, run_id),
+                self.keys.builds(version, run_id),
+                self.keys.releases,
+                self.keys.runs(version),
+                self.keys.events,
+                self.keys.audit,
+                current_key,
+            ]
+            args: list[Arg] = [
+                version,
+                run_id,
+                current,
+                _csv(SETTLED),
+                self.events_maxlen,
+                self.audit_maxlen,
+                requested_by,
+                channel,
+                json.dumps(list(platforms)),
+                json.dumps(list(components)),
+                source_ref,
+                *builds,
+            ]
+            reply = await _CREATE(self.redis, keys, args)
+            if reply[0] == "retry":
+                continue  # another request switched runs between our read and the script
+            release = await self.load(version, reply[1])
+            if release is None:
+                continue  # superseded again in between
+            if reply[0] == "existing":
+                await self.audit(version, release.run_id, requested_by, "requested-again", "")
+            return release, reply[0] == "created"
+        raise RuntimeError(f"could not create or find a run of {version}: too much contention")
+
+    async def transition(
+        self,
+        version: str,
+        run_id: str,
+        from_states: Iterable[State],
+        to_state: State,
+        *,
+        actor: str = "",
+        reason: str = "",
+    ) -> bool:
+        """Compare-and-set the run's state: True if it was one of `from_states` and the run
+        is still the active one. `actor` (a Slack user id) also writes an audit entry."""
+        sources = frozenset(State(s) for s in from_states)
+        to_state = State(to_state)
+        if not sources:
+            raise ValueError("transition needs at least one state to move from")
+        for source in sorted(sources):
+            if not can_transition(source, to_state):
+                raise InvalidTransition(source, to_state)
+        ok = await _TRANSITION(
+            self.redis,
+            [*self._guard_keys(version, run_id), self.keys.events, self.keys.audit],
+            [
+                version,
+                run_id,
+                _csv(sources),
+                to_state.value,
+                actor,
+                reason,
+                self.events_maxlen,
+                self.audit_maxlen,
+            ],
+        )
+        return bool(ok)
+
+    async def apply(
+        self, version: str, run_id: str, event: Event, *, actor: str = "", reason: str = ""
+    ) -> bool:
+        """`transition` driven by an event: from every state the event may leave."""
+        target = EVENT_TARGETS[event]
+        sources = [s for s in State if can_transition(s, target)]
+        return await self.transition(version, run_id, sources, target, actor=actor, reason=reason)
+
+    # Builds ---------------------------------------------------------------------------
+
+    async def update_build(
+        self,
+        version: str,
+        run_id: str,
+        component: str,
+        platform: str,
+        state: BuildState,
+        *,
+        attempt: int | None = None,
+        error: str = "",
+        log_lines: Sequence[str] = (),
+    ) -> bool:
+        """Move a build to queued/building/failed/cancelled (pushed: `record_build_digest`).
+
+        False when the move is not allowed (already pushed, run settled or superseded).
+        """
+        state = BuildState(state)
+        if state is BuildState.PUSHED:
+            raise ValueError("record a pushed build with record_build_digest")
+        ok = await _UPDATE_BUILD(
+            self.redis,
+            [
+                *self._guard_keys(version, run_id),
+                self.keys.builds(version, run_id),
+                self.keys.events,
+            ],
+            [
+                version,
+                run_id,
+                build_field(component, platform),
+                state.value,
+                _csv(build_sources(state)),
+                _csv(TERMINAL),
+                "" if attempt is None else attempt,
+                error[:2000],
+                json.dumps([line[:500] for line in log_lines]),
+                self.log_lines,
+                self.events_maxlen,
+                component,
+                platform,
+            ],
+        )
+        return bool(ok)
+
+    async def record_build_digest(
+        self, version: str, run_id: str, component: str, platform: str, digest: str, attempt: int
+    ) -> DigestRecorded:
+        """Store the digest a build pushed, once: repeating it is harmless, replacing it is
+        refused (the first recorded digest is the one the merge will pin)."""
+        check_digest(digest)
+        reply = await _RECORD_DIGEST(
+            self.redis,
+            [
+                *self._guard_keys(version, run_id),
+                self.keys.builds(version, run_id),
+                self.keys.events,
+            ],
+            [
+                version,
+                run_id,
+                build_field(component, platform),
+                digest,
+                attempt,
+                _csv(build_sources(BuildState.PUSHED)),
+                _csv(TERMINAL),
+                self.events_maxlen,
+                component,
+                platform,
+            ],
+        )
+        status = reply[0]
+        stored = reply[1] or None
+        if status == "recorded":
+            return DigestRecorded("recorded", stored)
+        if status == "already":
+            return DigestRecorded("already", stored)
+        if status == "conflict":
+            return DigestRecorded("conflict", stored)
+        return DigestRecorded("refused", stored)
+
+    async def all_platforms_built(self, version: str, run_id: str, component: str) -> bool:
+        release = await self.load(version, run_id)
+        return release is not None and release.built_digests(component) is not None
+
+    async def try_claim_merge(
+        self, version: str, run_id: str, component: str, *, claimer: str = ""
+    ) -> bool:
+        """True for exactly one caller once every platform of `component` is pushed.
+
+        Give the build job's id as `claimer`: if that job is redelivered after claiming
+        but before enqueueing the merge, it gets True again (and the queue's dedup keeps
+        the merge single); any other claimer gets False.
+        """
+        release = await self.load(version, run_id)
+        if release is None or component not in release.components:
+            return False
+        fields = [build_field(component, p) for p in release.platforms]
+        ok = await _CLAIM_MERGE(
+            self.redis,
+            [
+                *self._guard_keys(version, run_id),
+                self.keys.builds(version, run_id),
+                self.keys.merges(version, run_id),
+                self.keys.events,
+            ],
+            [version, run_id, component, claimer, _csv(TERMINAL), self.events_maxlen, *fields],
+        )
+        return bool(ok)
+
+    # Verdicts, status message, approvals, promotion -----------------------------------
+
+    async def _put(
+        self,
+        version: str,
+        run_id: str,
+        key: str,
+        hash_field: str,
+        value: Mapping[str, Any],
+        *,
+        allowed: Iterable[State] | None,
+        event_type: str,
+        event_fields: Mapping[str, str],
+    ) -> bool:
+        ok = await _PUT(
+            self.redis,
+            [*self._guard_keys(version, run_id), key, self.keys.events],
+            [
+                version,
+                run_id,
+                "" if allowed is None else _csv(allowed),
+                hash_field,
+                json.dumps(value),
+                self.events_maxlen,
+                event_type,
+                *[item for pair in event_fields.items() for item in pair],
+            ],
+        )
+        return bool(ok)
+
+    async def record_index(
+        self,
+        version: str,
+        run_id: str,
+        component: str,
+        digest: str,
+        verdict: str,
+        detail: str = "",
+    ) -> bool:
+        """The merged index digest of `component` and its platform verdict."""
+        check_digest(digest)
+        return await self._put(
+            version,
+            run_id,
+            self.keys.indexes(version, run_id),
+            component,
+            {"digest": digest, "verdict": verdict, "detail": detail},
+            allowed=[s for s in State if s not in TERMINAL],
+            event_type="index",
+            event_fields={
+                "component": component,
+                "digest": digest,
+                "verdict": verdict,
+                "detail": detail,
+            },
+        )
+
+    async def set_status_message(self, version: str, run_id: str, channel: str, ts: str) -> bool:
+        """Where the release's Slack status message lives (for chat.update)."""
+        ok = await _STATUS_MESSAGE(
+            self.redis,
+            [*self._guard_keys(version, run_id), self.keys.events],
+            [version, run_id, channel, ts, self.events_maxlen],
+        )
+        return bool(ok)
+
+    async def add_approval(
+        self, version: str, run_id: str, user: str, digests: Mapping[str, str]
+    ) -> ApprovalResult:
+        """Record `user`'s approval of exactly these component digests.
+
+        Refused unless the run is active and ready and the digests are the verified index
+        digests of every component; one approval per user however often they click.
+        """
+        for digest in digests.values():
+            check_digest(digest)
+        reply = await _APPROVE(
+            self.redis,
+            [
+                *self._guard_keys(version, run_id),
+                self.keys.indexes(version, run_id),
+                self.keys.approvals(version, run_id),
+                self.keys.events,
+                self.keys.audit,
+            ],
+            [
+                version,
+                run_id,
+                user,
+                json.dumps(dict(digests)),
+                self.events_maxlen,
+                self.audit_maxlen,
+            ],
+        )
+        if reply[0]:
+            return ApprovalResult(True, int(reply[1]))
+        release = await self.load(version, run_id)
+        count = len(release.approvals) if release else 0
+        return ApprovalResult(False, count, str(reply[1]))
+
+    async def record_promotion(
+        self, version: str, run_id: str, target: str, *, ok: bool, digest: str, detail: str = ""
+    ) -> bool:
+        """The outcome of promoting to one target tag (while the run is promoting)."""
+        return await self._put(
+            version,
+            run_id,
+            self.keys.promotions(version, run_id),
+            target,
+            {"ok": ok, "digest": digest, "detail": detail},
+            allowed=[State.PROMOTING],
+            event_type="promotion",
+            event_fields={"target": target, "ok": "1" if ok else "0", "digest": digest},
+        )
+
+    async def audit(self, version: str, run_id: str, actor: str, action: str, detail: str) -> str:
+        """Append an audit entry (rejected, cancelled, ...); returns its stream id."""
+        entry_id = await self.redis.xadd(
+            self.keys.audit,
+            {
+                "version": version,
+                "run_id": run_id,
+                "actor": actor,
+                "action": action,
+                "detail": detail,
+            },
+            maxlen=self.audit_maxlen,
+            approximate=True,
+        )
+        return str(entry_id)
+
+    # Reading --------------------------------------------------------------------------
+
+    async def load(self, version: str, run_id: str | None = None) -> Release | None:
+        """The version's active run (or the given run, active or not) as one snapshot."""
+        check_version(version)
+        active = await self.redis.get(self.keys.active_run(version))
+        run_id = run_id or (str(active) if active else None)
+        if not run_id:
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.run(version, run_id))
+            pipe.hgetall(self.keys.builds(version, run_id))
+            pipe.hgetall(self.keys.indexes(version, run_id))
+            pipe.hgetall(self.keys.merges(version, run_id))
+            pipe.hgetall(self.keys.approvals(version, run_id))
+            pipe.hgetall(self.keys.promotions(version, run_id))
+            pipe.get(self.keys.active_run(version))
+            run, builds, indexes, merges, approvals, promotions, pointer = await pipe.execute()
+        if not run:
+            return None
+        return _release(run, builds, indexes, merges, approvals, promotions, pointer == run_id)
+
+    async def list_releases(self, limit: int = 50) -> list[Release]:
+        """Active runs, most recently requested version first."""
+        versions = await self.redis.zrevrange(self.keys.releases, 0, limit - 1)
+        releases = []
+        for version in versions:
+            release = await self.load(str(version))
+            if release is not None:
+                releases.append(release)
+        return releases
+
+    async def run_ids(self, version: str) -> list[str]:
+        """Every run of `version`, oldest first."""
+        return [str(r) for r in await self.redis.zrange(self.keys.runs(version), 0, -1)]
+
+    async def events(
+        self, after: str = "0-0", count: int = 100, block_ms: int | None = None
+    ) -> list[ReleaseEvent]:
+        """Events after stream id `after`, oldest first (for the notifier)."""
+        reply: Any = await self.redis.xread({self.keys.events: after}, count=count, block=block_ms)
+        out = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                out.append(
+                    ReleaseEvent(
+                        entry_id,
+                        fields.get("version", ""),
+                        fields.get("run_id", ""),
+                        fields.get("type", ""),
+                        dict(fields),
+                    )
+                )
+        return out
+
+    async def audit_entries(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest audit entries first, with their stream id as `id`."""
+        entries: Any = await self.redis.xrevrange(self.keys.audit, count=count)
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+
+def _release(
+    run: Mapping[str, str],
+    builds: Mapping[str, str],
+    indexes: Mapping[str, str],
+    merges: Mapping[str, str],
+    approvals: Mapping[str, str],
+    promotions: Mapping[str, str],
+    active: bool,
+) -> Release:
+    build_records: dict[tuple[str, str], BuildRecord] = {}
+    for name, raw in builds.items():
+        component, _, platform = name.partition("@")
+        data = json.loads(raw)
+        log = data.get("log")
+        build_records[(component, platform)] = BuildRecord(
+            component=component,
+            platform=platform,
+            state=BuildState(data["state"]),
+            digest=data.get("digest") or None,
+            attempt=int(data.get("attempt") or 0),
+            error=data.get("error") or "",
+            # cjson writes an empty list as {}.
+            log_tail=tuple(log) if isinstance(log, list) else (),
+            updated_at=_ms(data.get("updated_at")),
+        )
+    index_records = {}
+    for component, raw in indexes.items():
+        data = json.loads(raw)
+        index_records[component] = ComponentIndex(
+            component, data["digest"], data["verdict"], data.get("detail", ""), _ms(data.get("at"))
+        )
+    approval_records = {}
+    for user, raw in approvals.items():
+        data = json.loads(raw)
+        approval_records[user] = Approval(user, _ms(data.get("at")), dict(data["digests"]))
+    promotion_records = {}
+    for target, raw in promotions.items():
+        data = json.loads(raw)
+        promotion_records[target] = PromotionResult(
+            target, bool(data["ok"]), data["digest"], data.get("detail", ""), _ms(data.get("at"))
+        )
+    return Release(
+        version=run["version"],
+        run_id=run["run_id"],
+        state=State(run["state"]),
+        state_reason=run.get("state_reason", ""),
+        requested_by=run["requested_by"],
+        channel=run["channel"],
+        platforms=tuple(json.loads(run["platforms"])),
+        components=tuple(json.loads(run["components"])),
+        source_ref=run["source_ref"],
+        created_at=_ms(run.get("created_at")),
+        updated_at=_ms(run.get("updated_at")),
+        status_channel=run.get("status_channel", ""),
+        status_ts=run.get("status_ts", ""),
+        previous_run_id=run.get("previous_run_id", ""),
+        active=active,
+        builds=build_records,
+        indexes=index_records,
+        merges_claimed=frozenset(merges),
+        approvals=approval_records,
+        promotions=promotion_records,
+    )
