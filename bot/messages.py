@@ -415,3 +415,7 @@ def config_bad_key_prefix(value: str) -> str:
 
 def config_cap_below_base(cap: float, base: float) -> str:
     return f"{cap} is below backoff_base_seconds ({base})"
+
+
+def config_seconds_out_of_range(value: object, high: object) -> str:
+    return f"{value} is out of range; expected more than 0 seconds and at most {high}"

@@ -1,0 +1,28 @@
+# Helpers shared by the sample components (busybox sh). Sourced by each cmd/*/main.sh.
+
+aibrix_component() { cat /etc/aibrix-component; }
+
+# One line that says what this image is and where it runs.
+aibrix_banner() {
+  echo "aibrix-sample $(aibrix_component) $(uname -m) (built for $(cat /opt/aibrix/share/arch))"
+}
+
+# Checks an image on itself at build time: right component, right architecture,
+# files intact. Exits non-zero with a reason on stderr when something is off.
+aibrix_self_test() {
+  expected=$1
+  actual=$(aibrix_component)
+  if [ "$actual" != "$expected" ]; then
+    echo "self-test: /etc/aibrix-component says $actual, expected $expected" >&2
+    return 1
+  fi
+  if [ "$(cat /opt/aibrix/share/arch)" != "$(uname -m)" ]; then
+    echo "self-test: built for $(cat /opt/aibrix/share/arch) but running on $(uname -m)" >&2
+    return 1
+  fi
+  if ! (cd /opt/aibrix && sha256sum -c share/SHA256SUMS >/dev/null); then
+    echo "self-test: checksums in /opt/aibrix/share/SHA256SUMS do not match" >&2
+    return 1
+  fi
+  echo "self-test ok: $expected on $(uname -m)"
+}
