@@ -485,14 +485,14 @@ class _Reader:
                 self.fail(self.join(key, name), messages.config_unknown_key(allowed))
         return value
 
-    def text(self, value: object, key: str, *, dash_ok: bool = False) -> str:
+    def text(self, value: object, key: str) -> str:
         if not isinstance(value, str):
             self.fail(key, messages.config_wrong_type("a string", _type_name(value)))
         if any(not char.isprintable() for char in value):
             self.fail(key, messages.config_control_character(value))
         if len(value) > _VALUE_MAX_LENGTH:
             self.fail(key, messages.config_too_long(value, _VALUE_MAX_LENGTH))
-        if value.startswith("-") and not dash_ok:
+        if value.startswith("-"):
             self.fail(key, messages.config_leading_dash(value))
         return value
 
