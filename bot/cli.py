@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 
+from bot import commands as pipeline_commands
+from bot.commands import UsageError
 from bot.report import inspection_tables
 from jobs.inspection import inspect_many, inspection_json
 from jobs.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform_list
@@ -28,10 +31,6 @@ EXIT_OK = 0
 EXIT_NOT_OK = 1
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
-
-
-class UsageError(Exception):
-    """Invalid input: reported on stderr with exit status 2, before any I/O."""
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -66,12 +65,15 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("refs", nargs="+", metavar="REF", help="image references")
 
     commands.add_parser("demo", help="run the local end-to-end demo on the lab")
+    pipeline_commands.add_commands(commands)
     return parser
 
 
 def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
     if args.require is not None:
         return parse_platform_list(args.require)
+    if args.config or os.environ.get("AIBRIX_CONFIG"):
+        return pipeline_commands.load(args).platforms
     return DEFAULT_PLATFORMS
 
 
@@ -113,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
-COMMANDS = {"inspect": cmd_inspect, "demo": cmd_demo}
+COMMANDS = {"inspect": cmd_inspect, "demo": cmd_demo, **pipeline_commands.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

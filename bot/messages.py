@@ -419,3 +419,40 @@ def config_cap_below_base(cap: float, base: float) -> str:
 
 def config_seconds_out_of_range(value: object, high: object) -> str:
     return f"{value} is out of range; expected more than 0 seconds and at most {high}"
+
+
+# ---- the release pipeline (jobs/pipeline.py, jobs/worker.py) ----------------------
+
+
+def platform_not_configured(platform: str, configured: Sequence[Platform]) -> str:
+    names = ", ".join(str(p) for p in configured)
+    return f"{platform} is not a configured platform; expected one of {names}"
+
+
+def build_failed(component: str, version: str, platform: str, error: str) -> str:
+    reason = error.strip().splitlines()[-1] if error.strip() else "no reason was recorded"
+    return f"{component} {version} failed to build for {platform}: {reason}"
+
+
+def verdict_not_ok(component: str, version: str, verdict: str) -> str:
+    return f"{component} {version}: the published index failed the platform check ({verdict})"
+
+
+def release_not_found(version: str) -> str:
+    return f"there is no release {version}; start one with: release {version}"
+
+
+def nothing_to_retry(version: str, state: str) -> str:
+    return f"{version} is {state}; retry restarts failed builds of a blocked or failed release only"
+
+
+def cannot_cancel(version: str, state: str) -> str:
+    return f"{version} is {state} and cannot be cancelled"
+
+
+def builder_refused(detail: str) -> str:
+    return f"the worker cannot start: {detail}"
+
+
+def pushed_platform_wrong(image: str, platform: str, detail: str) -> str:
+    return f"{image} was pushed for {platform} but the registry disagrees: {detail}"

@@ -25,6 +25,7 @@ from jobs.references import validate_digest
 
 LOG_TAIL_LINES = 30
 _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\]")
+_STEP_HEADER = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\]")
 _PUSHING = re.compile(r"^#\d+ (?:pushing|exporting to image)", re.IGNORECASE)
 
 
@@ -51,6 +52,28 @@ class Progress:
     phase: str  # "building", "pushing"
     step: int = 0
     total: int = 0
+
+
+_OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*\S)")
+_ERROR = re.compile(r"^#(\d+) ERROR")
+
+
+def failure_summary(tail: tuple[str, ...] | list[str]) -> str | None:
+    """The step that failed and its last line of output, from a plain build log:
+    "step 7/9 failed: runtime: unsupported on aarch64"."""
+    steps: dict[str, str] = {}
+    output: dict[str, str] = {}
+    for line in tail:
+        if match := _STEP_HEADER.match(line):
+            steps[match.group(1)] = match.group(2)
+        elif match := _OUTPUT.match(line):
+            output[match.group(1)] = match.group(2)
+        elif match := _ERROR.match(line):
+            vertex = match.group(1)
+            step = steps.get(vertex)
+            what = output.get(vertex, line.split("ERROR", 1)[1].lstrip(": ").strip())
+            return f"step {step} failed: {what}" if step else what
+    return None
 
 
 def parse_progress(line: str) -> Progress | None:

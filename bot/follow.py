@@ -1,0 +1,100 @@
+"""Following a release in the terminal: one progress bar per component and platform,
+redrawn in place on a terminal, printed as plain changed lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TextIO
+
+from bot.messages import short_digest
+from jobs.state import BuildState, Release, ReleaseEvent
+
+BAR_WIDTH = 20
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    phase: str
+    step: int = 0
+    total: int = 0
+
+
+def bar(fraction: float, width: int = BAR_WIDTH) -> str:
+    filled = max(0, min(width, round(fraction * width)))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def build_line(
+    release: Release, component: str, platform: str, progress: StepProgress | None
+) -> str:
+    record = release.builds.get((component, platform))
+    state = record.state if record else BuildState.QUEUED
+    label = f"{component:<20} {platform:<13}"
+    if state is BuildState.PUSHED:
+        return f"{label} {bar(1.0)} pushed {short_digest(record.digest if record else None)}"
+    if state is BuildState.FAILED:
+        return f"{label} {bar(0.0)} FAILED"
+    if state is BuildState.CANCELLED:
+        return f"{label} {bar(0.0)} cancelled"
+    if state is BuildState.BUILDING and progress is not None:
+        if progress.phase == "building" and progress.total:
+            fraction = progress.step / progress.total * 0.9
+            return f"{label} {bar(fraction)} step {progress.step}/{progress.total}"
+        if progress.phase in ("pushing", "pushed"):
+            return f"{label} {bar(0.95)} pushing"
+    if state is BuildState.BUILDING:
+        return f"{label} {bar(0.0)} building"
+    return f"{label} {bar(0.0)} queued"
+
+
+def release_lines(release: Release, progress: Mapping[tuple[str, str], StepProgress]) -> list[str]:
+    lines = [f"{release.version} ({release.run_id[:8]}): {release.state.value}"]
+    for component in release.components:
+        for platform in release.platforms:
+            lines.append(
+                "  " + build_line(release, component, platform, progress.get((component, platform)))
+            )
+        index = release.indexes.get(component)
+        if index is not None:
+            lines.append(
+                f"  {component:<20} {'index':<13} {index.verdict} {short_digest(index.digest)}"
+            )
+    if release.state_reason:
+        lines.append(f"  reason: {release.state_reason}")
+    return lines
+
+
+def apply_event(progress: dict[tuple[str, str], StepProgress], event: ReleaseEvent) -> None:
+    if event.type != "progress":
+        return
+    fields = event.fields
+    key = (fields.get("component", ""), fields.get("platform", ""))
+    try:
+        progress[key] = StepProgress(
+            fields.get("phase", ""), int(fields.get("step", "0")), int(fields.get("total", "0"))
+        )
+    except ValueError:
+        return
+
+
+class Display:
+    """Draws the lines; on a TTY it redraws the block, elsewhere it prints what changed."""
+
+    def __init__(self, out: TextIO = sys.stderr) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.previous: list[str] = []
+
+    def show(self, lines: list[str]) -> None:
+        if self.tty:
+            if self.previous:
+                self.out.write(f"\x1b[{len(self.previous)}F\x1b[J")
+            self.out.write("\n".join(lines) + "\n")
+        else:
+            for line in lines:
+                if line not in self.previous:
+                    self.out.write(line + "\n")
+        self.out.flush()
+        self.previous = lines

@@ -1,0 +1,347 @@
+"""The release pipeline: what a request, a build, a merge, a cancel and a retry do.
+
+One code path for the CLI, the Slack bot and the workers. Input is validated by
+`plan_release` (pure) before anything touches Redis; the queue and the release store
+make every effect atomic and once-only; the fan-in enqueues exactly one merge per
+component; `settle` decides ready or blocked once every component is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from bot import messages
+from jobs.config import Config, ConfigError
+from jobs.keys import Keys
+from jobs.merge import MergeError, merge_sources, verify_published, write_index
+from jobs.platforms import Platform, PlatformError, parse_platform, unique
+from jobs.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
+from jobs.registry import RegistryClient
+from jobs.source import SourceError, resolve_revision
+from jobs.state import BuildState, Event, Release, ReleaseStore, State
+from jobs.verdict import Outcome
+from jobs.versions import ComponentError, Version, VersionError, parse_version
+
+log = logging.getLogger("aibrix.pipeline")
+
+EVENTS_MAXLEN = 10_000
+
+
+class ReleaseInputError(ValueError):
+    """Invalid release input; the message says what was wrong and what is accepted."""
+
+
+class ReleaseNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    version: Version
+    components: tuple[str, ...]
+    platforms: tuple[Platform, ...]
+
+
+def plan_release(
+    config: Config,
+    version_text: str,
+    components: Sequence[str] = (),
+    platforms: Sequence[str] = (),
+) -> ReleasePlan:
+    """Validate a release request. Raises ReleaseInputError; touches nothing."""
+    try:
+        version = parse_version(version_text)
+        config.check_version(version)
+        chosen = tuple(dict.fromkeys(config.component(name).name for name in components))
+    except (VersionError, ComponentError, ConfigError) as error:
+        raise ReleaseInputError(str(error)) from None
+    try:
+        wanted = unique(parse_platform(text) for text in platforms)
+    except PlatformError as error:
+        raise ReleaseInputError(str(error)) from None
+    for platform in wanted:
+        if platform not in config.platforms:
+            raise ReleaseInputError(
+                messages.platform_not_configured(str(platform), config.platforms)
+            )
+    return ReleasePlan(version, chosen or config.component_names, wanted or config.platforms)
+
+
+def parse_release_version(version_text: str) -> str:
+    try:
+        return str(parse_version(version_text))
+    except VersionError as error:
+        raise ReleaseInputError(str(error)) from None
+
+
+def queue_settings(config: Config) -> QueueSettings:
+    return QueueSettings(
+        lease_ms=config.queue.lease_seconds * 1000,
+        max_attempts=config.queue.max_attempts,
+        backoff_base_s=config.queue.backoff_base_seconds,
+        backoff_cap_s=config.queue.backoff_cap_seconds,
+    )
+
+
+def component_outcome(release: Release, component: str) -> str:
+    """pending, merged, or failed: where one component of a release stands."""
+    if component in release.indexes:
+        return "merged"
+    records = [release.builds.get((component, p)) for p in release.platforms]
+    if any(r is not None and r.state in (BuildState.FAILED, BuildState.CANCELLED) for r in records):
+        # A component with a failed platform is never merged: its tag stays as it was.
+        return "failed"
+    return "pending"
+
+
+def block_reasons(release: Release) -> list[str]:
+    """One sentence per reason a settled release cannot be promoted."""
+    reasons = []
+    for component in release.components:
+        for platform in release.platforms:
+            record = release.builds.get((component, platform))
+            if record is not None and record.state is BuildState.FAILED:
+                reasons.append(
+                    messages.build_failed(component, release.version, platform, record.error)
+                )
+        index = release.indexes.get(component)
+        if index is not None and index.verdict != Outcome.OK.value:
+            reasons.append(
+                index.detail or messages.verdict_not_ok(component, release.version, index.verdict)
+            )
+    return reasons
+
+
+class Pipeline:
+    def __init__(self, redis: aioredis.Redis, config: Config) -> None:
+        self.redis = redis
+        self.config = config
+        self.keys = Keys(config.queue.key_prefix)
+        self.queue = Queue(
+            redis, self.keys, queue_settings(config), on_dead_letter=self._dead_lettered
+        )
+        self.store = ReleaseStore(redis, self.keys)
+
+    # -- requests (CLI and Slack)
+
+    async def request_release(
+        self, plan: ReleasePlan, requested_by: str, channel: str = "cli"
+    ) -> tuple[Release, bool]:
+        """Start a run of `plan`, or return the version's active run (a duplicate request)."""
+        version = str(plan.version)
+        existing = await self.store.load(version)
+        if existing is not None and not existing.settled:
+            return existing, False
+        try:
+            revision = await asyncio.to_thread(resolve_revision, self.config.source, plan.version)
+        except SourceError as error:
+            raise ReleaseInputError(str(error)) from None
+        release, created = await self.store.create_or_get(
+            version,
+            requested_by,
+            channel,
+            [str(p) for p in plan.platforms],
+            list(plan.components),
+            revision,
+        )
+        if created:
+            await self._start(release, previous=existing)
+            release = await self._load(version, release.run_id)
+        return release, created
+
+    async def retry(self, version_text: str, actor: str) -> tuple[Release, int]:
+        """A new run of a blocked or failed release that rebuilds only the failed builds."""
+        version = parse_release_version(version_text)
+        release = await self.store.load(version)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
+        if release.state not in (State.BLOCKED, State.FAILED) or not failed:
+            raise ReleaseInputError(messages.nothing_to_retry(version, release.state.value))
+        plan = ReleasePlan(
+            parse_version(version),
+            release.components,
+            tuple(parse_platform(p) for p in release.platforms),
+        )
+        new, created = await self.request_release(plan, actor, release.channel)
+        if created:
+            await self.store.audit(
+                new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds"
+            )
+        return new, len(failed)
+
+    async def cancel(self, version_text: str, actor: str) -> Release:
+        version = parse_release_version(version_text)
+        release = await self.store.load(version)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        if release.state in (State.PROMOTING, State.PROMOTED, State.FAILED, State.CANCELLED):
+            raise ReleaseInputError(messages.cannot_cancel(version, release.state.value))
+        await self.queue.cancel(version, release.run_id)
+        await self.store.apply(
+            version, release.run_id, Event.CANCEL, actor=actor or "cli", reason="cancelled"
+        )
+        for (component, platform), record in release.builds.items():
+            if record.state in (BuildState.QUEUED, BuildState.BUILDING, BuildState.FAILED):
+                await self.store.update_build(
+                    version, release.run_id, component, platform, BuildState.CANCELLED
+                )
+        return await self._load(version, release.run_id)
+
+    async def status(self, version_text: str | None) -> list[Release]:
+        if version_text is None:
+            return await self.store.list_releases()
+        version = parse_release_version(version_text)
+        release = await self.store.load(version)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        return [release]
+
+    # -- the run
+
+    async def _load(self, version: str, run_id: str) -> Release:
+        release = await self.store.load(version, run_id)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        return release
+
+    def build_job(self, release: Release, component: str, platform: str) -> Job:
+        return Job(
+            JobKind.BUILD,
+            release.version,
+            component,
+            release.source_ref,
+            platform=platform,
+            run_id=release.run_id,
+        )
+
+    def merge_job(self, release: Release, component: str) -> Job:
+        return Job(
+            JobKind.MERGE, release.version, component, release.source_ref, run_id=release.run_id
+        )
+
+    async def _start(self, release: Release, previous: Release | None) -> None:
+        """Enqueue the builds of a new run, reusing digests a previous run of the same
+        revision already pushed and verified (so a retry rebuilds only what failed)."""
+        await self.store.apply(release.version, release.run_id, Event.START)
+        reused: dict[tuple[str, str], str] = {}
+        if previous is not None and previous.source_ref == release.source_ref:
+            for key, record in previous.builds.items():
+                if record.state is BuildState.PUSHED and record.digest and key in release.builds:
+                    reused[key] = record.digest
+        for (component, platform), digest in reused.items():
+            await self.store.record_build_digest(
+                release.version, release.run_id, component, platform, digest, 0
+            )
+        jobs = [
+            self.build_job(release, component, platform)
+            for (component, platform) in release.builds
+            if (component, platform) not in reused
+        ]
+        await self.queue.enqueue_many(jobs)
+        for component in release.components:
+            await self.after_build(release.version, release.run_id, component, claimer="request")
+
+    async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
+        """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
+        if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
+            release = await self._load(version, run_id)
+            await self.queue.enqueue(self.merge_job(release, component))
+            await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+
+    async def build_failed(self, job: Job, reason: str) -> None:
+        """A build ran out of attempts: mark it failed; the component will not be merged."""
+        if job.platform is None:
+            return
+        await self.store.update_build(
+            job.release, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
+        )
+        await self.settle(job.release, job.run_id)
+
+    async def _dead_lettered(self, dead: DeadLetter) -> None:
+        job = dead.job
+        if job is None:
+            return
+        if job.kind is JobKind.BUILD:
+            await self.build_failed(job, dead.reason)
+        elif job.kind is JobKind.MERGE:
+            await self.store.apply(job.release, job.run_id, Event.FAIL, reason=dead.reason)
+
+    async def merge(self, job: Job, client: RegistryClient) -> str:
+        """Write the component's release tag from its pinned digests and verify it."""
+        release = await self._load(job.release, job.run_id)
+        digests = release.built_digests(job.component)
+        if digests is None:
+            raise MergeError(f"{job.component} has no pushed digest for every platform")
+        builds = {parse_platform(p): d for p, d in digests.items()}
+        required = [parse_platform(p) for p in release.platforms]
+        image = self.config.image(job.component)
+        sources = merge_sources(image, builds, required)
+        await asyncio.to_thread(write_index, image, release.version, sources)
+        await self.store.transition(job.release, job.run_id, [State.MERGING], State.VERIFYING)
+        published = await verify_published(client, image, release.version, builds, required)
+        inspection = published.inspection
+        subject = f"{job.component} {release.version}"
+        problems = [*published.problems, *messages.verdict_problems(subject, inspection.verdict)]
+        outcome = (
+            inspection.verdict.outcome.value if not published.problems else Outcome.MISMATCH.value
+        )
+        digest = inspection.digest or ""
+        if digest:
+            await self.store.record_index(
+                job.release, job.run_id, job.component, digest, outcome, "; ".join(problems)
+            )
+        else:
+            raise MergeError(
+                f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
+            )
+        await self.settle(job.release, job.run_id)
+        return digest
+
+    async def settle(self, version: str, run_id: str) -> State | None:
+        """When every component is merged or failed, decide: ready, or blocked with reasons."""
+        release = await self.store.load(version, run_id)
+        if release is None or release.state not in (State.BUILDING, State.MERGING, State.VERIFYING):
+            return None
+        outcomes = {c: component_outcome(release, c) for c in release.components}
+        if "pending" in outcomes.values():
+            return None
+        # Walk the table's path; each step is a compare-and-set, so racing callers agree.
+        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        settled = await self._load(version, run_id)
+        reasons = block_reasons(settled)
+        if reasons:
+            await self.store.transition(
+                version, run_id, [State.VERIFYING], State.BLOCKED, reason="; ".join(reasons)
+            )
+            return State.BLOCKED
+        await self.store.transition(version, run_id, [State.VERIFYING], State.READY)
+        return State.READY
+
+    # -- progress events (what the live message shows between state changes)
+
+    async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
+        await self.redis.xadd(
+            self.keys.events,
+            {
+                "version": job.release,
+                "run_id": job.run_id,
+                "type": "progress",
+                "component": job.component,
+                "platform": job.platform or "",
+                "phase": phase,
+                "step": str(step),
+                "total": str(total),
+            },
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
+        )
+
+    def digests_of(self, release: Release) -> Mapping[str, str]:
+        return {c: i.digest for c, i in release.indexes.items()}
