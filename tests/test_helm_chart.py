@@ -181,7 +181,13 @@ EVERYTHING_ON = {
     "networkPolicy": {"enabled": True,
                       "metricsFrom": [{"namespaceSelector": {"matchLabels": {
                           "kubernetes.io/metadata.name": "monitoring"}}}]},
-    "config": {"settings": {"platforms": ["linux/amd64", "linux/arm64"]}},
+    "config": {"settings": {"repository": "registry.example.com/aibrix",
+                            "platforms": ["linux/amd64", "linux/arm64"]}},
+    "workers": {
+        "extraVolumes": [{"name": "git-ssh",
+                          "secret": {"secretName": "git-ssh", "defaultMode": 0o400}}],
+        "extraVolumeMounts": [{"name": "git-ssh", "mountPath": "/tmp/.ssh", "readOnly": True}],
+    },
 }  # fmt: skip
 
 VALUE_SETS = {
@@ -409,14 +415,16 @@ def test_bot_probes_healthz(rendered: tuple[str, list[dict[str, Any]]]) -> None:
         get = bot[probe]["httpGet"]
         assert get["path"] == "/healthz"
         assert get["port"] in port_names
-    assert bot["args"][:3] == ["serve", "--port", str(port_names["http"])]
+    assert bot["args"][:5] == ["serve", "--host", "0.0.0.0", "--port", str(port_names["http"])]
     socket = bool(VALUE_SETS[name].get("slack", {}).get("socketMode"))
     assert ("--socket-mode" in bot["args"]) is socket
 
 
 def test_workers_have_probes_and_the_config(rendered: tuple[str, list[dict[str, Any]]]) -> None:
-    _, docs = rendered
+    name, docs = rendered
     config_map = f"{FULL}-config"
+    has_config = bool(VALUE_SETS[name].get("config"))
+    assert bool(of_kind(docs, "ConfigMap")) is has_config
     for deployment in [*workers(docs), named(docs, "Deployment", f"{FULL}-bot")]:
         spec = deployment["spec"]["template"]["spec"]
         main = spec["containers"][0]
@@ -424,12 +432,17 @@ def test_workers_have_probes_and_the_config(rendered: tuple[str, list[dict[str, 
             for probe in ("livenessProbe", "readinessProbe"):
                 assert main[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
         env = env_of(main)
-        config_path = env["AIBRIX_CONFIG"]["value"]
-        (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == config_path]
-        assert mount["readOnly"] is True
-        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
-        assert volume["configMap"]["name"] == config_map
-        named(docs, "ConfigMap", config_map)
+        if not has_config:
+            # No file: the bot's built-in defaults apply (AIBRIX_CONFIG unset).
+            assert "AIBRIX_CONFIG" not in env
+            assert not [v for v in spec["volumes"] if "configMap" in v]
+        else:
+            config_path = env["AIBRIX_CONFIG"]["value"]
+            (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == config_path]
+            assert mount["readOnly"] is True
+            (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+            assert volume["configMap"]["name"] == config_map
+            named(docs, "ConfigMap", config_map)
         # Writable scratch for a read-only root filesystem.
         assert any(m["mountPath"] == "/tmp" for m in main["volumeMounts"])
         assert env["HOME"]["value"] == "/tmp"
@@ -494,7 +507,6 @@ def test_default_values_render_the_whole_release(helm: Helm) -> None:
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == sorted(
         [
-            "ConfigMap",
             "Deployment",
             "PodDisruptionBudget",
             "Pod",
@@ -528,7 +540,9 @@ def test_one_worker_per_platform_on_its_architecture(helm: Helm) -> None:
         assert spec["nodeSelector"] == {"kubernetes.io/arch": arch, "kubernetes.io/os": "linux"}
         main = container(spec, "worker")
         assert main["args"][:3] == ["worker", "--platform", f"linux/{arch}"]
-        assert main["args"][3:5] == ["--metrics-port", "9100"]
+        # The worker's own default metrics host is 127.0.0.1: unreachable for probes.
+        assert main["args"][3:7] == ["--metrics-host", "0.0.0.0", "--metrics-port", "9464"]
+        assert main["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
         assert main["image"] == "aibrix/aibrix-release-bot:0.1.0"
         assert worker["spec"]["replicas"] == 1
         assert worker["spec"]["strategy"] == {"type": "Recreate"}
@@ -719,8 +733,16 @@ def test_registry_credentials_are_mounted_at_docker_config(helm: Helm) -> None:
         checked += 1
     assert checked == 3
     for worker in workers(docs):
-        dind = container(worker["spec"]["template"]["spec"], "dind")
+        spec = worker["spec"]["template"]["spec"]
+        dind = container(spec, "dind")
         assert "--insecure-registry=registry.lab:5000" in dind["args"]
+        # An SSH key for ssh:// sources, through the extra volumes.
+        assert {"name": "git-ssh", "mountPath": "/tmp/.ssh", "readOnly": True} in container(
+            spec, "worker"
+        )["volumeMounts"]
+        assert {"name": "git-ssh", "secret": {"secretName": "git-ssh", "defaultMode": 0o400}} in (
+            spec["volumes"]
+        )
     bot_env = env_of(container(bot_spec(docs), "bot"))
     assert secret_ref(bot_env, "GITHUB_TOKEN") == ("github", "token")
     assert bot_env["AIBRIX_LOG_LEVEL"]["value"] == "debug"
@@ -896,6 +918,7 @@ def test_notes_tell_what_to_do_next(helm: Helm, notes_chart: Path) -> None:
     assert "secret/aibrix-slack" in http
     assert "/aibrix help" in http
     assert "WARNING: no configuration" in http
+    assert "built-in defaults" in http
     assert f"helm test {RELEASE}" in http
     socket = notes(merged(SOCKET_MODE, EXTERNAL_REDIS, {"config": {"toml": "x = 1"}}))
     assert "Socket Mode" in socket

@@ -147,9 +147,15 @@ seccompProfile:
 Environment shared by the bot and the workers. Every secret comes from a secretKeyRef;
 the only literals are paths, host names and the non-secret settings.
 */}}
+{{- define "aibrix.hasConfig" -}}
+{{- if or .Values.config.toml .Values.config.settings }}true{{ end }}
+{{- end }}
+
 {{- define "aibrix.commonEnv" -}}
+{{- if include "aibrix.hasConfig" . }}
 - name: AIBRIX_CONFIG
   value: /etc/aibrix/config.toml
+{{- end }}
 - name: HOME
   value: /tmp
 - name: BUILDX_CONFIG
@@ -248,9 +254,11 @@ may look like a credential. Call with (dict "env" LIST "where" "bot.extraEnv").
 
 {{/* Volumes shared by the bot and the workers. */}}
 {{- define "aibrix.commonVolumes" -}}
+{{- if include "aibrix.hasConfig" . }}
 - name: config
   configMap:
     name: {{ include "aibrix.fullname" . }}-config
+{{- end }}
 {{- if .Values.registry.dockerConfigSecret }}
 - name: docker-config
   secret:
@@ -263,10 +271,12 @@ may look like a credential. Call with (dict "env" LIST "where" "bot.extraEnv").
 {{- end }}
 
 {{- define "aibrix.commonVolumeMounts" -}}
+{{- if include "aibrix.hasConfig" . }}
 - name: config
   mountPath: /etc/aibrix/config.toml
   subPath: config.toml
   readOnly: true
+{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- if .Values.registry.dockerConfigSecret }}
@@ -282,8 +292,6 @@ may look like a credential. Call with (dict "env" LIST "where" "bot.extraEnv").
 {{- .Values.config.toml }}
 {{- else if .Values.config.settings }}
 {{- include "aibrix.toml.table" (dict "path" list "map" .Values.config.settings) }}
-{{- else }}
-{{- "# No configuration was given (config.toml or config.settings in the chart values).\n" }}
 {{- end }}
 {{- end }}
 
