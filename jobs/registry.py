@@ -5,21 +5,34 @@ requests in flight, retries with backoff on 429, 5xx and dropped connections
 (honouring `Retry-After`), and Bearer/Basic authentication driven by the pure flow
 in `jobs.auth`. Every manifest and config read is hashed and compared with the digest
 it was asked for (or the one the registry announced) before it is parsed.
+
+Writes (for the mirror sync): HEAD of manifests and blobs, manifest PUT, and blob
+copies that mount across repositories of one registry when the registry agrees and
+otherwise stream the source's GET body into a monolithic upload PUT, in chunks, with
+the digest checked on the way (the last chunk is held back until it is, so a bad
+blob is never completed). Concurrency is bounded per registry host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import ipaddress
+import json
 import os
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
+from urllib.parse import urljoin
 
 import aiohttp
+from yarl import URL
 
 from jobs.auth import (
     AuthFlowError,
@@ -32,16 +45,24 @@ from jobs.auth import (
 from jobs.credentials import Credentials, CredentialsError, DockerConfig
 from jobs.manifests import (
     MANIFEST_ACCEPT,
+    Descriptor,
     Manifest,
     ManifestError,
     digest_of,
     parse_manifest,
 )
-from jobs.references import Reference, validate_host
+from jobs.references import (
+    InvalidReferenceError,
+    Reference,
+    validate_digest,
+    validate_host,
+)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024
+CHUNK_BYTES = 1024 * 1024
 INSECURE_ENV = "AIBRIX_INSECURE_REGISTRIES"
 
 
@@ -131,17 +152,62 @@ def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float) 
     return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - jitter, not crypto
 
 
+def registry_error_detail(body: bytes, limit: int = 200) -> str | None:
+    """The first `code: message` of a distribution error body (`{"errors": [...]}`), made
+    safe to show (printable ASCII, at most `limit` characters); None when there is none."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+        return None
+    first = errors[0]
+    text = ": ".join(str(first[k]) for k in ("code", "message") if first.get(k))
+    text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    if not text:
+        return None
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def upload_url(request_url: str, location: str, digest: str) -> str:
+    """The URL of the PUT that completes an upload: the `Location` the registry gave
+    (absolute, or relative to the POST's URL) with `digest=` added to its query."""
+    url = urljoin(request_url, location)
+    return f"{url}{'&' if '?' in url else '?'}digest={digest}"
+
+
+def same_origin(url: str, api_host: str) -> bool:
+    """Whether `url` is served by `api_host` (credentials are only ever sent there)."""
+    parsed = URL(url, encoded=True)
+    port = parsed.explicit_port
+    host = parsed.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return (f"{host}:{port}" if port is not None else host) == api_host
+
+
 # ---- the client ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class RegistrySettings:
     insecure_registries: frozenset[str] = frozenset()
-    max_concurrency: int = 64
+    max_concurrency: int = 64  # requests in flight per registry host
     max_attempts: int = 6
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
-    timeout: float = 30.0
+    timeout: float = 30.0  # whole request for manifests and configs; per read for blobs
+
+
+@dataclass(frozen=True)
+class BlobTransfer:
+    """How one blob reached the destination: mounted from another repository of the same
+    registry, or uploaded (`bytes_sent` of the successful attempt)."""
+
+    mounted: bool
+    bytes_sent: int
+    attempts: int = 1
 
 
 @dataclass
@@ -157,8 +223,29 @@ class _HostAuth:
     headers: dict[str, tuple[str, float]] = field(default_factory=dict)  # scope -> header, expiry
 
 
+class _RetryTransfer(Exception):
+    """A blob upload attempt failed in a way a new attempt may fix."""
+
+    def __init__(self, reason: str, retry_after: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass
+class _StreamState:
+    error: BaseException | None = None
+    sent: int = 0
+
+
+_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
 class RegistryClient:
-    """Read manifests and configs from OCI registries. Use as `async with RegistryClient()`."""
+    """Read and write manifests and blobs on OCI registries. Use as `async with RegistryClient()`.
+
+    Counters for tests and reports: `requests_sent`, `requests_by_method` and
+    `bytes_uploaded` (every blob byte sent, failed attempts included)."""
 
     def __init__(
         self,
@@ -169,13 +256,19 @@ class RegistryClient:
         self.settings = settings or RegistrySettings()
         self._docker_config = docker_config
         self._session: aiohttp.ClientSession | None = None
-        self._semaphore = asyncio.Semaphore(self.settings.max_concurrency)
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._auth: dict[str, _HostAuth] = {}
         self._credentials: dict[str, Credentials | None] = {}
         self.requests_sent = 0
+        self.requests_by_method: Counter[str] = Counter()
+        self.bytes_uploaded = 0
 
     async def __aenter__(self) -> RegistryClient:
-        connector = aiohttp.TCPConnector(limit=self.settings.max_concurrency, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.max_concurrency * 4,
+            limit_per_host=self.settings.max_concurrency,
+            ttl_dns_cache=300,
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
@@ -193,7 +286,7 @@ class RegistryClient:
             await self._session.close()
             self._session = None
 
-    # -- public API
+    # -- public API: reads
 
     async def get_manifest(self, ref: Reference) -> Manifest:
         """Fetch and verify the manifest `ref` names (by tag or digest)."""
@@ -218,6 +311,290 @@ class RegistryClient:
         fetched = await self._get(ref, f"/v2/{ref.repository}/blobs/{digest}", "*/*", max_bytes)
         self._verify(ref, fetched.body, digest, "blob")
         return fetched.body
+
+    async def head_manifest(self, ref: Reference) -> str | None:
+        """The digest `ref` (tag or digest) resolves to, read with one HEAD; None when the
+        registry has no such manifest."""
+        url = self._url(ref, f"/v2/{ref.repository}/manifests/{ref.identifier}")
+        fetched = await self._call(
+            ref,
+            "HEAD",
+            url,
+            scope=scope_for(ref.repository),
+            headers={"Accept": MANIFEST_ACCEPT},
+            final=(200, 404),
+        )
+        if fetched.status == 404:
+            return None
+        digest = fetched.headers.get("Docker-Content-Digest")
+        if not digest:  # not every registry announces it on HEAD: read the manifest
+            return (await self.get_manifest(ref)).digest
+        try:
+            validate_digest(digest)
+        except InvalidReferenceError:
+            raise ProtocolError(str(ref), "the registry announced a malformed digest") from None
+        if ref.digest is not None and digest != ref.digest:
+            raise DigestMismatchError(
+                str(ref), f"the registry says the manifest is {digest}, not {ref.digest}"
+            )
+        return digest
+
+    async def blob_exists(self, ref: Reference, digest: str) -> bool:
+        """Whether the repository of `ref` holds the blob (one HEAD)."""
+        url = self._url(ref, f"/v2/{ref.repository}/blobs/{digest}")
+        fetched = await self._call(
+            ref, "HEAD", url, scope=scope_for(ref.repository), headers={}, final=(200, 404)
+        )
+        return fetched.status == 200
+
+    # -- public API: writes
+
+    async def put_manifest(self, ref: Reference, raw: bytes, media_type: str) -> str:
+        """Store manifest bytes under `ref`'s tag (or digest) as they are; returns their
+        digest, checked against what the registry says it stored."""
+        algorithm = ref.digest.split(":", 1)[0] if ref.digest else "sha256"
+        digest = digest_of(raw, algorithm)
+        if ref.digest is not None and digest != ref.digest:
+            raise DigestMismatchError(
+                str(ref), f"the manifest bytes are {digest}, not {ref.digest}"
+            )
+        url = self._url(ref, f"/v2/{ref.repository}/manifests/{ref.identifier}")
+        fetched = await self._call(
+            ref,
+            "PUT",
+            url,
+            scope=scope_for(ref.repository, "pull,push"),
+            headers={"Content-Type": media_type},
+            data=raw,
+            final=(201,),
+        )
+        announced = fetched.headers.get("Docker-Content-Digest")
+        if announced and announced != digest:
+            raise DigestMismatchError(
+                str(ref), f"the registry stored the manifest as {announced}, not {digest}"
+            )
+        return digest
+
+    async def copy_blob(
+        self,
+        source: Reference,
+        destination: Reference,
+        blob: Descriptor,
+        *,
+        mount_from: str | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> BlobTransfer:
+        """Put one blob of `source`'s repository into `destination`'s repository.
+
+        With `mount_from` (a repository of the destination's registry that holds the blob)
+        the registry is asked to mount it; when it declines, or without `mount_from`, the
+        blob is streamed from the source's GET into the upload's PUT in chunks, its size
+        and digest checked on the way. Attempts that fail on a dropped connection, 429 or
+        5xx are started over after a backoff (honouring Retry-After). `on_bytes` gets the
+        size of each chunk sent, and the negative total of an attempt that is abandoned.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            location: str | None = None
+            state = _StreamState()
+            try:
+                location = await self._start_upload(destination, blob.digest, mount_from)
+                if location is None:
+                    return BlobTransfer(mounted=True, bytes_sent=0, attempts=attempt)
+                await self._upload_from(source, destination, location, blob, state, on_bytes)
+                return BlobTransfer(mounted=False, bytes_sent=state.sent, attempts=attempt)
+            except RegistryError:
+                if location is not None:
+                    await self._cancel_upload(destination, location)
+                raise
+            except _RetryTransfer as retry:
+                if on_bytes is not None and state.sent:
+                    on_bytes(-state.sent)
+                if location is not None:
+                    await self._cancel_upload(destination, location)
+                if attempt >= self.settings.max_attempts:
+                    raise UnreachableError(
+                        str(destination),
+                        f"the upload of blob {blob.digest} kept failing ({retry.reason}) "
+                        f"after {attempt} attempts",
+                    ) from None
+                await asyncio.sleep(
+                    retry_delay(
+                        attempt,
+                        retry.retry_after,
+                        self.settings.backoff_base,
+                        self.settings.backoff_cap,
+                    )
+                )
+
+    # -- blob transfer internals
+
+    async def _start_upload(
+        self, destination: Reference, digest: str, mount_from: str | None
+    ) -> str | None:
+        """POST an upload (a mount when `mount_from` is given): None when the registry
+        mounted the blob, else the URL of the upload session."""
+        query = ""
+        if mount_from is not None and mount_from != destination.repository:
+            query = f"?mount={digest}&from={mount_from}"
+        url = self._url(destination, f"/v2/{destination.repository}/blobs/uploads/{query}")
+        fetched = await self._call(
+            destination,
+            "POST",
+            url,
+            scope=scope_for(destination.repository, "pull,push"),
+            headers={},
+            data=b"",
+            final=(201, 202),
+        )
+        if fetched.status == 201 and query:
+            return None
+        location = fetched.headers.get("Location")
+        if fetched.status != 202 or not location:
+            raise ProtocolError(
+                str(destination), "the registry did not start an upload (no Location given)"
+            )
+        return urljoin(url, location)
+
+    async def _upload_from(
+        self,
+        source: Reference,
+        destination: Reference,
+        location: str,
+        blob: Descriptor,
+        state: _StreamState,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        source_url = self._url(source, f"/v2/{source.repository}/blobs/{blob.digest}")
+        async with self._exchange(
+            source,
+            "GET",
+            source_url,
+            scope=scope_for(source.repository),
+            headers={"Accept": "*/*"},
+            final=(200,),
+        ) as response:
+            if response.content_length is not None and response.content_length != blob.size:
+                raise DigestMismatchError(
+                    str(source),
+                    f"the blob {blob.digest} is {response.content_length} bytes in the "
+                    f"registry but its descriptor says {blob.size}",
+                )
+            body = self._verified_chunks(source, response, blob, state, on_bytes)
+            try:
+                async with self._exchange(
+                    destination,
+                    "PUT",
+                    upload_url(location, location, blob.digest),
+                    scope=scope_for(destination.repository, "pull,push"),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(blob.size),
+                    },
+                    data=body,
+                    final=(201, 401, *RETRY_STATUSES),
+                    attempts=1,
+                ) as put:
+                    status, headers = put.status, dict(put.headers)
+                    error_body = await self._read_error_body(put)
+            except (*_TRANSPORT_ERRORS, UnreachableError) as error:
+                self._raise_stream_error(state)
+                raise _RetryTransfer(f"the connection dropped ({type(error).__name__})") from None
+            except DigestMismatchError:
+                raise
+            except Exception:
+                self._raise_stream_error(state)
+                raise
+        self._raise_stream_error(state)
+        if status in RETRY_STATUSES:
+            raise _RetryTransfer(f"HTTP {status}", headers.get("Retry-After"))
+        if status != 201:
+            raise self._status_error(destination, status, error_body)
+        announced = headers.get("Docker-Content-Digest")
+        if announced and announced != blob.digest:
+            raise DigestMismatchError(
+                str(destination), f"the registry stored blob {blob.digest} as {announced}"
+            )
+
+    @staticmethod
+    def _raise_stream_error(state: _StreamState) -> None:
+        error = state.error
+        if error is None:
+            return
+        if isinstance(error, RegistryError):
+            raise error
+        if isinstance(error, _TRANSPORT_ERRORS):
+            raise _RetryTransfer(f"the source connection dropped ({type(error).__name__})")
+        raise error
+
+    async def _verified_chunks(
+        self,
+        source: Reference,
+        response: aiohttp.ClientResponse,
+        blob: Descriptor,
+        state: _StreamState,
+        on_bytes: Callable[[int], None] | None,
+    ) -> AsyncIterator[bytes]:
+        """The source body in chunks, hashed on the way; the last chunk is sent only once
+        the size and digest are right, so a wrong blob never completes an upload."""
+        algorithm = blob.digest.split(":", 1)[0]
+        try:
+            hasher = hashlib.new(algorithm)
+        except ValueError:
+            state.error = ProtocolError(str(source), f"unsupported digest {blob.digest}")
+            raise state.error from None
+        held: bytes | None = None
+        received = 0
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                received += len(chunk)
+                if received > blob.size:
+                    raise DigestMismatchError(
+                        str(source), f"the blob {blob.digest} is longer than its {blob.size} bytes"
+                    )
+                hasher.update(chunk)
+                if held is not None:
+                    yield held
+                    self._sent(state, len(held), on_bytes)
+                held = chunk
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            if received != blob.size or actual != blob.digest:
+                raise DigestMismatchError(
+                    str(source),
+                    f"the blob {blob.digest} does not match its digest "
+                    f"(got {received} bytes, {actual}); the upload was abandoned",
+                )
+        except BaseException as error:
+            state.error = error
+            raise
+        if held is not None:
+            yield held
+            self._sent(state, len(held), on_bytes)
+
+    def _sent(self, state: _StreamState, size: int, on_bytes: Callable[[int], None] | None) -> None:
+        state.sent += size
+        self.bytes_uploaded += size
+        if on_bytes is not None:
+            on_bytes(size)
+
+    async def _cancel_upload(self, destination: Reference, location: str) -> None:
+        """Best effort: tell the registry to drop an abandoned upload session."""
+        with contextlib.suppress(Exception):
+            host_auth, _ = await self._prepare(
+                destination, scope_for(destination.repository, "pull,push")
+            )
+            headers = self._headers(
+                destination, location, host_auth, scope_for(destination.repository, "pull,push"), {}
+            )
+            await self._send(
+                destination,
+                "DELETE",
+                location,
+                headers,
+                MAX_ERROR_BYTES,
+                self.settings.max_attempts,
+            )
 
     # -- internals
 
@@ -248,64 +625,216 @@ class RegistryClient:
             f"{scheme_for(ref.api_host, self.settings.insecure_registries)}://{ref.api_host}{path}"
         )
 
+    def _semaphore_for(self, host: str) -> asyncio.Semaphore:
+        semaphore = self._semaphores.get(host)
+        if semaphore is None:
+            semaphore = self._semaphores[host] = asyncio.Semaphore(self.settings.max_concurrency)
+        return semaphore
+
     async def _get(self, ref: Reference, path: str, accept: str, max_bytes: int) -> _Fetched:
-        scope = scope_for(ref.repository)
+        return await self._call(
+            ref,
+            "GET",
+            self._url(ref, path),
+            scope=scope_for(ref.repository),
+            headers={"Accept": accept},
+            max_bytes=max_bytes,
+        )
+
+    async def _prepare(self, ref: Reference, scope: str) -> tuple[_HostAuth, bool]:
+        """The host's auth state; authorizes ahead when the host is known to challenge."""
         host_auth = self._auth.setdefault(ref.api_host, _HostAuth())
-        authenticated = False
         if host_auth.challenge_header and not self._cached_header(host_auth, scope):
             await self._authorize(ref, host_auth, scope)
-            authenticated = True
+            return host_auth, True
+        return host_auth, False
+
+    def _headers(
+        self,
+        ref: Reference,
+        url: str,
+        host_auth: _HostAuth,
+        scope: str,
+        extra: Mapping[str, str],
+    ) -> dict[str, str]:
+        headers = dict(extra)
+        cached = self._cached_header(host_auth, scope)
+        if cached and same_origin(url, ref.api_host):
+            headers["Authorization"] = cached
+        return headers
+
+    async def _next_step(
+        self,
+        ref: Reference,
+        host_auth: _HostAuth,
+        scope: str,
+        status: int,
+        headers: Mapping[str, str],
+        attempt: int,
+        authenticated: bool,
+        attempts: int,
+    ) -> str:
+        """After a non-final answer: "auth" (challenge met, send again), "retry" (after
+        the backoff it slept) or "fail"."""
+        if status == 401 and not authenticated:
+            host_auth.challenge_header = headers.get("WWW-Authenticate", "")
+            host_auth.headers.pop(scope, None)
+            await self._authorize(ref, host_auth, scope)
+            return "auth"
+        if status in RETRY_STATUSES and attempt < attempts:
+            await asyncio.sleep(
+                retry_delay(
+                    attempt,
+                    headers.get("Retry-After"),
+                    self.settings.backoff_base,
+                    self.settings.backoff_cap,
+                )
+            )
+            return "retry"
+        return "fail"
+
+    async def _call(
+        self,
+        ref: Reference,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str],
+        data: bytes | None = None,
+        final: Collection[int] = (200,),
+        max_bytes: int = MAX_MANIFEST_BYTES,
+    ) -> _Fetched:
+        """One request with a buffered body, retried and authenticated as needed; returns
+        when the status is in `final`, raises a `RegistryError` otherwise."""
+        host_auth, authenticated = await self._prepare(ref, scope)
         attempt = 0
         while True:
             attempt += 1
-            headers = {"Accept": accept}
-            cached = self._cached_header(host_auth, scope)
-            if cached:
-                headers["Authorization"] = cached
             fetched = await self._send(
-                ref, "GET", self._url(ref, path), headers, max_bytes, attempt
+                ref,
+                method,
+                url,
+                self._headers(ref, url, host_auth, scope, headers),
+                max_bytes,
+                attempt,
+                data=data,
             )
             if fetched is None:
                 continue  # retried after a dropped connection
-            if fetched.status == 401 and not authenticated:
-                host_auth.challenge_header = fetched.headers.get("WWW-Authenticate", "")
-                host_auth.headers.pop(scope, None)
-                await self._authorize(ref, host_auth, scope)
+            if fetched.status in final:
+                return fetched
+            step = await self._next_step(
+                ref,
+                host_auth,
+                scope,
+                fetched.status,
+                fetched.headers,
+                attempt,
+                authenticated,
+                self.settings.max_attempts,
+            )
+            if step == "auth":
                 authenticated = True
                 attempt -= 1  # a challenge is not a failure
-                continue
-            if fetched.status in RETRY_STATUSES and attempt < self.settings.max_attempts:
+            elif step == "fail":
+                raise self._status_error(ref, fetched.status, fetched.body)
+
+    @asynccontextmanager
+    async def _exchange(
+        self,
+        ref: Reference,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        headers: Mapping[str, str],
+        data: AsyncIterator[bytes] | bytes | None = None,
+        final: Collection[int],
+        attempts: int | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request whose response body the caller streams. Retried (before any body is
+        handed over) like `_call`; the host's concurrency slot is held until the caller
+        is done. A streamed request body (an iterator) is sent once: pass `attempts=1`."""
+        session = self._require_session()
+        host_auth, authenticated = await self._prepare(ref, scope)
+        limit = attempts or self.settings.max_attempts
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.settings.timeout, sock_read=self.settings.timeout
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            handed_over = False
+            answer: tuple[int, dict[str, str], bytes] | None = None
+            try:
+                async with self._semaphore_for(ref.api_host):
+                    self._count(method)
+                    async with session.request(
+                        method,
+                        URL(url, encoded=True),
+                        headers=self._headers(ref, url, host_auth, scope, headers),
+                        data=data,
+                        timeout=timeout,
+                        read_bufsize=CHUNK_BYTES,
+                    ) as response:
+                        if response.status in final:
+                            handed_over = True
+                            yield response
+                            return
+                        body = await self._read_error_body(response)
+                        answer = (response.status, dict(response.headers), body)
+            except _TRANSPORT_ERRORS as error:
+                if handed_over:
+                    raise
+                if attempt >= limit:
+                    raise UnreachableError(
+                        str(ref), f"cannot reach {ref.api_host} ({type(error).__name__})"
+                    ) from None
                 await asyncio.sleep(
                     retry_delay(
-                        attempt,
-                        fetched.headers.get("Retry-After"),
-                        self.settings.backoff_base,
-                        self.settings.backoff_cap,
+                        attempt, None, self.settings.backoff_base, self.settings.backoff_cap
                     )
                 )
                 continue
-            return self._check_status(ref, fetched)
+            status, answer_headers, body = answer
+            step = await self._next_step(
+                ref, host_auth, scope, status, answer_headers, attempt, authenticated, limit
+            )
+            if step == "auth" and attempts is None:
+                authenticated = True
+                attempt -= 1
+            elif step != "retry":
+                raise self._status_error(ref, status, body)
 
-    def _check_status(self, ref: Reference, fetched: _Fetched) -> _Fetched:
-        if fetched.status == 200:
-            return fetched
-        if fetched.status == 404:
-            raise NotFoundError(str(ref), "not found in the registry")
-        if fetched.status in (401, 403):
+    def _require_session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use RegistryClient as an async context manager"
+        return self._session
+
+    def _count(self, method: str) -> None:
+        self.requests_sent += 1
+        self.requests_by_method[method] += 1
+
+    def _status_error(self, ref: Reference, status: int, body: bytes) -> RegistryError:
+        if status == 404:
+            return NotFoundError(str(ref), "not found in the registry")
+        if status in (401, 403):
             if self._credentials.get(ref.registry) is not None:
-                raise AuthenticationError(str(ref), "the registry refused the credentials")
-            raise AuthenticationError(
+                return AuthenticationError(str(ref), "the registry refused the credentials")
+            return AuthenticationError(
                 str(ref),
                 "the registry requires authentication and no credentials were found "
                 "in the docker config",
             )
-        if fetched.status in RETRY_STATUSES:
-            raise UnreachableError(
+        if status in RETRY_STATUSES:
+            return UnreachableError(
                 str(ref),
-                f"the registry kept answering HTTP {fetched.status} after "
+                f"the registry kept answering HTTP {status} after "
                 f"{self.settings.max_attempts} attempts",
             )
-        raise ProtocolError(str(ref), f"unexpected HTTP {fetched.status} from the registry")
+        detail = registry_error_detail(body)
+        suffix = f" ({detail})" if detail else ""
+        return ProtocolError(str(ref), f"unexpected HTTP {status} from the registry{suffix}")
 
     @staticmethod
     def _cached_header(host_auth: _HostAuth, scope: str) -> str | None:
@@ -347,16 +876,25 @@ class RegistryClient:
         headers: Mapping[str, str],
         max_bytes: int,
         attempt: int,
+        *,
+        data: bytes | None = None,
     ) -> _Fetched | None:
         """One HTTP exchange. None means the connection dropped and a retry is due."""
-        assert self._session is not None, "use RegistryClient as an async context manager"
+        session = self._require_session()
         try:
-            async with self._semaphore:
-                self.requests_sent += 1
-                async with self._session.request(method, url, headers=headers) as response:
-                    body = await self._read_limited(ref, response, max_bytes)
+            async with self._semaphore_for(ref.api_host):
+                self._count(method)
+                async with session.request(
+                    method, URL(url, encoded=True), headers=headers, data=data
+                ) as response:
+                    if method == "HEAD":
+                        body = b""
+                    elif response.status >= 300:
+                        body = await self._read_error_body(response)
+                    else:
+                        body = await self._read_limited(ref, response, max_bytes)
                     return _Fetched(response.status, dict(response.headers), body)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as error:
+        except _TRANSPORT_ERRORS as error:
             if attempt >= self.settings.max_attempts:
                 raise UnreachableError(
                     str(ref), f"cannot reach {ref.api_host} ({type(error).__name__})"
@@ -365,6 +903,18 @@ class RegistryClient:
                 retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
             )
             return None
+
+    @staticmethod
+    async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
+        """At most MAX_ERROR_BYTES of a body that is only read for its error detail."""
+        chunks = []
+        total = 0
+        async for chunk in response.content.iter_chunked(65536):
+            chunks.append(chunk[: MAX_ERROR_BYTES - total])
+            total += len(chunk)
+            if total >= MAX_ERROR_BYTES:
+                break
+        return b"".join(chunks)
 
     @staticmethod
     async def _read_limited(
