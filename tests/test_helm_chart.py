@@ -862,6 +862,33 @@ def test_settings_map_renders_as_toml_with_integers(helm: Helm) -> None:
     assert "required = 2\n" in text, "whole numbers stay integers (toToml would write 2.0)"
 
 
+def test_rendered_settings_load_with_the_bots_config_reader(helm: Helm, tmp_path: Path) -> None:
+    """The example of values.yaml and docs/deploy.md, through the chart, into jobs.config."""
+    from jobs.config import load_config
+
+    settings = {
+        "repository": "registry.example.com/aibrix",
+        "platforms": ["linux/amd64", "linux/arm64"],
+        "source": {"git": "https://github.com/vllm-project/aibrix.git", "ref": "{version}"},
+        "approval": {"approvers": ["U012ABCDEF"], "approvals_required": 1},
+        "promotion": {"tags": ["latest"]},
+        "queue": {"max_attempts": 5, "lease_seconds": 120},
+        "mirrors": {"cn": "mirror.example.cn/aibrix"},
+        "components": [
+            {"name": "runtime", "dockerfile": "build/container/Dockerfile.runtime",
+             "build_args": {"PYTHON_VERSION": "3.11"}},
+            {"name": "gateway-plugins", "dockerfile": "build/container/Dockerfile.gateway"},
+        ],
+    }  # fmt: skip
+    docs = helm.template({"config": {"settings": settings}})
+    path = tmp_path / "config.toml"
+    path.write_text(named(docs, "ConfigMap", f"{FULL}-config")["data"]["config.toml"])
+    config = load_config(path)
+    assert config.repository == "registry.example.com/aibrix"
+    assert [c.name for c in config.components] == ["runtime", "gateway-plugins"]
+    assert config.approval.approvals_required == 1
+
+
 def test_toml_text_is_used_verbatim_and_rolls_the_pods(helm: Helm) -> None:
     toml = '# our config\nplatforms = ["linux/amd64", "linux/arm64"]\n\n[approval]\nrequired = 1\n'
     docs = helm.template({"config": {"toml": toml, "settings": {"ignored": True}}})
