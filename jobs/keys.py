@@ -34,6 +34,7 @@ Leases are not keys: a job's lease is its entry in the stream's pending entries 
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass
@@ -44,9 +45,11 @@ DEFAULT_PREFIX = "aibrix"
 CONSUMER_GROUP = "workers"
 
 _SAFE = frozenset(string.ascii_letters + string.digits + ".-@+")
+_PLAIN = re.compile(r"^[A-Za-z0-9.\-@+]+\Z")
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and on every queue operation's path
 def segment(text: str) -> str:
     """`text` as one key segment: an injective escape, so different inputs never meet.
 
@@ -55,6 +58,8 @@ def segment(text: str) -> str:
     """
     if not text:
         raise ValueError("a key segment cannot be empty")
+    if _PLAIN.match(text):
+        return text
     out: list[str] = []
     for char in text:
         if char in _SAFE:
