@@ -168,7 +168,9 @@ class Keys:
         return f"{self.prefix}:job:done:{segment(idempotency_key)}"
 
     def cancelled(self, version: str, run_id: str) -> str:
-        return f"{self.prefix}:cancel:{segment(version)}:{segment(run_id)}"
+        # Jobs outside a run (run id "") get their own flag; segment() is never empty.
+        run = segment(run_id) if run_id else ""
+        return f"{self.prefix}:cancel:{segment(version)}:{run}"
 
     def _own_stream(self, stream: str) -> str:
         head = f"{self.prefix}:jobs:"

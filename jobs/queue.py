@@ -14,9 +14,13 @@ job can neither steal it back nor ack or retry it under the new owner. Chosen ov
 lease key with a TTL because the PEL already holds owner and age durably, survives a
 restart (AOF), and needs no second structure to keep consistent with the stream.
 
+A job travels as one stream field, `job`, holding its JSON document (validated when
+read back); the client's RESP parser, not Redis, is the cost of every extra field.
+
 Nothing the queue relies on lives in process memory: jobs, delayed retries, dedup
 markers, done results and cancel flags are all in Redis. The only in-memory state is
-counters (`QueueStats`) and a scan cursor, both safe to lose.
+counters (`QueueStats`), a reclaim scan cursor and when maintenance last ran, all safe
+to lose.
 """
 
 from __future__ import annotations

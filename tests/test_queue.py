@@ -620,6 +620,18 @@ async def test_a_cancelled_runs_stalled_job_is_dropped_on_reclaim(
     assert (await queue.depth(stream)).total == 0
 
 
+async def test_jobs_outside_a_run_queue_and_cancel_on_their_own(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    queue = make_queue(redis, keys)
+    loose = _job(kind=JobKind.SYNC, platform=None, run_id="")
+    in_run = _job(kind=JobKind.SYNC, platform=None)
+    assert keys.cancelled(loose.release, "") != keys.cancelled(loose.release, "-")
+    assert (await queue.enqueue(loose)).added and (await queue.enqueue(in_run)).added
+    assert await queue.cancel(loose.release, "") == 1
+    assert [lease.job for lease in await queue.claim(keys.control_stream, "w", 10)] == [in_run]
+
+
 async def test_scripts_survive_redis_forgetting_them(redis: aioredis.Redis, keys: Keys) -> None:
     """After a restart Redis has no scripts cached; calls and batches load them again."""
     queue = make_queue(redis, keys)
