@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from jobs.copy_plan import DriftData, SyncData
 from jobs.platforms import Platform
 from jobs.verdict import EntryStatus, Outcome, Verdict
 
@@ -456,3 +457,194 @@ def builder_refused(detail: str) -> str:
 
 def pushed_platform_wrong(image: str, platform: str, detail: str) -> str:
     return f"{image} was pushed for {platform} but the registry disagrees: {detail}"
+
+
+# ---- mirror sync and drift (jobs/sync.py) ------------------------------------------
+# The renderers take the report data (`jobs.copy_plan.SyncData`, `DriftData`): the same
+# values the Slack renderer reads.
+
+
+def human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def sync_subject(component: str, version: str) -> str:
+    return f"{component} {version}"
+
+
+def sync_gate_refused(version: str) -> str:
+    return (
+        f"nothing was copied for {version}: the release does not pass the platform check "
+        "at the source"
+    )
+
+
+def sync_source_moved(subject: str, approved: str, actual: str) -> str:
+    return (
+        f"{subject} has moved since it was approved: the tag now holds {short_digest(actual)}, "
+        f"but {short_digest(approved)} was approved"
+    )
+
+
+def sync_overwrite_refused(destination: str, held: str, source: str) -> str:
+    return (
+        f"{destination} already holds {short_digest(held)}, not the source's "
+        f"{short_digest(source)}; it was not overwritten (an approver must confirm an "
+        "overwrite explicitly)"
+    )
+
+
+def sync_tag_appeared(destination: str, held: str) -> str:
+    return (
+        f"{destination} was written by someone else during the copy (it now holds "
+        f"{short_digest(held)}); it was not overwritten"
+    )
+
+
+def sync_verify_digest(destination: str, got: str, expected: str) -> str:
+    return (
+        f"{destination} reads back as {short_digest(got)}, not the source's "
+        f"{short_digest(expected)}"
+    )
+
+
+def sync_verify_verdict(destination: str, problems: Sequence[str]) -> str:
+    return f"{destination} was copied but does not pass the platform check: " + "; ".join(problems)
+
+
+def sync_nothing_to_sync() -> str:
+    return "no mirror given; name a configured mirror or a location HOST[:PORT][/NAMESPACE]"
+
+
+_STATUS_WORDS = {
+    "copied": "copied",
+    "up-to-date": "up to date",
+    "refused": "REFUSED",
+    "failed": "FAILED",
+    "unverified": "UNVERIFIED",
+}
+
+
+def _count_bytes(count: int, size: int) -> str:
+    return f"{count} ({human_bytes(size)})" if count else "0"
+
+
+def sync_report_text(data: SyncData) -> str:
+    """The plain-text report of a sync: one table per mirror, one row per component."""
+    version = data["version"]
+    if not data["gate_passed"]:
+        lines = [sync_gate_refused(version)]
+        for problem in data["gate"]:
+            lines.extend(f"  - {sentence}" for sentence in problem["sentences"])
+        return "\n".join(lines)
+    blocks = []
+    for mirror in data["mirrors"]:
+        components = mirror["components"]
+        good = sum(1 for c in components if c["status"] in ("copied", "up-to-date"))
+        head = (
+            f"{version} -> {mirror['mirror']} ({mirror['location']}): {good} of "
+            f"{len(components)} components in sync and verified, {mirror['seconds']:.1f} s"
+        )
+        rows = [("COMPONENT", "STATUS", "COPIED", "MOUNTED", "SKIPPED", "TIME", "DIGEST")]
+        for c in components:
+            blobs = c["blobs"]
+            counted = c["status"] not in ("up-to-date", "refused") or blobs["skipped"] > 0
+            rows.append(
+                (
+                    c["component"],
+                    _STATUS_WORDS.get(c["status"], c["status"]),
+                    _count_bytes(blobs["copied"], blobs["copied_bytes"]) if counted else "-",
+                    _count_bytes(blobs["mounted"], blobs["mounted_bytes"]) if counted else "-",
+                    _count_bytes(blobs["skipped"], blobs["skipped_bytes"]) if counted else "-",
+                    f"{c['seconds']:.1f} s",
+                    short_digest(c["final_digest"]),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [head]
+        for row in rows:
+            lines.append(
+                "  "
+                + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
+        for c in components:
+            if c["reason"]:
+                lines.append(f"  - {c['component']}: {c['reason']}")
+        blocks.append("\n".join(lines))
+    total = data["blobs"]
+    blocks.append(
+        f"copied {_count_bytes(total['copied'], total['copied_bytes'])} blobs, mounted "
+        f"{_count_bytes(total['mounted'], total['mounted_bytes'])}, skipped "
+        f"{_count_bytes(total['skipped'], total['skipped_bytes'])} in {data['seconds']:.1f} s"
+    )
+    return "\n\n".join(blocks)
+
+
+def sync_progress_line(
+    done_bytes: int,
+    total_bytes: int,
+    finished: int,
+    components: int,
+    width: int = 30,
+) -> str:
+    """`[##########....................]  33%  100.0 MB of 300.0 MB  2/10 copies done`."""
+    fraction = 1.0 if total_bytes <= 0 else min(1.0, max(0.0, done_bytes / total_bytes))
+    filled = int(fraction * width)
+    bar = "#" * filled + "." * (width - filled)
+    return (
+        f"[{bar}] {fraction * 100:3.0f}%  {human_bytes(max(0, done_bytes))} of "
+        f"{human_bytes(total_bytes)}  {finished}/{components} copies done"
+    )
+
+
+def sync_progress_plain(mirror: str, component: str, status: str, detail: str) -> str:
+    return f"{mirror} {component}: {_STATUS_WORDS.get(status, status)}{detail}"
+
+
+_DRIFT_WORDS = {
+    "same": "same",
+    "different": "DIFFERENT",
+    "missing": "MISSING",
+    "unreadable": "UNREADABLE",
+}
+
+
+def drift_text(data: DriftData) -> str:
+    """The drift view: per component, the digest at the source and at every mirror."""
+    mirrors = data["mirrors"]
+    header = ("COMPONENT", "SOURCE", *mirrors)
+    rows: list[tuple[str, ...]] = [header]
+    notes = []
+    for row in data["rows"]:
+        source = short_digest(row["source_digest"]) if row["source_error"] is None else "UNREADABLE"
+        cells = []
+        for cell in row["mirrors"]:
+            word = _DRIFT_WORDS.get(cell["status"], cell["status"])
+            cells.append(
+                short_digest(cell["digest"])
+                if cell["status"] == "same"
+                else f"{word} {short_digest(cell['digest'])}".rstrip(" -")
+            )
+            if cell["error"]:
+                notes.append(f"  - {row['component']} at {cell['mirror']}: {cell['error']}")
+        if row["source_error"]:
+            notes.append(f"  - {row['component']} at the source: {row['source_error']}")
+        rows.append((row["component"], source, *cells))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        f"{data['version']}: "
+        + (
+            "mirrors differ from the source"
+            if data["drifted"]
+            else "every mirror equals the source"
+        )
+    ]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines.extend(notes)
+    return "\n".join(lines)
