@@ -1,8 +1,9 @@
 """The aibrix-bot command line: every subcommand runs on the same code the bot uses.
 
 Exit status, relied on by users' CI: 0 all good; 1 a verdict is not ok (or a release
-is blocked or failed); 2 usage errors and invalid input (nothing contacted, nothing
-enqueued); 3 a reference could not be read at all.
+is blocked or failed, or a sync was refused or did not verify); 2 usage errors and
+invalid input (nothing contacted, nothing enqueued); 3 a reference could not be read
+at all (or a registry could not be read or written by a sync).
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
 
 from bot import commands as pipeline_commands
+from bot import messages
 from bot.commands import UsageError
 from bot.report import inspection_tables
+from jobs.config import Config, ConfigError, MirrorError, load_config
 from jobs.inspection import inspect_many, inspection_json
 from jobs.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform_list
 from jobs.references import InvalidReferenceError, Reference, parse_reference
@@ -26,6 +32,19 @@ from jobs.registry import (
     insecure_from_env,
     parse_insecure_registries,
 )
+from jobs.sync import (
+    DriftRow,
+    Mirror,
+    ProgressEvent,
+    ProgressKind,
+    SyncReport,
+    drift_data,
+    gather_drift,
+    resolve_mirrors,
+    sync_release,
+    sync_report_data,
+)
+from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 EXIT_OK = 0
 EXIT_NOT_OK = 1
@@ -62,7 +81,66 @@ def _build_parser() -> argparse.ArgumentParser:
         help="speak plain HTTP to this registry (repeatable; also AIBRIX_INSECURE_REGISTRIES)",
     )
     inspect.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
-    inspect.add_argument("refs", nargs="+", metavar="REF", help="image references")
+    inspect.add_argument(
+        "--across",
+        metavar="VERSION",
+        help="instead of REFs: the drift view of a release, the digest of each component "
+        "at the source and at every mirror (exit 1 when one differs or is missing)",
+    )
+    inspect.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="MIRROR",
+        help="with --across: the mirrors to compare (default: every configured mirror)",
+    )
+    inspect.add_argument("refs", nargs="*", metavar="REF", help="image references")
+
+    sync = commands.add_parser(
+        "sync",
+        help="copy a release to mirrors: gated, every platform, digests preserved",
+        description="Check that every component of VERSION carries every required platform, "
+        "then copy each one (index, children, attestations, blobs) to each MIRROR, skipping "
+        "what is there, and read it back. MIRROR is a configured mirror name or "
+        "HOST[:PORT][/NAMESPACE]. Exit 0 when synced and verified, 1 when the platform "
+        "check refused the release, a mirror tag would be overwritten or a read-back "
+        "differs, 2 for invalid input, 3 when a registry cannot be read or written.",
+    )
+    sync.add_argument("version", metavar="VERSION", help="release version, such as v0.3.0")
+    sync.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        required=True,
+        metavar="MIRROR",
+        help="a configured mirror name or HOST[:PORT][/NAMESPACE] (repeatable)",
+    )
+    sync.add_argument(
+        "--component",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="copy only this component (repeatable; default: every configured one)",
+    )
+    sync.add_argument(
+        "--allow-overwrite",
+        action="store_true",
+        help="replace a mirror tag that holds a different digest (otherwise refused)",
+    )
+    sync.add_argument(
+        "--deep",
+        action="store_true",
+        help="check every blob even where the mirror tag is up to date, and repair",
+    )
+    sync.add_argument("--json", action="store_true", help="print the report as JSON")
+    sync.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="speak plain HTTP to this registry (repeatable; also AIBRIX_INSECURE_REGISTRIES)",
+    )
+    sync.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
 
     commands.add_parser("demo", help="run the local end-to-end demo on the lab")
     pipeline_commands.add_commands(commands)
@@ -88,7 +166,37 @@ async def _inspect(
         return await inspect_many(client, refs, required)
 
 
+def _load_config(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(Path(args.config) if args.config else None)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _release_inputs(
+    args: argparse.Namespace, version_text: str, mirror_texts: Sequence[str]
+) -> tuple[Config, Version, tuple[Mirror, ...], frozenset[str]]:
+    """Config, version, mirrors and insecure hosts, all validated before any I/O."""
+    config = _load_config(args)
+    try:
+        version = parse_version(version_text)
+        config.check_version(version)
+        mirrors = resolve_mirrors(config, mirror_texts)
+        insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
+    except (VersionError, MirrorError, InvalidReferenceError) as error:
+        raise UsageError(str(error)) from None
+    return config, version, mirrors, insecure
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.across is not None:
+        if args.refs:
+            raise UsageError("give REFs or --across VERSION, not both")
+        return _inspect_across(args)
+    if args.to:
+        raise UsageError("--to goes with --across VERSION")
+    if not args.refs:
+        raise UsageError("give at least one REF (or --across VERSION)")
     try:
         required = _required_platforms(args)
         refs = _parse_refs(args.refs)
@@ -109,13 +217,120 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_NOT_OK
 
 
+def _inspect_across(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    mirror_texts = args.to or sorted(config.mirrors)
+    if not mirror_texts:
+        raise UsageError(messages.sync_nothing_to_sync())
+    config, version, mirrors, insecure = _release_inputs(args, args.across, mirror_texts)
+
+    async def gather() -> tuple[DriftRow, ...]:
+        async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+            return await gather_drift(client, config, version, mirrors)
+
+    rows = asyncio.run(gather())
+    data = drift_data(str(version), [m.label for m in mirrors], rows)
+    print(json.dumps(data, indent=2) if args.json else messages.drift_text(data))
+    if any(r.unreadable for r in rows):
+        return EXIT_UNREADABLE
+    return EXIT_NOT_OK if data["drifted"] else EXIT_OK
+
+
+class _TerminalProgress:
+    """A progress bar on a terminal (redrawn at most ten times a second); on anything else
+    one plain line per finished copy."""
+
+    def __init__(self, stream: TextIO, copies: int) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.copies = copies
+        self.total = 0
+        self.done = 0
+        self.finished = 0
+        self._drawn = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind is ProgressKind.PLANNED:
+            self.total += event.total
+        elif event.kind is ProgressKind.BYTES:
+            self.done += event.delta
+        elif event.report is not None:
+            self.finished += 1
+            if not self.tty:
+                report = event.report
+                blobs = report.blobs
+                detail = (
+                    f", {blobs.copied} blobs copied ({messages.human_bytes(blobs.copied_bytes)})"
+                    f", {blobs.mounted} mounted, {blobs.skipped} skipped"
+                    if report.status.value == "copied"
+                    else ""
+                )
+                print(
+                    messages.sync_progress_plain(
+                        report.mirror, report.component, report.status.value, detail
+                    ),
+                    file=self.stream,
+                    flush=True,
+                )
+        if self.tty and (time.monotonic() - self._drawn > 0.1 or event.kind is ProgressKind.DONE):
+            self._drawn = time.monotonic()
+            line = messages.sync_progress_line(self.done, self.total, self.finished, self.copies)
+            self.stream.write("\r" + line)
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    config, version, mirrors, insecure = _release_inputs(args, args.version, args.to)
+    components = None
+    if args.component:
+        try:
+            components = [config.component(name).name for name in args.component]
+        except ComponentError as error:
+            raise UsageError(str(error)) from None
+    count = len(mirrors) * len(components or config.component_names)
+    progress = _TerminalProgress(sys.stderr, count)
+
+    async def run() -> SyncReport:
+        async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+            return await sync_release(
+                client,
+                config,
+                version,
+                mirrors,
+                components=components,
+                overwrite_allowed=args.allow_overwrite,
+                deep=args.deep,
+                progress=progress,
+            )
+
+    try:
+        report = asyncio.run(run())
+    finally:
+        progress.close()
+    data = sync_report_data(report)
+    print(json.dumps(data, indent=2) if args.json else messages.sync_report_text(data))
+    if report.registry_failure:
+        return EXIT_UNREADABLE
+    return EXIT_OK if report.ok else EXIT_NOT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo  # docker is needed only here
 
     return run_demo()
 
 
-COMMANDS = {"inspect": cmd_inspect, "demo": cmd_demo, **pipeline_commands.COMMANDS}
+COMMANDS = {
+    "inspect": cmd_inspect,
+    "sync": cmd_sync,
+    "demo": cmd_demo,
+    **pipeline_commands.COMMANDS,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
