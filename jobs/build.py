@@ -201,8 +201,10 @@ def run_build(
     except DockerException as error:
         for line in (error.stderr or "").splitlines()[-LOG_TAIL_LINES:]:
             tail.append(line)
+        summary = failure_summary(tuple(tail))
         raise BuildError(
-            f"docker buildx build for {request.platform} exited with {error.return_code}",
+            summary
+            or f"docker buildx build for {request.platform} exited with {error.return_code}",
             tuple(tail),
         ) from None
     try:

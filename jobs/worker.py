@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from bot import messages
 from jobs.build import (
     BuildCancelled,
@@ -108,9 +110,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.check()
-        queue = self.pipeline.queue
-        await queue.ensure_group(self.build_stream)
-        await queue.ensure_group(self.pipeline.keys.control_stream)
+        await self._ensure_groups(stop)
         runner = None
         if self.settings.metrics_port is not None:
             runner = await serve_metrics(
@@ -138,12 +138,24 @@ class Worker:
                 if runner is not None:
                     await runner.cleanup()
 
+    async def _ensure_groups(self, stop: asyncio.Event) -> None:
+        """Create the consumer groups, waiting out a Redis that is restarting."""
+        while not stop.is_set():
+            try:
+                await self.pipeline.queue.ensure_group(self.build_stream)
+                await self.pipeline.queue.ensure_group(self.pipeline.keys.control_stream)
+                return
+            except RedisError as error:
+                log.warning("Redis unavailable at start (%s); retrying", type(error).__name__)
+                await asyncio.sleep(1)
+
     async def _watch_depth(self, stop: asyncio.Event) -> None:
         streams = {"build": self.build_stream, "control": self.pipeline.keys.control_stream}
         while not stop.is_set():
-            for kind, stream in streams.items():
-                depth = await self.pipeline.queue.depth(stream)
-                self.metrics.queue_depth.labels(stream=stream, kind=kind).set(depth.total)
+            with contextlib.suppress(RedisError):
+                for kind, stream in streams.items():
+                    depth = await self.pipeline.queue.depth(stream)
+                    self.metrics.queue_depth.labels(stream=stream, kind=kind).set(depth.total)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=5)
 
@@ -151,7 +163,16 @@ class Worker:
         self, stream: str, consumer: str, stop: asyncio.Event, client: RegistryClient
     ) -> None:
         while not stop.is_set():
-            leases = await self.pipeline.queue.claim(stream, consumer, 1, self.settings.block_ms)
+            try:
+                leases = await self.pipeline.queue.claim(
+                    stream, consumer, 1, self.settings.block_ms
+                )
+            except RedisError as error:
+                # Redis restarting: what was claimed stays in its pending list and is
+                # reclaimed after the lease, so waiting and claiming again loses nothing.
+                log.warning("Redis unavailable (%s); retrying", type(error).__name__)
+                await asyncio.sleep(1)
+                continue
             for lease in leases:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
@@ -159,6 +180,13 @@ class Worker:
                 with job_context(job.release, job.component, job.platform or ""):
                     try:
                         await self.handle(lease, client)
+                    except RedisError as error:
+                        log.warning(
+                            "Redis failed during job %s (%s); it will be reclaimed",
+                            job.id,
+                            type(error).__name__,
+                        )
+                        await asyncio.sleep(1)
                     except Exception as error:  # one bad job must not stop the worker
                         log.exception("job %s failed unexpectedly", job.id)
                         await self._fail(lease, f"{type(error).__name__}: {error}", ())

@@ -124,6 +124,23 @@ def test_failed_build_reports_its_log_tail(
             )
         )
     assert any("no arm support here" in line for line in error.value.log_tail)
+    assert "no arm support here" in str(error.value)
     assert not (tmp_path / "meta.json").exists() or "containerimage.digest" not in json.loads(
         (tmp_path / "meta.json").read_text() or "{}"
     )
+
+
+def test_failure_summary_names_the_step_and_its_output() -> None:
+    from jobs.build import failure_summary
+
+    tail = [
+        "#10 [6/9] RUN echo ok",
+        "#10 CACHED",
+        '#11 [7/9] RUN [ "$(uname -m)" != "aarch64" ]',
+        "#11 0.373 runtime: unsupported on aarch64",
+        "#11 ERROR: executor failed running [/bin/sh -c ...]: exit code: 1",
+        "ERROR: failed to solve: executor failed",
+    ]
+    assert failure_summary(tail) == "step 7/9 failed: runtime: unsupported on aarch64"
+    assert failure_summary(["#3 [internal] load", "#3 ERROR: no such file"]) == "no such file"
+    assert failure_summary(["nothing useful"]) is None
