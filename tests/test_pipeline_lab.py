@@ -89,12 +89,13 @@ async def test_arm64_failure_blocks_and_leaves_the_tag_untouched(setup: Setup, l
     assert code == 0, out + err + setup.tail_logs()
     good = await setup.wait_for("v0.4.0", [State.READY])
     # Now the same tag is asked for again with runtime broken on arm64 (a new run).
-    config_text = setup.config_path.read_text()
-    broken = config_text.replace(
-        f'name = "runtime"\ndockerfile = "build/container/Dockerfile.runtime"\nbuild_args = {{ BASE_IMAGE = "{lab.base_image}" }}',
-        f'name = "runtime"\ndockerfile = "build/container/Dockerfile.runtime"\nbuild_args = {{ BASE_IMAGE = "{lab.base_image}", FAIL_ON_ARCH = "aarch64" }}',
+    config = setup.config
+    broken = toml_config(
+        lab,
+        namespace=config.repository.split("/", 1)[1],
+        key_prefix=config.queue.key_prefix,
+        build_args={"runtime": {"FAIL_ON_ARCH": "aarch64"}},
     )
-    assert broken != config_text
     setup.stop_all()
     setup.config_path.write_text(broken)
     setup.start_worker("linux/amd64")
@@ -180,7 +181,7 @@ async def test_malformed_requests_enqueue_nothing(setup: Setup, args: list[str])
 
 
 async def test_worker_refuses_a_platform_its_builder_cannot_build(setup: Setup) -> None:
-    code, out, err = await setup.cli(
+    code, _, err = await setup.cli(
         "worker", "--platform", "windows/amd64", "--metrics-port", "0", timeout=60
     )
     assert code == 2
