@@ -1,9 +1,13 @@
-"""`aibrix-bot demo`: the incident, replayed on the local lab, and the gate catching it.
+"""`aibrix-bot demo`: the whole story on the local lab, with real parts only.
 
-Builds a tiny image for linux/amd64 and linux/arm64 with real Buildx (arm64 under
-QEMU), publishes a healthy release tag merged from pinned digests, then replays the
-incident: a second pipeline rewrites the shared tag with an arm64-only list. The
-inspection gate passes the first and stops the second with one plain sentence.
+1. The incident, replayed: two pipelines write one tag, the arm64 one last; `docker
+   pull` fails on amd64 exactly as it did, and the inspection gate names the cause.
+2. A release of the sample project (five components) through Redis and two workers
+   (amd64 native, arm64 under QEMU) with runtime broken on arm64: the release is
+   blocked, naming the component and platform, and runtime's release tag is never
+   written.
+3. The fix, and a second release that is ready: every tag a verified two-platform
+   index built from pinned digests.
 """
 
 from __future__ import annotations
@@ -12,21 +16,26 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from python_on_whales import docker
 
 from bot.cli import main as cli_main
 
-LAB_ENV = "AIBRIX_LAB_DIR"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "sample"
+BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 
 
 def _lab_values() -> dict[str, str]:
-    lab_dir = Path(os.environ.get(LAB_ENV, Path(__file__).resolve().parent.parent / ".lab"))
+    lab_dir = Path(os.environ.get("AIBRIX_LAB_DIR", REPO / ".lab"))
     env_file = lab_dir / "lab.env"
     if not env_file.exists():
         raise SystemExit(f"demo: the lab is not up ({env_file} is missing); run scripts/lab up")
@@ -41,75 +50,155 @@ def _say(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
-def _build(context: Path, repo: str, version: str, arch: str) -> str:
-    meta = context / f"meta-{arch}.json"
-    docker.buildx.build(
-        context,
-        platforms=[f"linux/{arch}"],
-        tags=[f"{repo}:{version}-{arch}"],
-        push=True,
-        metadata_file=meta,
-        progress=False,
+def _inspect_json(*refs: str) -> list[dict[str, object]]:
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        cli_main(["inspect", "--json", *refs])
+    return list(json.loads(captured.getvalue()))
+
+
+def _demo_config(source: Path, target: Path, prefix: str) -> Path:
+    """The sample config with its own key prefix (a fresh run each time) and absolute paths."""
+    text = source.read_text()
+    text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
+    text = re.sub(r'(?m)^path = "\."$', f'path = "{SAMPLE}"', text)
+    text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
+    target.write_text(text)
+    return target
+
+
+@contextlib.contextmanager
+def _workers(config: Path, redis_url: str, logs: Path) -> Iterator[None]:
+    env = {**os.environ, "AIBRIX_CONFIG": str(config), "REDIS_URL": redis_url}
+    processes = []
+    for platform in ("linux/amd64", "linux/arm64"):
+        name = f"demo-{platform.split('/')[1]}"
+        log = (logs / f"{name}.log").open("ab")
+        processes.append(
+            subprocess.Popen(
+                [BOT, "worker", "--platform", platform, "--worker-id", name, "--metrics-port", "0"],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
+        )
+        print(f"  started worker {name} for {platform} (log: {logs / (name + '.log')})")
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _release(config: Path, redis_url: str, version: str) -> int:
+    os.environ["AIBRIX_CONFIG"] = str(config)
+    os.environ["REDIS_URL"] = redis_url
+    print(f"$ aibrix-bot release {version}", flush=True)
+    return cli_main(["release", version, "--timeout", "600"])
+
+
+def _replay_incident(lab: dict[str, str], workdir: Path) -> bool:
+    namespace = f"{lab['AIBRIX_LAB_REGISTRY']}/incident-{uuid.uuid4().hex[:6]}"
+    runtime = f"{namespace}/runtime"
+    version = "v0.3.0-rc.2"
+    (workdir / "Dockerfile").write_text(
+        f"FROM {lab['AIBRIX_LAB_BASE_IMAGE']}\nRUN echo built on $(uname -m) > /etc/aibrix-build\n"
     )
-    digest = str(json.loads(meta.read_text())["containerimage.digest"])
-    print(f"  built {repo} for linux/{arch}: {digest}")
-    return digest
+    digests = {}
+    for arch in ("amd64", "arm64"):
+        meta = workdir / f"meta-{arch}.json"
+        docker.buildx.build(
+            workdir,
+            platforms=[f"linux/{arch}"],
+            tags=[f"{runtime}:{version}-{arch}"],
+            push=True,
+            metadata_file=meta,
+            progress=False,
+        )
+        digests[arch] = str(json.loads(meta.read_text())["containerimage.digest"])
+    print("  the amd64 pipeline writes runtime's tag with both platforms...")
+    docker.buildx.imagetools.create(
+        [f"{runtime}@{d}" for d in digests.values()], tags=[f"{runtime}:{version}"]
+    )
+    print("  ...then the arm64 pipeline writes the same tag with its list alone")
+    docker.buildx.imagetools.create(
+        [f"{runtime}@{digests['arm64']}"], tags=[f"{runtime}:{version}"]
+    )
+    print(f"  $ docker pull {runtime}:{version}")
+    pull = subprocess.run(
+        ["docker", "pull", f"{runtime}:{version}"], capture_output=True, text=True, check=False
+    )
+    print("  " + (pull.stderr.strip() or pull.stdout.strip()).replace("\n", "\n  "))
+    print(f"  $ aibrix-bot inspect {runtime}:{version}")
+    code = cli_main(["inspect", f"{runtime}:{version}"])
+    [report] = _inspect_json(f"{runtime}:{version}")
+    return code == 1 and report["missing"] == ["linux/amd64"]
 
 
 def run_demo() -> int:
     lab = _lab_values()
-    registry = lab["AIBRIX_LAB_REGISTRY"]
-    namespace = f"{registry}/demo-{uuid.uuid4().hex[:6]}"
-    version = "v0.3.0-rc.2"
-    with tempfile.TemporaryDirectory() as tmp:
-        context = Path(tmp)
-        (context / "Dockerfile").write_text(
-            f"FROM {lab['AIBRIX_LAB_BASE_IMAGE']}\n"
-            "RUN echo built on $(uname -m) > /etc/aibrix-build\n"
-            'CMD ["cat", "/etc/aibrix-build"]\n'
-        )
-        _say("building gateway-plugins and runtime for linux/amd64 and linux/arm64 (Buildx)")
-        digests = {}
-        for component in ("gateway-plugins", "runtime"):
-            repo = f"{namespace}/{component}"
-            digests[component] = {
-                arch: _build(context, repo, version, arch) for arch in ("amd64", "arm64")
-            }
+    redis_url = lab["AIBRIX_LAB_REDIS_URL"]
+    started = time.monotonic()
+    checks: list[tuple[str, bool]] = []
+    with tempfile.TemporaryDirectory(prefix="aibrix-demo-") as tmp:
+        workdir = Path(tmp)
+        logs = workdir / "logs"
+        logs.mkdir()
+        (workdir / "incident").mkdir()
 
-        _say("publishing gateway-plugins from pinned digests of both platforms (one writer)")
-        gateway = f"{namespace}/gateway-plugins"
-        docker.buildx.imagetools.create(
-            [f"{gateway}@{d}" for d in digests["gateway-plugins"].values()],
-            tags=[f"{gateway}:{version}"],
+        _say("1. the incident, replayed with real Buildx")
+        checks.append(
+            ("the gate catches the arm64-only tag", _replay_incident(lab, workdir / "incident"))
         )
-        _say("replaying the incident: the arm64 pipeline overwrites runtime's tag last")
-        runtime = f"{namespace}/runtime"
-        docker.buildx.imagetools.create(
-            [f"{runtime}@{d}" for d in digests["runtime"].values()], tags=[f"{runtime}:{version}"]
-        )
-        docker.buildx.imagetools.create(
-            [f"{runtime}@{digests['runtime']['arm64']}"], tags=[f"{runtime}:{version}"]
-        )
-        _say(f"what the old mirror script saw: docker pull {runtime}:{version}")
-        pull = subprocess.run(
-            ["docker", "pull", f"{runtime}:{version}"], capture_output=True, text=True, check=False
-        )
-        print("  " + (pull.stderr.strip() or pull.stdout.strip()).replace("\n", "\n  "))
 
-        _say("the gate: aibrix-bot inspect on both release tags")
-        code = cli_main(["inspect", f"{gateway}:{version}", f"{runtime}:{version}"])
-        print(f"\n  aibrix-bot inspect exit status: {code} (0 = all ok, 1 = a platform is missing)")
-        if code != 1:
-            print("demo: expected the gate to stop the incident (exit 1)", file=sys.stderr)
-            return 1
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):
-            cli_main(["inspect", "--json", f"{gateway}:{version}", f"{runtime}:{version}"])
-        verdicts = [(r["verdict"], r["missing"]) for r in json.loads(captured.getvalue())]
-        if verdicts != [("ok", []), ("missing", ["linux/amd64"])]:
-            print(f"demo: unexpected verdicts {verdicts}", file=sys.stderr)
-            return 1
-    _say(
-        "demo done: the healthy release passes, the incident is caught before any mirror copies it"
-    )
+        prefix = f"aibrix-demo-{uuid.uuid4().hex[:6]}"
+        broken = _demo_config(
+            SAMPLE / "aibrix-sample-broken-arm64.toml", workdir / "broken.toml", prefix
+        )
+        fixed = _demo_config(SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix)
+        broken_version, fixed_version = "v0.3.0-rc.1", "v0.3.0-rc.2"
+
+        _say(f"2. release {broken_version} of the sample project, runtime broken on arm64")
+        with _workers(broken, redis_url, logs):
+            code = _release(broken, redis_url, broken_version)
+        checks.append(("the broken release is blocked (exit 1)", code == 1))
+        runtime_tag = f"{lab['AIBRIX_LAB_REGISTRY']}/aibrix-sample/runtime:{broken_version}"
+        print(f"  $ aibrix-bot inspect {runtime_tag}")
+        [absent] = _inspect_json(runtime_tag)
+        print(f"  {absent['verdict']}: {absent['error']}")
+        checks.append(("runtime's release tag was never written", absent["verdict"] == "error"))
+
+        _say(f"3. the fix, and release {fixed_version}")
+        with _workers(fixed, redis_url, logs):
+            code = _release(fixed, redis_url, fixed_version)
+        checks.append(("the fixed release is ready (exit 0)", code == 0))
+        components = (
+            "controller-manager",
+            "gateway-plugins",
+            "metadata-service",
+            "kvcache-watcher",
+            "runtime",
+        )
+        refs = [
+            f"{lab['AIBRIX_LAB_REGISTRY']}/aibrix-sample/{c}:{fixed_version}" for c in components
+        ]
+        print(f"  $ aibrix-bot inspect {' '.join(c + ':' + fixed_version for c in components)}")
+        reports = _inspect_json(*refs)
+        for report in reports:
+            print(f"  {report['reference']}: {report['verdict']}")
+        checks.append(
+            ("every released tag passes the gate", all(r["verdict"] == "ok" for r in reports))
+        )
+
+    _say(f"summary ({time.monotonic() - started:.0f} s)")
+    for what, ok in checks:
+        print(f"  [{'ok' if ok else 'FAILED'}] {what}")
+    if not all(ok for _, ok in checks):
+        print("demo: something did not go as the story says (see above)", file=sys.stderr)
+        return 1
     return 0
