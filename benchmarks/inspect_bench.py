@@ -35,7 +35,13 @@ from tests.netproxy import LatencyProxy  # noqa: E402
 from tests.oci_push import OciPusher, entry  # noqa: E402
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
-COMPONENTS = ("controller-manager", "gateway-plugins", "metadata-service", "kvcache-watcher", "runtime")
+COMPONENTS = (
+    "controller-manager",
+    "gateway-plugins",
+    "metadata-service",
+    "kvcache-watcher",
+    "runtime",
+)
 
 
 def lab_values() -> dict[str, str]:
@@ -53,9 +59,18 @@ async def seed(registries: list[tuple[str, str | None, str | None]], namespace: 
             pusher = OciPusher(registry, user, password)
             for component in COMPONENTS:
                 repo = f"{namespace}/{component}"
-                amd = await pusher.image(session, repo, os="linux", arch="amd64", payload=component.encode())
-                arm = await pusher.image(session, repo, os="linux", arch="arm64", payload=component.encode())
-                await pusher.index(session, repo, "v0.3.0", [entry(amd, "linux", "amd64"), entry(arm, "linux", "arm64")])
+                amd = await pusher.image(
+                    session, repo, os="linux", arch="amd64", payload=component.encode()
+                )
+                arm = await pusher.image(
+                    session, repo, os="linux", arch="arm64", payload=component.encode()
+                )
+                await pusher.index(
+                    session,
+                    repo,
+                    "v0.3.0",
+                    [entry(amd, "linux", "amd64"), entry(arm, "linux", "arm64")],
+                )
 
 
 async def timed(*command: str, env: dict[str, str]) -> tuple[float, int, bytes]:
@@ -72,7 +87,9 @@ async def timed(*command: str, env: dict[str, str]) -> tuple[float, int, bytes]:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--peer-runs", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.025, help="seconds added each way")
@@ -119,7 +136,14 @@ async def main() -> None:
                 start = time.perf_counter()
                 for ref in refs:
                     _, code, _ = await timed(
-                        "docker", "buildx", "imagetools", "inspect", "--format", "{{json .Image}}", ref, env=env
+                        "docker",
+                        "buildx",
+                        "imagetools",
+                        "inspect",
+                        "--format",
+                        "{{json .Image}}",
+                        ref,
+                        env=env,
                     )
                     if code != 0:
                         raise SystemExit(f"imagetools inspect failed for {ref}")
@@ -135,7 +159,9 @@ async def main() -> None:
     print(f"references: {len(refs)} (5 components x 3 registries), {rtt * 1000:.0f} ms round trip")
     print(f"aibrix-bot inspect (all 15, one process), median of {args.runs}: {ours_median:.3f} s")
     print(f"docker buildx imagetools inspect loop, median of {args.peer_runs}: {peer_median:.3f} s")
-    print(f"round-trip floor: start-up {statistics.median(startup):.3f} s + 4 x {rtt * 1000:.0f} ms = {floor:.3f} s")
+    print(
+        f"round-trip floor: start-up {statistics.median(startup):.3f} s + 4 x {rtt * 1000:.0f} ms = {floor:.3f} s"
+    )
     print(f"speed-up against the imagetools loop: {peer_median / ours_median:.1f}x (target >= 10x)")
     print(f"ratio to the round-trip floor: {ours_median / floor:.2f}x (target <= 2x)")
 

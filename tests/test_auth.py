@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -17,8 +17,8 @@ from jobs.auth import (
     parse_challenge,
 )
 from jobs.credentials import Credentials
-from jobs.registry import is_loopback_host, parse_insecure_registries, retry_delay, scheme_for
 from jobs.references import InvalidReferenceError
+from jobs.registry import is_loopback_host, parse_insecure_registries, retry_delay, scheme_for
 
 CREDS = Credentials("alice", "s3cret-pass")
 
