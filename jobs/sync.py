@@ -12,7 +12,9 @@ the promotion step after approval:
    fails (or moved since it was approved, with `expected_digests`), nothing is copied
    for the release and the report names each component and missing platform.
 2. Copy, per mirror and component: one HEAD of the mirror tag; equal to the source
-   digest means up to date (one request). Otherwise the source tree (index, children,
+   digest means up to date (one request). Otherwise the source tree (read ahead while
+   the gate runs when the mirror lacks the tag: reads only, and used only if it is the
+   digest the gate judged) (index, children,
    attestations) is read by digest, every blob and child manifest HEADed at the mirror,
    and `jobs.copy_plan.plan_mirror` decides: skip, mount (from the source repository
    when it is on the same registry, or from another component of this run that uploads
@@ -437,6 +439,7 @@ class _Engine:
         jobs: Sequence[CopyJob],
         sources: Mapping[str, str],
         heads: Mapping[CopyJob, asyncio.Task[DigestRead]],
+        early: Mapping[CopyJob, asyncio.Task[PlanInput | None]],
     ) -> MirrorReport:
         started = time.monotonic()
         reports: dict[CopyJob, ComponentReport] = {}
@@ -479,10 +482,17 @@ class _Engine:
             else:
                 to_copy.append((job, head.digest))
 
+        async def prepared_for(job: CopyJob) -> PlanInput:
+            item = await early[job]
+            digest = sources[job.component]
+            if item is None or item.root.digest != digest:  # not read ahead, or the tag moved
+                item = await self._prepare(job, digest)
+            return item
+
         prepared = await asyncio.gather(
-            *(self._prepare(job, sources[job.component]) for job, _ in to_copy),
-            return_exceptions=True,
+            *(prepared_for(job) for job, _ in to_copy), return_exceptions=True
         )
+        await asyncio.gather(*early.values(), return_exceptions=True)
         ready: list[tuple[CopyJob, str | None, PlanInput]] = []
         for (job, held), item in zip(to_copy, prepared, strict=True):
             if isinstance(item, PlanInput):
@@ -521,10 +531,20 @@ class _Engine:
             )
         )
 
-    async def _prepare(self, job: CopyJob, source_digest: str) -> PlanInput:
-        """Read the source tree (by the digest the gate passed) and HEAD what the mirror
-        repository holds of it."""
-        root = await fetch_tree(self.client, job.source.with_digest(source_digest))
+    async def read_ahead(self, job: CopyJob, head: asyncio.Task[DigestRead]) -> PlanInput | None:
+        """While the gate runs: when the mirror lacks the tag, read the source tree (by
+        tag) and HEAD the mirror for it. Reads only; nothing is written before the gate
+        passes, and the tree is used only if it is the digest the gate judged."""
+        found = await head
+        if found.error is not None or found.digest is not None:
+            return None
+        return await self._prepare(job, None)
+
+    async def _prepare(self, job: CopyJob, source_digest: str | None) -> PlanInput:
+        """Read the source tree (by the digest the gate passed, or by tag when reading
+        ahead) and HEAD what the mirror repository holds of it."""
+        source = job.source.with_digest(source_digest) if source_digest else job.source
+        root = await fetch_tree(self.client, source)
         blobs = unique_blobs(root)
         children = [n for n in _nodes(root) if n.digest != root.digest]
         destination = job.destination
@@ -857,7 +877,17 @@ async def sync_jobs(
     sources: dict[str, Reference] = {}
     for job in jobs:
         sources.setdefault(job.component, job.source)
+    engine = _Engine(
+        client,
+        required,
+        overwrite_allowed=overwrite_allowed,
+        deep=deep,
+        progress=progress or _no_progress,
+        parallel_blobs=parallel_blobs,
+    )
     heads = {job: asyncio.create_task(read_digest(client, job.destination)) for job in jobs}
+    early = {job: asyncio.create_task(engine.read_ahead(job, heads[job])) for job in jobs}
+    reads = [*heads.values(), *early.values()]
     try:
         inspections = dict(
             zip(
@@ -869,33 +899,25 @@ async def sync_jobs(
             )
         )
     except BaseException:
-        for task in heads.values():
+        for task in reads:
             task.cancel()
         raise
     problems = gate_problems(version, inspections, expected_digests)
     digests = {c: i.digest for c, i in inspections.items()}
     if problems:
-        for task in heads.values():
+        for task in reads:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*heads.values(), return_exceptions=True)
+            await asyncio.gather(*reads, return_exceptions=True)
         return SyncReport(
             version, problems, (), MappingProxyType(digests), time.monotonic() - started
         )
     pinned = {c: d for c, d in digests.items() if d is not None}
-    engine = _Engine(
-        client,
-        required,
-        overwrite_allowed=overwrite_allowed,
-        deep=deep,
-        progress=progress or _no_progress,
-        parallel_blobs=parallel_blobs,
-    )
     by_mirror: dict[Mirror, list[CopyJob]] = {}
     for job in jobs:
         by_mirror.setdefault(job.mirror, []).append(job)
     reports = await asyncio.gather(
-        *(engine.sync_mirror(m, js, pinned, heads) for m, js in by_mirror.items())
+        *(engine.sync_mirror(m, js, pinned, heads, early) for m, js in by_mirror.items())
     )
     return SyncReport(
         version, (), tuple(reports), MappingProxyType(digests), time.monotonic() - started
