@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot import commands as pipeline_commands
 from bot import messages
-from bot.commands import UsageError
 from bot.report import inspection_tables
 from jobs.config import Config, ConfigError, MirrorError, load_config
 from jobs.inspection import inspect_many, inspection_json
@@ -46,13 +44,23 @@ from jobs.sync import (
 )
 from jobs.versions import ComponentError, Version, VersionError, parse_version
 
+# The pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker:
+# over a second of start-up that inspect and sync, CI gates both, do not need. They are
+# imported only when one of them (or the top-level help) is asked for.
+LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
+
+
+class UsageError(Exception):
+    """Invalid input: reported on stderr with exit status 2, before any I/O."""
+
+
 EXIT_OK = 0
 EXIT_NOT_OK = 1
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aibrix-bot",
         description="Cut multi-architecture container releases and refuse to promote an image "
@@ -143,7 +151,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
 
     commands.add_parser("demo", help="run the local end-to-end demo on the lab")
-    pipeline_commands.add_commands(commands)
+    if pipeline:
+        from bot import commands as pipeline_commands
+
+        pipeline_commands.add_commands(commands)
     return parser
 
 
@@ -151,7 +162,7 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
     if args.require is not None:
         return parse_platform_list(args.require)
     if args.config or os.environ.get("AIBRIX_CONFIG"):
-        return pipeline_commands.load(args).platforms
+        return _load_config(args).platforms
     return DEFAULT_PLATFORMS
 
 
@@ -325,20 +336,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
-COMMANDS = {
-    "inspect": cmd_inspect,
-    "sync": cmd_sync,
-    "demo": cmd_demo,
-    **pipeline_commands.COMMANDS,
-}
+COMMANDS = {"inspect": cmd_inspect, "sync": cmd_sync, "demo": cmd_demo}
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    pipeline = sys.modules.get("bot.commands")
+    return (UsageError,) if pipeline is None else (UsageError, pipeline.UsageError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    local = _command_word(argv) in LOCAL_COMMANDS
+    parser = _build_parser(pipeline=not local)
     args = parser.parse_args(argv)
+    handlers = dict(COMMANDS)
+    if not local:
+        from bot import commands as pipeline_commands
+
+        handlers.update(pipeline_commands.COMMANDS)
     try:
-        return COMMANDS[args.command](args)
-    except UsageError as error:
+        return handlers[args.command](args)
+    except _usage_errors() as error:
         print(f"aibrix-bot {args.command}: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
