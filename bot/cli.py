@@ -20,7 +20,7 @@ from typing import TextIO
 
 from bot import messages
 from bot.report import inspection_tables
-from jobs.config import Config, ConfigError, MirrorError, load_config
+from jobs.config import Config, ConfigError, load_config
 from jobs.inspection import inspect_many, inspection_json
 from jobs.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform_list
 from jobs.references import InvalidReferenceError, Reference, parse_reference
@@ -32,17 +32,17 @@ from jobs.registry import (
 )
 from jobs.sync import (
     DriftRow,
-    Mirror,
     ProgressEvent,
     ProgressKind,
+    SyncInputError,
     SyncReport,
+    SyncRequest,
     drift_data,
     gather_drift,
-    resolve_mirrors,
+    parse_sync_request,
     sync_release,
     sync_report_data,
 )
-from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 # The pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker:
 # over a second of start-up that inspect and sync, CI gates both, do not need. They are
@@ -185,18 +185,19 @@ def _load_config(args: argparse.Namespace) -> Config:
 
 
 def _release_inputs(
-    args: argparse.Namespace, version_text: str, mirror_texts: Sequence[str]
-) -> tuple[Config, Version, tuple[Mirror, ...], frozenset[str]]:
-    """Config, version, mirrors and insecure hosts, all validated before any I/O."""
+    args: argparse.Namespace,
+    version_text: str,
+    mirror_texts: Sequence[str],
+    component_texts: Sequence[str] | None = None,
+) -> tuple[Config, SyncRequest, frozenset[str]]:
+    """Config, the validated request and insecure hosts, all before any I/O."""
     config = _load_config(args)
     try:
-        version = parse_version(version_text)
-        config.check_version(version)
-        mirrors = resolve_mirrors(config, mirror_texts)
+        request = parse_sync_request(config, version_text, mirror_texts, component_texts)
         insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
-    except (VersionError, MirrorError, InvalidReferenceError) as error:
+    except (SyncInputError, InvalidReferenceError) as error:
         raise UsageError(str(error)) from None
-    return config, version, mirrors, insecure
+    return config, request, insecure
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -233,7 +234,8 @@ def _inspect_across(args: argparse.Namespace) -> int:
     mirror_texts = args.to or sorted(config.mirrors)
     if not mirror_texts:
         raise UsageError(messages.sync_nothing_to_sync())
-    config, version, mirrors, insecure = _release_inputs(args, args.across, mirror_texts)
+    config, request, insecure = _release_inputs(args, args.across, mirror_texts)
+    version, mirrors = request.version, request.mirrors
 
     async def gather() -> tuple[DriftRow, ...]:
         async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
@@ -296,14 +298,9 @@ class _TerminalProgress:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    config, version, mirrors, insecure = _release_inputs(args, args.version, args.to)
-    components = None
-    if args.component:
-        try:
-            components = [config.component(name).name for name in args.component]
-        except ComponentError as error:
-            raise UsageError(str(error)) from None
-    count = len(mirrors) * len(components or config.component_names)
+    config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
+    components = request.components
+    count = len(request.mirrors) * len(components or config.component_names)
     progress = _TerminalProgress(sys.stderr, count)
 
     async def run() -> SyncReport:
@@ -311,8 +308,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             return await sync_release(
                 client,
                 config,
-                version,
-                mirrors,
+                request.version,
+                request.mirrors,
                 components=components,
                 overwrite_allowed=args.allow_overwrite,
                 deep=args.deep,

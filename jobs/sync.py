@@ -3,8 +3,9 @@
 One engine for `aibrix-bot sync VERSION --to MIRROR`, `/aibrix sync VERSION MIRROR` and
 the promotion step after approval:
 
-    mirrors = resolve_mirrors(config, ["lab-mirror", "registry.example.com/aibrix"])
-    report = await sync_release(client, config, version, mirrors, overwrite_allowed=False)
+    request = parse_sync_request(config, "v0.3.0", ["lab-mirror", "registry.example.com/ns"])
+    report = await sync_release(client, config, request.version, request.mirrors,
+                                components=request.components, overwrite_allowed=False)
     data = sync_report_data(report)        # for Slack; bot.messages.sync_report_text(data)
 
 1. Gate: every component's source tag is read and judged by the inspection engine
@@ -71,7 +72,7 @@ from jobs.inspection import Inspection, inspect_reference
 from jobs.platforms import Platform
 from jobs.references import InvalidReferenceError, Reference, parse_reference
 from jobs.registry import ProtocolError, RegistryClient, RegistryError
-from jobs.versions import Version
+from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 MAX_INDEX_DEPTH = 2  # an index of indexes of images at most
 DEFAULT_PARALLEL_BLOBS = 16  # blob copies in flight per destination registry
@@ -111,6 +112,39 @@ def resolve_mirrors(config: Config, texts: Sequence[str]) -> tuple[Mirror, ...]:
             raise MirrorError(messages.mirror_unknown(text, sorted(config.mirrors))) from None
         mirrors.setdefault(location, Mirror(text, location))
     return tuple(mirrors.values())
+
+
+class SyncInputError(ValueError):
+    """A sync request that cannot be run: `str()` is the sentence to show (exit 2)."""
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    version: Version
+    mirrors: tuple[Mirror, ...]
+    components: tuple[str, ...] | None = None  # None: every configured component
+
+
+def parse_sync_request(
+    config: Config,
+    version_text: str,
+    mirror_texts: Sequence[str],
+    component_texts: Sequence[str] | None = None,
+) -> SyncRequest:
+    """Validate what a user typed (`aibrix-bot sync VERSION --to MIRROR...`, `/aibrix sync
+    VERSION MIRROR`) before anything is contacted; `SyncInputError` says what is wrong."""
+    try:
+        version = parse_version(version_text)
+        config.check_version(version)
+        mirrors = resolve_mirrors(config, mirror_texts)
+        components = (
+            None
+            if component_texts is None
+            else tuple(dict.fromkeys(config.component(c).name for c in component_texts))
+        )
+    except (VersionError, ComponentError, MirrorError) as error:
+        raise SyncInputError(str(error)) from None
+    return SyncRequest(version, mirrors, components)
 
 
 @dataclass(frozen=True)

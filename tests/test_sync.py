@@ -52,11 +52,13 @@ from jobs.sync import (
     GateProblem,
     Mirror,
     MirrorReport,
+    SyncInputError,
     SyncReport,
     drift_data,
     drift_status,
     drift_table,
     gate_problems,
+    parse_sync_request,
     release_jobs,
     resolve_mirrors,
     sync_report_data,
@@ -823,3 +825,29 @@ async def test_bad_config_file_exits_2(tmp_path: Path) -> None:
     code, out, err = await run_bot("sync", "v0.3.0", "--to", "m", "--config", str(path))
     assert code == 2 and out == ""
     assert "bad.toml: repository: 'nope' is not a registry location" in err
+
+
+def test_parse_sync_request(config) -> None:  # type: ignore[no-untyped-def]
+    request = parse_sync_request(config, "v0.3.0-rc.2", ["lab-mirror"], ["runtime", "runtime"])
+    assert str(request.version) == "v0.3.0-rc.2"
+    assert request.mirrors == (Mirror("lab-mirror", "127.0.0.1:5002/aibrix-sample"),)
+    assert request.components == ("runtime",)
+    assert parse_sync_request(config, "v1.0.0", ["beijing"]).components is None
+
+
+@pytest.mark.parametrize(
+    ("version", "mirrors", "components", "says"),
+    [
+        ("v1", ["lab-mirror"], None, "is not a release version"),
+        ("v1.0.0", [], None, "no mirror given"),
+        ("v1.0.0", ["nowhere"], None, "is neither a configured mirror"),
+        ("v1.0.0", ["lab-mirror"], ["nope"], "is not a component of this project"),
+        ("v1.0.0-amd64", ["lab-mirror"], None, "staging tag"),
+    ],
+)
+def test_parse_sync_request_refuses(  # type: ignore[no-untyped-def]
+    config, version: str, mirrors: list[str], components: list[str] | None, says: str
+) -> None:
+    with pytest.raises(SyncInputError) as error:
+        parse_sync_request(config, version, mirrors, components)
+    assert says in str(error.value)
