@@ -183,14 +183,15 @@ class Pipeline:
         if release.state in (State.PROMOTING, State.PROMOTED, State.FAILED, State.CANCELLED):
             raise ReleaseInputError(messages.cannot_cancel(version, release.state.value))
         await self.queue.cancel(version, release.run_id)
-        await self.store.apply(
-            version, release.run_id, Event.CANCEL, actor=actor or "cli", reason="cancelled"
-        )
+        # Builds first: once the run is cancelled (terminal) its records are frozen.
         for (component, platform), record in release.builds.items():
             if record.state in (BuildState.QUEUED, BuildState.BUILDING, BuildState.FAILED):
                 await self.store.update_build(
                     version, release.run_id, component, platform, BuildState.CANCELLED
                 )
+        await self.store.apply(
+            version, release.run_id, Event.CANCEL, actor=actor or "cli", reason="cancelled"
+        )
         return await self._load(version, release.run_id)
 
     async def status(self, version_text: str | None) -> list[Release]:

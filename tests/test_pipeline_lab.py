@@ -388,3 +388,52 @@ async def wait_redis(url: str) -> None:
         except Exception:
             await asyncio.sleep(0.1)
     raise AssertionError(f"redis at {url} did not start")
+
+
+async def test_cancel_stops_queued_and_running_builds(
+    lab: Lab, redis_url: str, docker_available: None, tmp_path: Path, key_prefix: str
+) -> None:
+    source = slow_project(tmp_path, lab, 8)
+    nonce = uuid.uuid4().hex
+    config = tmp_path / "cancel.toml"
+    config.write_text(
+        toml_config(
+            lab,
+            namespace=f"cancel-{nonce[:8]}",
+            key_prefix=key_prefix,
+            source=source,
+            components={"slow-a": "Dockerfile", "slow-b": "Dockerfile"},
+            build_args={"slow-a": {"NONCE": nonce + "a"}, "slow-b": {"NONCE": nonce + "b"}},
+        )
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    setup = Setup(lab, config, redis_url, logs)
+    try:
+        setup.start_worker("linux/amd64")
+        code, out, err = await setup.cli("release", "v3.0.0", "--no-follow")
+        assert code == 0, out + err
+        await wait_build_running(setup, "v3.0.0", "linux/amd64")
+        code, out, err = await setup.cli("cancel", "v3.0.0")
+        assert code == 0, out + err
+        assert "cancelled" in out
+        pipeline = await setup.pipeline()
+        try:
+            for _ in range(200):
+                release = await pipeline.store.load("v3.0.0")
+                assert release is not None and release.state is State.CANCELLED
+                states = {r.state for r in release.builds.values()}
+                if states == {BuildState.CANCELLED}:
+                    break
+                await asyncio.sleep(0.1)
+            assert states == {BuildState.CANCELLED}, states
+            assert release.indexes == {}
+            depth = await pipeline.queue.depth(pipeline.keys.job_stream("linux/arm64"))
+            assert depth.total == 0, "queued arm64 builds were removed"
+        finally:
+            await pipeline.redis.aclose()
+        # A cancelled release cannot be cancelled again; the answer says why.
+        code, _, err = await setup.cli("cancel", "v3.0.0")
+        assert code == 2 and "cannot be cancelled" in err
+    finally:
+        setup.stop_all()

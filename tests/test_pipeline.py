@@ -1,0 +1,128 @@
+"""The pipeline's pure parts: request validation, component outcomes, block reasons."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jobs.config import default_config
+from jobs.pipeline import ReleaseInputError, block_reasons, component_outcome, plan_release
+from jobs.platforms import parse_platform
+from jobs.state import BuildRecord, BuildState, ComponentIndex, Release, State
+
+CONFIG = default_config()
+D = "sha256:" + "a" * 64
+
+
+def test_plan_defaults_to_every_component_and_platform() -> None:
+    plan = plan_release(CONFIG, "v0.3.0-rc.2")
+    assert str(plan.version) == "v0.3.0-rc.2"
+    assert plan.components == CONFIG.component_names
+    assert plan.platforms == CONFIG.platforms
+
+
+def test_plan_narrows_and_dedupes() -> None:
+    plan = plan_release(CONFIG, "v1.2.3", ["runtime", "runtime"], ["linux/arm64/v8"])
+    assert plan.components == ("runtime",)
+    assert plan.platforms == (parse_platform("linux/arm64"),)
+
+
+@pytest.mark.parametrize(
+    ("version", "components", "platforms", "fragment"),
+    [
+        ("v1;rm -rf /", [], [], "not a release version"),
+        ("--output=type=local,dest=/", [], [], "not a release version"),
+        ("$(id)", [], [], "not a release version"),
+        ("v1.0.0\nv2", [], [], "not a release version"),
+        ("v1.0.0", ["nope"], [], "configured components"),
+        ("v1.0.0", ["--help"], [], "not"),
+        ("v1.0.0", [], ["linux/s390x"], "not a configured platform"),
+        ("v1.0.0", [], ["linux"], "os/arch"),
+        ("v0.3.0-arm64", [], [], "staging tag"),
+    ],
+)
+def test_plan_rejects(
+    version: str, components: list[str], platforms: list[str], fragment: str
+) -> None:
+    with pytest.raises(ReleaseInputError) as error:
+        plan_release(CONFIG, version, components, platforms)
+    assert fragment in str(error.value)
+
+
+@given(st.text(max_size=40))
+def test_any_version_text_plans_or_is_refused_cleanly(text: str) -> None:
+    try:
+        plan = plan_release(CONFIG, text)
+    except ReleaseInputError as error:
+        assert "\n" not in str(error)
+        return
+    assert str(plan.version) == text
+
+
+def release(
+    builds: dict[tuple[str, str], BuildRecord], indexes: dict[str, ComponentIndex]
+) -> Release:
+    return Release(
+        version="v1.0.0",
+        run_id="r1",
+        state=State.BUILDING,
+        state_reason="",
+        requested_by="U1",
+        channel="C1",
+        platforms=("linux/amd64", "linux/arm64"),
+        components=("runtime", "gateway-plugins"),
+        source_ref="tree-1",
+        created_at=0,
+        updated_at=0,
+        status_channel="",
+        status_ts="",
+        previous_run_id="",
+        active=True,
+        builds=builds,
+        indexes=indexes,
+    )
+
+
+def rec(component: str, platform: str, state: BuildState, error: str = "") -> BuildRecord:
+    return BuildRecord(
+        component, platform, state, D if state is BuildState.PUSHED else None, 1, error
+    )
+
+
+def test_component_outcomes_and_reasons() -> None:
+    builds = {
+        ("runtime", "linux/amd64"): rec("runtime", "linux/amd64", BuildState.PUSHED),
+        ("runtime", "linux/arm64"): rec(
+            "runtime", "linux/arm64", BuildState.FAILED, "step 7/9 failed: boom"
+        ),
+        ("gateway-plugins", "linux/amd64"): rec(
+            "gateway-plugins", "linux/amd64", BuildState.PUSHED
+        ),
+        ("gateway-plugins", "linux/arm64"): rec(
+            "gateway-plugins", "linux/arm64", BuildState.BUILDING
+        ),
+    }
+    r = release(builds, {})
+    assert component_outcome(r, "runtime") == "failed"
+    assert component_outcome(r, "gateway-plugins") == "pending"
+    merged = release(
+        builds,
+        {
+            "gateway-plugins": ComponentIndex(
+                "gateway-plugins",
+                D,
+                "missing",
+                "gateway-plugins v1.0.0 is missing linux/amd64; the index has linux/arm64 only",
+            )
+        },
+    )
+    assert component_outcome(merged, "gateway-plugins") == "merged"
+    assert block_reasons(merged) == [
+        "runtime v1.0.0 failed to build for linux/arm64: step 7/9 failed: boom",
+        "gateway-plugins v1.0.0 is missing linux/amd64; the index has linux/arm64 only",
+    ]
+    ok = release(builds, {"gateway-plugins": ComponentIndex("gateway-plugins", D, "ok")})
+    assert block_reasons(ok) == [
+        "runtime v1.0.0 failed to build for linux/arm64: step 7/9 failed: boom"
+    ]
