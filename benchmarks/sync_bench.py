@@ -379,6 +379,11 @@ async def main() -> None:
     print(
         f"warm: skopeo / aibrix-bot = {peer_warm.seconds / ours_warm.seconds:.1f}x (target >= 20x)"
     )
+    print(
+        f"engine alone (inside the process, after imports): cold {ours_cold.engine:.2f} s "
+        f"({peer_cold.seconds / ours_cold.engine:.1f}x), warm {ours_warm.engine:.3f} s "
+        f"({peer_warm.seconds / ours_warm.engine:.1f}x)"
+    )
     if "(b) docker pull/tag/push loop" in results:
         docker_cold = median(results["(b) docker pull/tag/push loop"]["cold"])
         docker_warm = median(results["(b) docker pull/tag/push loop"]["warm"])
