@@ -648,3 +648,181 @@ def drift_text(data: DriftData) -> str:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     lines.extend(notes)
     return "\n".join(lines)
+
+
+# ---- the Slack bot (handlers/, bot/blocks.py, bot/notifier.py, jobs/approvals.py) ---
+
+SLACK_USAGE = {
+    "release": "/aibrix release VERSION [COMPONENT...]",
+    "inspect": "/aibrix inspect COMPONENT TAG  or  /aibrix inspect IMAGE[:TAG]",
+    "status": "/aibrix status [VERSION]",
+    "sync": "/aibrix sync VERSION MIRROR",
+    "cancel": "/aibrix cancel VERSION",
+    "retry": "/aibrix retry VERSION",
+    "help": "/aibrix help",
+}
+
+
+def slack_usage(subcommand: str) -> str:
+    return f"usage: {SLACK_USAGE[subcommand]}"
+
+
+def slack_help() -> str:
+    lines = [
+        "*/aibrix* cuts multi-architecture releases and refuses to promote an image that "
+        "lacks a required platform."
+    ]
+    lines.extend(f"`{usage}`" for usage in SLACK_USAGE.values())
+    return "\n".join(lines)
+
+
+def slack_text_too_long(length: int, limit: int) -> str:
+    return (
+        f"the command text is {length} characters long; at most {limit} are accepted. "
+        "Type /aibrix help for the commands"
+    )
+
+
+def slack_bad_character(char: str) -> str:
+    return (
+        f"the command text contains {_char_name(char)}; only ASCII letters, digits, spaces "
+        "and '.', '-', '_', '/', ':', '@' are accepted (no shell or quoting characters)"
+    )
+
+
+def slack_unknown_subcommand(word: str) -> str:
+    return (
+        f"{quote_input(word)} is not an /aibrix command; the commands are: "
+        f"{name_list(list(SLACK_USAGE))}"
+    )
+
+
+def slack_wrong_arguments(subcommand: str, given: int) -> str:
+    return f"{subcommand} does not take {given} arguments; {slack_usage(subcommand)}"
+
+
+def slack_component_needs_tag(component: str) -> str:
+    return f"give the tag to inspect for {component}, such as v0.3.0; {slack_usage('inspect')}"
+
+
+def slack_tag_twice(image: str) -> str:
+    return f"{quote_input(image)} already has a tag or digest; give TAG only with a bare image"
+
+
+def slack_bad_button(detail: str) -> str:
+    return f"this button does not carry a release this bot made ({detail}); nothing was done"
+
+
+def slack_release_started(version: str, run_id: str) -> str:
+    return f"{version}: started run {run_id[:8]}; progress is in the channel message"
+
+
+def slack_release_running(version: str, run_id: str, state: str) -> str:
+    return f"{version} is already running as run {run_id[:8]} ({state}); no second run was started"
+
+
+def slack_working(what: str) -> str:
+    return f"working on {what}..."
+
+
+def slack_not_allowed(user: str, what: str) -> str:
+    return f"<@{user}> is not an approver of this project and may not {what}"
+
+
+def slack_cancelled(version: str, actor: str) -> str:
+    return f"{version} was cancelled by <@{actor}>"
+
+
+def slack_retrying(version: str, failed: int, run_id: str) -> str:
+    return f"{version}: rebuilding {failed} failed builds in run {run_id[:8]}"
+
+
+def slack_sync_unavailable() -> str:
+    return "mirror sync is not available in this bot yet; use: aibrix-bot sync VERSION --to MIRROR"
+
+
+def slack_no_releases() -> str:
+    return "there are no releases yet; start one with /aibrix release VERSION"
+
+
+def slack_internal_error(what: str) -> str:
+    return f"{what} failed on the bot's side; nothing more was done. The bot's log has the details"
+
+
+def approval_superseded(version: str) -> str:
+    return (
+        f"these buttons belong to an earlier run of {version}; use the buttons of its latest "
+        "message"
+    )
+
+
+def approval_not_ready(version: str, state: str) -> str:
+    return f"{version} is {state}; only a ready release can be approved"
+
+
+def rejection_not_open(version: str, state: str) -> str:
+    return f"{version} is {state}; only a ready or approved release can be rejected"
+
+
+def approval_not_approver(user: str) -> str:
+    return f"<@{user}> is not an approver of this project (by user id or user group)"
+
+
+def approval_self(user: str, version: str) -> str:
+    return f"<@{user}> requested {version} and may not approve it (self-approval is off)"
+
+
+def approval_already(user: str) -> str:
+    return f"<@{user}> has already approved this run; it counts once"
+
+
+def approval_renewed(user: str) -> str:
+    return f"the earlier approval of <@{user}> had expired; this one counts"
+
+
+def approval_expired(users: Sequence[str], ttl_seconds: int) -> str:
+    names = ", ".join(f"<@{u}>" for u in users)
+    return f"the approval of {names} expired (older than {ttl_seconds} s) and does not count"
+
+
+def approval_tally(count: int, required: int, users: Sequence[str]) -> str:
+    names = ", ".join(f"<@{u}>" for u in users)
+    tail = f": {names}" if users else ""
+    return f"{count} of {required} approvals{tail}"
+
+
+def approval_drift(subject: str, verified: str, actual: str | None) -> str:
+    if actual is None:
+        return f"{subject} cannot be read back, so it cannot be approved"
+    return (
+        f"{subject} has moved since it was verified: the tag now holds {short_digest(actual)}, "
+        f"but {short_digest(verified)} was verified"
+    )
+
+
+def approval_refused_drift(version: str) -> str:
+    return f"approval of {version} refused: a release tag changed after verification"
+
+
+def rejected_by(user: str) -> str:
+    return f"rejected by <@{user}>"
+
+
+def promotion_queued(version: str) -> str:
+    return f"{version} is approved; promotion is queued"
+
+
+def promotion_written(target: str, digest: str) -> str:
+    return f"{target} now points at {short_digest(digest)}"
+
+
+def promotion_failed(target: str, detail: str) -> str:
+    return f"{target} could not be written: {detail}"
+
+
+def promotion_none(version: str) -> str:
+    return f"{version} has no promotion tags to write (a prerelease, or none configured)"
+
+
+def build_failure_reply(component: str, platform: str, error: str) -> str:
+    return f"*{component}* {platform} failed: {error}"

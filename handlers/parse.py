@@ -1,0 +1,207 @@
+"""What `/aibrix ...` text means: a pure function from text and config to a command.
+
+Nothing here touches Redis, Slack or a registry. Every refusal is a `ParseError` whose
+message says what was wrong and what is accepted; the handlers show it as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bot import messages
+from jobs.config import Config, MirrorError
+from jobs.pipeline import ReleaseInputError, ReleasePlan, plan_release
+from jobs.references import InvalidReferenceError, Reference, parse_reference
+from jobs.versions import ComponentError, VersionError, parse_version, validate_component_name
+
+MAX_TEXT_LENGTH = 500
+# Letters, digits, blanks and the punctuation versions and image references need.
+_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t.-_/:@")
+_RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+@dataclass(frozen=True)
+class ParseError:
+    message: str
+
+
+@dataclass(frozen=True)
+class ReleaseCommand:
+    plan: ReleasePlan
+
+
+@dataclass(frozen=True)
+class InspectCommand:
+    reference: Reference
+    component: str | None  # set when the user named a configured component
+
+
+@dataclass(frozen=True)
+class StatusCommand:
+    version: str | None
+
+
+@dataclass(frozen=True)
+class SyncCommand:
+    version: str
+    mirror: str  # a configured mirror name or a location, validated against the config
+
+
+@dataclass(frozen=True)
+class CancelCommand:
+    version: str
+
+
+@dataclass(frozen=True)
+class RetryCommand:
+    version: str
+
+
+@dataclass(frozen=True)
+class HelpCommand:
+    pass
+
+
+Command = (
+    ReleaseCommand
+    | InspectCommand
+    | StatusCommand
+    | SyncCommand
+    | CancelCommand
+    | RetryCommand
+    | HelpCommand
+)
+
+
+def _version(text: str, config: Config) -> str:
+    version = parse_version(text)
+    config.check_version(version)
+    return str(version)
+
+
+def _release(args: Sequence[str], config: Config) -> Command | ParseError:
+    if not args:
+        return ParseError(f"{messages.version_empty()}; {messages.slack_usage('release')}")
+    try:
+        return ReleaseCommand(plan_release(config, args[0], list(args[1:])))
+    except ReleaseInputError as error:
+        return ParseError(f"{error}; {messages.slack_usage('release')}")
+
+
+def _inspect(args: Sequence[str], config: Config) -> Command | ParseError:
+    if len(args) not in (1, 2):
+        return ParseError(messages.slack_wrong_arguments("inspect", len(args)))
+    target = args[0]
+    tag = args[1] if len(args) == 2 else None
+    try:
+        if target in config.component_names:
+            if tag is None:
+                return ParseError(messages.slack_component_needs_tag(target))
+            return InspectCommand(parse_reference(f"{config.image(target)}:{tag}"), target)
+        if "/" not in target and "." not in target and ":" not in target:
+            # A bare word is meant as a component name: say which ones exist.
+            validate_component_name(target, config.component_names)
+        reference = parse_reference(target)
+        if tag is not None:
+            if reference.tag is not None or reference.digest is not None:
+                return ParseError(messages.slack_tag_twice(target))
+            reference = parse_reference(f"{target}:{tag}")
+    except (InvalidReferenceError, ComponentError) as error:
+        return ParseError(f"{error}; {messages.slack_usage('inspect')}")
+    return InspectCommand(reference, None)
+
+
+def _one_version(name: str, args: Sequence[str], config: Config) -> str | ParseError:
+    if len(args) != 1:
+        if not args:
+            return ParseError(f"{messages.version_empty()}; {messages.slack_usage(name)}")
+        return ParseError(messages.slack_wrong_arguments(name, len(args)))
+    try:
+        return _version(args[0], config)
+    except VersionError as error:
+        return ParseError(f"{error}; {messages.slack_usage(name)}")
+
+
+def _sync(args: Sequence[str], config: Config) -> Command | ParseError:
+    if len(args) != 2:
+        return ParseError(messages.slack_wrong_arguments("sync", len(args)))
+    version = _one_version("sync", args[:1], config)
+    if isinstance(version, ParseError):
+        return version
+    try:
+        config.mirror(args[1])
+    except MirrorError as error:
+        return ParseError(f"{error}; {messages.slack_usage('sync')}")
+    return SyncCommand(version, args[1])
+
+
+def parse_command(text: str, config: Config) -> Command | ParseError:
+    """The command `text` (what follows `/aibrix`) asks for, or why it cannot be run."""
+    if len(text) > MAX_TEXT_LENGTH:
+        return ParseError(messages.slack_text_too_long(len(text), MAX_TEXT_LENGTH))
+    for char in text:
+        if char not in _ALLOWED:
+            return ParseError(messages.slack_bad_character(char))
+    words = text.split()
+    if not words:
+        return HelpCommand()
+    name, args = words[0].lower(), words[1:]
+    if name == "help":
+        return HelpCommand() if not args else ParseError(messages.slack_usage("help"))
+    if name == "release":
+        return _release(args, config)
+    if name == "inspect":
+        return _inspect(args, config)
+    if name == "status":
+        if not args:
+            return StatusCommand(None)
+        version = _one_version("status", args, config)
+        return version if isinstance(version, ParseError) else StatusCommand(version)
+    if name == "sync":
+        return _sync(args, config)
+    if name in ("cancel", "retry"):
+        version = _one_version(name, args, config)
+        if isinstance(version, ParseError):
+            return version
+        return CancelCommand(version) if name == "cancel" else RetryCommand(version)
+    return ParseError(messages.slack_unknown_subcommand(words[0]))
+
+
+# ---- buttons ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ButtonValue:
+    version: str
+    run_id: str
+
+
+def button_value(version: str, run_id: str) -> str:
+    """What an Approve, Reject or Retry button carries."""
+    return json.dumps({"version": version, "run_id": run_id}, separators=(",", ":"))
+
+
+def parse_button_value(raw: object) -> ButtonValue | ParseError:
+    """The release a clicked button names, checked: JSON with exactly a valid version and
+    a run id."""
+    if not isinstance(raw, str) or len(raw) > 300:
+        return ParseError(messages.slack_bad_button("no value"))
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return ParseError(messages.slack_bad_button("not JSON"))
+    if not isinstance(data, Mapping) or set(data) != {"version", "run_id"}:
+        return ParseError(messages.slack_bad_button("not a version and a run id"))
+    version, run_id = data["version"], data["run_id"]
+    if not isinstance(version, str) or not isinstance(run_id, str):
+        return ParseError(messages.slack_bad_button("not a version and a run id"))
+    try:
+        version = str(parse_version(version))
+    except VersionError:
+        return ParseError(messages.slack_bad_button("not a release version"))
+    if not _RUN_ID.match(run_id):
+        return ParseError(messages.slack_bad_button("not a run id"))
+    return ButtonValue(version, run_id)

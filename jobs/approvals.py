@@ -1,0 +1,153 @@
+"""The promotion gate's policy: who may approve or reject a run, and when it is approved.
+
+Pure: the caller gathers the facts (the clicker's user groups, the run, the active run,
+the clock) and does what the decision says. Registry drift is checked by the caller
+after the policy allows the click, since it needs the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot import messages
+from jobs.config import Approval as Policy
+from jobs.state import Approval, State
+
+
+class Verdict(StrEnum):
+    REFUSE = "refuse"  # say why, record nothing
+    RECORD = "record"  # record the approval or rejection
+    ALREADY = "already"  # a repeat click: answer, record nothing new
+
+
+@dataclass(frozen=True)
+class Click:
+    """The facts about one click on an Approve or Reject button."""
+
+    user: str
+    user_groups: frozenset[str]
+    version: str
+    run_id: str  # the run the button belongs to
+    active_run_id: str | None  # the version's active run now
+    state: State  # the clicked run's state
+    requested_by: str
+    approvals: Mapping[str, Approval]
+    verified: Mapping[str, str]  # component -> verified index digest
+    now: float  # seconds since the epoch
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    reason: str = ""
+    note: str = ""  # said alongside an accepted click (a renewed, expired approval)
+
+
+@dataclass(frozen=True)
+class Tally:
+    counted: tuple[str, ...]  # users whose approval counts, in approval order
+    expired: tuple[str, ...]  # users whose approval is too old
+    required: int
+
+    @property
+    def complete(self) -> bool:
+        return len(self.counted) >= self.required
+
+    def text(self) -> str:
+        return messages.approval_tally(len(self.counted), self.required, self.counted)
+
+
+def is_current(approval: Approval, verified: Mapping[str, str], now: float, ttl: int) -> bool:
+    """An approval counts while it is younger than the TTL and covers the verified digests."""
+    return now - approval.at <= ttl and dict(approval.digests) == dict(verified)
+
+
+def tally(
+    policy: Policy,
+    click_approvals: Mapping[str, Approval],
+    verified: Mapping[str, str],
+    now: float,
+    requested_by: str = "",
+) -> Tally:
+    ordered = sorted(click_approvals.values(), key=lambda a: a.at)
+    counted: list[str] = []
+    expired: list[str] = []
+    for approval in ordered:
+        if approval.user == requested_by and not policy.allow_self_approval:
+            continue
+        if is_current(approval, verified, now, policy.approval_ttl_seconds):
+            counted.append(approval.user)
+        else:
+            expired.append(approval.user)
+    return Tally(tuple(counted), tuple(expired), policy.approvals_required)
+
+
+def may_act(policy: Policy, user: str, groups: frozenset[str]) -> bool:
+    return policy.is_approver(user, groups)
+
+
+def needs_groups(policy: Policy, user: str) -> bool:
+    """Whether the clicker's user groups must be looked up to decide."""
+    return user not in policy.approvers and bool(policy.approver_groups)
+
+
+def _run_refusal(click: Click) -> str | None:
+    if click.active_run_id != click.run_id:
+        return messages.approval_superseded(click.version)
+    return None
+
+
+def decide_approval(policy: Policy, click: Click) -> Decision:
+    superseded = _run_refusal(click)
+    if superseded:
+        return Decision(Verdict.REFUSE, superseded)
+    if click.state is not State.READY:
+        return Decision(Verdict.REFUSE, messages.approval_not_ready(click.version, click.state))
+    if not may_act(policy, click.user, click.user_groups):
+        return Decision(Verdict.REFUSE, messages.approval_not_approver(click.user))
+    if click.user == click.requested_by and not policy.allow_self_approval:
+        return Decision(Verdict.REFUSE, messages.approval_self(click.user, click.version))
+    earlier = click.approvals.get(click.user)
+    if earlier is not None:
+        if is_current(earlier, click.verified, click.now, policy.approval_ttl_seconds):
+            return Decision(Verdict.ALREADY, messages.approval_already(click.user))
+        return Decision(Verdict.RECORD, note=messages.approval_renewed(click.user))
+    return Decision(Verdict.RECORD)
+
+
+def decide_rejection(policy: Policy, click: Click) -> Decision:
+    superseded = _run_refusal(click)
+    if superseded:
+        return Decision(Verdict.REFUSE, superseded)
+    if click.state not in (State.READY, State.APPROVED):
+        return Decision(Verdict.REFUSE, messages.rejection_not_open(click.version, click.state))
+    if not may_act(policy, click.user, click.user_groups) and click.user != click.requested_by:
+        return Decision(Verdict.REFUSE, messages.approval_not_approver(click.user))
+    return Decision(Verdict.RECORD)
+
+
+def may_change_run(policy: Policy, user: str, groups: frozenset[str], requested_by: str) -> bool:
+    """Cancel and retry: the requester or an approver."""
+    return user == requested_by or may_act(policy, user, groups)
+
+
+def drift_problems(
+    version: str,
+    verified: Mapping[str, str],
+    published: Mapping[str, str | None],
+    not_ok: Sequence[str] = (),
+) -> list[str]:
+    """One sentence per component whose release tag no longer holds the verified digest
+    (`published`: what the tag holds now, None when unreadable); `not_ok`: components whose
+    read-back fails the platform check."""
+    problems = []
+    for component, digest in sorted(verified.items()):
+        actual = published.get(component)
+        subject = f"{component} {version}"
+        if actual != digest:
+            problems.append(messages.approval_drift(subject, digest, actual))
+        elif component in not_ok:
+            problems.append(f"{subject} no longer passes the platform check")
+    return problems
