@@ -155,6 +155,10 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
         from bot import commands as pipeline_commands
 
         pipeline_commands.add_commands(commands)
+        from bot.serve_command import add_serve_command, cmd_serve
+
+        add_serve_command(commands)
+        COMMANDS["serve"] = cmd_serve
     return parser
 
 

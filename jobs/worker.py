@@ -202,6 +202,11 @@ class Worker:
             await self._build(lease, client)
         elif job.kind is JobKind.MERGE:
             await self._merge(lease, client)
+        elif job.kind is JobKind.PROMOTE:
+            from jobs.promote import promote
+
+            await promote(self.pipeline, job, client)
+            await self.pipeline.queue.ack(lease)
         else:
             await self._fail(lease, f"this worker does not run {job.kind.value} jobs yet", ())
 

@@ -1,0 +1,86 @@
+"""The Bolt AsyncApp: its Web API client, the redelivery middleware, the listeners.
+
+Nothing here reaches Slack when the app is built: Bolt calls auth.test once, on the
+first request. Commands are acked at once (`process_before_response` stays off), and
+their work runs after the HTTP answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import APPROVE_ACTION, REJECT_ACTION, RETRY_ACTION
+from bot.settings import BotSettings
+from handlers.actions import on_approve, on_reject, on_retry
+from handlers.commands import on_command
+from handlers.context import Deps
+
+log = logging.getLogger("aibrix.bot")
+
+COMMAND = "/aibrix"
+
+
+def is_redelivery(headers: Mapping[str, Sequence[str]], body: Mapping[str, Any]) -> bool:
+    """Slack is delivering again something it already sent (HTTP: X-Slack-Retry-Num; Socket
+    Mode: retry_attempt, which Bolt mirrors into the same header)."""
+    values = headers.get("x-slack-retry-num") or ()
+    if any(v.strip() not in ("", "0") for v in values):
+        return True
+    attempt = body.get("retry_attempt")
+    return isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0
+
+
+async def skip_redeliveries(
+    req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+) -> BoltResponse:
+    """Ack a redelivery with an empty 200 and run nothing: the first delivery's listener
+    is (or was) already at work."""
+    if is_redelivery(req.headers, req.body):
+        log.info("redelivery acked without running it again")
+        return BoltResponse(status=200, body="")
+    return await next()
+
+
+def slack_client(settings: BotSettings) -> AsyncWebClient:
+    return AsyncWebClient(token=settings.bot_token, base_url=settings.slack_api_url)
+
+
+def build_app(
+    settings: BotSettings,
+    deps: Deps,
+    *,
+    client: AsyncWebClient | None = None,
+    clock: Callable[[], float] = time.time,
+) -> AsyncApp:
+    app = AsyncApp(
+        signing_secret=settings.signing_secret,
+        client=client or slack_client(settings),
+        process_before_response=False,
+    )
+    app.use(skip_redeliveries)
+
+    @app.command(COMMAND)
+    async def command(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await on_command(deps, ack, body, respond, client)
+
+    @app.action(APPROVE_ACTION)
+    async def approve(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await on_approve(deps, ack, body, respond, client, clock())
+
+    @app.action(REJECT_ACTION)
+    async def reject(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await on_reject(deps, ack, body, respond, client, clock())
+
+    @app.action(RETRY_ACTION)
+    async def retry(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await on_retry(deps, ack, body, respond, client)
+
+    return app

@@ -1,0 +1,51 @@
+"""`aibrix-bot serve`: the Slack app over HTTP (or Socket Mode), with /healthz."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from bot.settings import BotSettings, SettingsError
+from jobs import logs
+from jobs.connections import RedisSettingsError
+
+
+def add_serve_command(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the Slack app: POST /slack/events, GET /healthz",
+        description="Serve the Slack app. Secrets come from the environment: "
+        "SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET (and SLACK_APP_TOKEN with --socket-mode); "
+        "also SLACK_API_URL, REDIS_URL and AIBRIX_CONFIG.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", metavar="HOST")
+    serve.add_argument("--port", type=int, default=3000, metavar="PORT")
+    serve.add_argument("--socket-mode", action="store_true", help="receive events over Socket Mode")
+    serve.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.commands import UsageError, load
+
+    if not 0 <= args.port < 65536:
+        raise UsageError("--port must be between 0 and 65535")
+    try:
+        settings = BotSettings.from_env(socket_mode=args.socket_mode)
+    except SettingsError as error:
+        print(f"aibrix-bot serve: {error}", file=sys.stderr)
+        return 2
+    if args.config is None and settings.config_path is not None:
+        args.config = str(settings.config_path)
+    config = load(args)
+    logs.configure()
+    from bot.server import serve
+
+    try:
+        asyncio.run(
+            serve(settings, config, host=args.host, port=args.port, socket_mode=args.socket_mode)
+        )
+    except RedisSettingsError as error:
+        raise UsageError(str(error)) from None
+    return 0

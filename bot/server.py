@@ -1,0 +1,146 @@
+"""Serving the bot: POST /slack/events (Bolt), GET /healthz, the notifier beside them.
+
+`make_server` builds everything without contacting Slack or requiring Redis to be up
+(the health check says whether it is); `serve` runs it until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisError
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app import build_app, slack_client
+from bot.notifier import Notifier
+from bot.settings import BotSettings
+from handlers.context import Deps
+from jobs.config import Config
+from jobs.connections import RedisSettings
+from jobs.pipeline import Pipeline
+from jobs.registry import RegistrySettings, insecure_from_env
+
+log = logging.getLogger("aibrix.bot")
+
+EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+
+
+def redis_client(settings: RedisSettings) -> aioredis.Redis:
+    """A client that connects on first use, so the bot starts while Redis is down."""
+    return aioredis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.database,
+        username=settings.username,
+        password=settings.password,
+        ssl=settings.ssl,
+        socket_connect_timeout=settings.connect_timeout_s,
+        socket_timeout=settings.socket_timeout_s,
+        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), settings.retries),
+        decode_responses=True,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class Server:
+    bolt: AsyncApp
+    web_app: web.Application
+    deps: Deps
+    notifier: Notifier
+    redis: aioredis.Redis
+
+
+async def _healthz(redis: aioredis.Redis) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            await redis.ping()
+    except (RedisError, OSError, TimeoutError):
+        return web.json_response({"ok": False, "redis": "unreachable"}, status=503)
+    return web.json_response({"ok": True, "redis": "ok"})
+
+
+def make_server(
+    settings: BotSettings,
+    config: Config,
+    *,
+    registry: RegistrySettings | None = None,
+    client: AsyncWebClient | None = None,
+    notifier_interval: float = 1.0,
+) -> Server:
+    redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
+    redis = redis_client(redis_settings)
+    pipeline = Pipeline(redis, config)
+    web_client = client or slack_client(settings)
+    notifier = Notifier(pipeline, web_client, interval=notifier_interval)
+    deps = Deps(
+        pipeline,
+        registry or RegistrySettings(insecure_registries=insecure_from_env()),
+        notifier,
+    )
+    bolt = build_app(settings, deps, client=web_client)
+    web_app = bolt.web_app(path=EVENTS_PATH)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return await _healthz(redis)
+
+    web_app.router.add_get(HEALTH_PATH, healthz)
+
+    async def on_startup(app: web.Application) -> None:
+        await notifier.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await notifier.stop()
+        for task in list(deps.background):
+            task.cancel()
+        await redis.aclose()
+
+    web_app.on_startup.append(on_startup)
+    web_app.on_cleanup.append(on_cleanup)
+    return Server(bolt, web_app, deps, notifier, redis)
+
+
+async def serve(
+    settings: BotSettings,
+    config: Config,
+    *,
+    host: str,
+    port: int,
+    socket_mode: bool = False,
+    ready: asyncio.Event | None = None,
+) -> None:
+    server = make_server(settings, config)
+    runner = web.AppRunner(server.web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("listening on %s:%d (%s)", host, port, "socket mode" if socket_mode else "HTTP")
+    handler = None
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(server.bolt, app_token=settings.app_token)
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                await handler.close_async()  # type: ignore[no-untyped-call]
+        await runner.cleanup()

@@ -1,0 +1,162 @@
+"""`/aibrix ...`: parse, ack at once, do the work after the ack, answer via response_url.
+
+Invalid input is answered in the ack itself (ephemeral) and nothing else happens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import blocks, messages
+from handlers.context import Deps, post_status_message, user_groups
+from handlers.parse import (
+    CancelCommand,
+    Command,
+    HelpCommand,
+    InspectCommand,
+    ParseError,
+    ReleaseCommand,
+    RetryCommand,
+    StatusCommand,
+    SyncCommand,
+    parse_command,
+)
+from jobs.approvals import may_change_run
+from jobs.inspection import inspect_reference
+from jobs.pipeline import ReleaseInputError, ReleaseNotFound
+from jobs.registry import RegistryClient
+
+log = logging.getLogger("aibrix.bot")
+
+Ack = Callable[..., Awaitable[None]]
+Respond = Callable[..., Awaitable[Any]]
+
+
+def ack_text(command: Command) -> str:
+    if isinstance(command, ReleaseCommand):
+        return messages.slack_working(f"release {command.plan.version}")
+    if isinstance(command, InspectCommand):
+        return messages.slack_working(f"inspect {command.reference}")
+    if isinstance(command, SyncCommand):
+        return messages.slack_working(f"sync {command.version} to {command.mirror}")
+    if isinstance(command, CancelCommand):
+        return messages.slack_working(f"cancel {command.version}")
+    if isinstance(command, RetryCommand):
+        return messages.slack_working(f"retry {command.version}")
+    return messages.slack_working("status")
+
+
+async def _answer(respond: Respond, message: blocks.Message) -> None:
+    await respond(response_type="ephemeral", text=message.text, blocks=message.blocks)
+
+
+async def on_command(
+    deps: Deps,
+    ack: Ack,
+    body: Mapping[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+) -> None:
+    text = str(body.get("text") or "")
+    parsed = parse_command(text, deps.config)
+    if isinstance(parsed, ParseError):
+        error = blocks.error_message(parsed.message)
+        await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
+        return
+    if isinstance(parsed, HelpCommand):
+        help_ = blocks.plain(messages.slack_help())
+        await ack(response_type="ephemeral", text=help_.text, blocks=help_.blocks)
+        return
+    await ack(response_type="ephemeral", text=ack_text(parsed))
+    # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
+    try:
+        await run_command(deps, parsed, body, respond, client)
+    except (ReleaseInputError, ReleaseNotFound) as error:
+        await _answer(respond, blocks.error_message(str(error)))
+    except SlackApiError as error:
+        log.warning("Slack refused a call: %s", error.response.get("error"))
+        await _answer(respond, blocks.error_message(messages.slack_internal_error(text[:40])))
+    except Exception:
+        log.exception("command failed")
+        await _answer(respond, blocks.error_message(messages.slack_internal_error("the command")))
+
+
+async def run_command(
+    deps: Deps,
+    command: Command,
+    body: Mapping[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+) -> None:
+    user = str(body.get("user_id") or "")
+    channel = str(body.get("channel_id") or "")
+    pipeline = deps.pipeline
+    if isinstance(command, ReleaseCommand):
+        release, created = await pipeline.request_release(command.plan, user, channel)
+        if not created:
+            await _answer(
+                respond,
+                blocks.plain(
+                    messages.slack_release_running(
+                        release.version, release.run_id, release.state.value
+                    )
+                ),
+            )
+            return
+        await post_status_message(deps, client, release)
+        await _answer(
+            respond, blocks.plain(messages.slack_release_started(release.version, release.run_id))
+        )
+    elif isinstance(command, InspectCommand):
+        async with RegistryClient(deps.registry) as registry:
+            inspection = await inspect_reference(registry, command.reference, deps.config.platforms)
+        subject = (
+            f"{command.component} {command.reference.tag}"
+            if command.component and command.reference.tag
+            else str(command.reference)
+        )
+        await _answer(respond, blocks.inspection_message([subject], [inspection]))
+    elif isinstance(command, StatusCommand):
+        releases = await pipeline.status(command.version)
+        await _answer(respond, blocks.status_message(releases))
+    elif isinstance(command, SyncCommand):
+        await _answer(respond, await run_sync(deps, command))
+    elif isinstance(command, CancelCommand | RetryCommand):
+        current = (await pipeline.status(command.version))[0]
+        groups = await user_groups(deps, client, user)
+        if not may_change_run(deps.config.approval, user, groups, current.requested_by):
+            verb = "cancel" if isinstance(command, CancelCommand) else "retry"
+            await _answer(respond, blocks.error_message(messages.slack_not_allowed(user, verb)))
+            return
+        if isinstance(command, CancelCommand):
+            release = await pipeline.cancel(command.version, user)
+            deps.touch(release)
+            await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
+        else:
+            release, failed = await pipeline.retry(command.version, user)
+            if not release.status_ts:
+                await post_status_message(deps, client, release)
+            await _answer(
+                respond,
+                blocks.plain(messages.slack_retrying(release.version, failed, release.run_id)),
+            )
+
+
+async def run_sync(deps: Deps, command: SyncCommand) -> blocks.Message:
+    """Run the mirror sync engine if this build has it."""
+    try:
+        from jobs.sync import parse_sync_request, sync_release, sync_report_data
+    except ImportError:
+        return blocks.plain(messages.slack_sync_unavailable())
+    request = parse_sync_request(deps.config, command.version, [command.mirror])
+    async with RegistryClient(deps.registry) as registry:
+        report = await sync_release(registry, deps.config, request.version, request.mirrors)
+    text = messages.sync_report_text(sync_report_data(report))
+    return blocks.Message(
+        blocks.escape(text[:2900]), blocks.table_sections(blocks.escape(text).split("\n"), 10)
+    )

@@ -1,0 +1,99 @@
+"""What every handler needs, built once by `bot.app.build_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import blocks
+from bot.notifier import Notifier
+from jobs.approvals import needs_groups
+from jobs.config import Config
+from jobs.inspection import inspect_reference
+from jobs.pipeline import Pipeline
+from jobs.references import parse_reference
+from jobs.registry import RegistryClient, RegistrySettings
+from jobs.state import Release
+from jobs.verdict import Outcome
+from jobs.versions import parse_version
+
+log = logging.getLogger("aibrix.bot")
+
+
+@dataclass
+class Deps:
+    pipeline: Pipeline
+    registry: RegistrySettings
+    notifier: Notifier | None = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def config(self) -> Config:
+        return self.pipeline.config
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` off the request path, keeping a reference until it ends."""
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def touch(self, release: Release) -> None:
+        if self.notifier is not None:
+            self.notifier.touch(release.version, release.run_id)
+
+
+async def user_groups(deps: Deps, client: AsyncWebClient, user: str) -> frozenset[str]:
+    """The configured approver groups `user` is a member of (usergroups.users.list)."""
+    policy = deps.config.approval
+    if not needs_groups(policy, user):
+        return frozenset()
+    found = set()
+    for group in policy.approver_groups:
+        try:
+            reply = await client.usergroups_users_list(usergroup=group)
+        except SlackApiError as error:
+            log.warning("usergroups.users.list %s failed: %s", group, error.response.get("error"))
+            continue
+        if user in (reply.get("users") or []):
+            found.add(group)
+    return frozenset(found)
+
+
+async def published_digests(
+    deps: Deps, release: Release
+) -> tuple[Mapping[str, str | None], list[str]]:
+    """What each component's release tag holds now (None: unreadable), and which fail the
+    platform check when read back."""
+    config = deps.config
+    version = parse_version(release.version)
+    refs = [parse_reference(config.release_reference(c, version)) for c in release.components]
+    async with RegistryClient(deps.registry) as client:
+        inspections = await asyncio.gather(
+            *(inspect_reference(client, ref, config.platforms) for ref in refs)
+        )
+    digests = {c: i.digest for c, i in zip(release.components, inspections, strict=True)}
+    not_ok = [
+        c
+        for c, i in zip(release.components, inspections, strict=True)
+        if i.digest is not None and i.verdict.outcome is not Outcome.OK
+    ]
+    return digests, not_ok
+
+
+async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:
+    """Post the run's live message in its channel and remember where it is."""
+    message = blocks.release_message(release)
+    posted = await client.chat_postMessage(
+        channel=release.channel, text=message.text, blocks=message.blocks
+    )
+    ts = str(posted["ts"])
+    channel = str(posted.get("channel") or release.channel)
+    await deps.pipeline.store.set_status_message(release.version, release.run_id, channel, ts)
+    deps.touch(release)
+    return ts
