@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -77,18 +79,19 @@ def make_server(
     registry: RegistrySettings | None = None,
     client: AsyncWebClient | None = None,
     notifier_interval: float = 1.0,
+    clock: Callable[[], float] = time.time,
 ) -> Server:
     redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
     redis = redis_client(redis_settings)
     pipeline = Pipeline(redis, config)
     web_client = client or slack_client(settings)
-    notifier = Notifier(pipeline, web_client, interval=notifier_interval)
+    notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
     deps = Deps(
         pipeline,
         registry or RegistrySettings(insecure_registries=insecure_from_env()),
         notifier,
     )
-    bolt = build_app(settings, deps, client=web_client)
+    bolt = build_app(settings, deps, client=web_client, clock=clock)
     web_app = bolt.web_app(path=EVENTS_PATH)
 
     async def healthz(request: web.Request) -> web.Response:
