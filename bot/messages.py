@@ -826,3 +826,7 @@ def promotion_none(version: str) -> str:
 
 def build_failure_reply(component: str, platform: str, error: str) -> str:
     return f"*{component}* {platform} failed: {error}"
+
+
+def approval_check_failed(subject: str) -> str:
+    return f"{subject} no longer passes the platform check"

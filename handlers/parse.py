@@ -106,7 +106,7 @@ def _inspect(args: Sequence[str], config: Config) -> Command | ParseError:
             validate_component_name(target, config.component_names)
         reference = parse_reference(target)
         if tag is not None:
-            if reference.tag is not None or reference.digest is not None:
+            if "@" in target or ":" in target.rsplit("/", 1)[-1]:
                 return ParseError(messages.slack_tag_twice(target))
             reference = parse_reference(f"{target}:{tag}")
     except (InvalidReferenceError, ComponentError) as error:

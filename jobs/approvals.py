@@ -149,5 +149,5 @@ def drift_problems(
         if actual != digest:
             problems.append(messages.approval_drift(subject, digest, actual))
         elif component in not_ok:
-            problems.append(f"{subject} no longer passes the platform check")
+            problems.append(messages.approval_check_failed(subject))
     return problems
