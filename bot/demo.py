@@ -57,9 +57,10 @@ def _inspect_json(*refs: str) -> list[dict[str, object]]:
     return list(json.loads(captured.getvalue()))
 
 
-def _demo_config(source: Path, target: Path, prefix: str) -> Path:
-    """The sample config with its own key prefix (a fresh run each time) and absolute paths."""
-    text = source.read_text()
+def _demo_config(source: Path, target: Path, prefix: str, registry: str) -> Path:
+    """The sample config with its own key prefix (a fresh run each time), absolute paths,
+    and the lab's registry wherever the sample names the default one."""
+    text = source.read_text().replace("127.0.0.1:5000", registry)
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
     text = re.sub(r'(?m)^path = "\."$', f'path = "{SAMPLE}"', text)
     text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
@@ -157,17 +158,20 @@ def run_demo() -> int:
         )
 
         prefix = f"aibrix-demo-{uuid.uuid4().hex[:6]}"
+        registry = lab["AIBRIX_LAB_REGISTRY"]
         broken = _demo_config(
-            SAMPLE / "aibrix-sample-broken-arm64.toml", workdir / "broken.toml", prefix
+            SAMPLE / "aibrix-sample-broken-arm64.toml", workdir / "broken.toml", prefix, registry
         )
-        fixed = _demo_config(SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix)
+        fixed = _demo_config(
+            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, registry
+        )
         broken_version, fixed_version = "v0.3.0-rc.1", "v0.3.0-rc.2"
 
         _say(f"2. release {broken_version} of the sample project, runtime broken on arm64")
         with _workers(broken, redis_url, logs):
             code = _release(broken, redis_url, broken_version)
         checks.append(("the broken release is blocked (exit 1)", code == 1))
-        runtime_tag = f"{lab['AIBRIX_LAB_REGISTRY']}/aibrix-sample/runtime:{broken_version}"
+        runtime_tag = f"{registry}/aibrix-sample/runtime:{broken_version}"
         print(f"  $ aibrix-bot inspect {runtime_tag}")
         [absent] = _inspect_json(runtime_tag)
         print(f"  {absent['verdict']}: {absent['error']}")
