@@ -8,22 +8,29 @@
    written.
 3. The fix, and a second release that is ready: every tag a verified two-platform
    index built from pinned digests.
+4. The same story through Slack: the real `aibrix-bot serve` against the Slack
+   stand-in, signed `/aibrix release` commands, the live message, a self-approval
+   refused, an approver's click accepted, promotion done; the channel is printed as
+   text and written as an HTML page (demo-output/channel.html).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from python_on_whales import docker
 
@@ -141,6 +148,183 @@ def _replay_incident(lab: dict[str, str], workdir: Path) -> bool:
     return code == 1 and report["missing"] == ["linux/amd64"]
 
 
+SLACK_TOKEN = "xoxb-demo-" + "0" * 12
+SLACK_CHANNEL = "C0RELEASES"
+REQUESTER = "U0APPROVER2"  # an approver too: the refusal is for approving oneself
+APPROVER = "U0APPROVER1"
+OUTPUT = REPO / "demo-output"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.3)
+    print(f"  (gave up waiting for {what})")
+    return False
+
+
+async def _slack_story(
+    broken: Path, fixed: Path, redis_url: str, registry: str, logs: Path
+) -> list[tuple[str, bool]]:
+    """The release story told through Slack: the real `aibrix-bot serve` against the
+    Slack stand-in, commands and clicks signed exactly as Slack signs them."""
+    from bot.slack_client import SignedSlackClient
+    from bot.slack_standin import SlackStandIn
+    from jobs.config import load_config
+    from jobs.connections import RedisSettings, connect
+    from jobs.pipeline import Pipeline
+    from jobs.state import State
+
+    checks: list[tuple[str, bool]] = []
+    secret = uuid.uuid4().hex  # a fresh signing secret, never printed
+    config = load_config(fixed)
+    users = {REQUESTER: "riley", APPROVER: "alex"}
+    async with SlackStandIn(
+        SLACK_TOKEN, channels={SLACK_CHANNEL: "releases"}, users=users
+    ) as standin:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "SLACK_BOT_TOKEN": SLACK_TOKEN,
+            "SLACK_SIGNING_SECRET": secret,
+            "SLACK_API_URL": standin.api_url,
+            "REDIS_URL": redis_url,
+            "AIBRIX_CONFIG": str(fixed),
+        }
+        serve_log = (logs / "serve.log").open("ab")
+        server = subprocess.Popen(
+            [BOT, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=serve_log,
+            stderr=serve_log,
+            env=env,
+        )
+        print(
+            f"  started aibrix-bot serve on 127.0.0.1:{port} (Slack stand-in at {standin.api_url})"
+        )
+        redis = await connect(RedisSettings.from_dsn(redis_url, key_prefix=config.queue.key_prefix))
+        pipeline = Pipeline(redis, config)
+        url = f"http://127.0.0.1:{port}/slack/events"
+        try:
+            await _wait(lambda: _healthy(port), 30, "the bot to serve /healthz")
+            async with SignedSlackClient(url, secret, standin=standin) as slack:
+
+                async def state_of(version: str) -> State | None:
+                    release = await pipeline.store.load(version)
+                    return release.state if release else None
+
+                async def reached(version: str, states: set[State]) -> bool:
+                    return await _wait(
+                        lambda: _in(state_of(version), states), 600, f"{version} to settle"
+                    )
+
+                print("  riley: /aibrix release v0.3.0-rc.1   (runtime broken on arm64)")
+                with _workers(broken, redis_url, logs):
+                    await slack.slash_command(
+                        "release v0.3.0-rc.1", user_id=REQUESTER, channel_id=SLACK_CHANNEL
+                    )
+                    await reached("v0.3.0-rc.1", {State.BLOCKED, State.READY, State.FAILED})
+                    blocked = await state_of("v0.3.0-rc.1") is State.BLOCKED
+                    await asyncio.sleep(2.5)  # let the notifier bring the message up to date
+                checks.append(("Slack: the broken release is blocked", blocked))
+
+                print("  riley: /aibrix release v0.3.0   (the fix)")
+                with _workers(fixed, redis_url, logs):
+                    await slack.slash_command(
+                        "release v0.3.0", user_id=REQUESTER, channel_id=SLACK_CHANNEL
+                    )
+                    await reached("v0.3.0", {State.BLOCKED, State.READY, State.FAILED})
+                    ready = await pipeline.store.load("v0.3.0")
+                    checks.append(
+                        (
+                            "Slack: the fixed release is ready",
+                            ready is not None and ready.state is State.READY,
+                        )
+                    )
+                    await asyncio.sleep(2.5)
+                    status = ready.status_ts if ready else ""
+                    print("  riley clicks Approve on their own release")
+                    await slack.block_action(
+                        "approve_release",
+                        user_id=REQUESTER,
+                        channel_id=SLACK_CHANNEL,
+                        message_ts=status,
+                    )
+                    await asyncio.sleep(1.5)
+                    after = await pipeline.store.load("v0.3.0")
+                    checks.append(
+                        (
+                            "Slack: self-approval is refused",
+                            after is not None
+                            and not after.approvals
+                            and after.state is State.READY,
+                        )
+                    )
+                    print("  alex (an approver) clicks Approve")
+                    await slack.block_action(
+                        "approve_release",
+                        user_id=APPROVER,
+                        channel_id=SLACK_CHANNEL,
+                        message_ts=status,
+                    )
+                    await reached("v0.3.0", {State.PROMOTED, State.FAILED, State.BLOCKED})
+                    done = await pipeline.store.load("v0.3.0")
+                    promoted = done is not None and done.state is State.PROMOTED
+                    checks.append(("Slack: the approval promotes the release", promoted))
+                    await asyncio.sleep(2.5)
+            latest = await asyncio.to_thread(
+                _inspect_json,
+                *(f"{registry}/aibrix-sample/{c}:latest" for c in config.component_names),
+            )
+            checks.append(
+                (
+                    "promotion wrote :latest from the verified digests",
+                    all(
+                        r["digest"] == done.indexes[c].digest
+                        for r, c in zip(latest, config.component_names, strict=True)
+                    )
+                    if done
+                    else False,
+                )
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+            await redis.aclose()
+        OUTPUT.mkdir(exist_ok=True)
+        text = standin.render_text(SLACK_CHANNEL)
+        (OUTPUT / "channel.txt").write_text(text)
+        html = standin.write_html(SLACK_CHANNEL, OUTPUT / "channel.html")
+        _say("the #releases channel as the team saw it")
+        print(text)
+        print(f"\n  written: {OUTPUT / 'channel.txt'} and {html}")
+    return checks
+
+
+async def _healthy(port: int) -> bool:
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/healthz") as r,
+        ):
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def _in(state: Awaitable[object], states: set[Any]) -> bool:
+    return await state in states
+
+
 def run_demo() -> int:
     lab = _lab_values()
     redis_url = lab["AIBRIX_LAB_REDIS_URL"]
@@ -188,9 +372,7 @@ def run_demo() -> int:
             "kvcache-watcher",
             "runtime",
         )
-        refs = [
-            f"{lab['AIBRIX_LAB_REGISTRY']}/aibrix-sample/{c}:{fixed_version}" for c in components
-        ]
+        refs = [f"{registry}/aibrix-sample/{c}:{fixed_version}" for c in components]
         print(f"  $ aibrix-bot inspect {' '.join(c + ':' + fixed_version for c in components)}")
         reports = _inspect_json(*refs)
         for report in reports:
@@ -198,6 +380,19 @@ def run_demo() -> int:
         checks.append(
             ("every released tag passes the gate", all(r["verdict"] == "ok" for r in reports))
         )
+
+        _say("4. the same story in Slack: /aibrix release, the live message, the approval gate")
+        slack_prefix = f"aibrix-demo-slack-{uuid.uuid4().hex[:6]}"
+        slack_broken = _demo_config(
+            SAMPLE / "aibrix-sample-broken-arm64.toml",
+            workdir / "s-broken.toml",
+            slack_prefix,
+            registry,
+        )
+        slack_fixed = _demo_config(
+            SAMPLE / "aibrix-sample.toml", workdir / "s-fixed.toml", slack_prefix, registry
+        )
+        checks += asyncio.run(_slack_story(slack_broken, slack_fixed, redis_url, registry, logs))
 
     _say(f"summary ({time.monotonic() - started:.0f} s)")
     for what, ok in checks:
