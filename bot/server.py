@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -27,7 +25,7 @@ from bot.notifier import Notifier
 from bot.settings import BotSettings
 from handlers.context import Deps
 from jobs.config import Config
-from jobs.connections import RedisSettings
+from jobs.connections import RedisSettings, make_client
 from jobs.pipeline import Pipeline
 from jobs.registry import RegistrySettings, insecure_from_env
 
@@ -35,23 +33,6 @@ log = logging.getLogger("aibrix.bot")
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
-
-
-def redis_client(settings: RedisSettings) -> aioredis.Redis:
-    """A client that connects on first use, so the bot starts while Redis is down."""
-    return aioredis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.database,
-        username=settings.username,
-        password=settings.password,
-        ssl=settings.ssl,
-        socket_connect_timeout=settings.connect_timeout_s,
-        socket_timeout=settings.socket_timeout_s,
-        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), settings.retries),
-        decode_responses=True,
-        health_check_interval=30,
-    )
 
 
 @dataclass
@@ -82,7 +63,7 @@ def make_server(
     clock: Callable[[], float] = time.time,
 ) -> Server:
     redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
-    redis = redis_client(redis_settings)
+    redis = make_client(redis_settings)
     pipeline = Pipeline(redis, config)
     web_client = client or slack_client(settings)
     notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)

@@ -63,6 +63,22 @@ async def _click_facts(
     return click, clicked
 
 
+async def _read_click(
+    deps: Deps, body: Mapping[str, Any], respond: Respond, client: AsyncWebClient, now: float
+) -> tuple[str, Click, Release] | None:
+    """The clicker, the click's facts and the clicked run; None once an error is answered."""
+    user, value = _clicked(body)
+    if isinstance(value, ParseError):
+        await _answer(respond, blocks.error_message(value.message))
+        return None
+    facts = await _click_facts(deps, client, user, value, now)
+    if isinstance(facts, str):
+        await _answer(respond, blocks.error_message(facts))
+        return None
+    click, release = facts
+    return user, click, release
+
+
 async def on_approve(
     deps: Deps,
     ack: Ack,
@@ -72,16 +88,11 @@ async def on_approve(
     now: float,
 ) -> None:
     await ack()
-    user, value = _clicked(body)
-    if isinstance(value, ParseError):
-        await _answer(respond, blocks.error_message(value.message))
+    read = await _read_click(deps, body, respond, client, now)
+    if read is None:
         return
+    user, click, release = read
     store = deps.pipeline.store
-    facts = await _click_facts(deps, client, user, value, now)
-    if isinstance(facts, str):
-        await _answer(respond, blocks.error_message(facts))
-        return
-    click, release = facts
     policy = deps.config.approval
     decision = decide_approval(policy, click)
     if decision.verdict is Verdict.REFUSE:
@@ -145,16 +156,11 @@ async def on_reject(
     now: float,
 ) -> None:
     await ack()
-    user, value = _clicked(body)
-    if isinstance(value, ParseError):
-        await _answer(respond, blocks.error_message(value.message))
+    read = await _read_click(deps, body, respond, client, now)
+    if read is None:
         return
+    user, click, release = read
     store = deps.pipeline.store
-    facts = await _click_facts(deps, client, user, value, now)
-    if isinstance(facts, str):
-        await _answer(respond, blocks.error_message(facts))
-        return
-    click, release = facts
     decision = decide_rejection(deps.config.approval, click)
     if decision.verdict is Verdict.REFUSE:
         await _answer(respond, blocks.error_message(decision.reason))

@@ -147,9 +147,10 @@ class RedisSettings:
         return self.dsn
 
 
-async def connect(settings: RedisSettings) -> aioredis.Redis:
-    """An asyncio client (str responses) for `settings`, checked with a PING."""
-    client = aioredis.Redis(
+def make_client(settings: RedisSettings) -> aioredis.Redis:
+    """An asyncio client (str responses) for `settings` that connects on first use, so a
+    server can start while Redis is still down."""
+    return aioredis.Redis(
         host=settings.host,
         port=settings.port,
         db=settings.database,
@@ -163,6 +164,11 @@ async def connect(settings: RedisSettings) -> aioredis.Redis:
         decode_responses=True,
         health_check_interval=30,
     )
+
+
+async def connect(settings: RedisSettings) -> aioredis.Redis:
+    """`make_client(settings)`, checked with a PING."""
+    client = make_client(settings)
     try:
         await client.ping()
     except RedisError as error:
