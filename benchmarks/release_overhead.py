@@ -25,22 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jobs.state import State  # noqa: E402
-from tests.conftest import Lab, _read_env_file  # noqa: E402
+from tests.conftest import lab_dir, load_lab  # noqa: E402
 from tests.pipeline_support import Setup, toml_config  # noqa: E402
-
-
-def lab_from_env() -> Lab:
-    env = _read_env_file(REPO / ".lab" / "lab.env")
-    return Lab(
-        dir=REPO / ".lab",
-        registry=env["AIBRIX_LAB_REGISTRY"],
-        auth_registry=env["AIBRIX_LAB_AUTH_REGISTRY"],
-        mirror_registry=env["AIBRIX_LAB_MIRROR_REGISTRY"],
-        auth_user=env["AIBRIX_LAB_AUTH_USER"],
-        auth_password_file=Path(env["AIBRIX_LAB_AUTH_PASSWORD_FILE"]),
-        base_image=env["AIBRIX_LAB_BASE_IMAGE"],
-        redis_url=env["AIBRIX_LAB_REDIS_URL"],
-    )
 
 
 def ms(event_id: str) -> int:
@@ -81,7 +67,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    lab = lab_from_env()
+    lab = load_lab(lab_dir())
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.toml"
         config.write_text(

@@ -63,15 +63,15 @@ def _port_open(hostport: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def lab() -> Lab:
-    lab_dir = Path(os.environ.get("AIBRIX_LAB_DIR", REPO / ".lab"))
-    env_file = lab_dir / "lab.env"
-    if not env_file.exists():
-        service_missing(f"the lab is not up: {env_file} does not exist")
-    env = _read_env_file(env_file)
-    found = Lab(
-        dir=lab_dir,
+def lab_dir() -> Path:
+    return Path(os.environ.get("AIBRIX_LAB_DIR", REPO / ".lab"))
+
+
+def load_lab(directory: Path) -> Lab:
+    """The lab's addresses as `scripts/lab up` wrote them to lab.env."""
+    env = _read_env_file(directory / "lab.env")
+    return Lab(
+        dir=directory,
         registry=env["AIBRIX_LAB_REGISTRY"],
         auth_registry=env["AIBRIX_LAB_AUTH_REGISTRY"],
         mirror_registry=env["AIBRIX_LAB_MIRROR_REGISTRY"],
@@ -80,6 +80,15 @@ def lab() -> Lab:
         base_image=env["AIBRIX_LAB_BASE_IMAGE"],
         redis_url=env["AIBRIX_LAB_REDIS_URL"],
     )
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    directory = lab_dir()
+    env_file = directory / "lab.env"
+    if not env_file.exists():
+        service_missing(f"the lab is not up: {env_file} does not exist")
+    found = load_lab(directory)
     for name, hostport in (
         ("registry", found.registry),
         ("auth registry", found.auth_registry),
