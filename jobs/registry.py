@@ -1,10 +1,11 @@
-"""An OCI distribution client on aiohttp: manifests and blobs, verified by digest.
+"""An OCI distribution client: manifests and blobs, verified by digest.
 
-One `aiohttp.ClientSession` (one connection pool) per client, a semaphore bounding
-requests in flight, retries with backoff on 429, 5xx and dropped connections
-(honouring `Retry-After`), and Bearer/Basic authentication driven by the pure flow
-in `jobs.auth`. Every manifest and config read is hashed and compared with the digest
-it was asked for (or the one the registry announced) before it is parsed.
+One `jobs.http.HttpClient` (one pool of keep-alive connections) per client, a
+semaphore bounding requests in flight per registry host, retries with backoff on 429,
+5xx and dropped connections (honouring `Retry-After`), and Bearer/Basic authentication
+driven by the pure flow in `jobs.auth`. Every manifest and config read is hashed and
+compared with the digest it was asked for (or the one the registry announced) before it
+is parsed.
 
 Writes (for the mirror sync): HEAD of manifests and blobs, manifest PUT, and blob
 copies that mount across repositories of one registry when the registry agrees and
@@ -29,10 +30,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from urllib.parse import urljoin
-
-import aiohttp
-from yarl import URL
+from urllib.parse import urljoin, urlsplit
 
 from jobs.auth import (
     AuthFlowError,
@@ -43,6 +41,7 @@ from jobs.auth import (
     scope_for,
 )
 from jobs.credentials import Credentials, CredentialsError, DockerConfig
+from jobs.http import HttpClient, HttpError, Response
 from jobs.manifests import (
     MANIFEST_ACCEPT,
     Descriptor,
@@ -179,9 +178,12 @@ def upload_url(request_url: str, location: str, digest: str) -> str:
 
 def same_origin(url: str, api_host: str) -> bool:
     """Whether `url` is served by `api_host` (credentials are only ever sent there)."""
-    parsed = URL(url, encoded=True)
-    port = parsed.explicit_port
-    host = parsed.raw_host or ""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        return False
+    host = parsed.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     return (f"{host}:{port}" if port is not None else host) == api_host
@@ -238,7 +240,7 @@ class _StreamState:
     sent: int = 0
 
 
-_TRANSPORT_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+_TRANSPORT_ERRORS = (HttpError, OSError, TimeoutError)
 
 
 class RegistryClient:
@@ -255,7 +257,7 @@ class RegistryClient:
     ) -> None:
         self.settings = settings or RegistrySettings()
         self._docker_config = docker_config
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._auth: dict[str, _HostAuth] = {}
         self._credentials: dict[str, Credentials | None] = {}
@@ -264,15 +266,11 @@ class RegistryClient:
         self.bytes_uploaded = 0
 
     async def __aenter__(self) -> RegistryClient:
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.max_concurrency * 4,
-            limit_per_host=self.settings.max_concurrency,
-            ttl_dns_cache=300,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            headers={"User-Agent": "aibrix-release-bot"},
+        self._http = HttpClient(
+            connect_timeout=self.settings.timeout,
+            read_timeout=self.settings.timeout,
+            default_headers={"User-Agent": "aibrix-release-bot"},
+            max_idle_per_origin=self.settings.max_concurrency,
         )
         return self
 
@@ -282,9 +280,9 @@ class RegistryClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     # -- public API: reads
 
@@ -496,7 +494,7 @@ class RegistryClient:
                     final=(201, 401, *RETRY_STATUSES),
                     attempts=1,
                 ) as put:
-                    status, headers = put.status, dict(put.headers)
+                    status, headers = put.status, put.headers
                     error_body = await self._read_error_body(put)
             except (*_TRANSPORT_ERRORS, UnreachableError) as error:
                 self._raise_stream_error(state)
@@ -531,7 +529,7 @@ class RegistryClient:
     async def _verified_chunks(
         self,
         source: Reference,
-        response: aiohttp.ClientResponse,
+        response: Response,
         blob: Descriptor,
         state: _StreamState,
         on_bytes: Callable[[int], None] | None,
@@ -547,7 +545,7 @@ class RegistryClient:
         held: bytes | None = None
         received = 0
         try:
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            async for chunk in response.iter_chunks(CHUNK_BYTES):
                 received += len(chunk)
                 if received > blob.size:
                     raise DigestMismatchError(
@@ -565,7 +563,7 @@ class RegistryClient:
                     f"the blob {blob.digest} does not match its digest "
                     f"(got {received} bytes, {actual}); the upload was abandoned",
                 )
-        except BaseException as error:
+        except Exception as error:  # not a cancellation: the request is being abandoned
             state.error = error
             raise
         if held is not None:
@@ -752,38 +750,33 @@ class RegistryClient:
         data: AsyncIterator[bytes] | bytes | None = None,
         final: Collection[int],
         attempts: int | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[Response]:
         """A request whose response body the caller streams. Retried (before any body is
         handed over) like `_call`; the host's concurrency slot is held until the caller
         is done. A streamed request body (an iterator) is sent once: pass `attempts=1`."""
-        session = self._require_session()
+        http = self._require_http()
         host_auth, authenticated = await self._prepare(ref, scope)
         limit = attempts or self.settings.max_attempts
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.settings.timeout, sock_read=self.settings.timeout
-        )
         attempt = 0
         while True:
             attempt += 1
             handed_over = False
-            answer: tuple[int, dict[str, str], bytes] | None = None
+            answer: tuple[int, Mapping[str, str], bytes] | None = None
             try:
                 async with self._semaphore_for(ref.api_host):
                     self._count(method)
-                    async with session.request(
+                    async with http.request(
                         method,
-                        URL(url, encoded=True),
+                        url,
                         headers=self._headers(ref, url, host_auth, scope, headers),
-                        data=data,
-                        timeout=timeout,
-                        read_bufsize=CHUNK_BYTES,
+                        body=data,
                     ) as response:
                         if response.status in final:
                             handed_over = True
                             yield response
                             return
                         body = await self._read_error_body(response)
-                        answer = (response.status, dict(response.headers), body)
+                        answer = (response.status, response.headers, body)
             except _TRANSPORT_ERRORS as error:
                 if handed_over:
                     raise
@@ -807,9 +800,9 @@ class RegistryClient:
             elif step != "retry":
                 raise self._status_error(ref, status, body)
 
-    def _require_session(self) -> aiohttp.ClientSession:
-        assert self._session is not None, "use RegistryClient as an async context manager"
-        return self._session
+    def _require_http(self) -> HttpClient:
+        assert self._http is not None, "use RegistryClient as an async context manager"
+        return self._http
 
     def _count(self, method: str) -> None:
         self.requests_sent += 1
@@ -880,20 +873,18 @@ class RegistryClient:
         data: bytes | None = None,
     ) -> _Fetched | None:
         """One HTTP exchange. None means the connection dropped and a retry is due."""
-        session = self._require_session()
+        http = self._require_http()
         try:
-            async with self._semaphore_for(ref.api_host):
+            async with self._semaphore_for(ref.api_host), asyncio.timeout(self.settings.timeout):
                 self._count(method)
-                async with session.request(
-                    method, URL(url, encoded=True), headers=headers, data=data
-                ) as response:
+                async with http.request(method, url, headers=headers, body=data) as response:
                     if method == "HEAD":
                         body = b""
                     elif response.status >= 300:
                         body = await self._read_error_body(response)
                     else:
                         body = await self._read_limited(ref, response, max_bytes)
-                    return _Fetched(response.status, dict(response.headers), body)
+                    return _Fetched(response.status, response.headers, body)
         except _TRANSPORT_ERRORS as error:
             if attempt >= self.settings.max_attempts:
                 raise UnreachableError(
@@ -905,11 +896,11 @@ class RegistryClient:
             return None
 
     @staticmethod
-    async def _read_error_body(response: aiohttp.ClientResponse) -> bytes:
+    async def _read_error_body(response: Response) -> bytes:
         """At most MAX_ERROR_BYTES of a body that is only read for its error detail."""
         chunks = []
         total = 0
-        async for chunk in response.content.iter_chunked(65536):
+        async for chunk in response.iter_chunks(65536):
             chunks.append(chunk[: MAX_ERROR_BYTES - total])
             total += len(chunk)
             if total >= MAX_ERROR_BYTES:
@@ -917,16 +908,14 @@ class RegistryClient:
         return b"".join(chunks)
 
     @staticmethod
-    async def _read_limited(
-        ref: Reference, response: aiohttp.ClientResponse, max_bytes: int
-    ) -> bytes:
+    async def _read_limited(ref: Reference, response: Response, max_bytes: int) -> bytes:
         if response.content_length is not None and response.content_length > max_bytes:
             raise ProtocolError(
                 str(ref), f"the registry sent {response.content_length} bytes, over the limit"
             )
         chunks = []
         total = 0
-        async for chunk in response.content.iter_chunked(65536):
+        async for chunk in response.iter_chunks(65536):
             total += len(chunk)
             if total > max_bytes:
                 raise ProtocolError(str(ref), "the registry sent more bytes than the limit")
