@@ -37,7 +37,9 @@ class Lab:
     mirror_registry: str
     auth_user: str
     auth_password_file: Path
-    base_image: str
+    base_image: str  # busybox, both architectures: the sample project's base
+    python_image: str  # Debian's Python 3.11, both architectures: the bot image's base
+    docker_cli_dir: Path  # linux-ARCH/docker and docker-buildx for the bot image
     redis_url: str
 
     @property
@@ -78,6 +80,8 @@ def load_lab(directory: Path) -> Lab:
         auth_user=env["AIBRIX_LAB_AUTH_USER"],
         auth_password_file=Path(env["AIBRIX_LAB_AUTH_PASSWORD_FILE"]),
         base_image=env["AIBRIX_LAB_BASE_IMAGE"],
+        python_image=env["AIBRIX_LAB_PYTHON_IMAGE"],
+        docker_cli_dir=Path(env["AIBRIX_LAB_DOCKER_CLI_DIR"]),
         redis_url=env["AIBRIX_LAB_REDIS_URL"],
     )
 
