@@ -123,7 +123,7 @@ RUN set -eux; \
     /opt/aibrix/bin/python -m pip uninstall -y pip; \
     rm -f /opt/aibrix/bin/activate* /opt/aibrix/bin/Activate.ps1; \
     find /opt/aibrix -name '__pycache__' -prune -exec rm -rf {} +; \
-    find /opt/aibrix -name 'direct_url.json' -delete; \
+    find /opt/aibrix -name 'direct_url.json' -exec rm -f {} +; \
     /opt/aibrix/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
         /opt/aibrix/lib; \
     find /opt/aibrix -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +; \
