@@ -1,13 +1,20 @@
-"""The Bolt AsyncApp: its Web API client, the redelivery middleware, the listeners.
+"""The Bolt AsyncApp: its Web API client, the listeners.
 
 Nothing here reaches Slack when the app is built: Bolt calls auth.test once, on the
 first request. Commands are acked at once (`process_before_response` stays off), and
 their work runs after the HTTP answer.
+
+Redeliveries (HTTP `X-Slack-Retry-Num`, Socket Mode `retry_attempt`) are not dropped
+on sight: the first delivery may never have arrived. Each handler that changes
+something claims the delivery's identity in Redis (`handlers.context.first_delivery`),
+so a redelivery of a handled delivery does nothing and one whose first was lost is
+handled once.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import APPROVE_ACTION, REJECT_ACTION, RETRY_ACTION
 from bot.settings import BotSettings
-from handlers.actions import on_approve, on_reject, on_retry
+from handlers.actions import on_approve, on_reject, on_retry, on_unknown_action
 from handlers.commands import on_command
 from handlers.context import Deps
 
@@ -38,14 +45,13 @@ def is_redelivery(headers: Mapping[str, Sequence[str]], body: Mapping[str, Any])
     return isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0
 
 
-async def skip_redeliveries(
+async def log_redeliveries(
     req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
 ) -> BoltResponse:
-    """Ack a redelivery with an empty 200 and run nothing: the first delivery's listener
-    is (or was) already at work."""
+    """Say in the log that Slack delivers something again; the handlers decide, from the
+    delivery's identity, whether it was already handled."""
     if is_redelivery(req.headers, req.body):
-        log.info("redelivery acked without running it again")
-        return BoltResponse(status=200, body="")
+        log.info("a redelivery from Slack")
     return await next()
 
 
@@ -65,7 +71,7 @@ def build_app(
         client=client or slack_client(settings),
         process_before_response=False,
     )
-    app.use(skip_redeliveries)
+    app.use(log_redeliveries)
 
     @app.command(COMMAND)
     async def command(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
@@ -82,5 +88,10 @@ def build_app(
     @app.action(RETRY_ACTION)
     async def retry(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
         await on_retry(deps, ack, body, respond, client)
+
+    # Last, so it only sees clicks no listener above claimed.
+    @app.action(re.compile(r".*"))
+    async def unknown(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await on_unknown_action(deps, ack, body, respond)
 
     return app

@@ -713,6 +713,17 @@ def slack_bad_button(detail: str) -> str:
     return f"this button does not carry a release this bot made ({detail}); nothing was done"
 
 
+def slack_unknown_action(action_id: str) -> str:
+    return f"the button {quote_input(action_id, 60)} is not one this bot made; nothing was done"
+
+
+def slack_app_token_refused(error: str) -> str:
+    return (
+        f"the bot cannot start: Slack refused SLACK_APP_TOKEN for Socket Mode ({error}); "
+        "it must be an app-level token (xapp-...) with connections:write"
+    )
+
+
 def slack_release_started(version: str, run_id: str) -> str:
     return f"{version}: started run {run_id[:8]}; progress is in the channel message"
 

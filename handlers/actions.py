@@ -15,8 +15,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, messages
 from handlers.commands import Ack, Respond, _answer
-from handlers.context import Deps, post_status_message, published_digests, user_groups
-from handlers.parse import ButtonValue, ParseError, parse_button_value
+from handlers.context import (
+    Deps,
+    first_delivery,
+    forget_delivery,
+    post_status_message,
+    published_digests,
+    user_groups,
+)
+from handlers.parse import ButtonValue, ParseError, action_delivery, parse_button_value
 from jobs.approvals import (
     Click,
     Verdict,
@@ -66,7 +73,8 @@ async def _click_facts(
 async def _read_click(
     deps: Deps, body: Mapping[str, Any], respond: Respond, client: AsyncWebClient, now: float
 ) -> tuple[str, Click, Release] | None:
-    """The clicker, the click's facts and the clicked run; None once an error is answered."""
+    """The clicker, the click's facts and the clicked run; None once an error is answered,
+    or when this click was already handled (a redelivery: nothing is said again)."""
     user, value = _clicked(body)
     if isinstance(value, ParseError):
         await _answer(respond, blocks.error_message(value.message))
@@ -74,6 +82,8 @@ async def _read_click(
     facts = await _click_facts(deps, client, user, value, now)
     if isinstance(facts, str):
         await _answer(respond, blocks.error_message(facts))
+        return None
+    if not await first_delivery(deps, action_delivery(body)):
         return None
     click, release = facts
     return user, click, release
@@ -163,6 +173,7 @@ async def on_reject(
     store = deps.pipeline.store
     decision = decide_rejection(deps.config.approval, click)
     if decision.verdict is Verdict.REFUSE:
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(respond, blocks.error_message(decision.reason))
         return
     reason = messages.rejected_by(user)
@@ -201,9 +212,13 @@ async def on_retry(
     if not may_change_run(deps.config.approval, user, groups, active.requested_by):
         await _answer(respond, blocks.error_message(messages.slack_not_allowed(user, "retry")))
         return
+    identity = action_delivery(body)
+    if not await first_delivery(deps, identity):
+        return
     try:
         release, failed = await pipeline.retry(value.version, user)
     except (ReleaseInputError, ReleaseNotFound) as error:
+        await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
         return
     if not release.status_ts:
@@ -211,3 +226,15 @@ async def on_retry(
     await _answer(
         respond, blocks.plain(messages.slack_retrying(release.version, failed, release.run_id))
     )
+
+
+async def on_unknown_action(
+    deps: Deps, ack: Ack, body: Mapping[str, Any], respond: Respond
+) -> None:
+    """A click on an element this bot never made (or a forged action_id): say so, do
+    nothing."""
+    await ack()
+    actions = body.get("actions") or [{}]
+    action_id = actions[0].get("action_id") if isinstance(actions[0], Mapping) else None
+    shown = action_id if isinstance(action_id, str) else ""
+    await _answer(respond, blocks.error_message(messages.slack_unknown_action(shown)))

@@ -9,11 +9,18 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, messages
-from handlers.context import Deps, post_status_message, user_groups
+from handlers.context import (
+    Deps,
+    first_delivery,
+    forget_delivery,
+    post_status_message,
+    user_groups,
+)
 from handlers.parse import (
     CancelCommand,
     Command,
@@ -24,6 +31,7 @@ from handlers.parse import (
     RetryCommand,
     StatusCommand,
     SyncCommand,
+    command_delivery,
     parse_command,
 )
 from jobs.approvals import may_change_run
@@ -35,6 +43,10 @@ log = logging.getLogger("aibrix.bot")
 
 Ack = Callable[..., Awaitable[None]]
 Respond = Callable[..., Awaitable[Any]]
+
+# Commands that change something: each delivery of one is claimed in Redis, so that a
+# redelivery of one already handled does nothing (inspect and status only read).
+CHANGING = (ReleaseCommand, SyncCommand, CancelCommand, RetryCommand)
 
 
 def ack_text(command: Command) -> str:
@@ -72,11 +84,23 @@ async def on_command(
         help_ = blocks.plain(messages.slack_help())
         await ack(response_type="ephemeral", text=help_.text, blocks=help_.blocks)
         return
+    identity = command_delivery(body) if isinstance(parsed, CHANGING) else None
+    try:
+        first = await first_delivery(deps, identity)
+    except RedisError as error:
+        log.warning("delivery not claimed, Redis failed (%s)", type(error).__name__)
+        identity, first = None, True  # the command itself will meet Redis and say so
+    if not first:
+        await ack()
+        return
     await ack(response_type="ephemeral", text=ack_text(parsed))
     # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
     try:
-        await run_command(deps, parsed, body, respond, client)
+        changed = await run_command(deps, parsed, body, respond, client)
+        if not changed:
+            await forget_delivery(deps, identity)
     except (ReleaseInputError, ReleaseNotFound) as error:
+        await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
     except SlackApiError as error:
         log.warning("Slack refused a call: %s", error.response.get("error"))
@@ -92,7 +116,8 @@ async def run_command(
     body: Mapping[str, Any],
     respond: Respond,
     client: AsyncWebClient,
-) -> None:
+) -> bool:
+    """Run a valid command; True when it changed something (started, cancelled, synced)."""
     user = str(body.get("user_id") or "")
     channel = str(body.get("channel_id") or "")
     pipeline = deps.pipeline
@@ -107,12 +132,13 @@ async def run_command(
                     )
                 ),
             )
-            return
+            return False
         await post_status_message(deps, client, release)
         await _answer(
             respond, blocks.plain(messages.slack_release_started(release.version, release.run_id))
         )
-    elif isinstance(command, InspectCommand):
+        return True
+    if isinstance(command, InspectCommand):
         async with RegistryClient(deps.registry) as registry:
             inspection = await inspect_reference(registry, command.reference, deps.config.platforms)
         subject = (
@@ -121,30 +147,35 @@ async def run_command(
             else str(command.reference)
         )
         await _answer(respond, blocks.inspection_message([subject], [inspection]))
-    elif isinstance(command, StatusCommand):
+        return False
+    if isinstance(command, StatusCommand):
         releases = await pipeline.status(command.version)
         await _answer(respond, blocks.status_message(releases))
-    elif isinstance(command, SyncCommand):
+        return False
+    if isinstance(command, SyncCommand):
         await _answer(respond, await run_sync(deps, command))
-    elif isinstance(command, CancelCommand | RetryCommand):
+        return True
+    if isinstance(command, CancelCommand | RetryCommand):
         current = (await pipeline.status(command.version))[0]
         groups = await user_groups(deps, client, user)
         if not may_change_run(deps.config.approval, user, groups, current.requested_by):
             verb = "cancel" if isinstance(command, CancelCommand) else "retry"
             await _answer(respond, blocks.error_message(messages.slack_not_allowed(user, verb)))
-            return
+            return False
         if isinstance(command, CancelCommand):
             release = await pipeline.cancel(command.version, user)
             deps.touch(release)
             await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
-        else:
-            release, failed = await pipeline.retry(command.version, user)
-            if not release.status_ts:
-                await post_status_message(deps, client, release)
-            await _answer(
-                respond,
-                blocks.plain(messages.slack_retrying(release.version, failed, release.run_id)),
-            )
+            return True
+        release, failed = await pipeline.retry(command.version, user)
+        if not release.status_ts:
+            await post_status_message(deps, client, release)
+        await _answer(
+            respond,
+            blocks.plain(messages.slack_retrying(release.version, failed, release.run_id)),
+        )
+        return True
+    return False
 
 
 async def run_sync(deps: Deps, command: SyncCommand) -> blocks.Message:

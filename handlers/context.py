@@ -25,6 +25,10 @@ from jobs.versions import parse_version
 
 log = logging.getLogger("aibrix.bot")
 
+# How long a handled delivery is remembered. Slack redelivers within minutes (HTTP: at
+# once, after 1 and after 5 minutes); an hour leaves room and still expires.
+DELIVERY_TTL_SECONDS = 3600
+
 
 @dataclass
 class Deps:
@@ -46,6 +50,26 @@ class Deps:
     def touch(self, release: Release) -> None:
         if self.notifier is not None:
             self.notifier.touch(release.version, release.run_id)
+
+
+async def first_delivery(deps: Deps, identity: str | None) -> bool:
+    """Claim this Slack delivery: True the first time it is handled, False for a
+    redelivery of one already handled (or being handled). A redelivery whose first
+    delivery never arrived finds no claim, so it is handled, once."""
+    if identity is None:
+        return True
+    key = deps.pipeline.keys.slack_delivery(identity)
+    claimed = await deps.pipeline.redis.set(key, "1", nx=True, ex=DELIVERY_TTL_SECONDS)
+    if not claimed:
+        log.info("delivery already handled; this one is acked and dropped")
+    return bool(claimed)
+
+
+async def forget_delivery(deps: Deps, identity: str | None) -> None:
+    """Drop the claim of a delivery that changed nothing (its answer was an error), so
+    that the delivery leaves nothing behind, and a redelivery answers the same again."""
+    if identity is not None:
+        await deps.pipeline.redis.delete(deps.pipeline.keys.slack_delivery(identity))
 
 
 async def user_groups(deps: Deps, client: AsyncWebClient, user: str) -> frozenset[str]:

@@ -205,3 +205,49 @@ def parse_button_value(raw: object) -> ButtonValue | ParseError:
     if not _RUN_ID.match(run_id):
         return ParseError(messages.slack_bad_button("not a run id"))
     return ButtonValue(version, run_id)
+
+
+# ---- deliveries -----------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def command_delivery(body: Mapping[str, object]) -> str | None:
+    """What identifies one slash command invocation across Slack's redeliveries: its
+    trigger_id (unique per invocation, the same in every retry), with the team and user.
+    None when the body carries no trigger_id."""
+    trigger = _text(body.get("trigger_id"))
+    if not trigger:
+        return None
+    return "command\n" + "\n".join(
+        (_text(body.get("team_id")), _text(body.get("user_id")), trigger)
+    )
+
+
+def action_delivery(body: Mapping[str, object]) -> str | None:
+    """What identifies one button click across Slack's redeliveries: the message clicked
+    (channel and ts), the action and its action_ts, and the clicker. None when Slack's
+    fields are missing."""
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions else None
+    if not isinstance(first, Mapping):
+        return None
+    action_ts = _text(first.get("action_ts"))
+    if not action_ts:
+        return None
+    container = body.get("container")
+    where = container if isinstance(container, Mapping) else {}
+    team = body.get("team")
+    user = body.get("user")
+    return "action\n" + "\n".join(
+        (
+            _text(team.get("id")) if isinstance(team, Mapping) else "",
+            _text(where.get("channel_id")),
+            _text(where.get("message_ts")),
+            _text(first.get("action_id")),
+            action_ts,
+            _text(user.get("id")) if isinstance(user, Mapping) else "",
+        )
+    )

@@ -27,6 +27,8 @@ Layout (P = prefix, default `aibrix`):
     P:job:pending:<idempotency key>     string  job id while that job is queued or running
     P:job:done:<idempotency key>        string  the recorded result of a finished job
     P:cancel:<v>:<r>                    string  set when a run is cancelled; workers poll it
+    P:slack:delivery:<sha256>           string  a Slack delivery already handled (TTL)
+    P:notifier:cursor                   string  last events-stream id the notifier has shown
 
 Leases are not keys: a job's lease is its entry in the stream's pending entries list
 (owner and idle time), see `jobs.queue`.
@@ -35,6 +37,7 @@ Leases are not keys: a job's lease is its entry in the stream's pending entries 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import string
 from dataclasses import dataclass
@@ -171,6 +174,22 @@ class Keys:
         # Jobs outside a run (run id "") get their own flag; segment() is never empty.
         run = segment(run_id) if run_id else ""
         return f"{self.prefix}:cancel:{segment(version)}:{run}"
+
+    # The Slack bot ----------------------------------------------------------------------
+
+    def slack_delivery(self, identity: str) -> str:
+        """Claimed (with a TTL) by the first handling of one Slack delivery: a command's
+        trigger_id, a click's message and action_ts. Hashed: the identity is Slack's text
+        of any length, and only equality matters."""
+        if not identity:
+            raise ValueError("a delivery identity cannot be empty")
+        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
+        return f"{self.prefix}:slack:delivery:{digest}"
+
+    @property
+    def notifier_cursor(self) -> str:
+        """The events-stream id up to which the notifier has shown every event."""
+        return f"{self.prefix}:notifier:cursor"
 
     def _own_stream(self, stream: str) -> str:
         head = f"{self.prefix}:jobs:"

@@ -5,6 +5,7 @@ and the approval gate."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from bot.server import Server, make_server
 from bot.settings import BotSettings
-from bot.slack_client import SignedSlackClient
+from bot.slack_client import SignedResponse, SignedSlackClient
 from bot.slack_standin import Ephemeral, SlackStandIn
 from jobs.config import load_config
 from jobs.registry import RegistrySettings
@@ -75,6 +76,7 @@ class Bot:
     key_prefix: str
     lab: Lab
     now: list[float]
+    last_click: SignedResponse | None = None
 
     @property
     def pipeline(self) -> Any:
@@ -103,17 +105,32 @@ class Bot:
                 await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def bot(lab: Lab, redis_url: str, tmp_path: Path, key_prefix: str) -> AsyncIterator[Bot]:
-    namespace = f"bot-{uuid.uuid4().hex[:8]}"
-    path = tmp_path / "aibrix.toml"
-    path.write_text(config_text(lab, namespace, key_prefix))
-    config = load_config(path)
+@contextlib.asynccontextmanager
+async def running_bot(
+    lab: Lab,
+    redis_url: str,
+    config_path: Path,
+    key_prefix: str,
+    namespace: str,
+    *,
+    standin: SlackStandIn | None = None,
+    now: list[float] | None = None,
+) -> AsyncIterator[Bot]:
+    """The real app on an ephemeral port against a stand-in (a new one, or `standin` to
+    keep the channel across a restart of the bot). Leaves the Redis keys behind."""
+    config = load_config(config_path)
     settings = BotSettings(bot_token=TOKEN, signing_secret=SECRET, redis_url=redis_url)
-    now = [time.time()]  # approvals carry Redis time; tests move this clock forward
-    async with SlackStandIn(
-        TOKEN, channels={CHANNEL: "releases"}, users=USERS, usergroups={"S0APPROVERS": [GROUPIE]}
-    ) as standin:
+    clock = now if now is not None else [time.time()]
+    async with contextlib.AsyncExitStack() as stack:
+        if standin is None:
+            standin = await stack.enter_async_context(
+                SlackStandIn(
+                    TOKEN,
+                    channels={CHANNEL: "releases"},
+                    users=USERS,
+                    usergroups={"S0APPROVERS": [GROUPIE]},
+                )
+            )
         from slack_sdk.web.async_client import AsyncWebClient
 
         client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
@@ -123,19 +140,31 @@ async def bot(lab: Lab, redis_url: str, tmp_path: Path, key_prefix: str) -> Asyn
             registry=RegistrySettings(insecure_registries=frozenset({lab.registry})),
             client=client,
             notifier_interval=0.2,
-            clock=lambda: now[0],
+            clock=lambda: clock[0],
         )
         runner = web.AppRunner(server.web_app, access_log=None)
         await runner.setup()
+        stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        async with SignedSlackClient(url + "/slack/events", SECRET, standin=standin) as slack:
-            yield Bot(url, server, standin, slack, namespace, key_prefix, lab, now)
-        keys = await server.redis.keys(f"{key_prefix}*")
+        slack = await stack.enter_async_context(
+            SignedSlackClient(url + "/slack/events", SECRET, standin=standin)
+        )
+        yield Bot(url, server, standin, slack, namespace, key_prefix, lab, clock)
+
+
+@pytest.fixture
+async def bot(lab: Lab, redis_url: str, tmp_path: Path, key_prefix: str) -> AsyncIterator[Bot]:
+    namespace = f"bot-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "aibrix.toml"
+    path.write_text(config_text(lab, namespace, key_prefix))
+    # approvals carry Redis time; tests move this clock forward
+    async with running_bot(lab, redis_url, path, key_prefix, namespace) as found:
+        yield found
+        keys = await found.server.redis.keys(f"{key_prefix}*")
         if keys:
-            await server.redis.delete(*keys)
-        await runner.cleanup()
+            await found.server.redis.delete(*keys)
 
 
 def answer(body: str) -> dict[str, Any]:
@@ -242,7 +271,7 @@ async def test_release_starts_one_run_and_a_retried_delivery_is_no_second(bot: B
     assert "working on release v0.3.0" in answer(first.body)["text"]
     (posted,) = await bot.standin.wait_for_calls("chat.postMessage", 1, timeout=15)
     await bot.ephemeral(REQUESTER, lambda e: "started run" in e.text)
-    retried = await bot.slack.slash_command("release v0.3.0", user_id=REQUESTER, retry_num=1)
+    retried = await bot.slack.resend(first, retry_num=1)  # the same delivery, again
     assert retried.status == 200 and retried.body == ""
     again = await bot.slack.slash_command("release v0.3.0", user_id=REQUESTER)
     assert again.status == 200
@@ -327,8 +356,7 @@ async def click(bot: Bot, action: str, user: str, ts: str, **options: Any) -> st
     before = len(bot.standin.ephemerals_for(user))
     resp = await bot.slack.block_action(action, user_id=user, message_ts=ts, **options)
     assert resp.status == 200
-    if options.get("retry_num"):
-        return ""
+    bot.last_click = resp
     async with asyncio.timeout(15):
         while len(bot.standin.ephemerals_for(user)) <= before:
             await asyncio.sleep(0.05)
@@ -349,14 +377,16 @@ async def test_approval_matrix(bot: Bot) -> None:
     said = await click(bot, "approve_release", APPROVER, ts)
     assert f"1 of 2 approvals: <@{APPROVER}>" in said
     assert "already approved" in await click(bot, "approve_release", APPROVER, ts)
-    await click(bot, "approve_release", APPROVER, ts, retry_num=1)  # a redelivery
+    assert bot.last_click is not None
+    redelivered = await bot.slack.resend(bot.last_click, retry_num=1)  # that click, again
+    assert redelivered.status == 200 and redelivered.body == ""
     assert list((await store.load("v1.0.0")).approvals) == [APPROVER]
     await bot.wait_message(ts, f"1 of 2 approvals: <@{APPROVER}>")
 
     # The first approval expires: make it as old as an approval given TTL + 1 s ago.
     key = bot.pipeline.keys.approvals("v1.0.0", release.run_id)
     recorded = json.loads(await bot.server.redis.hget(key, APPROVER))
-    recorded["at"] = int((time.time() - TTL - 1) * 1000)
+    recorded["at"] = int((bot.now[0] - TTL - 1) * 1000)  # by the bot's clock
     await bot.server.redis.hset(key, APPROVER, json.dumps(recorded))
     said = await click(bot, "approve_release", GROUPIE, ts)  # an approver through the group
     assert f"1 of 2 approvals: <@{GROUPIE}>" in said
