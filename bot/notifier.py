@@ -4,6 +4,13 @@ A reader task follows `store.events(after, block_ms=...)` and marks releases dir
 flusher sends at most one chat.update per release per `interval` seconds (coalescing
 every event in between), waits out `ratelimited` for its Retry-After, and posts one
 thread reply per failed build with the tail of its log.
+
+Where it got to survives a restart: the flusher keeps, in one Redis key
+(`Keys.notifier_cursor`), the events-stream id up to which every event has been shown,
+and a new notifier reads on from there, so what happened while the bot was down still
+reaches the messages. A clean stop first flushes what is pending. After a crash, the
+events after that id are shown again (at worst a failure's thread reply twice); without
+a cursor (a first start), the notifier starts at the newest event.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aiohttp import ClientError
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -29,6 +38,27 @@ log = logging.getLogger("aibrix.notifier")
 
 RunKey = tuple[str, str]  # (version, run_id)
 
+_STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
+STOP_FLUSH_SECONDS = 5.0  # how long a clean stop may spend showing what is pending
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    """A Redis stream id as a sortable pair ("1700000000000-3" -> (1700000000000, 3))."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def valid_stream_id(text: object) -> str | None:
+    return text if isinstance(text, str) and _STREAM_ID.match(text) else None
+
+
+def safe_cursor(read_up_to: str, unshown_after: list[str]) -> str:
+    """The stream id up to which every event has been shown: where reading got to, unless
+    a run still waits to show an event, then just before that run's first unshown event."""
+    if not unshown_after:
+        return read_up_to
+    return min(unshown_after, key=stream_id_key)
+
 
 @dataclass
 class _Run:
@@ -38,6 +68,8 @@ class _Run:
     not_before: float = 0.0  # a Retry-After in force
     failures: list[tuple[str, str]] = field(default_factory=list)  # to reply in the thread
     replied: set[tuple[str, str]] = field(default_factory=set)
+    # The stream id just before this run's first event not yet shown (None: all shown).
+    unshown_after: str | None = None
 
 
 def retry_after(error: SlackApiError, default: float = 1.0) -> float | None:
@@ -87,7 +119,8 @@ class Notifier:
         self.clock = clock
         self.wall = wall
         self.runs: dict[RunKey, _Run] = {}
-        self.after = "$"
+        self.after: str | None = None  # None until the resume point is read from Redis
+        self.saved: str | None = None  # the cursor as last written to Redis
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.updates = 0  # chat.update calls that succeeded
@@ -97,26 +130,53 @@ class Notifier:
     async def start(self) -> None:
         if self._tasks:
             return
-        self.after = await self._last_event_id()
+        with contextlib.suppress(RedisError, OSError):
+            self.after = await self._resume_point()  # else the read loop tries again
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="notifier-read"),
             asyncio.create_task(self._flush_loop(), name="notifier-flush"),
         ]
 
     async def stop(self) -> None:
+        """Stop reading, show what is pending (briefly), and remember where it got to."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        if self._tasks:
+            self._tasks = []
+            try:
+                async with asyncio.timeout(STOP_FLUSH_SECONDS):
+                    await self.flush(force=True)
+                    await self.save_cursor()
+            except (RedisError, SlackApiError, ClientError, OSError, TimeoutError) as error:
+                log.warning("pending updates not all shown at stop (%s)", type(error).__name__)
 
-    async def _last_event_id(self) -> str:
-        try:
-            newest = await self.pipeline.redis.xrevrange(self.pipeline.keys.events, count=1)
-        except RedisError:
-            return "0-0"
-        return str(newest[0][0]) if newest else "0-0"
+    async def _resume_point(self) -> str:
+        """The saved cursor, else the newest event (a first start shows nothing old)."""
+        keys = self.pipeline.keys
+        saved = valid_stream_id(await self.pipeline.redis.get(keys.notifier_cursor))
+        if saved is None:
+            newest = await self.pipeline.redis.xrevrange(keys.events, count=1)
+            saved = str(newest[0][0]) if newest else "0-0"
+        # Nothing to write until an event is shown: a restart would start here anyway.
+        self.saved = saved
+        return saved
+
+    def cursor(self) -> str | None:
+        """Where every event has been shown up to, from what is in memory now."""
+        if self.after is None:
+            return None
+        pending = [r.unshown_after for r in self.runs.values() if r.unshown_after is not None]
+        return safe_cursor(self.after, pending)
+
+    async def save_cursor(self) -> None:
+        cursor = self.cursor()
+        if cursor is None or cursor == self.saved:
+            return
+        await self.pipeline.redis.set(self.pipeline.keys.notifier_cursor, cursor)
+        self.saved = cursor
 
     # -- marking
 
@@ -125,10 +185,13 @@ class Notifier:
         self.runs.setdefault((version, run_id), _Run()).dirty = True
         self._wake.set()
 
-    def observe(self, event: ReleaseEvent) -> None:
+    def observe(self, event: ReleaseEvent, before: str | None = None) -> None:
+        """Take in one event; `before` is the stream id read up to just before it."""
         if not event.version or not event.run_id:
             return
         run = self.runs.setdefault((event.version, event.run_id), _Run())
+        if run.unshown_after is None and before is not None:
+            run.unshown_after = before
         apply_event(run.progress, event)
         if event.type == "build" and event.fields.get("build_state") == "failed":
             key = (event.fields.get("component", ""), event.fields.get("platform", ""))
@@ -142,16 +205,18 @@ class Notifier:
     async def _read_loop(self) -> None:
         while True:
             try:
+                if self.after is None:
+                    self.after = await self._resume_point()
                 events = await self.pipeline.store.events(
                     self.after, count=500, block_ms=self.block_ms
                 )
-            except RedisError as error:
+            except (RedisError, OSError) as error:
                 log.warning("events stream unreadable (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
                 continue
             for event in events:
-                self.after = event.id
-                self.observe(event)
+                before, self.after = self.after, event.id
+                self.observe(event, before)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -161,23 +226,34 @@ class Notifier:
             self._wake.clear()
             try:
                 await self.flush()
-            except RedisError as error:
-                log.warning("release unreadable (%s); retrying", type(error).__name__)
+                await self.save_cursor()
+            except (RedisError, ClientError, OSError, TimeoutError) as error:
+                log.warning("update not sent (%s); retrying", type(error).__name__)
                 await asyncio.sleep(0.5)
 
-    async def flush(self) -> None:
-        """Send what is due now: one update per dirty run whose interval has passed."""
+    async def flush(self, *, force: bool = False) -> None:
+        """Send what is due now: one update per dirty run whose interval has passed (with
+        `force`, every dirty run not held back by a Retry-After)."""
         now = self.clock()
         for key, run in list(self.runs.items()):
-            if not run.dirty or now < run.not_before or now - run.last_sent < self.interval:
+            if not run.dirty or now < run.not_before:
+                continue
+            if not force and now - run.last_sent < self.interval:
                 continue
             await self._flush_run(key, run)
 
     async def _flush_run(self, key: RunKey, run: _Run) -> None:
         version, run_id = key
-        release = await self.pipeline.store.load(version, run_id)
+        unshown, run.unshown_after = run.unshown_after, None
+        try:
+            release = await self.pipeline.store.load(version, run_id)
+        except BaseException:
+            run.unshown_after = _earlier(unshown, run.unshown_after)
+            raise
         if release is None or not release.status_ts:
-            return  # the message is not posted yet; its status_message event comes later
+            # Nothing to show (no message posted yet, or a release from the command line):
+            # its events need no replay; posting the message shows the whole run.
+            return
         run.dirty = False
         message = render(self.pipeline, release, run, self.wall())
         try:
@@ -195,13 +271,20 @@ class Notifier:
             else:
                 run.dirty = True
                 run.not_before = self.clock() + wait
+                run.unshown_after = _earlier(unshown, run.unshown_after)
                 return
+        except BaseException:
+            run.dirty = True
+            run.unshown_after = _earlier(unshown, run.unshown_after)
+            raise
         run.last_sent = self.clock()
-        await self._reply_failures(release, run)
+        if not await self._reply_failures(release, run):
+            run.unshown_after = _earlier(unshown, run.unshown_after)
         if release.state in (State.PROMOTED, State.FAILED, State.CANCELLED) and not run.dirty:
             self.runs.pop(key, None)
 
-    async def _reply_failures(self, release: Release, run: _Run) -> None:
+    async def _reply_failures(self, release: Release, run: _Run) -> bool:
+        """Reply in the thread for each new failure; False when Slack said to wait."""
         while run.failures:
             component, platform = run.failures[0]
             record = release.builds.get((component, platform))
@@ -220,7 +303,14 @@ class Notifier:
                 if wait is not None:
                     run.not_before = self.clock() + wait
                     run.dirty = True
-                    return
+                    return False
                 log.warning("thread reply failed: %s", error_.response.get("error"))
             run.failures.pop(0)
             run.replied.add((component, platform))
+        return True
+
+
+def _earlier(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b, key=stream_id_key)
