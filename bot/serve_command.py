@@ -48,4 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except RedisSettingsError as error:
         raise UsageError(str(error)) from None
+    except SettingsError as error:  # Slack refused the app-level token at start
+        print(f"aibrix-bot serve: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -13,16 +13,19 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import web
+from aiohttp import ClientError, web
 from redis.exceptions import RedisError
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import messages
 from bot.app import build_app, slack_client
 from bot.notifier import Notifier
-from bot.settings import BotSettings
+from bot.settings import BotSettings, SettingsError
 from handlers.context import Deps
 from jobs.config import Config
 from jobs.connections import RedisSettings, make_client
@@ -94,6 +97,32 @@ def make_server(
     return Server(bolt, web_app, deps, notifier, redis)
 
 
+# What apps.connections.open answers when the app-level token itself is wrong: no retry
+# can help, so the bot stops and says so (anything else is retried by the SDK's loop).
+FATAL_APP_TOKEN_ERRORS = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked", "account_inactive"}
+)
+
+
+async def _socket_mode(bolt: AsyncApp, app_token: str | None) -> Any:
+    """A Socket Mode handler whose first WebSocket URL is already issued: a refused app
+    token stops the bot with a clear message instead of being retried forever."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    handler = AsyncSocketModeHandler(bolt, app_token=app_token)
+    try:
+        handler.client.wss_uri = await handler.client.issue_new_wss_url()
+    except SlackApiError as error:
+        code = str(error.response.get("error") or "")
+        if code in FATAL_APP_TOKEN_ERRORS:
+            await handler.close_async()  # type: ignore[no-untyped-call]
+            raise SettingsError(messages.slack_app_token_refused(code)) from None
+        log.warning("apps.connections.open failed (%s); the client retries", code)
+    except (ClientError, OSError) as error:
+        log.warning("apps.connections.open failed (%s); the client retries", type(error).__name__)
+    return handler
+
+
 async def serve(
     settings: BotSettings,
     config: Config,
@@ -110,21 +139,23 @@ async def serve(
     await site.start()
     log.info("listening on %s:%d (%s)", host, port, "socket mode" if socket_mode else "HTTP")
     handler = None
-    if socket_mode:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-        handler = AsyncSocketModeHandler(server.bolt, app_token=settings.app_token)
-        await handler.connect_async()  # type: ignore[no-untyped-call]
+    connecting: asyncio.Task[Any] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
     try:
+        if socket_mode:
+            handler = await _socket_mode(server.bolt, settings.app_token)
+            # Connecting retries until Slack answers; a stop signal still ends it.
+            connecting = asyncio.create_task(handler.connect_async())
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
         if handler is not None:
             with contextlib.suppress(Exception):
-                await handler.close_async()  # type: ignore[no-untyped-call]
+                await handler.close_async()
         await runner.cleanup()

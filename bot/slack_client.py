@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.slack_standin import SlackStandIn
+from bot.slack_standin import SlackStandIn, SocketDelivery
 
 FORM = "application/x-www-form-urlencoded"
 _PLACEHOLDER_VERIFICATION = "standin-verification"
@@ -191,7 +191,133 @@ class SignedResponse:
         return json.loads(self.body)
 
 
-class SignedSlackClient:
+class SlackPayloads:
+    """Builds what Slack sends for slash commands and button clicks: the same fields over
+    HTTP (form encoded, signed) and in Socket Mode envelopes (JSON).
+
+    With a `standin`, response_urls point at it and clicked messages are read from it,
+    so the payload carries the message and button exactly as they were posted.
+    """
+
+    def __init__(
+        self,
+        *,
+        standin: SlackStandIn | None = None,
+        team_id: str | None = None,
+        team_domain: str | None = None,
+        api_app_id: str = "A0AIBRIXAPP",
+        verification_token: str | None = None,
+        users: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.standin = standin
+        self.team_id = team_id or (standin.team_id if standin else "T0AIBRIX")
+        self.team_domain = team_domain or (standin.team_domain if standin else "aibrix")
+        self.api_app_id = api_app_id
+        # Slack still sends its deprecated verification token in every body; a fixed
+        # placeholder here, since Bolt checks the signature, not this field.
+        self.verification_token = verification_token or _PLACEHOLDER_VERIFICATION
+        self.users = dict(users or {})
+        self._clock = clock
+        self._counter = itertools.count(1)
+
+    def _trigger_id(self) -> str:
+        n = next(self._counter)
+        return f"{int(self._clock())}.{n}.{secrets.token_hex(16)}"
+
+    def _response_url(self, channel_id: str, user_id: str, message_ts: str | None) -> str:
+        if self.standin is not None:
+            return self.standin.new_response_url(
+                channel=channel_id, user=user_id, message_ts=message_ts
+            )
+        n = next(self._counter)
+        return f"https://hooks.slack.com/commands/{self.team_id}/{n}/{secrets.token_hex(12)}"
+
+    def _user_name(self, user_id: str) -> str:
+        known = self.users.get(user_id) or (self.standin and self.standin.user_name(user_id))
+        return known or user_id.lower()
+
+    def _channel_name(self, channel_id: str) -> str:
+        return self.standin.channel_name(channel_id) if self.standin else channel_id.lower()
+
+    def command_fields(
+        self,
+        text: str = "",
+        *,
+        command: str = "/aibrix",
+        user_id: str = "U0REQUESTER",
+        user_name: str | None = None,
+        channel_id: str = "C0RELEASES",
+        channel_name: str | None = None,
+        response_url: str | None = None,
+    ) -> dict[str, str]:
+        """One slash command invocation, with a fresh trigger_id."""
+        return slash_command_form(
+            command=command,
+            text=text,
+            user_id=user_id,
+            user_name=user_name or self._user_name(user_id),
+            channel_id=channel_id,
+            channel_name=channel_name or self._channel_name(channel_id),
+            team_id=self.team_id,
+            team_domain=self.team_domain,
+            api_app_id=self.api_app_id,
+            response_url=response_url or self._response_url(channel_id, user_id, None),
+            trigger_id=self._trigger_id(),
+            verification_token=self.verification_token,
+        )
+
+    def action_payload(
+        self,
+        action_id: str,
+        value: str | None = None,
+        *,
+        user_id: str = "U0APPROVER",
+        channel_id: str = "C0RELEASES",
+        message_ts: str,
+        block_id: str | None = None,
+        user_name: str | None = None,
+        channel_name: str | None = None,
+        response_url: str | None = None,
+    ) -> dict[str, Any]:
+        """A click on the element `action_id` of the message at `message_ts`.
+
+        When the stand-in holds that message, the block_id, value, text and style
+        default to the posted button's; a value or block_id given here overrides them.
+        """
+        message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": ""}
+        element: dict[str, Any] | None = None
+        if self.standin is not None:
+            posted = self.standin.message(channel_id, message_ts)
+            if posted is not None:
+                message = posted.to_slack(self.team_id)
+        found = find_action(message, action_id)
+        if found is not None:
+            block_id = block_id if block_id is not None else found[0]
+            element = found[1]
+            if value is None and isinstance(element.get("value"), str):
+                value = element["value"]
+        return block_actions_payload(
+            action_id=action_id,
+            value=value,
+            block_id=block_id or "",
+            user_id=user_id,
+            user_name=user_name or self._user_name(user_id),
+            channel_id=channel_id,
+            channel_name=channel_name or self._channel_name(channel_id),
+            message=message,
+            team_id=self.team_id,
+            team_domain=self.team_domain,
+            api_app_id=self.api_app_id,
+            response_url=response_url or self._response_url(channel_id, user_id, message_ts),
+            trigger_id=self._trigger_id(),
+            action_ts=f"{self._clock():.6f}",
+            verification_token=self.verification_token,
+            element=element,
+        )
+
+
+class SignedSlackClient(SlackPayloads):
     """Sends Slack-signed slash commands and button clicks to an app's request URL.
 
     With a `standin`, response_urls point at it and clicked messages are read from it,
@@ -213,19 +339,18 @@ class SignedSlackClient:
     ) -> None:
         if not signing_secret:
             raise ValueError("a signing secret is needed to sign requests")
+        super().__init__(
+            standin=standin,
+            team_id=team_id,
+            team_domain=team_domain,
+            api_app_id=api_app_id,
+            verification_token=verification_token,
+            users=users,
+            clock=clock,
+        )
         self.url = url
         self._secret = signing_secret
-        self.standin = standin
-        self.team_id = team_id or (standin.team_id if standin else "T0AIBRIX")
-        self.team_domain = team_domain or (standin.team_domain if standin else "aibrix")
-        self.api_app_id = api_app_id
-        # Slack still sends its deprecated verification token in every body; a fixed
-        # placeholder here, since Bolt checks the signature, not this field.
-        self.verification_token = verification_token or _PLACEHOLDER_VERIFICATION
-        self.users = dict(users or {})
-        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
-        self._counter = itertools.count(1)
 
     def __repr__(self) -> str:
         return f"SignedSlackClient(url={self.url!r}, team_id={self.team_id!r})"
@@ -245,18 +370,6 @@ class SignedSlackClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def _trigger_id(self) -> str:
-        n = next(self._counter)
-        return f"{int(self._clock())}.{n}.{secrets.token_hex(16)}"
-
-    def _response_url(self, channel_id: str, user_id: str, message_ts: str | None) -> str:
-        if self.standin is not None:
-            return self.standin.new_response_url(
-                channel=channel_id, user=user_id, message_ts=message_ts
-            )
-        n = next(self._counter)
-        return f"https://hooks.slack.com/commands/{self.team_id}/{n}/{secrets.token_hex(12)}"
 
     async def send(
         self,
@@ -294,6 +407,13 @@ class SignedSlackClient:
             sent_body=sent,
         )
 
+    async def resend(
+        self, previous: SignedResponse, *, retry_num: int = 1, retry_reason: str = "http_timeout"
+    ) -> SignedResponse:
+        """Deliver exactly the same body again, signed afresh, with Slack's retry headers:
+        what Slack does when it did not get an answer to `previous` in time."""
+        return await self.send(previous.sent_body, retry_num=retry_num, retry_reason=retry_reason)
+
     async def slash_command(
         self,
         text: str = "",
@@ -310,19 +430,14 @@ class SignedSlackClient:
         retry_num: int | None = None,
         retry_reason: str = "http_timeout",
     ) -> SignedResponse:
-        form = slash_command_form(
+        form = self.command_fields(
+            text,
             command=command,
-            text=text,
             user_id=user_id,
-            user_name=user_name or self._user_name(user_id),
+            user_name=user_name,
             channel_id=channel_id,
-            channel_name=channel_name or self._channel_name(channel_id),
-            team_id=self.team_id,
-            team_domain=self.team_domain,
-            api_app_id=self.api_app_id,
-            response_url=response_url or self._response_url(channel_id, user_id, None),
-            trigger_id=self._trigger_id(),
-            verification_token=self.verification_token,
+            channel_name=channel_name,
+            response_url=response_url,
         )
         return await self.send(
             encode_form(form),
@@ -351,40 +466,18 @@ class SignedSlackClient:
         retry_num: int | None = None,
         retry_reason: str = "http_timeout",
     ) -> SignedResponse:
-        """Click the element `action_id` of the message at `message_ts`.
-
-        When the stand-in holds that message, the block_id, value, text and style
-        default to the posted button's; a value or block_id given here overrides them.
-        """
-        message: dict[str, Any] = {"type": "message", "ts": message_ts, "text": ""}
-        element: dict[str, Any] | None = None
-        if self.standin is not None:
-            posted = self.standin.message(channel_id, message_ts)
-            if posted is not None:
-                message = posted.to_slack(self.team_id)
-        found = find_action(message, action_id)
-        if found is not None:
-            block_id = block_id if block_id is not None else found[0]
-            element = found[1]
-            if value is None and isinstance(element.get("value"), str):
-                value = element["value"]
-        payload = block_actions_payload(
-            action_id=action_id,
-            value=value,
-            block_id=block_id or "",
+        """Click the element `action_id` of the message at `message_ts` (see
+        `action_payload` for what the click carries)."""
+        payload = self.action_payload(
+            action_id,
+            value,
             user_id=user_id,
-            user_name=user_name or self._user_name(user_id),
             channel_id=channel_id,
-            channel_name=channel_name or self._channel_name(channel_id),
-            message=message,
-            team_id=self.team_id,
-            team_domain=self.team_domain,
-            api_app_id=self.api_app_id,
-            response_url=response_url or self._response_url(channel_id, user_id, message_ts),
-            trigger_id=self._trigger_id(),
-            action_ts=f"{self._clock():.6f}",
-            verification_token=self.verification_token,
-            element=element,
+            message_ts=message_ts,
+            block_id=block_id,
+            user_name=user_name,
+            channel_name=channel_name,
+            response_url=response_url,
         )
         body = encode_form({"payload": json.dumps(payload, separators=(",", ":"))})
         return await self.send(
@@ -396,9 +489,26 @@ class SignedSlackClient:
             retry_reason=retry_reason,
         )
 
-    def _user_name(self, user_id: str) -> str:
-        known = self.users.get(user_id) or (self.standin and self.standin.user_name(user_id))
-        return known or user_id.lower()
 
-    def _channel_name(self, channel_id: str) -> str:
-        return self.standin.channel_name(channel_id) if self.standin else channel_id.lower()
+class SocketModeSlack(SlackPayloads):
+    """Slack's side of Socket Mode: slash commands and clicks delivered as envelopes over
+    the stand-in's WebSocket to the connected app."""
+
+    def __init__(self, standin: SlackStandIn, **options: Any) -> None:
+        super().__init__(standin=standin, **options)
+        self.socket = standin
+
+    def __repr__(self) -> str:
+        return f"SocketModeSlack(standin={self.socket!r})"
+
+    async def slash_command(
+        self, text: str = "", *, lose: bool = False, **fields: Any
+    ) -> SocketDelivery:
+        payload = self.command_fields(text, **fields)
+        return await self.socket.deliver("slash_commands", payload, lose=lose)
+
+    async def block_action(
+        self, action_id: str, value: str | None = None, *, lose: bool = False, **fields: Any
+    ) -> SocketDelivery:
+        payload = self.action_payload(action_id, value, **fields)
+        return await self.socket.deliver("interactive", payload, lose=lose)

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 JSONDict = dict[str, Any]
 
@@ -450,6 +450,75 @@ class _RateLimit:
     retry_after: int
 
 
+# Socket Mode: https://api.slack.com/apis/socket-mode
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+SOCKET_PATH = "/link/"
+
+
+@dataclass(frozen=True)
+class SocketAck:
+    """One acknowledgement the app sent over a Socket Mode connection."""
+
+    envelope_id: str
+    payload: JSONDict | None
+    time: float
+    connection: int
+    known: bool  # it names an envelope the stand-in sent
+    error: str | None = None  # why Slack would refuse the response payload
+
+
+@dataclass(frozen=True)
+class SocketSend:
+    """One attempt at delivering an envelope: which retry, on which connection."""
+
+    retry_attempt: int
+    retry_reason: str | None
+    connection: int | None  # None: lost on the way (never reached the app)
+    time: float
+
+
+@dataclass
+class SocketDelivery:
+    """An envelope (slash_commands, interactive, ...) with each attempt and each ack."""
+
+    envelope_id: str
+    type: str
+    payload: JSONDict
+    accepts_response_payload: bool
+    sends: list[SocketSend] = field(default_factory=list)
+    acks: list[SocketAck] = field(default_factory=list)
+
+    @property
+    def acked(self) -> bool:
+        return bool(self.acks)
+
+    def envelope(self, retry_attempt: int, retry_reason: str | None) -> JSONDict:
+        """The message Slack writes to the WebSocket for this attempt."""
+        return {
+            "envelope_id": self.envelope_id,
+            "type": self.type,
+            "payload": copy.deepcopy(self.payload),
+            "accepts_response_payload": self.accepts_response_payload,
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason or "",
+        }
+
+
+@dataclass
+class SocketConnection:
+    """One WebSocket an app opened with a ticket from apps.connections.open."""
+
+    index: int
+    opened_at: float
+    ws: web.WebSocketResponse = field(repr=False)
+    closed_at: float | None = None
+    received: list[JSONDict] = field(default_factory=list)  # what the app sent besides acks
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None and not self.ws.closed
+
+
 # ---------------------------------------------------------------- server
 
 
@@ -474,10 +543,25 @@ class SlackStandIn:
         bot_id: str = "B0AIBRIXBOT",
         bot_name: str = "aibrix-bot",
         clock: Callable[[], float] = time.time,
+        app_token: str | None = None,
+        app_id: str = "A0AIBRIXAPP",
+        ack_timeout: float | None = 3.0,
+        max_redeliveries: int = 3,
     ) -> None:
         if not token:
             raise ValueError("the stand-in needs a bot token to check requests against")
+        if app_token is not None and not app_token.startswith("xapp-"):
+            raise ValueError("a Socket Mode app-level token starts with xapp-")
         self._token = token
+        self._app_token = app_token
+        self.app_id = app_id
+        self.ack_timeout = ack_timeout
+        self.max_redeliveries = max_redeliveries
+        self._tickets: set[str] = set()
+        self.socket_connections: list[SocketConnection] = []
+        self.deliveries: dict[str, SocketDelivery] = {}
+        self.socket_acks: list[SocketAck] = []
+        self._timers: set[asyncio.Task[None]] = set()
         if channels is None:
             self._channels: dict[str, str] | None = None
         elif isinstance(channels, Mapping):
@@ -512,6 +596,7 @@ class SlackStandIn:
             "usergroups.users.list": self._usergroups_users_list,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
+            "apps.connections.open": self._apps_connections_open,
         }
 
     def __repr__(self) -> str:
@@ -525,6 +610,7 @@ class SlackStandIn:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{id}", self._handle_response_url)
+        app.router.add_get(SOCKET_PATH, self._handle_socket)
         # No access log: a request line may carry a token in its query string.
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -535,6 +621,11 @@ class SlackStandIn:
         self._base = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
+        for conn in self.socket_connections:
+            if conn.open:
+                await conn.ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -723,6 +814,21 @@ class SlackStandIn:
             token, via = param_token, "param"
         return params, token, via, error
 
+    def _token_error(self, method: str, token: str) -> str | None:
+        """Slack's error for this token on this method, None when it is the right one:
+        apps.connections.open takes the app-level token only, every other method the bot
+        token only."""
+        wants_app = method in APP_TOKEN_METHODS
+        expected = self._app_token if wants_app else self._token
+        other = self._token if wants_app else self._app_token
+        if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+            return None
+        if other is not None and hmac.compare_digest(token.encode(), other.encode()):
+            return "not_allowed_token_type"
+        if wants_app and not token.startswith("xapp-"):
+            return "not_allowed_token_type"
+        return "invalid_auth"
+
     def _rate_limited(self, method: str, params: JSONDict) -> int | None:
         """Retry-After seconds if this call is rate limited, else None."""
         limit = self._limits.get(method)
@@ -748,8 +854,8 @@ class SlackStandIn:
             body = slack_error("unknown_method", req_method=method)
         elif token is None:
             body = slack_error("not_authed")
-        elif not hmac.compare_digest(token.encode(), self._token.encode()):
-            body = slack_error("invalid_auth")
+        elif (refused := self._token_error(method, token)) is not None:
+            body = slack_error(refused)
         elif (retry_after := self._rate_limited(method, params)) is not None:
             status, headers = 429, {"Retry-After": str(retry_after)}
             body = slack_error("ratelimited")
@@ -938,6 +1044,184 @@ class SlackStandIn:
                 "is_member": True,
             },
         }
+
+    # -- Socket Mode
+
+    def _apps_connections_open(self, params: JSONDict) -> JSONDict:
+        # Reached only with the app token (see _token_error). A ticket is good for one
+        # connection, as Slack's are.
+        ticket = secrets.token_hex(16)
+        self._tickets.add(ticket)
+        ws_base = "ws" + self.url.removeprefix("http")
+        return {"ok": True, "url": f"{ws_base}{SOCKET_PATH}?ticket={ticket}&app_id={self.app_id}"}
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid_ticket")
+        self._tickets.discard(ticket)
+        ws = web.WebSocketResponse(autoping=True)  # answers the SDK's pings with pongs
+        await ws.prepare(request)
+        conn = SocketConnection(len(self.socket_connections), self._clock(), ws)
+        self.socket_connections.append(conn)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": sum(1 for c in self.socket_connections if c.open),
+                "debug_info": {
+                    "host": "applink-standin",
+                    "build_number": 1,
+                    "approximate_connection_time": 18060,
+                },
+                "connection_info": {"app_id": self.app_id},
+            }
+        )
+        self._notify()
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    data = None
+                if isinstance(data, dict) and isinstance(data.get("envelope_id"), str):
+                    self._record_ack(conn, data)
+                elif isinstance(data, dict):
+                    conn.received.append(data)
+                self._notify()
+        finally:
+            conn.closed_at = self._clock()
+            self._notify()
+        return ws
+
+    def _record_ack(self, conn: SocketConnection, data: JSONDict) -> None:
+        envelope_id = str(data["envelope_id"])
+        delivery = self.deliveries.get(envelope_id)
+        raw = data.get("payload")
+        payload = copy.deepcopy(raw) if isinstance(raw, dict) else None
+        error = None
+        if delivery is not None and payload and delivery.accepts_response_payload:
+            error = self._show_response_payload(delivery, payload)
+        ack = SocketAck(
+            envelope_id, payload, self._clock(), conn.index, delivery is not None, error
+        )
+        self.socket_acks.append(ack)
+        if delivery is not None:
+            delivery.acks.append(ack)
+
+    def _show_response_payload(self, delivery: SocketDelivery, payload: JSONDict) -> str | None:
+        """What Slack does with a slash command's ack payload: shows it to the user (or in
+        the channel with response_type in_channel). Slack's error name when it would not."""
+        text = payload.get("text")
+        text = None if text is None else str(text)
+        blocks, error = parse_blocks(payload.get("blocks"))
+        error = error or message_content_error(text, blocks)
+        if error:
+            return str(error["error"])
+        channel = self._resolve_channel(delivery.payload.get("channel_id"))
+        user = delivery.payload.get("user_id")
+        if payload.get("response_type") == "in_channel" and channel is not None:
+            self._store(channel, text or "", blocks, None)
+        else:
+            self.ephemerals.append(
+                Ephemeral(
+                    channel,
+                    str(user) if user else None,
+                    self._next_ts(),
+                    text or "",
+                    copy.deepcopy(blocks),
+                    "socket mode ack",
+                )
+            )
+        return None
+
+    def _open_connection(self) -> SocketConnection | None:
+        found = [c for c in self.socket_connections if c.open]
+        return found[-1] if found else None
+
+    async def wait_for_socket(self, count: int = 1, timeout: float = 10.0) -> SocketConnection:
+        """Wait until `count` connections have been opened and one is open; the newest."""
+        async with asyncio.timeout(timeout):
+            while len(self.socket_connections) < count or self._open_connection() is None:
+                await self._changed.wait()
+        found = self._open_connection()
+        assert found is not None
+        return found
+
+    async def deliver(
+        self,
+        type: str,
+        payload: Mapping[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+        envelope_id: str | None = None,
+        lose: bool = False,
+    ) -> SocketDelivery:
+        """Send an envelope to the app's open connection, as Slack does for a command or
+        a click in Socket Mode. `lose`: it never reaches the app (a dropped first delivery).
+        Unacked after `ack_timeout` seconds, it is sent again with retry_attempt + 1, up
+        to `max_redeliveries` times."""
+        delivery = SocketDelivery(
+            envelope_id or secrets.token_hex(16),
+            type,
+            copy.deepcopy(dict(payload)),
+            type == "slash_commands"
+            if accepts_response_payload is None
+            else accepts_response_payload,
+        )
+        self.deliveries[delivery.envelope_id] = delivery
+        await self._send(delivery, None, lose=lose)
+        if self.ack_timeout is not None:
+            timer = asyncio.create_task(self._redeliver_unacked(delivery, self.ack_timeout))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
+        return delivery
+
+    async def redeliver(
+        self, envelope_id: str, *, reason: str = "timeout", lose: bool = False
+    ) -> SocketDelivery:
+        """Send the envelope again at once, with the next retry_attempt."""
+        delivery = self.deliveries[envelope_id]
+        await self._send(delivery, reason, lose=lose)
+        return delivery
+
+    async def _send(self, delivery: SocketDelivery, reason: str | None, *, lose: bool) -> None:
+        attempt = len(delivery.sends)
+        conn = None if lose else self._open_connection()
+        if conn is not None:
+            try:
+                await conn.ws.send_json(delivery.envelope(attempt, reason))
+            except ConnectionError:
+                conn = None
+        delivery.sends.append(
+            SocketSend(attempt, reason, conn.index if conn else None, self._clock())
+        )
+        self._notify()
+
+    async def _redeliver_unacked(self, delivery: SocketDelivery, timeout: float) -> None:
+        while len(delivery.sends) <= self.max_redeliveries:
+            seen = len(delivery.sends)
+            await asyncio.sleep(timeout)
+            if delivery.acked:
+                return
+            if len(delivery.sends) == seen:  # not redelivered by hand meanwhile
+                await self._send(delivery, "timeout", lose=False)
+
+    async def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> SocketAck:
+        delivery = self.deliveries[envelope_id]
+        async with asyncio.timeout(timeout):
+            while not delivery.acks:
+                await self._changed.wait()
+        return delivery.acks[0]
+
+    async def request_reconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask the app to reconnect, as Slack does before it rotates a connection."""
+        conn = self._open_connection()
+        if conn is not None:
+            await conn.ws.send_json(
+                {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-standin"}}
+            )
 
     # -- response_url
 
