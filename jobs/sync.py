@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -884,6 +884,13 @@ async def _wait_for(
         await asyncio.gather(*waits)
 
 
+def _by_host(refs: Iterable[Reference]) -> dict[str, list[Reference]]:
+    found: dict[str, list[Reference]] = {}
+    for ref in refs:
+        found.setdefault(ref.api_host, []).append(ref)
+    return found
+
+
 def _first_registry_error(group: BaseExceptionGroup[RegistryError]) -> RegistryError:
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
@@ -919,6 +926,10 @@ async def sync_jobs(
         progress=progress or _no_progress,
         parallel_blobs=parallel_blobs,
     )
+    # The gate reads each source index, then its children, then their configs: one round
+    # trip each. Connections for the children's width are opened meanwhile.
+    for refs in _by_host(sources.values()).values():
+        client.preconnect(refs[0], len(refs) * max(1, len(required)))
     heads = {job: asyncio.create_task(read_digest(client, job.destination)) for job in jobs}
     early = {job: asyncio.create_task(engine.read_ahead(job, heads[job])) for job in jobs}
     reads = [*heads.values(), *early.values()]
