@@ -31,6 +31,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.conftest import lab_dir, load_lab  # noqa: E402
 from tests.netproxy import LatencyProxy  # noqa: E402
 from tests.oci_push import OciPusher, entry  # noqa: E402
 
@@ -42,15 +43,6 @@ COMPONENTS = (
     "kvcache-watcher",
     "runtime",
 )
-
-
-def lab_values() -> dict[str, str]:
-    lab_dir = Path(os.environ.get("AIBRIX_LAB_DIR", REPO / ".lab"))
-    values = {}
-    for line in (lab_dir / "lab.env").read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = value
-    return values
 
 
 async def seed(registries: list[tuple[str, str | None, str | None]], namespace: str) -> None:
@@ -95,13 +87,11 @@ async def main() -> None:
     parser.add_argument("--delay", type=float, default=0.025, help="seconds added each way")
     args = parser.parse_args()
 
-    lab = lab_values()
-    password = Path(lab["AIBRIX_LAB_AUTH_PASSWORD_FILE"]).read_text().strip()
-    user = lab["AIBRIX_LAB_AUTH_USER"]
+    lab = load_lab(lab_dir())
     targets = [
-        (lab["AIBRIX_LAB_REGISTRY"], None, None),
-        (lab["AIBRIX_LAB_MIRROR_REGISTRY"], None, None),
-        (lab["AIBRIX_LAB_AUTH_REGISTRY"], user, password),
+        (lab.registry, None, None),
+        (lab.mirror_registry, None, None),
+        (lab.auth_registry, lab.auth_user, lab.auth_password),
     ]
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     await seed(targets, namespace)
@@ -111,7 +101,7 @@ async def main() -> None:
         await proxy.__aenter__()
     try:
         with tempfile.TemporaryDirectory() as config_dir:
-            auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+            auth = base64.b64encode(f"{lab.auth_user}:{lab.auth_password}".encode()).decode()
             Path(config_dir, "config.json").write_text(
                 json.dumps({"auths": {proxies[2].address: {"auth": auth}}})
             )

@@ -5,7 +5,8 @@ data each (real tar layers, so docker can pull them): 30 distinct layers, 300 MB
 registries are reached through an in-process TCP proxy that adds 25 ms each way. On the
 same run, cold (empty destination) and warm (everything there already):
 
-    aibrix-bot sync      one process, every component, every platform
+    aibrix-bot sync      `aibrix-bot sync VERSION --to MIRROR` as a user runs it: one
+                         process (start-up included), every component, every platform
     (a) skopeo loop      `skopeo copy --all --src-tls-verify=false --dest-tls-verify=false`
                          per image, one after the other
     (b) docker loop      the original script: `docker pull` / `docker tag` / `docker push`
@@ -16,7 +17,13 @@ HTTP included), next to the size of the blobs that had to arrive.
 
     .venv/bin/python benchmarks/sync_bench.py [--runs 3] [--peer-runs 1] [--delay 0.025]
 
-Needs the lab (scripts/lab up). Prints medians and ratios; asserts nothing.
+The project's bytecode is compiled first (`compileall`), as an installed package and the
+image have it: with PYTHONDONTWRITEBYTECODE set, an editable checkout would otherwise
+recompile every module on every run. After the timed runs, one more cold/warm pair runs
+with `--json` to show the engine's own time (the report's `seconds`, after start-up).
+
+Needs the lab (scripts/lab up). Prints every run, medians, ratios and the load average;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.conftest import lab_dir, load_lab  # noqa: E402
 from tests.netproxy import LatencyProxy  # noqa: E402
 from tests.oci_push import OciPusher  # noqa: E402
 
@@ -63,15 +71,6 @@ LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def lab_values() -> dict[str, str]:
-    lab_dir = Path(os.environ.get("AIBRIX_LAB_DIR", REPO / ".lab"))
-    values = {}
-    for line in (lab_dir / "lab.env").read_text().splitlines():
-        key, _, value = line.partition("=")
-        values[key] = value
-    return values
 
 
 def sha(data: bytes) -> str:
@@ -195,26 +194,21 @@ class CountingProxy(LatencyProxy):
 class Run:
     seconds: float
     bytes_sent: int
-    engine: float = 0.0  # aibrix-bot only: inside the process, after its imports
+    engine: float | None = None  # from a --json report: inside the process, after start-up
 
 
-# The CLI's entry point, timing itself after its imports: what the long-running bot and
-# the promotion step pay (they start up once).
-TIMED_CLI = """
-import sys, time
-from bot.cli import main
-start = time.perf_counter()
-code = main(sys.argv[1:])
-print(f"engine-seconds={time.perf_counter() - start:.6f}", file=sys.stderr)
-sys.exit(code)
-"""
 PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
 
 
 async def timed(proxy: CountingProxy, *commands: list[str], env: dict[str, str]) -> Run:
     """Run commands one after the other; wall time and bytes sent towards the proxy."""
     before = proxy.bytes_up
-    engine = 0.0
+    engine: float | None = None
     start = time.perf_counter()
     for command in commands:
         process = await asyncio.create_subprocess_exec(
@@ -226,9 +220,8 @@ async def timed(proxy: CountingProxy, *commands: list[str], env: dict[str, str])
                 f"{' '.join(command)} failed ({process.returncode}):\n"
                 f"{(out + err).decode()[-2000:]}"
             )
-        for line in err.decode().splitlines():
-            if line.startswith("engine-seconds="):
-                engine += float(line.split("=", 1)[1])
+        if "--json" in command:
+            engine = (engine or 0.0) + float(json.loads(out)["seconds"])
     return Run(time.perf_counter() - start, proxy.bytes_up - before, engine)
 
 
@@ -255,6 +248,16 @@ def mb(count: int) -> str:
     return f"{count / 1e6:.1f} MB"
 
 
+def compile_bytecode() -> None:
+    subprocess.run(
+        [PYTHON, "-m", "compileall", "-q", "bot", "jobs", "handlers"], cwd=REPO, check=True
+    )
+
+
+def ratio(peer: Run, ours: Run) -> str:
+    return f"{peer.seconds / ours.seconds:.1f}x"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -265,9 +268,10 @@ async def main() -> None:
     parser.add_argument("--skip-docker", action="store_true")
     args = parser.parse_args()
 
-    lab = lab_values()
-    registry_a, registry_b = lab["AIBRIX_LAB_REGISTRY"], lab["AIBRIX_LAB_MIRROR_REGISTRY"]
+    lab = load_lab(lab_dir())
+    registry_a, registry_b = lab.registry, lab.mirror_registry
     namespace = f"bench-sync-{uuid.uuid4().hex[:6]}"
+    print(f"before: {load()}", flush=True)
     print(
         f"seeding {len(COMPONENTS)} components x {len(PLATFORMS)} platforms x {LAYERS} layers "
         f"of {mb(LAYER_BYTES)} into {registry_a}/{namespace} ...",
@@ -275,12 +279,15 @@ async def main() -> None:
     )
     blob_bytes = await seed(registry_a, namespace)
     amd64_bytes = blob_bytes // len(PLATFORMS)  # near enough: what the docker loop must move
+    compile_bytecode()
 
     proxy_a = CountingProxy("127.0.0.1", int(registry_a.rsplit(":", 1)[1]), args.delay)
     proxy_b = CountingProxy("127.0.0.1", int(registry_b.rsplit(":", 1)[1]), args.delay)
     await proxy_a.__aenter__()
     await proxy_b.__aenter__()
     results: dict[str, dict[str, list[Run]]] = {}
+    loads: dict[str, str] = {}
+    breakdown: dict[str, Run] = {}
     try:
         with tempfile.TemporaryDirectory() as scratch:
             docker_config = Path(scratch, "docker")
@@ -290,18 +297,25 @@ async def main() -> None:
             source = f"{proxy_a.address}/{namespace}"
 
             startup = [
-                (await timed(proxy_b, [BOT, "sync", "--help"], env=env)).seconds for _ in range(3)
+                (await timed(proxy_b, [BOT, "sync", "--help"], env=env)).seconds for _ in range(5)
             ]
+
+            def sync_command(json_report: bool = False) -> list[str]:
+                target = f"{proxy_b.address}/{namespace}-ours-{uuid.uuid4().hex[:6]}"
+                config = write_config(Path(scratch), source, target)
+                command = [BOT, "sync", VERSION, "--to", "bench", "--config", str(config)]
+                return [*command, "--json"] if json_report else command
 
             ours: dict[str, list[Run]] = {"cold": [], "warm": []}
             for _ in range(args.runs):
-                target = f"{proxy_b.address}/{namespace}-ours-{uuid.uuid4().hex[:6]}"
-                config = write_config(Path(scratch), source, target)
-                command = [PYTHON, "-c", TIMED_CLI, "sync", VERSION, "--to", "bench"]
-                command += ["--config", str(config)]
+                command = sync_command()
                 ours["cold"].append(await timed(proxy_b, command, env=env))
                 ours["warm"].append(await timed(proxy_b, command, env=env))
             results["aibrix-bot sync"] = ours
+            loads["aibrix-bot sync"] = load()
+            command = sync_command(json_report=True)
+            breakdown["cold"] = await timed(proxy_b, command, env=env)
+            breakdown["warm"] = await timed(proxy_b, command, env=env)
 
             skopeo: dict[str, list[Run]] = {"cold": [], "warm": []}
             for _ in range(args.peer_runs):
@@ -321,6 +335,7 @@ async def main() -> None:
                 skopeo["cold"].append(await timed(proxy_b, *commands, env=env))
                 skopeo["warm"].append(await timed(proxy_b, *commands, env=env))
             results["(a) skopeo copy --all loop"] = skopeo
+            loads["(a) skopeo copy --all loop"] = load()
 
             if not args.skip_docker:
                 docker: dict[str, list[Run]] = {"cold": [], "warm": []}
@@ -340,6 +355,7 @@ async def main() -> None:
                     docker["warm"].append(await timed(proxy_b, *commands, env=env))
                     docker_rmi(pulled + pushed)
                 results["(b) docker pull/tag/push loop"] = docker
+                loads["(b) docker pull/tag/push loop"] = load()
     finally:
         await proxy_a.__aexit__(None, None, None)
         await proxy_b.__aexit__(None, None, None)
@@ -351,15 +367,19 @@ async def main() -> None:
         f"= {len(COMPONENTS) * len(PLATFORMS) * LAYERS} blobs of random data, {mb(blob_bytes)}; "
         f"{rtt * 1000:.0f} ms round trip to each registry"
     )
-    print(f"aibrix-bot start-up (sync --help), median of 3: {statistics.median(startup):.3f} s")
+    print(
+        f"aibrix-bot start-up (sync --help), median of {len(startup)}: "
+        f"{statistics.median(startup):.3f} s ({', '.join(f'{x:.3f}' for x in startup)})"
+    )
     print()
-    print(f"{'method':34} {'cold':>9} {'sent':>10} {'warm':>9} {'sent':>10}")
+    print(f"{'method':34} {'run':>3} {'cold':>9} {'sent':>10} {'warm':>9} {'sent':>10}")
     for name, runs in results.items():
-        cold, warm = median(runs["cold"]), median(runs["warm"])
-        print(
-            f"{name:34} {cold.seconds:8.2f}s {mb(cold.bytes_sent):>10} "
-            f"{warm.seconds:8.2f}s {mb(warm.bytes_sent):>10}"
-        )
+        for number, (cold, warm) in enumerate(zip(runs["cold"], runs["warm"], strict=True), 1):
+            print(
+                f"{name:34} {number:3} {cold.seconds:8.2f}s {mb(cold.bytes_sent):>10} "
+                f"{warm.seconds:8.3f}s {mb(warm.bytes_sent):>10}"
+            )
+        print(f"{'':34} {'':3} after it: {loads[name]}")
     ours_cold = median(results["aibrix-bot sync"]["cold"])
     ours_warm = median(results["aibrix-bot sync"]["warm"])
     peer_cold = median(results["(a) skopeo copy --all loop"]["cold"])
@@ -369,28 +389,36 @@ async def main() -> None:
         f"blobs to copy: {mb(blob_bytes)} (both platforms); the docker loop copies only "
         f"this host's platform (~{mb(amd64_bytes)}) and rewrites the digests"
     )
+    sent = ", ".join(f"{r.bytes_sent / blob_bytes:.4f}" for r in results["aibrix-bot sync"]["cold"])
     print(
-        f"aibrix-bot bytes sent cold / blob bytes: {ours_cold.bytes_sent / blob_bytes:.3f} "
-        "(1.000 plus HTTP: no blob byte sent twice)"
+        f"aibrix-bot bytes sent cold / blob bytes, each run: {sent} "
+        "(1 plus HTTP headers: no blob byte sent twice)"
     )
     print(
-        f"cold: skopeo / aibrix-bot = {peer_cold.seconds / ours_cold.seconds:.1f}x (target >= 5x)"
+        "medians: cold: skopeo / aibrix-bot = "
+        f"{ratio(peer_cold, ours_cold)} (target >= 5x); each run: "
+        + ", ".join(ratio(peer_cold, r) for r in results["aibrix-bot sync"]["cold"])
     )
     print(
-        f"warm: skopeo / aibrix-bot = {peer_warm.seconds / ours_warm.seconds:.1f}x (target >= 20x)"
+        "medians: warm: skopeo / aibrix-bot = "
+        f"{ratio(peer_warm, ours_warm)} (target >= 20x); each run: "
+        + ", ".join(ratio(peer_warm, r) for r in results["aibrix-bot sync"]["warm"])
     )
+    cold_engine, warm_engine = breakdown["cold"].engine, breakdown["warm"].engine
+    assert cold_engine is not None and warm_engine is not None
     print(
-        f"engine alone (inside the process, after imports): cold {ours_cold.engine:.2f} s "
-        f"({peer_cold.seconds / ours_cold.engine:.1f}x), warm {ours_warm.engine:.3f} s "
-        f"({peer_warm.seconds / ours_warm.engine:.1f}x)"
+        f"one more pair with --json: cold {breakdown['cold'].seconds:.2f} s wall, "
+        f"{cold_engine:.2f} s in the engine; warm {breakdown['warm'].seconds:.3f} s wall, "
+        f"{warm_engine:.3f} s in the engine (the rest: start-up, rendering, exit)"
     )
     if "(b) docker pull/tag/push loop" in results:
         docker_cold = median(results["(b) docker pull/tag/push loop"]["cold"])
         docker_warm = median(results["(b) docker pull/tag/push loop"]["warm"])
         print(
-            f"cold: docker loop / aibrix-bot = {docker_cold.seconds / ours_cold.seconds:.1f}x; "
-            f"warm: {docker_warm.seconds / ours_warm.seconds:.1f}x"
+            f"medians: cold: docker loop / aibrix-bot = {ratio(docker_cold, ours_cold)}; "
+            f"warm: {ratio(docker_warm, ours_warm)}"
         )
+    print(f"after: {load()}")
 
 
 if __name__ == "__main__":
