@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 MAX_HEAD_BYTES = 256 * 1024
 MAX_REDIRECTS = 10
-READ_LIMIT = 1024 * 1024  # stream buffer: the transport pauses reading at twice this
-WRITE_HIGH_WATER = 1024 * 1024
+READ_LIMIT = 256 * 1024  # stream buffer: the transport pauses reading at twice this
+WRITE_HIGH_WATER = 256 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NO_BODY = frozenset({204, 304})
 

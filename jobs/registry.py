@@ -25,7 +25,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -238,6 +238,7 @@ class _RetryTransfer(Exception):
 class _StreamState:
     error: BaseException | None = None
     sent: int = 0
+    location: str | None = None  # the upload session, once there is one
 
 
 _TRANSPORT_ERRORS = (HttpError, OSError, TimeoutError)
@@ -258,6 +259,8 @@ class RegistryClient:
         self.settings = settings or RegistrySettings()
         self._docker_config = docker_config
         self._http: HttpClient | None = None
+        self._shared: dict[tuple[str, str, str], asyncio.Future[Manifest]] | None = None
+        self._sharing = 0
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._auth: dict[str, _HostAuth] = {}
         self._credentials: dict[str, Credentials | None] = {}
@@ -286,8 +289,40 @@ class RegistryClient:
 
     # -- public API: reads
 
+    @contextlib.contextmanager
+    def shared_reads(self) -> Iterator[None]:
+        """Within the block, concurrent and repeated reads of one manifest (same registry,
+        repository and tag or digest) are one request, and a manifest put through this
+        client is read afresh. For one piece of work that pins what it read (the sync:
+        its gate and its copy read the same source trees at the same time)."""
+        if self._sharing == 0:
+            self._shared = {}
+        self._sharing += 1
+        try:
+            yield
+        finally:
+            self._sharing -= 1
+            if self._sharing == 0:
+                self._shared = None
+
     async def get_manifest(self, ref: Reference) -> Manifest:
         """Fetch and verify the manifest `ref` names (by tag or digest)."""
+        if self._shared is None:
+            return await self._read_manifest(ref)
+        key = (ref.api_host, ref.repository, ref.identifier)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = asyncio.ensure_future(self._read_manifest(ref))
+            shared.add_done_callback(lambda done: self._forget_failed(key, done))
+        return await asyncio.shield(shared)
+
+    def _forget_failed(self, key: tuple[str, str, str], done: asyncio.Future[Manifest]) -> None:
+        """A failed shared read is not kept: the next caller tries again."""
+        failed = done.cancelled() or done.exception() is not None
+        if failed and self._shared is not None and self._shared.get(key) is done:
+            del self._shared[key]
+
+    async def _read_manifest(self, ref: Reference) -> Manifest:
         fetched = await self._get(
             ref,
             f"/v2/{ref.repository}/manifests/{ref.identifier}",
@@ -378,6 +413,9 @@ class RegistryClient:
             raise DigestMismatchError(
                 str(ref), f"the registry stored the manifest as {announced}, not {digest}"
             )
+        if self._shared is not None:
+            for identifier in (ref.tag, ref.digest, digest):
+                self._shared.pop((ref.api_host, ref.repository, identifier or ""), None)
         return digest
 
     async def copy_blob(
@@ -394,30 +432,33 @@ class RegistryClient:
         With `mount_from` (a repository of the destination's registry that holds the blob)
         the registry is asked to mount it; when it declines, or without `mount_from`, the
         blob is streamed from the source's GET into the upload's PUT in chunks, its size
-        and digest checked on the way. Attempts that fail on a dropped connection, 429 or
-        5xx are started over after a backoff (honouring Retry-After). `on_bytes` gets the
-        size of each chunk sent, and the negative total of an attempt that is abandoned.
+        and digest checked on the way (the upload is started while the GET is answered:
+        one round trip, not two, before the bytes flow). Attempts that fail on a dropped
+        connection, 429 or 5xx are started over after a backoff (honouring Retry-After).
+        `on_bytes` gets the size of each chunk sent, and the negative total of an attempt
+        that is abandoned.
         """
+        mounting = mount_from is not None and mount_from != destination.repository
         attempt = 0
         while True:
             attempt += 1
-            location: str | None = None
             state = _StreamState()
             try:
-                location = await self._start_upload(destination, blob.digest, mount_from)
-                if location is None:
-                    return BlobTransfer(mounted=True, bytes_sent=0, attempts=attempt)
-                await self._upload_from(source, destination, location, blob, state, on_bytes)
+                if mounting:
+                    state.location = await self._start_upload(destination, blob.digest, mount_from)
+                    if state.location is None:
+                        return BlobTransfer(mounted=True, bytes_sent=0, attempts=attempt)
+                await self._upload_from(source, destination, blob, state, on_bytes)
                 return BlobTransfer(mounted=False, bytes_sent=state.sent, attempts=attempt)
             except RegistryError:
-                if location is not None:
-                    await self._cancel_upload(destination, location)
+                if state.location is not None:
+                    await self._cancel_upload(destination, state.location)
                 raise
             except _RetryTransfer as retry:
                 if on_bytes is not None and state.sent:
                     on_bytes(-state.sent)
-                if location is not None:
-                    await self._cancel_upload(destination, location)
+                if state.location is not None:
+                    await self._cancel_upload(destination, state.location)
                 if attempt >= self.settings.max_attempts:
                     raise UnreachableError(
                         str(destination),
@@ -466,10 +507,33 @@ class RegistryClient:
         self,
         source: Reference,
         destination: Reference,
-        location: str,
         blob: Descriptor,
         state: _StreamState,
         on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        """Stream the blob from the source into an upload: `state.location`'s, or one
+        POSTed here while the source's GET is on its way."""
+        post: asyncio.Task[str | None] | None = None
+        if state.location is None:
+            post = asyncio.create_task(self._start_upload(destination, blob.digest, None))
+        try:
+            await self._stream_blob(source, destination, blob, state, on_bytes, post)
+        finally:
+            if post is not None:
+                if not post.done():
+                    post.cancel()
+                [started] = await asyncio.gather(post, return_exceptions=True)
+                if state.location is None and isinstance(started, str):
+                    state.location = started  # to be cancelled by the caller
+
+    async def _stream_blob(
+        self,
+        source: Reference,
+        destination: Reference,
+        blob: Descriptor,
+        state: _StreamState,
+        on_bytes: Callable[[int], None] | None,
+        post: asyncio.Task[str | None] | None,
     ) -> None:
         source_url = self._url(source, f"/v2/{source.repository}/blobs/{blob.digest}")
         async with self._exchange(
@@ -480,6 +544,10 @@ class RegistryClient:
             headers={"Accept": "*/*"},
             final=(200,),
         ) as response:
+            if post is not None:
+                state.location = await post
+            location = state.location
+            assert location is not None
             if response.content_length is not None and response.content_length != blob.size:
                 raise DigestMismatchError(
                     str(source),

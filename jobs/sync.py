@@ -75,7 +75,7 @@ from jobs.registry import ProtocolError, RegistryClient, RegistryError
 from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 MAX_INDEX_DEPTH = 2  # an index of indexes of images at most
-DEFAULT_PARALLEL_BLOBS = 16  # blob copies in flight per destination registry
+DEFAULT_PARALLEL_BLOBS = 32  # blob copies in flight per destination registry
 
 # ---- targets ------------------------------------------------------------------------
 
@@ -566,20 +566,34 @@ class _Engine:
         )
 
     async def read_ahead(self, job: CopyJob, head: asyncio.Task[DigestRead]) -> PlanInput | None:
-        """While the gate runs: when the mirror lacks the tag, read the source tree (by
-        tag) and HEAD the mirror for it. Reads only; nothing is written before the gate
-        passes, and the tree is used only if it is the digest the gate judged."""
-        found = await head
+        """While the gate runs: read the source tree (by tag; the gate's reads of the same
+        manifests are the same requests) and, when the mirror lacks the tag, HEAD the
+        mirror for it. Reads only; nothing is written before the gate passes, and the
+        tree is used only if it is the digest the gate judged."""
+        tree = asyncio.ensure_future(fetch_tree(self.client, job.source))
+        try:
+            found = await head
+        except BaseException:
+            tree.cancel()
+            raise
         if found.error is not None or found.digest is not None:
+            tree.cancel()
+            await asyncio.gather(tree, return_exceptions=True)
             return None
-        return await self._prepare(job, None)
+        # A copy follows: a burst of HEADs at the mirror, then uploads.
+        self.client.preconnect(job.destination, self.parallel_blobs)
+        return await self._plan_input(job, await tree)
 
     async def _prepare(self, job: CopyJob, source_digest: str | None) -> PlanInput:
         """Read the source tree (by the digest the gate passed, or by tag when reading
         ahead) and HEAD what the mirror repository holds of it."""
         source = job.source.with_digest(source_digest) if source_digest else job.source
-        root = await fetch_tree(self.client, source)
+        return await self._plan_input(job, await fetch_tree(self.client, source))
+
+    async def _plan_input(self, job: CopyJob, root: ManifestNode) -> PlanInput:
+        """HEAD what the mirror repository holds of the tree."""
         blobs = unique_blobs(root)
+        self.client.preconnect(job.source, min(len(blobs), self.parallel_blobs))
         children = [n for n in _nodes(root) if n.digest != root.digest]
         destination = job.destination
         blob_checks = asyncio.gather(
@@ -660,6 +674,8 @@ class _Engine:
     ) -> int:
         """Blobs, then each child once its blobs are in, then the index by tag (unless the
         tag holds it already). Returns how many manifests were put."""
+        writes_tag = held != source_digest
+        tag_check: asyncio.Task[str | None] | None = None
         try:
             async with asyncio.TaskGroup() as group:
                 blob_tasks = {
@@ -671,19 +687,29 @@ class _Engine:
                     node_tasks[step.node.digest] = group.create_task(
                         self._put_node(job, step.node, step.put, blob_tasks, node_tasks)
                     )
+                if writes_tag and not self.overwrite_allowed:
+                    # Once every blob is in, while the children are put: the tag again.
+                    tag_check = group.create_task(self._head_after(job, blob_tasks.values()))
                 root = plan.root.node
                 await _wait_for(root, blob_tasks, node_tasks)
         except* RegistryError as group_error:
             raise _first_registry_error(group_error) from None
         puts = sum(1 for task in node_tasks.values() if task.result())
-        if held == source_digest:
+        if not writes_tag:
             return puts
-        if not self.overwrite_allowed:
-            current = await self.client.head_manifest(job.destination)
+        if tag_check is not None:
+            current = tag_check.result()
             if current is not None and current not in (held, source_digest):
                 raise _Refused(messages.sync_tag_appeared(str(job.destination), current), current)
         await self.client.put_manifest(job.destination, root.raw, root.media_type)
         return puts + 1
+
+    async def _head_after(
+        self, job: CopyJob, blob_tasks: Iterable[asyncio.Task[None]]
+    ) -> str | None:
+        """What the destination tag holds, read once the blobs are in."""
+        await asyncio.gather(*blob_tasks)
+        return await self.client.head_manifest(job.destination)
 
     async def _verify(
         self,
@@ -914,6 +940,32 @@ async def sync_jobs(
     """Gate, copy and verify `jobs` (see the module docstring). `version` labels the
     report and the sentences. Registry failures of single components are in the report,
     never raised; the gate refusing is in `report.gate`."""
+    with client.shared_reads():
+        return await _sync_jobs(
+            client,
+            jobs,
+            required,
+            version=version,
+            overwrite_allowed=overwrite_allowed,
+            deep=deep,
+            expected_digests=expected_digests,
+            progress=progress,
+            parallel_blobs=parallel_blobs,
+        )
+
+
+async def _sync_jobs(
+    client: RegistryClient,
+    jobs: Sequence[CopyJob],
+    required: Sequence[Platform],
+    *,
+    version: str,
+    overwrite_allowed: bool,
+    deep: bool,
+    expected_digests: Mapping[str, str] | None,
+    progress: Progress | None,
+    parallel_blobs: int,
+) -> SyncReport:
     started = time.monotonic()
     sources: dict[str, Reference] = {}
     for job in jobs:
