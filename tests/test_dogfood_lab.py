@@ -1,0 +1,128 @@
+"""Dogfooding: the bot's own image, released by the bot's own pipeline.
+
+The repository's Dockerfile is built for linux/amd64 and linux/arm64 by two real workers
+(arm64 under QEMU), merged from pinned digests, read back and gated like any release;
+then each platform's image is pulled and run: `aibrix-bot --help`, the interpreter's
+machine, the non-root user, and the docker CLI with Buildx that the worker needs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.state import State
+from tests.conftest import REPO, Lab
+from tests.pipeline_support import BOT, Setup, toml_config
+
+COMPONENT = "aibrix-release-bot"
+VERSION = "v0.1.0"
+# What the Dockerfile's context needs; .dockerignore narrows it further.
+CONTEXT_FILES = ("pyproject.toml", "README.md", "Dockerfile", ".dockerignore")
+CONTEXT_DIRS = ("bot", "handlers", "jobs")
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+
+
+def bot_source(lab: Lab, root: Path) -> Path:
+    """The bot's source as a release would check it out, plus the per-platform docker CLI
+    and Buildx binaries the Dockerfile takes from the context (DOCKER_CLI_SOURCE=context)."""
+    for name in CONTEXT_FILES:
+        shutil.copy2(REPO / name, root / name)
+    for name in CONTEXT_DIRS:
+        shutil.copytree(
+            REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    for arch in ("amd64", "arm64"):
+        found = lab.docker_cli_dir / f"linux-{arch}"
+        if not (found / "docker").is_file() or not (found / "docker-buildx").is_file():
+            pytest.fail(f"{found} lacks docker or docker-buildx: run scripts/lab up")
+        shutil.copytree(found, root / "build" / "docker-cli" / f"linux-{arch}")
+    return root
+
+
+@pytest.fixture
+def setup(
+    lab: Lab, redis_url: str, docker_available: None, tmp_path: Path, key_prefix: str
+) -> Iterator[Setup]:
+    source = tmp_path / "src"
+    source.mkdir()
+    config = tmp_path / "aibrix.toml"
+    config.write_text(
+        toml_config(
+            lab,
+            namespace=f"dogfood-{uuid.uuid4().hex[:8]}",
+            key_prefix=key_prefix,
+            source=bot_source(lab, source),
+            components={COMPONENT: "Dockerfile"},
+            build_args={
+                COMPONENT: {
+                    "BASE_IMAGE": lab.python_image,
+                    "DOCKER_CLI_SOURCE": "context",
+                    # The lab's base has no apt: git and ssh are not installed into it.
+                    "RUNTIME_PACKAGES": "",
+                    "VERSION": VERSION.removeprefix("v"),
+                }
+            },
+            lease_seconds=20,
+        )
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    found = Setup(lab, config, redis_url, logs)
+    yield found
+    found.stop_all()
+
+
+def run_in_image(reference: str, platform: str, *command: str, entrypoint: str = "") -> str:
+    args = ["docker", "run", "--rm", "--pull", "always", "--platform", platform]
+    if entrypoint:
+        args += ["--entrypoint", entrypoint]
+    result = subprocess.run(
+        [*args, reference, *command], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"{platform} {command}: {result.stderr}"
+    return result.stdout
+
+
+async def test_the_bot_image_is_released_by_its_own_pipeline(setup: Setup) -> None:
+    setup.start_worker("linux/amd64")
+    setup.start_worker("linux/arm64")
+    code, out, err = await setup.cli("release", VERSION, "--timeout", "1500", timeout=1600)
+    assert code == 0, out + err + setup.tail_logs()
+    assert f"{VERSION}: ready" in out
+    release = await setup.wait_for(VERSION, [State.READY])
+    reference = setup.config.release_reference(COMPONENT, release.version)
+
+    # The project's own gate, as CI would run it: exit 0 and both platforms really there.
+    gate = subprocess.run([BOT, "inspect", "--json", reference], capture_output=True, text=True)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    (report,) = json.loads(gate.stdout)
+    assert report["verdict"] == "ok"
+    found = {p["platform"]: p for p in report["platforms"]}
+    assert set(found) == set(MACHINES)
+    for platform, entry in found.items():
+        assert entry["config_platform"] == platform
+        assert entry["digest"] == release.build(COMPONENT, platform).digest
+
+    # Each platform's image by its own digest in the index (Docker 20.10's image store
+    # keeps one platform per index digest).
+    repository = reference.rsplit(":", 1)[0]
+    for platform, machine in MACHINES.items():
+        pinned = f"{repository}@{found[platform]['digest']}"
+        assert "usage: aibrix-bot" in run_in_image(pinned, platform, "--help")
+        assert "usage: aibrix-bot worker" in run_in_image(pinned, platform, "worker", "--help")
+        facts = run_in_image(
+            pinned,
+            platform,
+            "-c",
+            "import os, platform; print(platform.machine(), os.getuid(), os.getgid())",
+            entrypoint="python3",
+        )
+        assert facts.split() == [machine, "10001", "10001"]
+        assert "Docker version" in run_in_image(pinned, platform, "--version", entrypoint="docker")
+        assert "buildx" in run_in_image(pinned, platform, "buildx", "version", entrypoint="docker")
