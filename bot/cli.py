@@ -16,37 +16,22 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from bot import messages
-from bot.report import inspection_tables
-from jobs.config import Config, ConfigError, load_config
-from jobs.inspection import inspect_many, inspection_json
-from jobs.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform_list
-from jobs.references import InvalidReferenceError, Reference, parse_reference
-from jobs.registry import (
-    RegistryClient,
-    RegistrySettings,
-    insecure_from_env,
-    parse_insecure_registries,
-)
-from jobs.sync import (
-    DriftRow,
-    ProgressEvent,
-    ProgressKind,
-    SyncInputError,
-    SyncReport,
-    SyncRequest,
-    drift_data,
-    gather_drift,
-    parse_sync_request,
-    sync_release,
-    sync_report_data,
-)
+# Start-up is part of every `inspect` and `sync` run (CI gates both, a warm sync takes a
+# few hundred milliseconds in all), so this module imports only argparse and the
+# standard library at the top: each command imports what it uses when it runs. The
+# pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker,
+# over a second, and are imported only when one of them (or the top-level help) is
+# asked for. `python -X importtime -m bot.cli sync --help` shows what is left.
+if TYPE_CHECKING:
+    from jobs.config import Config
+    from jobs.inspection import Inspection
+    from jobs.platforms import Platform
+    from jobs.references import Reference
+    from jobs.registry import RegistrySettings
+    from jobs.sync import ProgressEvent, SyncRequest
 
-# The pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker:
-# over a second of start-up that inspect and sync, CI gates both, do not need. They are
-# imported only when one of them (or the top-level help) is asked for.
 LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
 
 
@@ -163,6 +148,8 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
 
 
 def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
+    from jobs.platforms import DEFAULT_PLATFORMS, parse_platform_list
+
     if args.require is not None:
         return parse_platform_list(args.require)
     if args.config or os.environ.get("AIBRIX_CONFIG"):
@@ -171,17 +158,24 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
 
 
 def _parse_refs(texts: Sequence[str]) -> list[Reference]:
+    from jobs.references import parse_reference
+
     return [parse_reference(text) for text in texts]
 
 
 async def _inspect(
     refs: Sequence[Reference], required: Sequence[Platform], settings: RegistrySettings
-) -> list:  # type: ignore[type-arg]
+) -> list[Inspection]:
+    from jobs.inspection import inspect_many
+    from jobs.registry import RegistryClient
+
     async with RegistryClient(settings) as client:
         return await inspect_many(client, refs, required)
 
 
 def _load_config(args: argparse.Namespace) -> Config:
+    from jobs.config import ConfigError, load_config
+
     try:
         return load_config(Path(args.config) if args.config else None)
     except ConfigError as error:
@@ -195,6 +189,10 @@ def _release_inputs(
     component_texts: Sequence[str] | None = None,
 ) -> tuple[Config, SyncRequest, frozenset[str]]:
     """Config, the validated request and insecure hosts, all before any I/O."""
+    from jobs.references import InvalidReferenceError
+    from jobs.registry import insecure_from_env, parse_insecure_registries
+    from jobs.sync import SyncInputError, parse_sync_request
+
     config = _load_config(args)
     try:
         request = parse_sync_request(config, version_text, mirror_texts, component_texts)
@@ -205,6 +203,12 @@ def _release_inputs(
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from bot.report import inspection_tables
+    from jobs.inspection import inspection_json
+    from jobs.platforms import PlatformError
+    from jobs.references import InvalidReferenceError
+    from jobs.registry import RegistrySettings, insecure_from_env, parse_insecure_registries
+
     if args.across is not None:
         if args.refs:
             raise UsageError("give REFs or --across VERSION, not both")
@@ -234,6 +238,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_across(args: argparse.Namespace) -> int:
+    from bot import messages
+    from jobs.registry import RegistryClient, RegistrySettings
+    from jobs.sync import DriftRow, drift_data, gather_drift
+
     config = _load_config(args)
     mirror_texts = args.to or sorted(config.mirrors)
     if not mirror_texts:
@@ -258,6 +266,10 @@ class _TerminalProgress:
     one plain line per finished copy."""
 
     def __init__(self, stream: TextIO, copies: int) -> None:
+        from bot import messages
+        from jobs.sync import ProgressKind
+
+        self._kinds, self._messages = ProgressKind, messages
         self.stream = stream
         self.tty = stream.isatty()
         self.copies = copies
@@ -267,6 +279,7 @@ class _TerminalProgress:
         self._drawn = 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
+        ProgressKind, messages = self._kinds, self._messages
         if event.kind is ProgressKind.PLANNED:
             self.total += event.total
         elif event.kind is ProgressKind.BYTES:
@@ -302,6 +315,10 @@ class _TerminalProgress:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from bot import messages
+    from jobs.registry import RegistryClient, RegistrySettings
+    from jobs.sync import SyncReport, sync_release, sync_report_data
+
     config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
     components = request.components
     count = len(request.mirrors) * len(components or config.component_names)

@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
@@ -37,6 +36,7 @@ from jobs.auth import (
     Authorization,
     TokenResponse,
     authorization_flow,
+    mount_scope,
     parse_challenge,
     scope_for,
 )
@@ -142,6 +142,8 @@ def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float) 
         if value.isdigit():
             return min(float(value), cap * 4)
         try:
+            from email.utils import parsedate_to_datetime  # rare: not worth start-up time
+
             moment = parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError):
             moment = None
@@ -482,14 +484,16 @@ class RegistryClient:
         """POST an upload (a mount when `mount_from` is given): None when the registry
         mounted the blob, else the URL of the upload session."""
         query = ""
+        scope = scope_for(destination.repository, "pull,push")
         if mount_from is not None and mount_from != destination.repository:
             query = f"?mount={digest}&from={mount_from}"
+            scope = mount_scope(destination.repository, mount_from)  # token registries
         url = self._url(destination, f"/v2/{destination.repository}/blobs/uploads/{query}")
         fetched = await self._call(
             destination,
             "POST",
             url,
-            scope=scope_for(destination.repository, "pull,push"),
+            scope=scope,
             headers={},
             data=b"",
             final=(201, 202),
