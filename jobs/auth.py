@@ -70,10 +70,18 @@ def scope_for(repository: str, actions: str = "pull") -> str:
     return f"repository:{repository}:{actions}"
 
 
+def mount_scope(repository: str, from_repository: str) -> str:
+    """What a cross-repository mount into `repository` needs: push there and pull from
+    `from_repository`. Scopes are separated by spaces (one `scope=` each in the token
+    request)."""
+    return f"{scope_for(repository, 'pull,push')} {scope_for(from_repository)}"
+
+
 def authorization_flow(
     challenge: Challenge, scope: str, credentials: Credentials | None
 ) -> Generator[TokenRequest, TokenResponse, Authorization]:
-    """Turn a challenge into an Authorization header, yielding a token request for Bearer."""
+    """Turn a challenge into an Authorization header, yielding a token request for Bearer.
+    `scope` is one scope or several separated by spaces (each its own `scope=`)."""
     if challenge.scheme == "basic":
         if credentials is None or not credentials.username:
             raise AuthFlowError(
@@ -85,9 +93,9 @@ def authorization_flow(
     realm = challenge.params.get("realm")
     if not realm or not realm.startswith(("https://", "http://")):
         raise AuthFlowError("the registry's Bearer challenge has no usable realm")
-    query = {"scope": scope}
+    query = [("scope", item) for item in scope.split()]
     if challenge.params.get("service"):
-        query["service"] = challenge.params["service"]
+        query.append(("service", challenge.params["service"]))
     headers: dict[str, str] = {}
     if credentials is not None and credentials.username and credentials.password:
         headers["Authorization"] = basic_header(credentials)

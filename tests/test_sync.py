@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import messages
+from jobs.auth import Challenge, TokenResponse, authorization_flow, mount_scope
 from jobs.config import MirrorError, parse_config
 from jobs.copy_plan import (
     BlobAction,
@@ -851,3 +852,19 @@ def test_parse_sync_request_refuses(  # type: ignore[no-untyped-def]
     with pytest.raises(SyncInputError) as error:
         parse_sync_request(config, version, mirrors, components)
     assert says in str(error.value)
+
+
+# ---- token scopes of a cross-repository mount ------------------------------------------------
+
+
+def test_a_mount_asks_the_token_service_for_push_here_and_pull_there() -> None:
+    challenge = Challenge("bearer", {"realm": "https://auth.example/token", "service": "reg"})
+    flow = authorization_flow(challenge, mount_scope("ns/runtime", "ns/gateway-plugins"), None)
+    request = next(flow)
+    assert request.url == (
+        "https://auth.example/token?scope=repository%3Ans%2Fruntime%3Apull%2Cpush"
+        "&scope=repository%3Ans%2Fgateway-plugins%3Apull&service=reg"
+    )
+    with pytest.raises(StopIteration) as done:
+        flow.send(TokenResponse(200, b'{"token": "T"}'))
+    assert done.value.value.header == "Bearer T"
