@@ -7,6 +7,7 @@ machine, the non-root user, and the docker CLI with Buildx that the worker needs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -126,3 +127,44 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(setup: Setup) -> No
         assert facts.split() == [machine, "10001", "10001"]
         assert "Docker version" in run_in_image(pinned, platform, "--version", entrypoint="docker")
         assert "buildx" in run_in_image(pinned, platform, "buildx", "version", entrypoint="docker")
+
+
+def venv_tree(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every path under the image's /opt/aibrix with its mode, mtime and content digest."""
+    venv = root / "opt" / "aibrix"
+    tree = {}
+    for path in sorted(venv.rglob("*")):
+        info = path.lstat()
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        if path.is_symlink():
+            content = str(path.readlink())
+        tree[str(path.relative_to(venv))] = (info.st_mode, int(info.st_mtime), content)
+    return tree
+
+
+def test_two_builds_from_scratch_give_the_same_venv(
+    lab: Lab, docker_available: None, tmp_path: Path
+) -> None:
+    (tmp_path / "src").mkdir()
+    source = bot_source(lab, tmp_path / "src")
+    epoch = 1_700_000_000
+    trees = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        build = subprocess.run(
+            [
+                "docker", "buildx", "build", "--no-cache", "--platform", "linux/amd64",
+                "--build-arg", f"BASE_IMAGE={lab.python_image}",
+                "--build-arg", "DOCKER_CLI_SOURCE=context",
+                "--build-arg", "RUNTIME_PACKAGES=",
+                "--build-arg", f"SOURCE_DATE_EPOCH={epoch}",
+                "--output", f"type=local,dest={out}", str(source),
+            ],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert build.returncode == 0, build.stderr[-3000:]
+        trees.append(venv_tree(out))
+    first, second = trees
+    assert len(first) > 1000  # the whole venv, not an empty directory
+    assert first == second
+    assert {mtime for _, mtime, _ in first.values()} == {epoch}
