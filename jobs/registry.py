@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Itera
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import cast
 from urllib.parse import urljoin, urlsplit
 
 from jobs.auth import (
@@ -261,7 +262,7 @@ class RegistryClient:
         self.settings = settings or RegistrySettings()
         self._docker_config = docker_config
         self._http: HttpClient | None = None
-        self._shared: dict[tuple[str, str, str], asyncio.Future[Manifest]] | None = None
+        self._shared: dict[tuple[str, str, str], asyncio.Future[object]] | None = None
         self._sharing = 0
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._auth: dict[str, _HostAuth] = {}
@@ -294,8 +295,8 @@ class RegistryClient:
     @contextlib.contextmanager
     def shared_reads(self) -> Iterator[None]:
         """Within the block, concurrent and repeated reads of one manifest (same registry,
-        repository and tag or digest) are one request, and a manifest put through this
-        client is read afresh. For one piece of work that pins what it read (the sync:
+        repository and tag or digest) or config blob are one request, and a manifest put
+        through this client is read afresh. For one piece of work that pins what it read (the sync:
         its gate and its copy read the same source trees at the same time)."""
         if self._sharing == 0:
             self._shared = {}
@@ -316,9 +317,9 @@ class RegistryClient:
         if shared is None:
             shared = self._shared[key] = asyncio.ensure_future(self._read_manifest(ref))
             shared.add_done_callback(lambda done: self._forget_failed(key, done))
-        return await asyncio.shield(shared)
+        return cast(Manifest, await asyncio.shield(shared))
 
-    def _forget_failed(self, key: tuple[str, str, str], done: asyncio.Future[Manifest]) -> None:
+    def _forget_failed(self, key: tuple[str, str, str], done: asyncio.Future[object]) -> None:
         """A failed shared read is not kept: the next caller tries again."""
         failed = done.cancelled() or done.exception() is not None
         if failed and self._shared is not None and self._shared.get(key) is done:
@@ -343,6 +344,18 @@ class RegistryClient:
         self, ref: Reference, digest: str, max_bytes: int = MAX_CONFIG_BYTES
     ) -> bytes:
         """Fetch a small blob (an image config) and verify its digest."""
+        if self._shared is None:
+            return await self._read_blob(ref, digest, max_bytes)
+        key = (ref.api_host, ref.repository, f"blob {digest} {max_bytes}")
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = asyncio.ensure_future(
+                self._read_blob(ref, digest, max_bytes)
+            )
+            shared.add_done_callback(lambda done: self._forget_failed(key, done))
+        return cast(bytes, await asyncio.shield(shared))
+
+    async def _read_blob(self, ref: Reference, digest: str, max_bytes: int) -> bytes:
         fetched = await self._get(ref, f"/v2/{ref.repository}/blobs/{digest}", "*/*", max_bytes)
         self._verify(ref, fetched.body, digest, "blob")
         return fetched.body

@@ -75,6 +75,12 @@ from jobs.registry import ProtocolError, RegistryClient, RegistryError
 from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 MAX_INDEX_DEPTH = 2  # an index of indexes of images at most
+_CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    }
+)
 DEFAULT_PARALLEL_BLOBS = 32  # blob copies in flight per destination registry
 
 # ---- targets ------------------------------------------------------------------------
@@ -720,7 +726,26 @@ class _Engine:
         plan: CopyPlan,
         started: float,
     ) -> ComponentReport:
-        inspection = await inspect_reference(self.client, job.destination, self.required)
+        # The read-back: the tag, and at the same time the children and configs it must
+        # hold (the source's digests; with the tag's digest equal to the source's they are
+        # what the verdict reads), so the inspection's reads are one round trip, not three.
+        destination_ref = job.destination
+        nodes = [n for n in _nodes(plan.root.node) if n.digest != plan.root.node.digest]
+        ahead: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self.client.get_manifest(destination_ref.with_digest(n.digest)))
+            for n in nodes
+        ]
+        ahead.extend(
+            asyncio.ensure_future(self.client.get_blob(destination_ref, n.blobs[0].digest))
+            for n in nodes
+            if n.blobs and n.blobs[0].media_type in _CONFIG_TYPES
+        )
+        try:
+            inspection = await inspect_reference(self.client, job.destination, self.required)
+        finally:
+            for task in ahead:
+                task.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
         destination = str(job.destination)
         if inspection.unreadable:
             reason = inspection.verdict.error or "the mirror tag cannot be read back"
