@@ -9,7 +9,6 @@ at all (or a registry could not be read or written by a sync).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -189,9 +188,9 @@ def _release_inputs(
     component_texts: Sequence[str] | None = None,
 ) -> tuple[Config, SyncRequest, frozenset[str]]:
     """Config, the validated request and insecure hosts, all before any I/O."""
+    from jobs.endpoints import insecure_from_env, parse_insecure_registries
     from jobs.references import InvalidReferenceError
-    from jobs.registry import insecure_from_env, parse_insecure_registries
-    from jobs.sync import SyncInputError, parse_sync_request
+    from jobs.sync_request import SyncInputError, parse_sync_request
 
     config = _load_config(args)
     try:
@@ -203,11 +202,9 @@ def _release_inputs(
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from bot.report import inspection_tables
-    from jobs.inspection import inspection_json
+    from jobs.endpoints import insecure_from_env, parse_insecure_registries
     from jobs.platforms import PlatformError
     from jobs.references import InvalidReferenceError
-    from jobs.registry import RegistrySettings, insecure_from_env, parse_insecure_registries
 
     if args.across is not None:
         if args.refs:
@@ -223,6 +220,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
     except (PlatformError, InvalidReferenceError) as error:
         raise UsageError(str(error)) from None
+    _connect_early([ref.api_host for ref in refs], insecure)
+    import asyncio
+
+    from bot.report import inspection_tables
+    from jobs.inspection import inspection_json
+    from jobs.registry import RegistrySettings
+
     inspections = asyncio.run(
         _inspect(refs, required, RegistrySettings(insecure_registries=insecure))
     )
@@ -252,6 +256,8 @@ def _inspect_across(args: argparse.Namespace) -> int:
     async def gather() -> tuple[DriftRow, ...]:
         async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
             return await gather_drift(client, config, version, mirrors)
+
+    import asyncio
 
     rows = asyncio.run(gather())
     data = drift_data(str(version), [m.label for m in mirrors], rows)
@@ -314,12 +320,31 @@ class _TerminalProgress:
             self.stream.flush()
 
 
+def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
+    """Input is valid: start a connection per first request to each registry, made while
+    the network code is imported (`jobs.preconnect`)."""
+    from collections import Counter
+
+    from jobs import preconnect
+    from jobs.endpoints import default_port, scheme_for
+
+    preconnect.start(
+        (*preconnect.host_port(host, default_port(scheme_for(host, insecure))), count)
+        for host, count in Counter(api_hosts).items()
+    )
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
+    from jobs.sync_request import release_jobs
+
+    config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
+    jobs = release_jobs(config, request.version, request.mirrors, request.components)
+    sources = {job.component: job.source.api_host for job in jobs}  # one index read each
+    _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
     from bot import messages
     from jobs.registry import RegistryClient, RegistrySettings
     from jobs.sync import SyncReport, sync_release, sync_report_data
 
-    config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
     components = request.components
     count = len(request.mirrors) * len(components or config.component_names)
     progress = _TerminalProgress(sys.stderr, count)
@@ -338,6 +363,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             )
 
     try:
+        import asyncio
+
         report = asyncio.run(run())
     finally:
         progress.close()

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
+
+from jobs import preconnect
 
 if TYPE_CHECKING:
     import ssl
@@ -333,19 +336,43 @@ class HttpClient:
             self._ssl = ssl.create_default_context()
         return self._ssl
 
-    async def _open(self, origin: Origin) -> _Connection:
+    async def _open(self, origin: Origin, *, early: bool = True) -> _Connection:
+        """A new connection; `early`: one begun during start-up if there is one left
+        (those go to requests, not to `preconnect`'s background opens)."""
         scheme, host, port = origin
+        context = self._ssl_context() if scheme == "https" else None
+        name = host if scheme == "https" else None
+        begun = preconnect.take(host, port) if early else None
+        if begun is not None:  # begun during start-up: TLS (if any) still to do
+            sock, address = begun
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    try:
+                        await asyncio.get_running_loop().sock_connect(sock, address)
+                    except OSError as error:
+                        if error.errno != errno.EISCONN:
+                            raise
+                    reader, writer = await asyncio.open_connection(
+                        sock=sock, limit=READ_LIMIT, ssl=context, server_hostname=name
+                    )
+            except (OSError, TimeoutError):
+                sock.close()
+            else:
+                connection = self._connection(origin, reader, writer)
+                connection.reused = True  # it may have been closed meanwhile: retried once
+                return connection
         try:
             async with asyncio.timeout(self.connect_timeout):
                 reader, writer = await asyncio.open_connection(
-                    host,
-                    port,
-                    ssl=self._ssl_context() if scheme == "https" else None,
-                    server_hostname=host if scheme == "https" else None,
-                    limit=READ_LIMIT,
+                    host, port, limit=READ_LIMIT, ssl=context, server_hostname=name
                 )
         except OSError as error:
             raise HttpError(f"cannot connect to {host}:{port} ({type(error).__name__})") from None
+        return self._connection(origin, reader, writer)
+
+    def _connection(
+        self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> _Connection:
         writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.connections_opened += 1
         return _Connection(origin, reader, writer)
@@ -383,7 +410,7 @@ class HttpClient:
 
     async def _preopen(self, origin: Origin) -> None:
         try:
-            connection = await self._open(origin)
+            connection = await self._open(origin, early=False)
             self._release(connection, keep=True)
         except (HttpError, TimeoutError):
             pass

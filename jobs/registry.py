@@ -19,13 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import json
-import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -42,6 +40,11 @@ from jobs.auth import (
     scope_for,
 )
 from jobs.credentials import Credentials, CredentialsError, DockerConfig
+from jobs.endpoints import INSECURE_ENV as INSECURE_ENV
+from jobs.endpoints import insecure_from_env as insecure_from_env
+from jobs.endpoints import is_loopback_host as is_loopback_host
+from jobs.endpoints import parse_insecure_registries as parse_insecure_registries
+from jobs.endpoints import scheme_for as scheme_for
 from jobs.http import HttpClient, HttpError, Response
 from jobs.manifests import (
     MANIFEST_ACCEPT,
@@ -55,7 +58,6 @@ from jobs.references import (
     InvalidReferenceError,
     Reference,
     validate_digest,
-    validate_host,
 )
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -63,7 +65,6 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 CHUNK_BYTES = 1024 * 1024
-INSECURE_ENV = "AIBRIX_INSECURE_REGISTRIES"
 
 
 class RegistryError(Exception):
@@ -96,44 +97,6 @@ class ProtocolError(RegistryError):
 
 
 # ---- pure helpers -------------------------------------------------------------------
-
-
-def is_loopback_host(host: str) -> bool:
-    """localhost, 127.0.0.0/8 and ::1, with or without a port, speak plain HTTP."""
-    name = host
-    if name.startswith("["):
-        name = name[1:].split("]", 1)[0]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_insecure_registries(values: Iterable[str]) -> frozenset[str]:
-    """Validate `HOST[:PORT]` entries (from flags or the comma-separated env variable)."""
-    hosts = set()
-    for value in values:
-        for item in value.split(","):
-            item = item.strip()
-            if item:
-                hosts.add(validate_host(item))
-    return frozenset(hosts)
-
-
-def insecure_from_env(env: Mapping[str, str] | None = None) -> frozenset[str]:
-    env = os.environ if env is None else env
-    return parse_insecure_registries([env.get(INSECURE_ENV, "")])
-
-
-def scheme_for(host: str, insecure: frozenset[str]) -> str:
-    bare = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if is_loopback_host(host) or host in insecure or bare in insecure:
-        return "http"
-    return "https"
 
 
 def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float) -> float:
