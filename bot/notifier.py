@@ -123,6 +123,7 @@ class Notifier:
         self.saved: str | None = None  # the cursor as last written to Redis
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._stopping = False
         self.updates = 0  # chat.update calls that succeeded
 
     # -- lifecycle
@@ -130,7 +131,8 @@ class Notifier:
     async def start(self) -> None:
         if self._tasks:
             return
-        with contextlib.suppress(RedisError, OSError):
+        self._stopping = False
+        with contextlib.suppress(RedisError):
             self.after = await self._resume_point()  # else the read loop tries again
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="notifier-read"),
@@ -139,11 +141,17 @@ class Notifier:
 
     async def stop(self) -> None:
         """Stop reading, show what is pending (briefly), and remember where it got to."""
+        # A cancel that lands while an asyncio.timeout inside a loop expires can be
+        # swallowed (Python 3.11); the flag ends each loop at its next turn regardless.
+        self._stopping = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_FLUSH_SECONDS)
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.warning("notifier task ended with %r", task.exception())
         if self._tasks:
             self._tasks = []
             try:
@@ -203,23 +211,25 @@ class Notifier:
     # -- loops
 
     async def _read_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 if self.after is None:
                     self.after = await self._resume_point()
                 events = await self.pipeline.store.events(
                     self.after, count=500, block_ms=self.block_ms
                 )
-            except (RedisError, OSError) as error:
+            except RedisError as error:
                 log.warning("events stream unreadable (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
                 continue
+            if self._stopping:
+                return  # what was read after the stop began is read again next start
             for event in events:
                 before, self.after = self.after, event.id
                 self.observe(event, before)
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.2):
                     await self._wake.wait()
@@ -227,7 +237,7 @@ class Notifier:
             try:
                 await self.flush()
                 await self.save_cursor()
-            except (RedisError, ClientError, OSError, TimeoutError) as error:
+            except (RedisError, ClientError) as error:
                 log.warning("update not sent (%s); retrying", type(error).__name__)
                 await asyncio.sleep(0.5)
 
