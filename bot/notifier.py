@@ -34,6 +34,8 @@ from jobs.approvals import tally
 from jobs.pipeline import Pipeline
 from jobs.state import Release, ReleaseEvent, State
 
+# States after which a run's message never changes again.
+_FINISHED = frozenset({State.PROMOTED, State.FAILED, State.CANCELLED})
 log = logging.getLogger("aibrix.notifier")
 
 RunKey = tuple[str, str]  # (version, run_id)
@@ -262,7 +264,12 @@ class Notifier:
             raise
         if release is None or not release.status_ts:
             # Nothing to show (no message posted yet, or a release from the command line):
-            # its events need no replay; posting the message shows the whole run.
+            # its events need no replay; posting the message shows the whole run. Not
+            # dirty any more, or it would be reloaded on every flush: its next event, or
+            # touch() when the message is posted, wakes it again.
+            run.dirty = False
+            if release is None or release.state in _FINISHED:
+                self.runs.pop(key, None)
             return
         run.dirty = False
         message = render(self.pipeline, release, run, self.wall())
@@ -290,7 +297,7 @@ class Notifier:
         run.last_sent = self.clock()
         if not await self._reply_failures(release, run):
             run.unshown_after = _earlier(unshown, run.unshown_after)
-        if release.state in (State.PROMOTED, State.FAILED, State.CANCELLED) and not run.dirty:
+        if release.state in _FINISHED and not run.dirty:
             self.runs.pop(key, None)
 
     async def _reply_failures(self, release: Release, run: _Run) -> bool:

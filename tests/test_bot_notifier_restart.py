@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.notifier import safe_cursor, stream_id_key, valid_stream_id
+from bot.notifier import Notifier, safe_cursor, stream_id_key, valid_stream_id
 from bot.slack_standin import SlackStandIn
 from handlers.context import post_status_message
 from jobs.config import load_config
@@ -137,3 +137,27 @@ async def test_a_first_start_begins_at_the_newest_event(
         assert bot.server.notifier.after == newest[0][0]
     message = standin.message(CHANNEL, ts)
     assert message is not None and "cancelled" not in json.dumps(message.blocks)
+
+
+async def test_a_release_without_a_message_is_not_reloaded_on_every_flush(
+    standin: SlackStandIn, pipeline: Pipeline
+) -> None:
+    # A release from the command line: no Slack message, so nothing for the notifier to
+    # update; its run must go quiet after one look, and be forgotten once finished.
+    release, _ = await pipeline.store.create_or_get(
+        "v4.2.0", "cli:alex", "cli", ["linux/amd64", "linux/arm64"], list(COMPONENTS), "cli"
+    )
+    client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
+    notifier = Notifier(pipeline, client, interval=0.0)
+    for event in await pipeline.store.events("0-0", count=1000):
+        notifier.observe(event)
+    key = ("v4.2.0", release.run_id)
+    assert notifier.runs[key].dirty
+    await notifier.flush(force=True)
+    assert not notifier.runs[key].dirty
+    await pipeline.cancel("v4.2.0", "cli:alex")
+    for event in await pipeline.store.events("0-0", count=1000):
+        notifier.observe(event)
+    await notifier.flush(force=True)
+    assert key not in notifier.runs
+    assert notifier.updates == 0 and not [c for c in standin.calls if c.method == "chat.update"]
