@@ -11,7 +11,10 @@ Writes (for the mirror sync): HEAD of manifests and blobs, manifest PUT, and blo
 copies that mount across repositories of one registry when the registry agrees and
 otherwise stream the source's GET body into a monolithic upload PUT, in chunks, with
 the digest checked on the way (the last chunk is held back until it is, so a bad
-blob is never completed). Concurrency is bounded per registry host.
+blob is never completed). The upload's POST goes out with the source GET. (The body is
+never sent with the POST itself: distribution answers `POST ...?digest=` with 202 and
+drops the body, which would send the bytes twice.) Concurrency is bounded per registry
+host.
 """
 
 from __future__ import annotations

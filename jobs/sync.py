@@ -13,19 +13,23 @@ the promotion step after approval:
    fails (or moved since it was approved, with `expected_digests`), nothing is copied
    for the release and the report names each component and missing platform.
 2. Copy, per mirror and component: one HEAD of the mirror tag; equal to the source
-   digest means up to date (one request). Otherwise the source tree (read ahead while
-   the gate runs when the mirror lacks the tag: reads only, and used only if it is the
-   digest the gate judged) (index, children,
-   attestations) is read by digest, every blob and child manifest HEADed at the mirror,
-   and `jobs.copy_plan.plan_mirror` decides: skip, mount (from the source repository
-   when it is on the same registry, or from another component of this run that uploads
-   the blob first: no blob byte is sent twice to a registry), or upload (streamed and
-   digest-checked by `RegistryClient.copy_blob`). Children are put before their index and
-   the index is put by tag last, so an interrupted copy never leaves a tag pointing at
-   missing content. A mirror tag that holds another digest is not overwritten unless
-   `overwrite_allowed`; the tag is HEADed again just before it is written.
-3. Verify: the mirror tag is read back through the inspection engine; its digest must be
-   the source's and its verdict ok.
+   digest means up to date (one request). Otherwise the source tree (index, children,
+   attestations: read while the gate runs, the same requests as the gate's within
+   `RegistryClient.shared_reads`, and used only if it is the digest the gate judged) is
+   read, every blob and child manifest HEADed at the mirror (reads only: nothing is
+   written before the gate passes), and `jobs.copy_plan.plan_mirror` decides: skip,
+   mount (from the source repository when it is on the same registry, or from another
+   component of this run that uploads the blob first: no blob byte is sent twice to a
+   registry), or upload (streamed and digest-checked by `RegistryClient.copy_blob`).
+   Children are put before their index and the index is put by tag last, so an
+   interrupted copy never leaves a tag pointing at missing content. A mirror tag that
+   holds another digest is not overwritten unless `overwrite_allowed`; the tag is HEADed
+   again once the blobs are in, as the children are put, before it is written. At most
+   `parallel_blobs` blob copies per destination registry are in flight, across all
+   components; connections are opened ahead of the bursts (`RegistryClient.preconnect`).
+3. Verify: the mirror tag is read back through the inspection engine (its children and
+   configs read at the same time as the tag); its digest must be the source's and its
+   verdict ok.
 4. Report: per mirror and component, copied/mounted/skipped blobs and bytes, time and
    final digest (`SyncReport`, `sync_report_data`).
 
