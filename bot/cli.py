@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 # standard library at the top: each command imports what it uses when it runs. The
 # pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker,
 # over a second, and are imported only when one of them (or the top-level help) is
-# asked for. `python -X importtime -m bot.cli sync --help` shows what is left.
+# asked for. `python -X importtime .venv/bin/aibrix-bot sync --help` shows what is left.
 if TYPE_CHECKING:
     from jobs.config import Config
     from jobs.inspection import Inspection
