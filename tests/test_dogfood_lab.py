@@ -19,7 +19,7 @@ import pytest
 
 from jobs.state import State
 from tests.conftest import REPO, Lab
-from tests.pipeline_support import BOT, Setup, toml_config
+from tests.pipeline_support import BOT, SAMPLE, Setup, toml_config
 
 COMPONENT = "aibrix-release-bot"
 VERSION = "v0.1.0"
@@ -90,7 +90,69 @@ def run_in_image(reference: str, platform: str, *command: str, entrypoint: str =
     return result.stdout
 
 
-async def test_the_bot_image_is_released_by_its_own_pipeline(setup: Setup) -> None:
+class ImageWorkers:
+    """Workers running inside the released image, one container per platform, on the
+    host's network (Redis, registry) and the host's Docker engine through its socket."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.names: list[str] = []
+
+    def start(self, image: str, platform: str) -> None:
+        name = f"aibrix-dogfood-{uuid.uuid4().hex[:8]}"
+        socket = Path("/var/run/docker.sock")
+        config = self.setup.config_path
+        args = [
+            "docker", "run", "-d", "--name", name, "--network", "host",
+            "--platform", platform, "--group-add", str(socket.stat().st_gid),
+            "-v", f"{socket}:{socket}", "-v", f"{config}:{config}:ro",
+            "-v", f"{SAMPLE}:{SAMPLE}:ro",
+            "-e", f"AIBRIX_CONFIG={config}", "-e", f"REDIS_URL={self.setup.redis_url}",
+            image, "worker", "--platform", platform, "--worker-id", name, "--metrics-port", "0",
+        ]  # fmt: skip
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        self.names.append(name)
+
+    def log_lines(self, name: str) -> list[dict[str, str]]:
+        out = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        lines = (out.stdout + out.stderr).splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name}\n" + "\n".join(map(str, self.log_lines(name)[-20:])) for name in self.names
+        )
+
+    def remove(self) -> None:
+        if self.names:
+            subprocess.run(["docker", "rm", "-f", *self.names], capture_output=True)
+
+
+@pytest.fixture
+def inner(
+    lab: Lab, setup: Setup, redis_url: str, tmp_path: Path, key_prefix: str
+) -> Iterator[tuple[Setup, ImageWorkers]]:
+    """A sample project released by workers that run in the bot's own image."""
+    config = tmp_path / "inner.toml"
+    config.write_text(
+        toml_config(
+            lab,
+            namespace=f"dogfood-inner-{uuid.uuid4().hex[:8]}",
+            key_prefix=f"{key_prefix}:inner",
+            components={"controller-manager": "build/container/Dockerfile"},
+            lease_seconds=20,
+        )
+    )
+    found = Setup(lab, config, redis_url, setup.logs)
+    workers = ImageWorkers(found)
+    yield found, workers
+    workers.remove()
+
+
+async def test_the_bot_image_is_released_by_its_own_pipeline(
+    setup: Setup, inner: tuple[Setup, ImageWorkers]
+) -> None:
     setup.start_worker("linux/amd64")
     setup.start_worker("linux/arm64")
     code, out, err = await setup.cli("release", VERSION, "--timeout", "1500", timeout=1600)
@@ -127,6 +189,24 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(setup: Setup) -> No
         assert facts.split() == [machine, "10001", "10001"]
         assert "Docker version" in run_in_image(pinned, platform, "--version", entrypoint="docker")
         assert "buildx" in run_in_image(pinned, platform, "buildx", "version", entrypoint="docker")
+
+    # And the image does its job: a worker per platform, each in that platform's image
+    # (arm64 under QEMU), builds a release of the sample project that passes the gate.
+    sample, workers = inner
+    for platform in MACHINES:
+        workers.start(f"{repository}@{found[platform]['digest']}", platform)
+    code, out, err = await sample.cli("release", "v0.2.0", "--timeout", "600", timeout=700)
+    assert code == 0, out + err + workers.logs()
+    assert "v0.2.0: ready" in out
+    built = await sample.wait_for("v0.2.0", [State.READY])
+    assert {p for _, p in built.builds} == set(MACHINES)
+    for name, platform in zip(workers.names, MACHINES, strict=True):
+        pushed = [
+            line
+            for line in workers.log_lines(name)
+            if line.get("message", "").startswith("pushed ") and line.get("release") == "v0.2.0"
+        ]
+        assert pushed and {line.get("platform") for line in pushed} == {platform}, workers.logs()
 
 
 def venv_tree(root: Path) -> dict[str, tuple[int, int, str]]:
