@@ -841,3 +841,14 @@ def build_failure_reply(component: str, platform: str, error: str) -> str:
 
 def approval_check_failed(subject: str) -> str:
     return f"{subject} no longer passes the platform check"
+
+
+def registry_unreachable(host: str, error: BaseException) -> str:
+    return f"cannot reach {host} ({type(error).__name__})"
+
+
+def registry_certificate_untrusted(host: str, reason: str) -> str:
+    return (
+        f"the TLS certificate of {host} is not trusted here ({reason}); add the registry's "
+        "CA to the system's CA bundle, or point SSL_CERT_FILE at a bundle that has it"
+    )

@@ -55,6 +55,15 @@ class HttpError(Exception):
     """The connection failed or the peer broke HTTP: a transport error, worth a retry."""
 
 
+class CertificateError(HttpError):
+    """The server's TLS certificate failed verification: no retry can help."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"the TLS certificate of {host}:{port} is not trusted ({reason})")
+        self.host = f"{host}:{port}"
+        self.reason = reason
+
+
 class Headers(Mapping[str, str]):
     """Response headers, looked up without regard to case; the first of repeated
     fields wins."""
@@ -367,6 +376,12 @@ class HttpClient:
                     host, port, limit=READ_LIMIT, ssl=context, server_hostname=name
                 )
         except OSError as error:
+            if context is not None:
+                import ssl  # already loaded: the context was built with it
+
+                if isinstance(error, ssl.SSLCertVerificationError):
+                    reason = error.verify_message or error.reason or "verification failed"
+                    raise CertificateError(host, port, str(reason)) from None
             raise HttpError(f"cannot connect to {host}:{port} ({type(error).__name__})") from None
         return self._connection(origin, reader, writer)
 

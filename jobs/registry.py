@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import cast
 from urllib.parse import urljoin, urlsplit
 
+from bot import messages
 from jobs.auth import (
     AuthFlowError,
     Authorization,
@@ -48,7 +49,7 @@ from jobs.endpoints import insecure_from_env as insecure_from_env
 from jobs.endpoints import is_loopback_host as is_loopback_host
 from jobs.endpoints import parse_insecure_registries as parse_insecure_registries
 from jobs.endpoints import scheme_for as scheme_for
-from jobs.http import HttpClient, HttpError, Response
+from jobs.http import CertificateError, HttpClient, HttpError, Response
 from jobs.manifests import (
     MANIFEST_ACCEPT,
     Descriptor,
@@ -211,6 +212,16 @@ class _StreamState:
 
 
 _TRANSPORT_ERRORS = (HttpError, OSError, TimeoutError)
+
+
+def _unreachable(ref: Reference, error: BaseException) -> UnreachableError:
+    """What to say when the transport failed for good (after the retries, or at once for a
+    certificate nobody here trusts, which no retry changes)."""
+    if isinstance(error, CertificateError):
+        return UnreachableError(
+            str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
+        )
+    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error))
 
 
 class RegistryClient:
@@ -838,10 +849,8 @@ class RegistryClient:
             except _TRANSPORT_ERRORS as error:
                 if handed_over:
                     raise
-                if attempt >= limit:
-                    raise UnreachableError(
-                        str(ref), f"cannot reach {ref.api_host} ({type(error).__name__})"
-                    ) from None
+                if attempt >= limit or isinstance(error, CertificateError):
+                    raise _unreachable(ref, error) from None
                 await asyncio.sleep(
                     retry_delay(
                         attempt, None, self.settings.backoff_base, self.settings.backoff_cap
@@ -944,10 +953,8 @@ class RegistryClient:
                         body = await self._read_limited(ref, response, max_bytes)
                     return _Fetched(response.status, response.headers, body)
         except _TRANSPORT_ERRORS as error:
-            if attempt >= self.settings.max_attempts:
-                raise UnreachableError(
-                    str(ref), f"cannot reach {ref.api_host} ({type(error).__name__})"
-                ) from None
+            if attempt >= self.settings.max_attempts or isinstance(error, CertificateError):
+                raise _unreachable(ref, error) from None
             await asyncio.sleep(
                 retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
             )
