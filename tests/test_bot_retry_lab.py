@@ -51,6 +51,22 @@ async def snapshot(bot: Bot, version: str) -> dict[str, Any]:
     }
 
 
+async def settled(bot: Bot, version: str, timeout: float = 120) -> None:
+    """Wait until no build of the run is still queued or building and every job stream is
+    empty: a release is blocked at its first failed build, while others may still run."""
+    redis, keys = bot.server.redis, bot.pipeline.keys
+    busy = (BuildState.QUEUED, BuildState.BUILDING)
+    async with asyncio.timeout(timeout):
+        while True:
+            release = await bot.pipeline.store.load(version)
+            streams = [str(s) for s in await redis.smembers(keys.job_streams)]
+            lengths = [await redis.xlen(s) for s in streams]
+            idle = release is not None and not any(lengths)
+            if idle and all(r.state not in busy for r in release.builds.values()):
+                return
+            await asyncio.sleep(0.2)
+
+
 async def said(bot: Bot, user: str, before: int) -> str:
     async with asyncio.timeout(30):
         while len(bot.standin.ephemerals_for(user)) <= before:
@@ -148,6 +164,7 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     shown = await bot.wait_message(ts, "retry_release", timeout=30)
     assert "approve_release" not in shown
     assert "runtime v0.7.0 failed to build for linux/arm64" in shown
+    await settled(bot, "v0.7.0")
     before = await snapshot(bot, "v0.7.0")
 
     # Refused, each with its reason, and nothing changes.
@@ -192,6 +209,7 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     assert retried.build("runtime", "linux/arm64").state is BuildState.FAILED
     assert retried.status_ts and retried.status_ts != ts  # its own live message
     await bot.wait_message(retried.status_ts, "retry_release", timeout=30)
+    await settled(bot, "v0.7.0")
 
     # The first run's button is superseded now.
     before = await snapshot(bot, "v0.7.0")
