@@ -64,7 +64,10 @@ def make_server(
     client: AsyncWebClient | None = None,
     notifier_interval: float = 1.0,
     clock: Callable[[], float] = time.time,
+    socket_mode: bool = False,
 ) -> Server:
+    """The app and its web server. In Socket Mode, Slack's events come over the WebSocket,
+    so the web server has /healthz only: no Slack endpoint is left open to the network."""
     redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
     redis = make_client(redis_settings)
     pipeline = Pipeline(redis, config)
@@ -76,7 +79,7 @@ def make_server(
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)
-    web_app = bolt.web_app(path=EVENTS_PATH)
+    web_app = web.Application() if socket_mode else bolt.web_app(path=EVENTS_PATH)
 
     async def healthz(request: web.Request) -> web.Response:
         return await _healthz(redis)
@@ -132,7 +135,7 @@ async def serve(
     socket_mode: bool = False,
     ready: asyncio.Event | None = None,
 ) -> None:
-    server = make_server(settings, config)
+    server = make_server(settings, config, socket_mode=socket_mode)
     runner = web.AppRunner(server.web_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

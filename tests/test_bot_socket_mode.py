@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -148,6 +149,7 @@ class SocketBot:
     key_prefix: str
     process: subprocess.Popen[bytes]
     log: Path
+    port: int
 
     async def keys(self) -> list[str]:
         return sorted(str(k) for k in await self.redis.keys(f"{self.key_prefix}*"))
@@ -193,9 +195,12 @@ async def socket_bot(
         TOKEN, channels={CHANNEL: "releases"}, users=USERS, app_token=APP_TOKEN
     ) as standin:
         log = tmp_path / "serve.log"
+        with socket.socket() as probe:  # a free port, to reach /healthz
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [BOT, "serve", "--socket-mode", "--port", "0"],
+                [BOT, "serve", "--socket-mode", "--host", "127.0.0.1", "--port", str(port)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=_env(config_path, standin, redis_url, APP_TOKEN),
@@ -206,7 +211,9 @@ async def socket_bot(
                 await standin.wait_for_socket(timeout=30)
             except TimeoutError:
                 raise AssertionError("the bot never connected: " + log.read_text()) from None
-            yield SocketBot(standin, SocketModeSlack(standin), redis, key_prefix, process, log)
+            yield SocketBot(
+                standin, SocketModeSlack(standin), redis, key_prefix, process, log, port
+            )
         finally:
             _stop(process)
             keys = await redis.keys(f"{key_prefix}*")
@@ -243,6 +250,16 @@ async def test_a_command_over_socket_mode_is_acked_and_answered(socket_bot: Sock
     assert "started run" in answers[0].payload["text"]
     assert any(k.endswith(":release:v0.3.0:active") for k in await bot.keys())
     assert all(c.token_via == "header" for c in bot.standin.calls)
+
+
+async def test_socket_mode_serves_healthz_and_no_slack_endpoint(socket_bot: SocketBot) -> None:
+    # Events come over the WebSocket: nothing on the network accepts Slack requests.
+    base = f"http://127.0.0.1:{socket_bot.port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/healthz") as health:
+            assert health.status == 200
+        async with session.post(f"{base}/slack/events", data=b"command=%2Faibrix") as events:
+            assert events.status in (404, 405)
 
 
 BAD = [
