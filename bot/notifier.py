@@ -301,9 +301,20 @@ class Notifier:
             self.runs.pop(key, None)
 
     async def _reply_failures(self, release: Release, run: _Run) -> bool:
-        """Reply in the thread for each new failure; False when Slack said to wait."""
+        """Reply in the thread for each new failure, once across every notifier (the chart
+        runs two bot replicas; a restart replays events); False when Slack said to wait.
+
+        Each reply is claimed in Redis before it is posted: after a crash between the
+        two, that reply is missing rather than doubled (the message still shows the
+        failure)."""
+        replies = self.pipeline.keys.failure_replies(release.version, release.run_id)
         while run.failures:
             component, platform = run.failures[0]
+            member = f"{component}@{platform}"
+            if not await self.pipeline.redis.sadd(replies, member):
+                run.failures.pop(0)  # another notifier replied, or this one before a restart
+                run.replied.add((component, platform))
+                continue
             record = release.builds.get((component, platform))
             error = record.error if record else ""
             tail = record.log_tail if record else ()
@@ -318,10 +329,14 @@ class Notifier:
             except SlackApiError as error_:
                 wait = retry_after(error_)
                 if wait is not None:
+                    await self.pipeline.redis.srem(replies, member)  # to be sent later
                     run.not_before = self.clock() + wait
                     run.dirty = True
                     return False
                 log.warning("thread reply failed: %s", error_.response.get("error"))
+            except Exception:
+                await self.pipeline.redis.srem(replies, member)  # not sent: the flush retries
+                raise
             run.failures.pop(0)
             run.replied.add((component, platform))
         return True

@@ -186,6 +186,11 @@ class Keys:
         digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
         return f"{self.prefix}:slack:delivery:{digest}"
 
+    def failure_replies(self, version: str, run_id: str) -> str:
+        """A set of `component@platform`: the run's failures whose thread reply is claimed,
+        so a second bot replica, or a restart replaying events, does not reply again."""
+        return f"{self.run(version, run_id)}:replied"
+
     @property
     def notifier_cursor(self) -> str:
         """The events-stream id up to which the notifier has shown every event."""

@@ -18,7 +18,7 @@ from handlers.context import post_status_message
 from jobs.config import load_config
 from jobs.connections import RedisSettings, connect
 from jobs.pipeline import Pipeline
-from jobs.state import State
+from jobs.state import BuildState, State
 from tests.conftest import Lab
 from tests.test_bot_http import (
     CHANNEL,
@@ -161,3 +161,43 @@ async def test_a_release_without_a_message_is_not_reloaded_on_every_flush(
     await notifier.flush(force=True)
     assert key not in notifier.runs
     assert notifier.updates == 0 and not [c for c in standin.calls if c.method == "chat.update"]
+
+
+async def test_two_notifiers_reply_to_a_failure_once(
+    standin: SlackStandIn, pipeline: Pipeline
+) -> None:
+    # The chart runs two bot replicas: both read the events stream, one thread reply.
+    store = pipeline.store
+    release, _ = await store.create_or_get(
+        "v4.3.0", REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), "test"
+    )
+    await store.transition("v4.3.0", release.run_id, [State.QUEUED], State.BUILDING)
+    client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
+    posted = await client.chat_postMessage(channel=CHANNEL, text="Release v4.3.0")
+    await store.set_status_message("v4.3.0", release.run_id, CHANNEL, str(posted["ts"]))
+    component = next(iter(COMPONENTS))
+    await store.update_build(
+        "v4.3.0", release.run_id, component, "linux/arm64", BuildState.BUILDING
+    )
+    await store.update_build(
+        "v4.3.0",
+        release.run_id,
+        component,
+        "linux/arm64",
+        BuildState.FAILED,
+        error="step 7/9 failed: unsupported on aarch64",
+        log_lines=["#7 ERROR: unsupported on aarch64"],
+    )
+    replicas = [Notifier(pipeline, client, interval=0.0) for _ in range(2)]
+    events = await store.events("0-0", count=1000)
+    for notifier in replicas:
+        for event in events:
+            notifier.observe(event)
+    await asyncio.gather(*(n.flush(force=True) for n in replicas))
+    for notifier in replicas:  # and again, as after a restart that replays the events
+        for event in events:
+            notifier.observe(event)
+        await notifier.flush(force=True)
+    replies = [c for c in standin.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    assert len(replies) == 1, replies
+    assert "unsupported on aarch64" in json.dumps(replies[0].params)
