@@ -9,8 +9,13 @@ Where it got to survives a restart: the flusher keeps, in one Redis key
 (`Keys.notifier_cursor`), the events-stream id up to which every event has been shown,
 and a new notifier reads on from there, so what happened while the bot was down still
 reaches the messages. A clean stop first flushes what is pending. After a crash, the
-events after that id are shown again (at worst a failure's thread reply twice); without
-a cursor (a first start), the notifier starts at the newest event.
+events after that id are read again (thread replies are claimed in Redis, so none is
+repeated); without a cursor (a first start), the notifier starts at the newest event.
+
+With several bot replicas (the chart runs two), every notifier reads the events but only
+the one holding the lease (`Keys.notifier_leader`, renewed each turn, LEASE_MS) sends
+updates and saves the cursor: one chat.update per change, not one per replica. When the
+leader stops, it hands the lease back; when it dies, another takes over once it expires.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +48,22 @@ RunKey = tuple[str, str]  # (version, run_id)
 
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
 STOP_FLUSH_SECONDS = 5.0  # how long a clean stop may spend showing what is pending
+LEASE_MS = 10_000  # how long a silent leader keeps the lease (the failover delay)
+
+# Take the lease when free, or renew it when it is this notifier's; 1 when leading.
+_LEAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+# Hand the lease back, only if it is still this notifier's.
+_RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:
@@ -127,6 +149,8 @@ class Notifier:
         self._wake = asyncio.Event()
         self._stopping = False
         self.updates = 0  # chat.update calls that succeeded
+        self.instance = uuid.uuid4().hex  # this notifier's name on the lease
+        self.leading = False
 
     # -- lifecycle
 
@@ -158,10 +182,28 @@ class Notifier:
             self._tasks = []
             try:
                 async with asyncio.timeout(STOP_FLUSH_SECONDS):
-                    await self.flush(force=True)
-                    await self.save_cursor()
+                    if await self.lead():
+                        await self.flush(force=True)
+                        await self.save_cursor()
+                        await self.resign()
             except (RedisError, SlackApiError, ClientError, OSError, TimeoutError) as error:
                 log.warning("pending updates not all shown at stop (%s)", type(error).__name__)
+
+    async def lead(self) -> bool:
+        """Take or renew the lease; True while this notifier is the one that sends."""
+        key = self.pipeline.keys.notifier_leader
+        won = await self.pipeline.redis.eval(_LEAD, 1, key, self.instance, LEASE_MS)
+        if bool(won) and not self.leading:
+            log.info("this bot now sends the release messages' updates")
+            for run in self.runs.values():  # what the previous leader may not have shown
+                run.dirty = True
+        self.leading = bool(won)
+        return self.leading
+
+    async def resign(self) -> None:
+        key = self.pipeline.keys.notifier_leader
+        await self.pipeline.redis.eval(_RESIGN, 1, key, self.instance)
+        self.leading = False
 
     async def _resume_point(self) -> str:
         """The saved cursor, else the newest event (a first start shows nothing old)."""
@@ -237,8 +279,9 @@ class Notifier:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self.flush()
-                await self.save_cursor()
+                if await self.lead():
+                    await self.flush()
+                    await self.save_cursor()
             except (RedisError, ClientError) as error:
                 log.warning("update not sent (%s); retrying", type(error).__name__)
                 await asyncio.sleep(0.5)

@@ -192,6 +192,11 @@ class Keys:
         return f"{self.run(version, run_id)}:replied"
 
     @property
+    def notifier_leader(self) -> str:
+        """The lease of the one notifier (of several bot replicas) that sends updates."""
+        return f"{self.prefix}:notifier:leader"
+
+    @property
     def notifier_cursor(self) -> str:
         """The events-stream id up to which the notifier has shown every event."""
         return f"{self.prefix}:notifier:cursor"

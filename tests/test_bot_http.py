@@ -83,7 +83,11 @@ class Bot:
         return self.server.deps.pipeline
 
     async def keys(self) -> list[str]:
-        return [str(k) for k in await self.server.redis.keys(f"{self.key_prefix}*")]
+        """The keys under the test's prefix but the notifier's lease, which a running bot
+        holds whatever it is asked."""
+        lease = self.server.deps.pipeline.keys.notifier_leader
+        found = await self.server.redis.keys(f"{self.key_prefix}*")
+        return [str(k) for k in found if str(k) != lease]
 
     async def ephemeral(
         self, user: str, predicate: Callable[[Ephemeral], bool], timeout: float = 15

@@ -201,3 +201,43 @@ async def test_two_notifiers_reply_to_a_failure_once(
     replies = [c for c in standin.calls_to("chat.postMessage") if c.params.get("thread_ts")]
     assert len(replies) == 1, replies
     assert "unsupported on aarch64" in json.dumps(replies[0].params)
+
+
+async def test_of_two_replicas_one_sends_and_the_other_takes_over_when_it_stops(
+    standin: SlackStandIn, pipeline: Pipeline
+) -> None:
+    store = pipeline.store
+    release, _ = await store.create_or_get(
+        "v4.4.0", REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), "test"
+    )
+    client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
+    posted = await client.chat_postMessage(channel=CHANNEL, text="Release v4.4.0")
+    ts = str(posted["ts"])
+    await store.set_status_message("v4.4.0", release.run_id, CHANNEL, ts)
+    first, second = (Notifier(pipeline, client, interval=0.0, block_ms=100) for _ in range(2))
+    await first.start()
+    await second.start()
+    try:
+        async with asyncio.timeout(10):
+            while not (first.leading or second.leading):
+                await asyncio.sleep(0.05)
+        leader, other = (first, second) if first.leading else (second, first)
+        await store.transition("v4.4.0", release.run_id, [State.QUEUED], State.BUILDING)
+        async with asyncio.timeout(10):
+            while leader.updates == 0:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # time enough for the other to send, were it sending
+        assert other.updates == 0 and not other.leading
+        assert len(standin.calls_to("chat.update")) == leader.updates
+
+        await leader.stop()  # hands the lease back
+        await pipeline.cancel("v4.4.0", REQUESTER)
+        async with asyncio.timeout(10):
+            while other.updates == 0:
+                await asyncio.sleep(0.05)
+        assert other.leading
+        message = standin.message(CHANNEL, ts)
+        assert message is not None and "cancelled" in json.dumps(message.blocks)
+    finally:
+        await first.stop()
+        await second.stop()
