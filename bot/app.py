@@ -24,9 +24,15 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import APPROVE_ACTION, REJECT_ACTION, RETRY_ACTION
+from bot.blocks import APPROVE_ACTION, OVERWRITE_ACTION, REJECT_ACTION, RETRY_ACTION
 from bot.settings import BotSettings
-from handlers.actions import on_approve, on_reject, on_retry, on_unknown_action
+from handlers.actions import (
+    on_approve,
+    on_confirm_overwrite,
+    on_reject,
+    on_retry,
+    on_unknown_action,
+)
 from handlers.commands import on_command
 from handlers.context import Deps
 
@@ -88,6 +94,10 @@ def build_app(
     @app.action(RETRY_ACTION)
     async def retry(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
         await on_retry(deps, ack, body, respond, client)
+
+    @app.action(OVERWRITE_ACTION)
+    async def overwrite(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
+        await on_confirm_overwrite(deps, ack, body, respond, client, clock())
 
     # Last, so it only sees clicks no listener above claimed.
     @app.action(re.compile(r".*"))

@@ -17,7 +17,7 @@ from bot import messages
 from bot.follow import StepProgress
 from handlers.parse import button_value
 from jobs.inspection import Inspection
-from jobs.state import BuildState, Release, State
+from jobs.state import BuildState, Release, State, pending_overwrites
 from jobs.verdict import EntryStatus
 
 Block = dict[str, Any]
@@ -34,6 +34,7 @@ _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 APPROVE_ACTION = "approve_release"
 REJECT_ACTION = "reject_release"
 RETRY_ACTION = "retry_release"
+OVERWRITE_ACTION = "confirm_overwrite"
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,12 @@ def release_message(
             line = f"• {escape(index.detail)}"
             if line not in problem_lines:
                 problem_lines.append(line)
+    pending = pending_overwrites(release)
     promoted = [
         f"• {escape(messages.promotion_written(p.target, p.digest))}"
         if p.ok
+        else f"• {escape(messages.promotion_overwrite_pending(p.target, p.digest))}"
+        if p.target in pending
         else f"• {escape(messages.promotion_failed(p.target, p.detail))}"
         for p in release.promotions.values()
     ]
@@ -243,7 +247,8 @@ def release_message(
 
 
 def gate_actions(release: Release) -> Block | None:
-    """Approve and Reject while ready; Retry failed builds while blocked by failed builds."""
+    """Approve and Reject while ready; Retry failed builds while blocked by failed builds;
+    Confirm overwrite while promotion waits on a mirror tag that holds another digest."""
     value = button_value(release.version, release.run_id)
     block_id = f"gate:{release.run_id}"
     if release.state is State.READY:
@@ -260,6 +265,12 @@ def gate_actions(release: Release) -> Block | None:
             "type": "actions",
             "block_id": block_id,
             "elements": [button("Reject", REJECT_ACTION, value, "danger")],
+        }
+    if release.state is State.PROMOTING and pending_overwrites(release):
+        return {
+            "type": "actions",
+            "block_id": block_id,
+            "elements": [button("Confirm overwrite", OVERWRITE_ACTION, value, "danger")],
         }
     failed = any(r.state is BuildState.FAILED for r in release.builds.values())
     if release.state is State.BLOCKED and failed:

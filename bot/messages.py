@@ -321,6 +321,13 @@ def config_mirror_is_repository(value: str) -> str:
     return f"{quote_input(value)} is the release repository itself, not a mirror"
 
 
+def config_promotion_mirror_unknown(name: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(name)} is not a configured mirror; promotion copies to mirrors named "
+        f"in [mirrors] ({name_list(known)})"
+    )
+
+
 def config_image_too_long(image: str, limit: int) -> str:
     return f"the image name {quote_input(image)} is longer than {limit} characters"
 
@@ -829,6 +836,25 @@ def promotion_written(target: str, digest: str) -> str:
 
 def promotion_failed(target: str, detail: str) -> str:
     return f"{target} could not be written: {detail}"
+
+
+def promotion_gate_failed(version: str, sentences: Sequence[str]) -> str:
+    return f"{version} was not copied to the promotion mirrors: " + "; ".join(sentences)
+
+
+def promotion_overwrite_pending(target: str, held: str) -> str:
+    return (
+        f"{target} already holds {short_digest(held)}, not this release: it is not "
+        "overwritten unless an approver confirms (Confirm overwrite)"
+    )
+
+
+def overwrite_confirmed(user: str, targets: Sequence[str]) -> str:
+    return f"<@{user}> confirmed overwriting {', '.join(targets)}; promotion continues"
+
+
+def overwrite_nothing_pending(version: str) -> str:
+    return f"{version} has no mirror tag waiting for an overwrite confirmation"
 
 
 def promotion_none(version: str) -> str:

@@ -28,6 +28,7 @@ from jobs.approvals import (
     Click,
     Verdict,
     decide_approval,
+    decide_overwrite,
     decide_rejection,
     drift_problems,
     may_change_run,
@@ -35,7 +36,7 @@ from jobs.approvals import (
 )
 from jobs.pipeline import ReleaseInputError, ReleaseNotFound
 from jobs.promote import promote_job
-from jobs.state import Release, State
+from jobs.state import Release, State, pending_overwrites
 
 log = logging.getLogger("aibrix.bot")
 
@@ -226,6 +227,36 @@ async def on_retry(
     await _answer(
         respond, blocks.plain(messages.slack_retrying(release.version, failed, release.run_id))
     )
+
+
+async def on_confirm_overwrite(
+    deps: Deps,
+    ack: Ack,
+    body: Mapping[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+    now: float,
+) -> None:
+    """An approver lets promotion overwrite the mirror tags that hold other digests: a
+    decision of its own, audited, bound to the digests those tags hold now."""
+    await ack()
+    facts = await _read_click(deps, body, respond, client, now)
+    if facts is None:
+        return
+    user, click, release = facts
+    pending = pending_overwrites(release)
+    decision = decide_overwrite(deps.config.approval, click, pending)
+    if decision.verdict is Verdict.REFUSE:
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
+        await _answer(respond, blocks.error_message(decision.reason))
+        return
+    store = deps.pipeline.store
+    await store.confirm_overwrites(release.version, release.run_id, pending)
+    detail = "; ".join(f"{target} held {digest}" for target, digest in sorted(pending.items()))
+    await store.audit(release.version, release.run_id, user, "overwrite-confirmed", detail)
+    await deps.pipeline.queue.enqueue(promote_job(release, round_=int(now * 1000)))
+    deps.touch(release)
+    await _answer(respond, blocks.plain(messages.overwrite_confirmed(user, sorted(pending))))
 
 
 async def on_unknown_action(

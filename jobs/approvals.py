@@ -128,6 +128,21 @@ def decide_rejection(policy: Policy, click: Click) -> Decision:
     return Decision(Verdict.RECORD)
 
 
+def decide_overwrite(policy: Policy, click: Click, pending: Mapping[str, str]) -> Decision:
+    """Confirming that promotion may overwrite mirror tags that hold other digests: an
+    approver's decision, with the same self-approval rule as an approval."""
+    superseded = _run_refusal(click)
+    if superseded:
+        return Decision(Verdict.REFUSE, superseded)
+    if click.state is not State.PROMOTING or not pending:
+        return Decision(Verdict.REFUSE, messages.overwrite_nothing_pending(click.version))
+    if not may_act(policy, click.user, click.user_groups):
+        return Decision(Verdict.REFUSE, messages.approval_not_approver(click.user))
+    if click.user == click.requested_by and not policy.allow_self_approval:
+        return Decision(Verdict.REFUSE, messages.approval_self(click.user, click.version))
+    return Decision(Verdict.RECORD)
+
+
 def may_change_run(policy: Policy, user: str, groups: frozenset[str], requested_by: str) -> bool:
     """Cancel and retry: the requester or an approver."""
     return user == requested_by or may_act(policy, user, groups)

@@ -142,10 +142,12 @@ class Approval:
 @dataclass(frozen=True)
 class Promotion:
     """Tags written on promotion, from templates (`latest`, `v{major}.{minor}`).
-    Prerelease versions get them only when `prereleases` is true."""
+    Prerelease versions get them only when `prereleases` is true. `mirrors` (configured
+    mirror names) receive the release, through the sync engine, once it is approved."""
 
     tags: tuple[str, ...] = ()
     prereleases: bool = False
+    mirrors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -600,7 +602,7 @@ class _Reader:
         staging_tag = self.staging_tag(top.get("staging_tag", "{version}-{arch}"), platforms)
         mirrors = self.mirrors(top.get("mirrors", {}), "mirrors", repository)
         approval = self.approval(top.get("approval", {}), "approval")
-        promotion = self.promotion(top.get("promotion", {}), "promotion")
+        promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
         queue = self.queue(top.get("queue", {}), "queue")
         return Config(
             components=components,
@@ -848,9 +850,15 @@ class _Reader:
             ),
         )
 
-    def promotion(self, value: object, key: str) -> Promotion:
-        table = self.table(value, key, ("tags", "prereleases"))
+    def promotion(self, value: object, key: str, mirrors: Mapping[str, str]) -> Promotion:
+        table = self.table(value, key, ("tags", "prereleases", "mirrors"))
         tags_key = self.join(key, "tags")
+
+        def mirror_name(item: object, item_key: str) -> str:
+            name = self.text(item, item_key)
+            if name not in mirrors:
+                self.fail(item_key, messages.config_promotion_mirror_unknown(name, list(mirrors)))
+            return name
 
         def tag_template(item: object, item_key: str) -> str:
             template = self.template(item, item_key, VERSION_PLACEHOLDERS, ())
@@ -864,7 +872,10 @@ class _Reader:
 
         tags = self.unique_items(table.get("tags", []), tags_key, tag_template, non_empty=False)
         prereleases = self.boolean(table.get("prereleases", False), self.join(key, "prereleases"))
-        return Promotion(tags=tags, prereleases=prereleases)
+        to = self.unique_items(
+            table.get("mirrors", []), self.join(key, "mirrors"), mirror_name, non_empty=False
+        )
+        return Promotion(tags=tags, prereleases=prereleases, mirrors=to)
 
     def queue(self, value: object, key: str) -> QueueSettings:
         table = self.table(

@@ -125,6 +125,10 @@ class Keys:
     def promotions(self, version: str, run_id: str) -> str:
         return f"{self.run(version, run_id)}:promotions"
 
+    def overwrites(self, version: str, run_id: str) -> str:
+        """Mirror targets an approver confirmed overwriting -> the digest they held."""
+        return f"{self.run(version, run_id)}:overwrites"
+
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"

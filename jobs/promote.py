@@ -1,5 +1,13 @@
 """Promotion: write the configured promotion tags of an approved run from its verified
-index digests, read each back, record the outcome, and settle promoting -> promoted.
+index digests, read each back, copy the release to the promotion mirrors with the sync
+engine (gated on those same digests), record every outcome, and settle promoting ->
+promoted.
+
+A promotion mirror whose tag already holds a different digest is not overwritten: the
+run stays promoting, the target is recorded with `OVERWRITE_PENDING` and its held
+digest, and the release message offers approvers a "Confirm overwrite" button. Their
+click (a separate decision, audited) records the held digest it confirms and queues the
+promotion again; only a tag still holding that digest is then overwritten.
 
 Run by a worker for a `JobKind.PROMOTE` job on the control stream. Safe to run again
 for the same run (a redelivery): written targets are skipped, the transitions are
@@ -17,7 +25,9 @@ from jobs.pipeline import Pipeline
 from jobs.queue import Job, JobKind
 from jobs.references import parse_reference
 from jobs.registry import RegistryClient, RegistryError
-from jobs.state import Release, State
+from jobs.state import OVERWRITE_PENDING, Release, State
+from jobs.sync import ComponentStatus, sync_release
+from jobs.sync_request import resolve_mirrors
 from jobs.versions import parse_version
 
 log = logging.getLogger("aibrix.promote")
@@ -25,14 +35,80 @@ log = logging.getLogger("aibrix.promote")
 PROMOTE_COMPONENT = "all"
 
 
-def promote_job(release: Release) -> Job:
+def promote_job(release: Release, round_: int = 0) -> Job:
+    """The promotion job of a run; `round_` > 0 after an overwrite confirmation, so the
+    queue, which runs each job's effect once, takes it as a new one."""
+    component = PROMOTE_COMPONENT if round_ == 0 else f"{PROMOTE_COMPONENT}-overwrite-{round_}"
     return Job(
-        JobKind.PROMOTE,
-        release.version,
-        PROMOTE_COMPONENT,
-        release.source_ref,
-        run_id=release.run_id,
+        JobKind.PROMOTE, release.version, component, release.source_ref, run_id=release.run_id
     )
+
+
+async def _promote_to_mirrors(
+    pipeline: Pipeline, release: Release, client: RegistryClient
+) -> tuple[list[str], bool]:
+    """Copy the run to the promotion mirrors; (failures, waiting for a confirmation)."""
+    config = pipeline.config
+    store = pipeline.store
+    if not config.promotion.mirrors:
+        return [], False
+    mirrors = resolve_mirrors(config, config.promotion.mirrors)
+    verified = {c: release.indexes[c].digest for c in release.components}
+    confirmed = await store.overwrite_confirmations(release.version, release.run_id)
+    version = parse_version(release.version)
+    report = await sync_release(
+        client, config, version, mirrors, components=release.components, expected_digests=verified
+    )
+    if not report.gate_passed:
+        sentences = [sentence for problem in report.gate for sentence in problem.sentences]
+        return [messages.promotion_gate_failed(release.version, sentences)], False
+    results = {(m.mirror.label, c.component): c for m in report.mirrors for c in m.components}
+    # Refused targets whose held digest an approver confirmed: copy those again, allowed.
+    confirmed_again = [
+        (mirror, c)
+        for mirror in mirrors
+        for c in release.components
+        if (found := results.get((mirror.label, c))) is not None
+        and found.status is ComponentStatus.REFUSED
+        and confirmed.get(found.destination) == found.final_digest
+    ]
+    for mirror, component in confirmed_again:
+        again = await sync_release(
+            client,
+            config,
+            version,
+            [mirror],
+            components=[component],
+            overwrite_allowed=True,
+            expected_digests=verified,
+        )
+        for item in again.mirrors[0].components if again.mirrors else ():
+            results[(mirror.label, component)] = item
+    failures: list[str] = []
+    waiting = False
+    for item in results.values():
+        if item.status is ComponentStatus.REFUSED:
+            waiting = True
+            await store.record_promotion(
+                release.version,
+                release.run_id,
+                item.destination,
+                ok=False,
+                digest=item.final_digest or "",
+                detail=OVERWRITE_PENDING,
+            )
+            continue
+        await store.record_promotion(
+            release.version,
+            release.run_id,
+            item.destination,
+            ok=item.ok,
+            digest=item.final_digest or "",
+            detail="" if item.ok else (item.reason or item.status.value),
+        )
+        if not item.ok:
+            failures.append(messages.promotion_failed(item.destination, item.reason or ""))
+    return failures, waiting
 
 
 async def _read_digest(client: RegistryClient, target: str) -> str | None:
@@ -81,11 +157,16 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
+    mirror_failures, waiting = await _promote_to_mirrors(pipeline, release, client)
+    failures += mirror_failures
     if failures:
         await store.transition(
             job.release, job.run_id, [State.PROMOTING], State.FAILED, reason="; ".join(failures)
         )
         return State.FAILED
+    if waiting:
+        log.info("%s waits for an approver to confirm overwriting a mirror tag", job.release)
+        return State.PROMOTING
     reason = "" if tags else messages.promotion_none(release.version)
     await store.transition(
         job.release, job.run_id, [State.PROMOTING], State.PROMOTED, reason=reason

@@ -217,6 +217,11 @@ class Approval:
     digests: Mapping[str, str] = field(hash=False)
 
 
+# The detail of a promotion record whose mirror tag holds another digest, until an
+# approver confirms the overwrite.
+OVERWRITE_PENDING = "overwrite-pending"
+
+
 @dataclass(frozen=True)
 class PromotionResult:
     target: str
@@ -873,6 +878,17 @@ class ReleaseStore:
             event_fields={"target": target, "ok": "1" if ok else "0", "digest": digest},
         )
 
+    async def confirm_overwrites(self, version: str, run_id: str, held: Mapping[str, str]) -> None:
+        """Record that these mirror targets may be overwritten while they hold these
+        digests (the decision itself goes to the audit stream)."""
+        key = self.keys.overwrites(version, run_id)
+        for target, digest in held.items():
+            await self.redis.hset(key, target, digest)
+
+    async def overwrite_confirmations(self, version: str, run_id: str) -> dict[str, str]:
+        found = await self.redis.hgetall(self.keys.overwrites(version, run_id))
+        return {str(k): str(v) for k, v in found.items()}
+
     async def audit(self, version: str, run_id: str, actor: str, action: str, detail: str) -> str:
         """Append an audit entry (rejected, cancelled, ...); returns its stream id."""
         entry_id = await self.redis.xadd(
@@ -1013,3 +1029,12 @@ def _release(
         approvals=approval_records,
         promotions=promotion_records,
     )
+
+
+def pending_overwrites(release: Release) -> dict[str, str]:
+    """Mirror targets waiting for an approver's overwrite confirmation -> the digest held."""
+    return {
+        target: result.digest
+        for target, result in release.promotions.items()
+        if not result.ok and result.detail == OVERWRITE_PENDING
+    }

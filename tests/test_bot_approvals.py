@@ -8,6 +8,7 @@ from jobs.approvals import (
     Click,
     Verdict,
     decide_approval,
+    decide_overwrite,
     decide_rejection,
     drift_problems,
     may_change_run,
@@ -193,6 +194,43 @@ def test_tally(
 )
 def test_rejection_matrix(user: str, state: State, run_id: str, verdict: Verdict) -> None:
     assert decide_rejection(POLICY, click(user, state=state, run_id=run_id)).verdict is verdict
+
+
+PENDING = {"mirror.example.com/aibrix/runtime:v1.0.0": "sha256:" + "c" * 64}
+
+
+@pytest.mark.parametrize(
+    ("user", "groups", "state", "run_id", "pending", "verdict", "reason"),
+    [
+        ("U0APPROVER1", frozenset(), State.PROMOTING, "run-b", PENDING, Verdict.RECORD, ""),
+        ("U0GROUPIE", frozenset({"S0RELEASE"}), State.PROMOTING, "run-b", PENDING,
+         Verdict.RECORD, ""),
+        ("U0REQUESTER", frozenset(), State.PROMOTING, "run-b", PENDING, Verdict.REFUSE,
+         "may not approve"),
+        ("U0STRANGER", frozenset(), State.PROMOTING, "run-b", PENDING, Verdict.REFUSE,
+         "not an approver"),
+        ("U0APPROVER1", frozenset(), State.PROMOTING, "run-a", PENDING, Verdict.REFUSE,
+         "earlier run"),
+        ("U0APPROVER1", frozenset(), State.PROMOTED, "run-b", PENDING, Verdict.REFUSE,
+         "no mirror tag waiting"),
+        ("U0APPROVER1", frozenset(), State.PROMOTING, "run-b", {}, Verdict.REFUSE,
+         "no mirror tag waiting"),
+    ],
+)  # fmt: skip
+def test_overwrite_confirmation_matrix(
+    user: str,
+    groups: frozenset[str],
+    state: State,
+    run_id: str,
+    pending: dict[str, str],
+    verdict: Verdict,
+    reason: str,
+) -> None:
+    decision = decide_overwrite(
+        POLICY, click(user, groups=groups, state=state, run_id=run_id), pending
+    )
+    assert decision.verdict is verdict
+    assert reason in decision.reason
 
 
 def test_groups_are_looked_up_only_when_they_can_decide() -> None:

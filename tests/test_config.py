@@ -510,6 +510,8 @@ INVALID = [
      "promotion.tags[1]", "already given at promotion.tags[0]"),
     ("promotion-prereleases", doc(extra='[promotion]\nprereleases = "yes"'),
      "promotion.prereleases", "must be true or false"),
+    ("promotion-mirror-unknown", doc(extra='[promotion]\nmirrors = ["nowhere"]'),
+     "promotion.mirrors[0]", "'nowhere' is not a configured mirror"),
     # queue
     ("queue-attempts-zero", doc(extra="[queue]\nmax_attempts = 0"), "queue.max_attempts",
      "out of range"),
