@@ -108,7 +108,45 @@ async def _promote_to_mirrors(
         )
         if not item.ok:
             failures.append(messages.promotion_failed(item.destination, item.reason or ""))
+        elif item.final_digest:
+            failures += await _tag_on_mirror(
+                pipeline, release, client, item.destination, item.final_digest
+            )
     return failures, waiting
+
+
+async def _tag_on_mirror(
+    pipeline: Pipeline, release: Release, client: RegistryClient, copied: str, digest: str
+) -> list[str]:
+    """The promotion tags on a mirror, beside the release tag just verified there: the same
+    manifest bytes under each tag, so each reads back as the approved digest."""
+    tags = pipeline.config.promotion_tags_for(parse_version(release.version))
+    if not tags:
+        return []
+    repository = copied.rsplit(":", 1)[0]
+    failures = []
+    try:
+        manifest = await client.get_manifest(parse_reference(f"{repository}@{digest}"))
+    except RegistryError as error:
+        return [messages.promotion_failed(f"{repository}:{tags[0]}", str(error))]
+    for tag in tags:
+        target = f"{repository}:{tag}"
+        done = release.promotions.get(target)
+        if done is not None and done.ok:
+            continue
+        try:
+            got = await client.put_manifest(
+                parse_reference(target), manifest.raw, manifest.media_type
+            )
+            detail = "" if got == digest else f"it reads back as {got}"
+        except RegistryError as error:
+            got, detail = "", str(error)
+        await pipeline.store.record_promotion(
+            release.version, release.run_id, target, ok=got == digest, digest=got, detail=detail
+        )
+        if got != digest:
+            failures.append(messages.promotion_failed(target, detail))
+    return failures
 
 
 async def _read_digest(client: RegistryClient, target: str) -> str | None:

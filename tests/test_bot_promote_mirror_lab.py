@@ -55,8 +55,8 @@ async def setup(
     found.stop_all()
 
 
-async def mirror_digest(lab: Lab, namespace: str, component: str) -> str | None:
-    url = f"http://{lab.mirror_registry}/v2/{namespace}/{component}/manifests/{VERSION}"
+async def mirror_digest(lab: Lab, namespace: str, component: str, tag: str = VERSION) -> str | None:
+    url = f"http://{lab.mirror_registry}/v2/{namespace}/{component}/manifests/{tag}"
     async with (
         aiohttp.ClientSession() as session,
         session.head(url, headers={"Accept": MANIFEST_ACCEPT}) as head,
@@ -162,6 +162,11 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                 assert promoted.state is State.PROMOTED, promoted.state_reason
                 assert await mirror_digest(lab, namespace, TAKEN) == ready.indexes[TAKEN].digest
                 assert promoted.promotions[target].ok
+                # The promotion tags go on the mirror too, the same manifest under each.
+                for component, index in promoted.indexes.items():
+                    latest = f"{lab.mirror_registry}/{namespace}/{component}:latest"
+                    assert promoted.promotions[latest].ok
+                    assert await mirror_digest(lab, namespace, component, "latest") == index.digest
                 entries = await server.redis.xrange(server.deps.pipeline.keys.audit)
                 (confirmed,) = [f for _, f in entries if f.get("action") == "overwrite-confirmed"]
                 assert confirmed["actor"] == APPROVER and held.digest in confirmed["detail"]
