@@ -869,8 +869,15 @@ def approval_check_failed(subject: str) -> str:
     return f"{subject} no longer passes the platform check"
 
 
-def registry_unreachable(host: str, error: BaseException) -> str:
-    return f"cannot reach {host} ({type(error).__name__})"
+def registry_unreachable(host: str, error: BaseException, proxy_variables: Sequence[str]) -> str:
+    said = f"cannot reach {host} ({type(error).__name__})"
+    if proxy_variables:
+        # Only the variables' names: a proxy URL can hold a password.
+        said += (
+            f"; {', '.join(proxy_variables)} is set, but aibrix-bot connects to registries "
+            "directly (HTTP proxies are not supported yet)"
+        )
+    return said
 
 
 def registry_certificate_untrusted(host: str, reason: str) -> str:

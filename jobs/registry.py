@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import random
 import time
 from collections import Counter
@@ -221,7 +222,11 @@ def _unreachable(ref: Reference, error: BaseException) -> UnreachableError:
         return UnreachableError(
             str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
         )
-    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error))
+    proxies = [name for name in _PROXY_VARIABLES if os.environ.get(name)]
+    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error, proxies))
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 
 
 class RegistryClient:
