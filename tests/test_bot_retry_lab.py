@@ -165,6 +165,9 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     assert "approve_release" not in shown
     assert "runtime v0.7.0 failed to build for linux/arm64" in shown
     await settled(bot, "v0.7.0")
+    settled_run = await bot.pipeline.store.load("v0.7.0", blocked.run_id)
+    assert settled_run is not None
+    blocked = settled_run  # its other builds done: what a retry must reuse
     before = await snapshot(bot, "v0.7.0")
 
     # Refused, each with its reason, and nothing changes.
