@@ -120,9 +120,20 @@ class ImageWorkers:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
     def logs(self) -> str:
-        return "\n".join(
-            f"--- {name}\n" + "\n".join(map(str, self.log_lines(name)[-20:])) for name in self.names
-        )
+        """Each container's state and the tail of its output, JSON or not (a crash at
+        start prints a traceback, not a log line)."""
+        parts = []
+        for name in self.names:
+            state = subprocess.run(
+                ["docker", "inspect", "-f", "{{.State.Status}} exit={{.State.ExitCode}}", name],
+                capture_output=True,
+                text=True,
+            )
+            out = subprocess.run(
+                ["docker", "logs", "--tail", "30", name], capture_output=True, text=True
+            )
+            parts.append(f"--- {name} ({state.stdout.strip()})\n{out.stdout}{out.stderr}")
+        return "\n".join(parts)
 
     def remove(self) -> None:
         if self.names:
