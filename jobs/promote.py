@@ -87,26 +87,22 @@ async def _promote_to_mirrors(
     failures: list[str] = []
     waiting = False
     for item in results.values():
-        if item.status is ComponentStatus.REFUSED:
-            waiting = True
-            await store.record_promotion(
-                release.version,
-                release.run_id,
-                item.destination,
-                ok=False,
-                digest=item.final_digest or "",
-                detail=OVERWRITE_PENDING,
-            )
-            continue
+        refused = item.status is ComponentStatus.REFUSED
+        if refused:
+            detail = OVERWRITE_PENDING  # ok is False: the message offers Confirm overwrite
+        else:
+            detail = "" if item.ok else (item.reason or item.status.value)
         await store.record_promotion(
             release.version,
             release.run_id,
             item.destination,
             ok=item.ok,
             digest=item.final_digest or "",
-            detail="" if item.ok else (item.reason or item.status.value),
+            detail=detail,
         )
-        if not item.ok:
+        if refused:
+            waiting = True
+        elif not item.ok:
             failures.append(messages.promotion_failed(item.destination, item.reason or ""))
         elif item.final_digest:
             failures += await _tag_on_mirror(
