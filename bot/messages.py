@@ -343,6 +343,20 @@ def config_bad_slack_group(value: str) -> str:
     return f"{quote_input(value)} is not a Slack user group id; expected an id such as S012AB3CD"
 
 
+def config_bad_slack_principal(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a Slack user id or user group id; expected an id such "
+        "as U012AB3CD, W012AB3CD (a member) or S012AB3CD (a user group)"
+    )
+
+
+def config_bad_slack_channel(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a Slack channel id; expected an id such as C012AB3CD "
+        "(from the channel's details, not its #name)"
+    )
+
+
 def config_approvals_unreachable(required: int, approvers: int) -> str:
     return (
         f"{required} approvals are required but only {approvers} approvers are listed and "
@@ -741,6 +755,23 @@ def slack_release_running(version: str, run_id: str, state: str) -> str:
 
 def slack_working(what: str) -> str:
     return f"working on {what}..."
+
+
+def permission_wrong_channel(channel: str, accepted: Sequence[str]) -> str:
+    if not accepted:
+        return (
+            "this bot takes no commands in any channel yet: its config lists no "
+            "`permissions.channels`; ask the bot's operator"
+        )
+    names = ", ".join(f"<#{c}>" for c in accepted)
+    return f"this channel does not take release commands; use {names}"
+
+
+def permission_refused(user: str, action: str, who: str) -> str:
+    return (
+        f"<@{user}> may not {action.replace('_', ' ')} here; "
+        f"the config's permissions grant it to: {who}"
+    )
 
 
 def slack_not_allowed(user: str, what: str) -> str:

@@ -18,6 +18,7 @@ from handlers.context import (
     Deps,
     first_delivery,
     forget_delivery,
+    permission_refusal,
     post_status_message,
     user_groups,
 )
@@ -36,6 +37,7 @@ from handlers.parse import (
 )
 from jobs.approvals import may_change_run
 from jobs.inspection import inspect_reference
+from jobs.permissions import Action
 from jobs.pipeline import ReleaseInputError, ReleaseNotFound
 from jobs.registry import RegistryClient
 
@@ -47,6 +49,21 @@ Respond = Callable[..., Awaitable[Any]]
 # Commands that change something: each delivery of one is claimed in Redis, so that a
 # redelivery of one already handled does nothing (inspect and status only read).
 CHANGING = (ReleaseCommand, SyncCommand, CancelCommand, RetryCommand)
+
+
+def command_action(command: Command) -> Action:
+    """What the permission table calls this command."""
+    if isinstance(command, ReleaseCommand):
+        return Action.RELEASE
+    if isinstance(command, SyncCommand):
+        return Action.SYNC
+    if isinstance(command, CancelCommand):
+        return Action.CANCEL
+    if isinstance(command, RetryCommand):
+        return Action.RETRY
+    if isinstance(command, InspectCommand):
+        return Action.INSPECT
+    return Action.STATUS
 
 
 def ack_text(command: Command) -> str:
@@ -83,6 +100,17 @@ async def on_command(
     if isinstance(parsed, HelpCommand):
         help_ = blocks.plain(messages.slack_help())
         await ack(response_type="ephemeral", text=help_.text, blocks=help_.blocks)
+        return
+    refusal = await permission_refusal(
+        deps,
+        client,
+        command_action(parsed),
+        str(body.get("user_id") or ""),
+        str(body.get("channel_id") or ""),
+    )
+    if refusal is not None:
+        error = blocks.error_message(refusal)
+        await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
         return
     identity = command_delivery(body) if isinstance(parsed, CHANGING) else None
     try:

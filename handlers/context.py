@@ -16,6 +16,8 @@ from bot.notifier import Notifier
 from jobs.approvals import needs_groups
 from jobs.config import Config
 from jobs.inspection import inspect_reference
+from jobs.permissions import Action, Actor, authorize
+from jobs.permissions import needs_groups as needs_permission_groups
 from jobs.pipeline import Pipeline
 from jobs.references import parse_reference
 from jobs.registry import RegistryClient, RegistrySettings
@@ -72,13 +74,18 @@ async def forget_delivery(deps: Deps, identity: str | None) -> None:
         await deps.pipeline.redis.delete(deps.pipeline.keys.slack_delivery(identity))
 
 
-async def user_groups(deps: Deps, client: AsyncWebClient, user: str) -> frozenset[str]:
-    """The configured approver groups `user` is a member of (usergroups.users.list)."""
+async def user_groups(
+    deps: Deps, client: AsyncWebClient, user: str, groups: tuple[str, ...] | None = None
+) -> frozenset[str]:
+    """Which of `groups` (default: the configured approver groups) `user` is a member of
+    (usergroups.users.list)."""
     policy = deps.config.approval
-    if not needs_groups(policy, user):
-        return frozenset()
+    if groups is None:
+        if not needs_groups(policy, user):
+            return frozenset()
+        groups = policy.approver_groups
     found = set()
-    for group in policy.approver_groups:
+    for group in groups:
         try:
             reply = await client.usergroups_users_list(usergroup=group)
         except SlackApiError as error:
@@ -87,6 +94,20 @@ async def user_groups(deps: Deps, client: AsyncWebClient, user: str) -> frozense
         if user in (reply.get("users") or []):
             found.add(group)
     return frozenset(found)
+
+
+async def permission_refusal(
+    deps: Deps, client: AsyncWebClient, action: Action, user: str, channel: str
+) -> str | None:
+    """The one permission check for Slack: None when `user` in `channel` may do `action`,
+    else the sentence to answer with. Every command and button calls this before it
+    reads or writes anything."""
+    permissions = deps.config.permissions
+    actor = Actor(user=user, channel=channel)
+    if needs_permission_groups(permissions, action, actor):
+        grant = permissions.grant(action)
+        actor = Actor(user, await user_groups(deps, client, user, grant.groups), channel)
+    return authorize(permissions, action, actor)
 
 
 async def published_digests(

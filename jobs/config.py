@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Literal, NoReturn, TypeVar
 
 from bot import messages
+from jobs.permissions import ROLES, Action, Grant, Permissions, build_permissions
 from jobs.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform
 from jobs.versions import (
     COMPONENT_NAME_MAX_LENGTH,
@@ -167,6 +168,7 @@ class Config:
     platforms: tuple[Platform, ...] = DEFAULT_PLATFORMS
     mirrors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     approval: Approval = Approval()
+    permissions: Permissions = field(default_factory=Permissions)
     promotion: Promotion = Promotion()
     queue: QueueSettings = QueueSettings()
     staging_tag: str = "{version}-{arch}"
@@ -357,6 +359,7 @@ _BUILD_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _STAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,31}")
 _SLACK_GROUP = re.compile(r"S[A-Z0-9]{2,31}")
+_SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,31}")
 _KEY_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -584,6 +587,7 @@ class _Reader:
                 "components",
                 "mirrors",
                 "approval",
+                "permissions",
                 "promotion",
                 "queue",
             ),
@@ -602,6 +606,7 @@ class _Reader:
         staging_tag = self.staging_tag(top.get("staging_tag", "{version}-{arch}"), platforms)
         mirrors = self.mirrors(top.get("mirrors", {}), "mirrors", repository)
         approval = self.approval(top.get("approval", {}), "approval")
+        permissions = self.permissions(top.get("permissions", {}), "permissions", approval)
         promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
         queue = self.queue(top.get("queue", {}), "queue")
         return Config(
@@ -611,6 +616,7 @@ class _Reader:
             platforms=platforms,
             mirrors=mirrors,
             approval=approval,
+            permissions=permissions,
             promotion=promotion,
             queue=queue,
             staging_tag=staging_tag,
@@ -849,6 +855,43 @@ class _Reader:
                 table.get("approval_ttl_seconds", 3600), self.join(key, "approval_ttl_seconds")
             ),
         )
+
+    def slack_principal(self, item: object, item_key: str) -> str:
+        """A Slack user id (U..., W...) or user group id (S...)."""
+        text = self.text(item, item_key)
+        if not (_SLACK_USER.fullmatch(text) or _SLACK_GROUP.fullmatch(text)):
+            self.fail(item_key, messages.config_bad_slack_principal(text))
+        return text
+
+    def permissions(self, value: object, key: str, approval: Approval) -> Permissions:
+        roles_keys = tuple(action.value for action in ROLES)
+        table = self.table(value, key, ("channels", *roles_keys))
+
+        def channel(item: object, item_key: str) -> str:
+            text = self.text(item, item_key)
+            if not _SLACK_CHANNEL.fullmatch(text):
+                self.fail(item_key, messages.config_bad_slack_channel(text))
+            return text
+
+        channels = self.unique_items(
+            table.get("channels", []), self.join(key, "channels"), channel, non_empty=False
+        )
+        roles: dict[Action, Grant] = {}
+        for action in ROLES:
+            if action.value not in table:
+                continue
+            listed = self.unique_items(
+                table[action.value],
+                self.join(key, action.value),
+                self.slack_principal,
+                non_empty=False,
+            )
+            roles[action] = Grant(
+                users=tuple(p for p in listed if not p.startswith("S")),
+                groups=tuple(p for p in listed if p.startswith("S")),
+            )
+        approvers = Grant(users=approval.approvers, groups=approval.approver_groups)
+        return build_permissions(channels, roles, approvers)
 
     def promotion(self, value: object, key: str, mirrors: Mapping[str, str]) -> Promotion:
         table = self.table(value, key, ("tags", "prereleases", "mirrors"))

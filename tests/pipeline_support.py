@@ -49,6 +49,8 @@ def toml_config(
         "[approval]",
         'approvers = ["U0APPROVER1", "U0APPROVER2"]',
         "approvals_required = 1",
+        "[permissions]",
+        'channels = ["C0RELEASES"]',
         "[queue]",
         f"max_attempts = {max_attempts}",
         "backoff_base_seconds = 0.2",

@@ -52,6 +52,8 @@ def config_text(lab: Lab, namespace: str, key_prefix: str, required: int = 2) ->
         'approver_groups = ["S0APPROVERS"]',
         f"approvals_required = {required}",
         f"approval_ttl_seconds = {TTL}",
+        "[permissions]",
+        f'channels = ["{CHANNEL}"]',
         "[queue]",
         f'key_prefix = "{key_prefix}"',
         "[mirrors]",
