@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jobs.copy_plan import DriftData, SyncData
+from jobs.inspect_scope import Location, LocationKind
 from jobs.platforms import Platform
 from jobs.verdict import EntryStatus, Outcome, Verdict
 
@@ -774,6 +775,25 @@ def permission_refused(user: str, action: str, who: str) -> str:
     )
 
 
+def _location_label(location: Location) -> str:
+    if location.kind is LocationKind.MIRROR:
+        return f"{location.text} (mirror {location.name})"
+    if location.kind is LocationKind.DEPENDENCY:
+        return f"{location.text} (a dependency image)"
+    return f"{location.text} (the release repository)"
+
+
+def inspect_not_configured(reference: str, locations: Sequence[Location]) -> str:
+    """From Slack, only images on the registries the config names are read."""
+    places = ", ".join(_location_label(location) for location in locations)
+    return (
+        f"{reference} is not on a registry this project uses, so the bot does not read "
+        f"it; from Slack, /aibrix inspect reads only images under {places}. Name a "
+        "component (/aibrix inspect runtime v0.3.0), or run aibrix-bot inspect with "
+        "your own credentials for any other image"
+    )
+
+
 def slack_not_allowed(user: str, what: str) -> str:
     return f"<@{user}> is not an approver of this project and may not {what}"
 
@@ -909,6 +929,42 @@ def registry_unreachable(host: str, error: BaseException, proxy_variables: Seque
             "directly (HTTP proxies are not supported yet)"
         )
     return said
+
+
+def _status_said(status: int, code: str | None) -> str:
+    """`HTTP 404` or `HTTP 404, MANIFEST_UNKNOWN`: what a registry's refusal may show."""
+    return f"HTTP {status}, {code}" if code else f"HTTP {status}"
+
+
+def registry_not_found(status: int, code: str | None) -> str:
+    return f"not found in the registry ({_status_said(status, code)})"
+
+
+def registry_refused_credentials(status: int, code: str | None) -> str:
+    return f"the registry refused the credentials ({_status_said(status, code)})"
+
+
+def registry_needs_credentials(status: int, code: str | None) -> str:
+    return (
+        "the registry requires authentication and no credentials were found in the "
+        f"docker config ({_status_said(status, code)})"
+    )
+
+
+def registry_kept_failing(status: int, code: str | None, attempts: int) -> str:
+    return f"the registry kept answering {_status_said(status, code)} after {attempts} attempts"
+
+
+def registry_unexpected_status(status: int, code: str | None) -> str:
+    return f"unexpected answer from the registry ({_status_said(status, code)})"
+
+
+def registry_token_realm_insecure() -> str:
+    return (
+        "the registry sends its clients to a token service over plain HTTP on another "
+        "host; credentials are sent there only over HTTPS (or to a host given as an "
+        "insecure registry)"
+    )
 
 
 def registry_certificate_untrusted(host: str, reason: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -36,6 +37,8 @@ from handlers.parse import (
     parse_command,
 )
 from jobs.approvals import may_change_run
+from jobs.config import Config
+from jobs.inspect_scope import admitted, configured_locations
 from jobs.inspection import inspect_reference
 from jobs.permissions import Action
 from jobs.pipeline import ReleaseInputError, ReleaseNotFound
@@ -80,6 +83,16 @@ def ack_text(command: Command) -> str:
     return messages.slack_working("status")
 
 
+def inspect_in_scope(config: Config, command: InspectCommand) -> InspectCommand | str:
+    """The command with its reference spelled as the config names the registry, or the
+    refusal when the reference is on no registry the config names (`jobs.inspect_scope`)."""
+    locations = configured_locations(config.repository, config.mirrors)
+    reference = admitted(locations, command.reference)
+    if reference is None:
+        return messages.inspect_not_configured(str(command.reference), locations)
+    return replace(command, reference=reference)
+
+
 async def _answer(respond: Respond, message: blocks.Message) -> None:
     await respond(response_type="ephemeral", text=message.text, blocks=message.blocks)
 
@@ -112,6 +125,13 @@ async def on_command(
         error = blocks.error_message(refusal)
         await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
         return
+    if isinstance(parsed, InspectCommand):
+        scoped = inspect_in_scope(deps.config, parsed)
+        if isinstance(scoped, str):  # refused before any connection
+            error = blocks.error_message(scoped)
+            await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
+            return
+        parsed = scoped
     identity = command_delivery(body) if isinstance(parsed, CHANGING) else None
     try:
         first = await first_delivery(deps, identity)

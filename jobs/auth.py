@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+from bot import messages
 from jobs.credentials import Credentials
+from jobs.endpoints import scheme_for
 
 _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 DEFAULT_TOKEN_LIFETIME = 60
@@ -77,11 +79,52 @@ def mount_scope(repository: str, from_repository: str) -> str:
     return f"{scope_for(repository, 'pull,push')} {scope_for(from_repository)}"
 
 
+def realm_may_carry_credentials(
+    realm: str, registry_host: str, insecure: frozenset[str] = frozenset()
+) -> bool:
+    """Whether the registry's credentials may go to its Bearer token service `realm`.
+
+    Like docker and containerd, the realm gets the registry's credentials whatever its
+    host (Docker Hub's registry-1.docker.io sends clients to auth.docker.io): the
+    registry, which holds them already, names its token service. One rule more than
+    theirs: never in clear text to a host that was not given as plain HTTP. The realm
+    must be https, or on a host this client speaks plain HTTP to anyway (loopback, a
+    host given by --insecure-registry / AIBRIX_INSECURE_REGISTRIES, or the registry's own
+    plain-HTTP host)."""
+    parts = urlsplit(realm)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return True
+    if scheme != "http" or not parts.hostname:
+        return False
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    hostport = f"{host}:{port}" if port is not None else host
+    if scheme_for(hostport, insecure) == "http":
+        return True
+    registry_plain = scheme_for(registry_host, insecure) == "http"
+    return registry_plain and _bare_host(registry_host).lower() == host.lower()
+
+
+def _bare_host(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.split(":", 1)[0]
+
+
 def authorization_flow(
-    challenge: Challenge, scope: str, credentials: Credentials | None
+    challenge: Challenge,
+    scope: str,
+    credentials: Credentials | None,
+    *,
+    realm_allowed: Callable[[str], bool] = lambda realm: True,
 ) -> Generator[TokenRequest, TokenResponse, Authorization]:
     """Turn a challenge into an Authorization header, yielding a token request for Bearer.
-    `scope` is one scope or several separated by spaces (each its own `scope=`)."""
+    `scope` is one scope or several separated by spaces (each its own `scope=`);
+    `realm_allowed` says whether a Bearer realm may receive the credentials."""
     if challenge.scheme == "basic":
         if credentials is None or not credentials.username:
             raise AuthFlowError(
@@ -89,7 +132,10 @@ def authorization_flow(
             )
         return Authorization(basic_header(credentials), lifetime=24 * 3600)
     if challenge.scheme != "bearer":
-        raise AuthFlowError(f"unsupported authentication scheme {challenge.scheme!r}")
+        # Not named: the scheme is the registry's header text.
+        raise AuthFlowError(
+            "the registry asks for an unsupported authentication scheme (neither Basic nor Bearer)"
+        )
     realm = challenge.params.get("realm")
     if not realm or not realm.startswith(("https://", "http://")):
         raise AuthFlowError("the registry's Bearer challenge has no usable realm")
@@ -97,6 +143,11 @@ def authorization_flow(
     if challenge.params.get("service"):
         query.append(("service", challenge.params["service"]))
     headers: dict[str, str] = {}
+    has_secret = credentials is not None and (
+        bool(credentials.username and credentials.password) or bool(credentials.identity_token)
+    )
+    if has_secret and not realm_allowed(realm):
+        raise AuthFlowError(messages.registry_token_realm_insecure())
     if credentials is not None and credentials.username and credentials.password:
         headers["Authorization"] = basic_header(credentials)
     elif credentials is not None and credentials.identity_token:

@@ -59,6 +59,9 @@ class CertificateError(HttpError):
     """The server's TLS certificate failed verification: no retry can help."""
 
     def __init__(self, host: str, port: int, reason: str) -> None:
+        # OpenSSL's reason can quote the certificate's names, which the server chose:
+        # keep the reason itself ("Hostname mismatch", "self-signed certificate").
+        reason = reason.split(",", 1)[0].split("'", 1)[0].strip() or "verification failed"
         super().__init__(f"the TLS certificate of {host}:{port} is not trusted ({reason})")
         self.host = f"{host}:{port}"
         self.reason = reason
@@ -96,11 +99,12 @@ def origin_of(url: str) -> Origin:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.hostname:
-        raise HttpError(f"not an http(s) URL: {url[:200]}")
+        # The URL is not shown: it can be a server's Location header.
+        raise HttpError("not an http(s) URL")
     try:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
-        raise HttpError(f"bad port in URL: {url[:200]}") from None
+        raise HttpError("bad port in a URL") from None
     return scheme, parts.hostname, port
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from jobs.platforms import Platform, platform_from_json
+from jobs.references import InvalidReferenceError, validate_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -21,6 +22,7 @@ DOCKER_SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
+KNOWN_UNSUPPORTED = ("application/vnd.oci.artifact.manifest.v1+json",)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
@@ -39,7 +41,8 @@ def sha256_digest(data: bytes) -> str:
 
 def digest_of(data: bytes, algorithm: str) -> str:
     if algorithm not in ("sha256", "sha512"):
-        raise ManifestError(f"unsupported digest algorithm {algorithm!r}")
+        # Not named: the algorithm can come from a registry's header.
+        raise ManifestError("the digest's algorithm is neither sha256 nor sha512")
     return f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
 
 
@@ -81,6 +84,11 @@ def _descriptor(data: object, where: str) -> Descriptor:
     annotations = data.get("annotations") or {}
     if not isinstance(digest, str) or ":" not in digest:
         raise ManifestError(f"{where} has no digest")
+    try:
+        validate_digest(digest)
+    except InvalidReferenceError:
+        # Not shown: a digest is what the verdict prints, and this one is free text.
+        raise ManifestError(f"{where} has a malformed digest") from None
     if not isinstance(media_type, str) or not isinstance(size, int) or size < 0:
         raise ManifestError(f"{where} has a bad mediaType or size")
     if not isinstance(annotations, dict):
@@ -131,7 +139,10 @@ def parse_manifest(raw: bytes, digest: str, content_type: str = "") -> Manifest:
             config=_descriptor(data.get("config"), "config"),
             layers=tuple(_descriptor(e, f"layers[{i}]") for i, e in enumerate(layers)),
         )
-    raise ManifestError(f"unsupported manifest media type {media_type!r}")
+    if media_type in KNOWN_UNSUPPORTED:
+        raise ManifestError(f"unsupported manifest media type {media_type}")
+    # Any other value is the registry's free text (or its Content-Type header): not shown.
+    raise ManifestError("the manifest is neither an image index nor an image manifest")
 
 
 def parse_config_platform(raw: bytes) -> Platform:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
@@ -42,6 +43,7 @@ from jobs.auth import (
     authorization_flow,
     mount_scope,
     parse_challenge,
+    realm_may_carry_credentials,
     scope_for,
 )
 from jobs.credentials import Credentials, CredentialsError, DockerConfig
@@ -122,22 +124,37 @@ def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float) 
     return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - jitter, not crypto
 
 
-def registry_error_detail(body: bytes, limit: int = 200) -> str | None:
-    """The first `code: message` of a distribution error body (`{"errors": [...]}`), made
-    safe to show (printable ASCII, at most `limit` characters); None when there is none."""
+_ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+
+
+def registry_error_code(body: bytes) -> str | None:
+    """The `code` of the first error of a distribution error body (`{"errors": [...]}`)
+    when it is an upper-case identifier (MANIFEST_UNKNOWN, DENIED, UNAUTHORIZED); None
+    otherwise. Never the free text (`message`, `detail`): a registry may put anything
+    there, the credentials it was sent included (it has been seen)."""
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     errors = data.get("errors") if isinstance(data, dict) else None
     if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
         return None
-    first = errors[0]
-    text = ": ".join(str(first[k]) for k in ("code", "message") if first.get(k))
-    text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
-    if not text:
+    code = errors[0].get("code")
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        return code
+    return None
+
+
+def _announced_digest(ref: Reference, headers: Mapping[str, str]) -> str | None:
+    """The `Docker-Content-Digest` header when there is one; it is a header, so it is
+    validated before any sentence can show it."""
+    announced = headers.get("Docker-Content-Digest")
+    if not announced:
         return None
-    return text if len(text) <= limit else text[:limit] + "..."
+    try:
+        return validate_digest(announced)
+    except InvalidReferenceError:
+        raise ProtocolError(str(ref), "the registry announced a malformed digest") from None
 
 
 def upload_url(request_url: str, location: str, digest: str) -> str:
@@ -314,7 +331,7 @@ class RegistryClient:
             MANIFEST_ACCEPT,
             MAX_MANIFEST_BYTES,
         )
-        announced = fetched.headers.get("Docker-Content-Digest")
+        announced = _announced_digest(ref, fetched.headers)
         expected = ref.digest or announced
         digest = self._verify(ref, fetched.body, expected, "manifest")
         try:
@@ -405,7 +422,7 @@ class RegistryClient:
             data=raw,
             final=(201,),
         )
-        announced = fetched.headers.get("Docker-Content-Digest")
+        announced = _announced_digest(ref, fetched.headers)
         if announced and announced != digest:
             raise DigestMismatchError(
                 str(ref), f"the registry stored the manifest as {announced}, not {digest}"
@@ -583,7 +600,7 @@ class RegistryClient:
             raise _RetryTransfer(f"HTTP {status}", headers.get("Retry-After"))
         if status != 201:
             raise self._status_error(destination, status, error_body)
-        announced = headers.get("Docker-Content-Digest")
+        announced = _announced_digest(destination, headers)
         if announced and announced != blob.digest:
             raise DigestMismatchError(
                 str(destination), f"the registry stored blob {blob.digest} as {announced}"
@@ -881,25 +898,22 @@ class RegistryClient:
         self.requests_by_method[method] += 1
 
     def _status_error(self, ref: Reference, status: int, body: bytes) -> RegistryError:
+        """The one place a registry's refusal becomes a sentence: its HTTP status and
+        error code, never its free text nor any header it sent."""
+        code = registry_error_code(body)
         if status == 404:
-            return NotFoundError(str(ref), "not found in the registry")
+            return NotFoundError(str(ref), messages.registry_not_found(status, code))
         if status in (401, 403):
             if self._credentials.get(ref.registry) is not None:
-                return AuthenticationError(str(ref), "the registry refused the credentials")
-            return AuthenticationError(
-                str(ref),
-                "the registry requires authentication and no credentials were found "
-                "in the docker config",
-            )
+                return AuthenticationError(
+                    str(ref), messages.registry_refused_credentials(status, code)
+                )
+            return AuthenticationError(str(ref), messages.registry_needs_credentials(status, code))
         if status in RETRY_STATUSES:
             return UnreachableError(
-                str(ref),
-                f"the registry kept answering HTTP {status} after "
-                f"{self.settings.max_attempts} attempts",
+                str(ref), messages.registry_kept_failing(status, code, self.settings.max_attempts)
             )
-        detail = registry_error_detail(body)
-        suffix = f" ({detail})" if detail else ""
-        return ProtocolError(str(ref), f"unexpected HTTP {status} from the registry{suffix}")
+        return ProtocolError(str(ref), messages.registry_unexpected_status(status, code))
 
     @staticmethod
     def _cached_header(host_auth: _HostAuth, scope: str) -> str | None:
@@ -913,7 +927,13 @@ class RegistryClient:
         if challenge is None:
             raise AuthenticationError(str(ref), "the registry refused access without a challenge")
         credentials = self._credentials_for(ref)
-        flow = authorization_flow(challenge, scope, credentials)
+        insecure = self.settings.insecure_registries
+        flow = authorization_flow(
+            challenge,
+            scope,
+            credentials,
+            realm_allowed=lambda realm: realm_may_carry_credentials(realm, ref.api_host, insecure),
+        )
         try:
             token_request = next(flow)
             while True:

@@ -41,7 +41,7 @@ from jobs.references import parse_reference
 from jobs.registry import (
     DigestMismatchError,
     RegistryClient,
-    registry_error_detail,
+    registry_error_code,
     same_origin,
     upload_url,
 )
@@ -644,13 +644,14 @@ def test_release_jobs(config) -> None:  # type: ignore[no-untyped-def]
 # ---- registry helpers -----------------------------------------------------------------------
 
 
-def test_registry_error_detail() -> None:
+def test_registry_error_code_is_the_code_only_never_the_free_text() -> None:
     body = b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match"}]}'
-    assert registry_error_detail(body) == "DIGEST_INVALID: provided digest did not match"
-    assert registry_error_detail(b"<html>") is None
-    assert registry_error_detail(b'{"errors":[]}') is None
-    assert registry_error_detail(b'{"errors":[{"code":"X\\n\\u0007"}]}') == "X??"
-    assert registry_error_detail(b'{"errors":[{"message":"' + b"m" * 500 + b'"}]}').endswith("...")
+    assert registry_error_code(body) == "DIGEST_INVALID"
+    assert registry_error_code(b"<html>") is None
+    assert registry_error_code(b'{"errors":[]}') is None
+    assert registry_error_code(b'{"errors":[{"code":"X\\n\\u0007"}]}') is None
+    assert registry_error_code(b'{"errors":[{"code":"Basic dXNlcjpwYXNz"}]}') is None
+    assert registry_error_code(b'{"errors":[{"message":"' + b"m" * 500 + b'"}]}') is None
 
 
 def test_upload_url() -> None:
