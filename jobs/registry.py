@@ -15,6 +15,25 @@ blob is never completed). The upload's POST goes out with the source GET. (The b
 never sent with the POST itself: distribution answers `POST ...?digest=` with 202 and
 drops the body, which would send the bytes twice.) Concurrency is bounded per registry
 host.
+
+Where credentials go. The docker config's credentials for a reference's registry (looked
+up by that name) are sent only (a) to that registry's own origin: scheme, host and port
+exactly. `_headers` attaches the Authorization header only to URLs of the registry's API
+host, and `jobs.http` drops it on any redirect that leaves the origin (another host,
+another port, https to http): blob and manifest reads redirected to storage go there
+without it. (Go's net/http, under docker and containerd, keeps it for subdomains; this
+client does not.) And (b) to the Bearer token service the registry's challenge names,
+whatever its host, as docker and containerd do (registry-1.docker.io sends clients to
+auth.docker.io), but never in clear text to a host not given as plain HTTP
+(`jobs.auth.realm_may_carry_credentials`). The token it issues goes to the registry's
+origin only.
+
+What a refusal shows. A registry's answer becomes a sentence in one place,
+`_status_error`: the HTTP status and the error `code` of its body when that is an
+upper-case identifier. Never its free text (`message`, `detail`) nor a header: a registry
+can put anything there, including the credentials it was sent, and the sentence goes to
+Slack. Digests a registry announces in a header are validated before any sentence may
+show them.
 """
 
 from __future__ import annotations
