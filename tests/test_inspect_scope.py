@@ -1,4 +1,5 @@
-"""Issue 10 item 3: which references `/aibrix inspect` may read from Slack (pure rule)."""
+"""Issue 10 item 3, the pure rules: which references `/aibrix inspect` may read from
+Slack, where registry credentials may go, and what a registry's answer may show."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jobs.auth import AuthFlowError, Challenge, authorization_flow, realm_may_carry_credentials
+from jobs.credentials import Credentials
+from jobs.http import CertificateError
 from jobs.inspect_scope import (
     Location,
     LocationKind,
@@ -14,6 +18,7 @@ from jobs.inspect_scope import (
     configured_locations,
     parse_location,
 )
+from jobs.manifests import ManifestError, parse_manifest
 from jobs.references import InvalidReferenceError, Reference, parse_reference
 
 LOCATIONS = configured_locations(
@@ -297,3 +302,86 @@ def test_item3_near_misses_of_a_configured_host_are_refused(
         if canonical_registry(ref.registry) in configured:
             continue  # that spelling is configured too
         assert admitted(locations, ref) is None, near
+
+
+# ---- where credentials may go: the Bearer realm ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("realm", "registry", "insecure", "ok"),
+    [
+        # https: anywhere, as docker and containerd do (registry-1.docker.io -> auth.docker.io)
+        ("https://auth.docker.io/token", "registry-1.docker.io", (), True),
+        ("https://auth.example.net:8443/t", "registry.example.com", (), True),
+        # plain HTTP: only to hosts spoken to in plain HTTP anyway
+        ("http://auth.example.net/token", "registry.example.com", (), False),
+        ("http://169.254.169.254/token", "registry.example.com", (), False),
+        ("http://192.0.2.2:5050/token", "127.0.0.1:5001", (), False),
+        ("http://127.0.0.1:5050/token", "registry.example.com", (), True),
+        ("http://localhost:5050/token", "127.0.0.1:5001", (), True),
+        ("http://[::1]:5050/token", "127.0.0.1:5001", (), True),
+        ("http://auth.lab:5050/token", "reg.lab:5000", ("auth.lab:5050",), True),
+        ("http://reg.lab:5050/token", "reg.lab:5000", ("reg.lab:5000",), True),
+        ("http://REG.lab/token", "reg.lab:5000", ("reg.lab:5000",), True),
+        ("http://reg.lab:5050/token", "reg.lab:5000", (), False),
+        ("http://evil.lab/token", "reg.lab:5000", ("reg.lab:5000",), False),
+        # not a URL this client would fetch
+        ("ftp://auth.example.net/token", "registry.example.com", (), False),
+        ("http://auth.example.net:99999/token", "127.0.0.1:5001", (), False),
+        ("http:///token", "127.0.0.1:5001", (), False),
+    ],
+)
+def test_item3_a_realm_gets_credentials_over_https_or_to_plain_http_hosts_only(
+    realm: str, registry: str, insecure: tuple[str, ...], ok: bool
+) -> None:
+    assert realm_may_carry_credentials(realm, registry, frozenset(insecure)) is ok
+
+
+def test_item3_a_refused_realm_gets_no_request_and_no_secret_in_the_reason() -> None:
+    creds = Credentials("user", "s3cret-pass")
+    challenge = Challenge("bearer", {"realm": "http://auth.example.net/token"})
+    flow = authorization_flow(challenge, "repository:x:pull", creds, realm_allowed=lambda r: False)
+    with pytest.raises(AuthFlowError) as error:
+        next(flow)  # raises before yielding any token request
+    assert "only over HTTPS" in str(error.value)
+    assert "s3cret" not in str(error.value) and "auth.example.net" not in str(error.value)
+
+
+def test_item3_anonymous_token_requests_go_to_any_realm() -> None:
+    challenge = Challenge("bearer", {"realm": "http://auth.example.net/token"})
+    flow = authorization_flow(challenge, "repository:x:pull", None, realm_allowed=lambda r: False)
+    request = next(flow)
+    assert "Authorization" not in request.headers
+
+
+# ---- what a registry's answer may show ------------------------------------------------------
+
+SECRET = "Basic dXNlcjpzM2NyZXQ="
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"schemaVersion":2,"mediaType":"' + SECRET.encode() + b'"}',
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
+        b'"manifests":[{"mediaType":"x","digest":"' + SECRET.encode() + b':1","size":1}]}',
+    ],
+)
+def test_item3_manifest_errors_never_show_the_registry_text(body: bytes) -> None:
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(body, "sha256:" + "0" * 64)
+    assert "dXNlcjpzM2NyZXQ" not in str(error.value)
+
+
+def test_item3_a_content_type_header_is_not_shown() -> None:
+    with pytest.raises(ManifestError) as error:
+        parse_manifest(b'{"schemaVersion":2}', "sha256:" + "0" * 64, SECRET)
+    assert "dXNlcjpzM2NyZXQ" not in str(error.value)
+
+
+def test_item3_a_certificate_reason_does_not_quote_the_server_names() -> None:
+    error = CertificateError(
+        "reg.example", 443, "Hostname mismatch, certificate is not valid for 'dXNlcjpzM2NyZXQ'."
+    )
+    assert error.reason == "Hostname mismatch"
+    assert "dXNlcjpzM2NyZXQ" not in str(error)
