@@ -55,6 +55,7 @@ class Location:
     text: str
     registry: str
     namespace: tuple[str, ...]
+    spelled: str = ""  # the registry as the config writes it (docker.io for Docker Hub)
 
 
 def canonical_registry(host: str) -> str:
@@ -82,7 +83,9 @@ def parse_location(
     """A configured `HOST[:PORT][/NS...]` (validated by the config loader)."""
     host, _, path = text.strip("/").partition("/")
     namespace = tuple(part for part in path.split("/") if part)
-    return Location(kind, name, text, canonical_registry(host), namespace)
+    registry = canonical_registry(host)
+    spelled = DOCKER_HUB if registry == DOCKER_HUB else host
+    return Location(kind, name, text, registry, namespace, spelled)
 
 
 def configured_locations(
@@ -100,7 +103,9 @@ def configured_locations(
         ref = parse_reference(image)
         namespace = tuple(ref.repository.split("/"))
         registry = canonical_registry(ref.registry)
-        found.append(Location(LocationKind.DEPENDENCY, image, image, registry, namespace))
+        found.append(
+            Location(LocationKind.DEPENDENCY, image, image, registry, namespace, ref.registry)
+        )
     return tuple(found)
 
 
@@ -112,9 +117,11 @@ def admits(location: Location, ref: Reference) -> bool:
 
 
 def admitted(locations: Sequence[Location], ref: Reference) -> Reference | None:
-    """`ref` with its registry spelled canonically (so that it is reached, and its
-    credentials looked up, as the config names it) when it is under one of `locations`
-    (see the module's rule); None when it is not."""
-    if not any(admits(location, ref) for location in locations):
-        return None
-    return replace(ref, registry=canonical_registry(ref.registry))
+    """`ref` with its registry spelled as the config spells it (so that it is reached, and
+    its credentials looked up, as the config names it: `Docker.IO/aibrix/x` becomes
+    `docker.io/aibrix/x`) when it is under one of `locations` (see the module's rule);
+    None when it is not."""
+    for location in locations:
+        if admits(location, ref):
+            return replace(ref, registry=location.spelled or location.registry)
+    return None

@@ -131,6 +131,11 @@ def test_item3_docker_hub_names_are_one_registry(text: str, ok: bool) -> None:
 def test_item3_an_admitted_reference_is_spelled_as_the_config_names_its_registry() -> None:
     found = admitted(LOCATIONS, parse_reference("REGISTRY.Example.com/aibrix/runtime:v1"))
     assert found == Reference("registry.example.com", "aibrix/runtime", "v1")
+    upper = configured_locations("Registry.Example.com/aibrix", {"m": "Index.Docker.io/x"})
+    found = admitted(upper, parse_reference("registry.example.com/aibrix/runtime:v1"))
+    assert found == Reference("Registry.Example.com", "aibrix/runtime", "v1")
+    found = admitted(upper, parse_reference("x/runtime:v1"))
+    assert found == Reference("docker.io", "x/runtime", "v1")
 
 
 def test_item3_a_location_without_namespace_admits_its_whole_registry_only() -> None:
@@ -221,11 +226,11 @@ def test_item3_no_reference_on_an_unconfigured_registry_is_ever_admitted(
     if canonical_registry(ref.registry) not in configured:
         assert found is None
     else:
-        assert found is None or found.registry in configured
+        assert found is None or canonical_registry(found.registry) in configured
     if found is not None:
-        # what is reached is a configured registry, under a configured namespace
+        # what is reached is a configured registry as configured, under a configured namespace
         assert any(
-            found.registry == loc.registry
+            found.registry == loc.spelled
             and tuple(found.repository.split("/"))[: len(loc.namespace)] == loc.namespace
             for loc in locations
         )
@@ -248,7 +253,7 @@ def test_item3_every_reference_under_a_configured_location_is_admitted(
         return  # too long, or a Docker Hub name that needs a namespace
     found = admitted(locations, ref)
     assert found is not None
-    assert found.registry == location.registry
+    assert canonical_registry(found.registry) == location.registry
 
 
 @given(
