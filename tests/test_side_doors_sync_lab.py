@@ -229,9 +229,7 @@ async def promote(bot: Bot, setup: Setup, version: str) -> dict[str, str]:
     return dict(approval.digests)
 
 
-async def wait_record(
-    bot: Bot, sync_id: str, done: Any, timeout: float = 90, setup: Setup | None = None
-) -> SyncRecord:
+async def wait_record(bot: Bot, sync_id: str, done: Any, timeout: float = 90) -> SyncRecord:
     async with asyncio.timeout(timeout):
         while True:
             record = await load_sync(bot.pipeline, sync_id)
@@ -340,12 +338,8 @@ async def test_item1_approver_ready_sync_is_one_job_for_two_concurrent_requests(
         assert requested["mode"] == "ready" and requested["mirror"] == MIRROR
         assert requested["actor"] == record.requested_by
         # Its own message is in the channel.
-        async with asyncio.timeout(15):
-            while not (await load_sync(bot.pipeline, job["id"])).status_ts:  # type: ignore[union-attr]
-                await asyncio.sleep(0.05)
-        record = await load_sync(bot.pipeline, job["id"])
-        assert record is not None
-        await bot.wait_message(record.status_ts, "Sync v1.3.0")
+        posted = await wait_record(bot, job["id"], lambda r: bool(r.status_ts), timeout=15)
+        await bot.wait_message(posted.status_ts, "Sync v1.3.0")
 
 
 # ---- a promoted release, synced by a worker; a kill mid-copy; the live message ----------
@@ -426,3 +420,45 @@ async def test_item1_cli_sync_keeps_literal_hosts_and_is_audited(
             ("sync-synced", "synced", literal),
         ]
         assert all(e["actor"].startswith("cli:") and e["mode"] == "cli" for e in entries)
+
+
+# ---- the sync message's rendering (pure) ------------------------------------------------
+
+
+def test_item1_sync_message_stays_within_block_kit_limits_and_escapes() -> None:
+    from types import MappingProxyType
+
+    from bot import blocks
+    from jobs.sync_job import SyncComponent
+    from tests.test_blocks import assert_within_limits
+
+    digests = {f"component-{i:02d}": "sha256:" + f"{i:02d}" * 32 for i in range(60)}
+    record = SyncRecord(
+        id="a" * 32,
+        version="v9.9.9-rc.1",
+        run_id="b" * 32,
+        mirror=MIRROR,
+        location="registry.example.com/" + "n" * 200,
+        requested_by="U0SYNCER",
+        channel=CHANNEL,
+        mode="ready",
+        digests=MappingProxyType(digests),
+        state=SyncState.FAILED,
+        components_total=60,
+        components_done=30,
+        bytes_planned=10**12,
+        bytes_sent=5 * 10**11,
+        deliveries=3,
+        resumed=True,
+        detail="<!channel> " + "x" * 5000,
+        results=tuple(
+            SyncComponent(name, "failed", digest, "<@U0EVIL> " + "y" * 300, 1, 2)
+            for name, digest in list(digests.items())[:30]
+        ),
+    )
+    message = blocks.sync_message(record)
+    assert_within_limits(message)
+    rendered = json.dumps(message.blocks)
+    assert "<!channel>" not in rendered and "<@U0EVIL>" not in rendered
+    assert "<@U0SYNCER>" in rendered and "30/60 components done" in rendered
+    assert "resumed by another worker" in rendered
