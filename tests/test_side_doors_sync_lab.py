@@ -405,6 +405,36 @@ async def test_item1_promoted_release_synced_by_a_worker_which_survives_a_kill(
         assert synced["mode"] == "promoted"
 
 
+async def test_item1_worker_copies_only_the_approved_digests_a_moved_tag_is_refused(
+    lab: Lab, redis_url: str, tmp_path: Path, key_prefix: str, docker_available: None
+) -> None:
+    version = "v2.1.0"
+    async with sync_bot(lab, redis_url, tmp_path, key_prefix, lab.mirror_registry) as (bot, setup):
+        await promote(bot, setup, version)
+        _, said = await command(bot, SYNCER, f"sync {version} {MIRROR}")
+        assert "sync queued" in said, said
+        (job,) = await sync_jobs(bot)
+        # After the request was accepted, before a worker copies: the tag moves.
+        async with aiohttp.ClientSession() as session:
+            pusher = OciPusher(lab.registry)
+            repo = f"{bot.namespace}/runtime"
+            amd = await pusher.image(session, repo, os="linux", arch="amd64", payload=b"moved")
+            arm = await pusher.image(session, repo, os="linux", arch="arm64", payload=b"moved")
+            await pusher.index(
+                session, repo, version, [entry(amd, "linux", "amd64"), entry(arm, "linux", "arm64")]
+            )
+        setup.start_worker("linux/amd64")
+        record = await wait_record(bot, job["id"], lambda r: r.finished)
+        assert record.state is SyncState.REFUSED, record.detail
+        assert f"runtime {version} has moved since it was approved" in record.detail
+        for component in ("controller-manager", "runtime"):
+            assert await mirror_digest(lab, bot.namespace, component, version) is None
+        await bot.wait_message(record.status_ts, "has moved since it was approved")
+        (refused,) = [e for e in await sync_audit(bot) if e["action"] == "sync-refused"]
+        assert refused["actor"] == SYNCER and refused["outcome"] == "refused"
+        assert refused["mirror"] == MIRROR
+
+
 async def test_item1_cli_sync_keeps_literal_hosts_and_is_audited(
     lab: Lab, redis_url: str, tmp_path: Path, key_prefix: str
 ) -> None:
