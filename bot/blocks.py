@@ -18,6 +18,7 @@ from bot.follow import StepProgress
 from handlers.parse import button_value
 from jobs.inspection import Inspection
 from jobs.state import BuildState, Release, State, pending_overwrites
+from jobs.sync_job import SyncRecord
 from jobs.verdict import EntryStatus
 
 Block = dict[str, Any]
@@ -350,6 +351,49 @@ def inspection_message(subjects: Sequence[str], inspections: Sequence[Inspection
     else:
         text = f"{len(inspections)} references inspected, {bad} not ok"
     return Message(escape(_clip(text, FALLBACK_LIMIT)), blocks[:MAX_BLOCKS])
+
+
+# ---- the live sync message -------------------------------------------------------------
+
+
+def sync_message(record: SyncRecord) -> Message:
+    """A sync's own message: who asked, which digests, progress (components done, bytes
+    copied) and, at the end, each component's outcome."""
+    title = messages.sync_title(record.version, record.mirror, record.state.value)
+    summary = messages.sync_progress_summary(
+        record.components_done,
+        record.components_total,
+        record.bytes_sent,
+        record.bytes_planned,
+        record.deliveries,
+        record.resumed,
+    )
+    done = {r.component: r for r in record.results}
+    lines = []
+    for component, digest in record.digests.items():
+        result = done.get(component)
+        if result is None:
+            lines.append(messages.sync_component_waiting(component, digest))
+        else:
+            lines.append(
+                messages.sync_component_line(
+                    component, result.status, result.digest, escape(result.detail)
+                )
+            )
+    blocks = [
+        header(title),
+        section(
+            escape(messages.sync_requested_line("{who}", record.mode, record.location)).replace(
+                "{who}", mention(record.requested_by)
+            )
+        ),
+        section(escape(summary)),
+    ]
+    if record.detail and record.finished:
+        blocks.append(section(":warning: " + escape(record.detail)))
+    blocks.extend(text_sections(lines, MAX_BLOCKS - len(blocks)))
+    text = _clip(f"{title}: {summary}", FALLBACK_LIMIT)
+    return Message(text, blocks[:MAX_BLOCKS])
 
 
 # ---- answers --------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 # Start-up is part of every `inspect` and `sync` run (CI gates both, a warm sync takes a
 # few hundred milliseconds in all), so this module imports only argparse and the
@@ -133,6 +133,11 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
         help="speak plain HTTP to this registry (repeatable; also AIBRIX_INSECURE_REGISTRIES)",
     )
     sync.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
+    sync.add_argument(
+        "--redis-url",
+        help="the bot's Redis, where the sync is audited (default: $REDIS_URL; without one "
+        "the sync is not audited)",
+    )
 
     commands.add_parser("demo", help="run the local end-to-end demo on the lab")
     if pipeline:
@@ -349,23 +354,50 @@ def cmd_sync(args: argparse.Namespace) -> int:
     count = len(request.mirrors) * len(components or config.component_names)
     progress = _TerminalProgress(sys.stderr, count)
 
+    redis_url = args.redis_url or os.environ.get("REDIS_URL")
+    if not redis_url:
+        print(messages.sync_cli_not_audited(), file=sys.stderr)
+    actor = f"cli:{os.environ.get('USER', 'cli')}"
+
     async def run() -> SyncReport:
-        async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
-            return await sync_release(
-                client,
-                config,
-                request.version,
-                request.mirrors,
-                components=components,
-                overwrite_allowed=args.allow_overwrite,
-                deep=args.deep,
-                progress=progress,
-            )
+        audit = await _open_audit(redis_url, config) if redis_url else None
+        try:
+            if audit is not None:
+                # Before any copy: a sync that is cut short is still on record.
+                await _audit_sync(audit, request, actor, "sync-started", "started", "")
+            async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+                report = await sync_release(
+                    client,
+                    config,
+                    request.version,
+                    request.mirrors,
+                    components=components,
+                    overwrite_allowed=args.allow_overwrite,
+                    deep=args.deep,
+                    progress=progress,
+                )
+            if audit is not None:
+                for mirror in report.mirrors or ():
+                    outcome = "synced" if mirror.ok else "failed"
+                    await _audit_sync(
+                        audit, request, actor, f"sync-{outcome}", outcome, mirror.mirror.label
+                    )
+                if not report.gate_passed:
+                    await _audit_sync(audit, request, actor, "sync-refused", "refused", "")
+            return report
+        finally:
+            if audit is not None:
+                await audit.redis.aclose()
+
+    from jobs.connections import RedisConnectError
 
     try:
         import asyncio
 
         report = asyncio.run(run())
+    except RedisConnectError as error:
+        print(f"aibrix-bot sync: {error}; nothing was copied", file=sys.stderr)
+        return EXIT_UNREADABLE
     finally:
         progress.close()
     data = sync_report_data(report)
@@ -373,6 +405,37 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if report.registry_failure:
         return EXIT_UNREADABLE
     return EXIT_OK if report.ok else EXIT_NOT_OK
+
+
+async def _open_audit(url: str, config: Config) -> Any:
+    """The release store on the bot's Redis, to audit a command-line sync in."""
+    from jobs.connections import RedisSettings, RedisSettingsError, connect
+    from jobs.keys import Keys
+    from jobs.state import ReleaseStore
+
+    try:
+        settings = RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
+    except RedisSettingsError as error:
+        raise UsageError(str(error)) from None
+    return ReleaseStore(await connect(settings), Keys(config.queue.key_prefix))
+
+
+async def _audit_sync(
+    store: Any, request: SyncRequest, actor: str, action: str, outcome: str, only: str
+) -> None:
+    """One audit entry per mirror (`only`: just that one): who, the mirror, the outcome.
+    The command line runs with the operator's own credentials and may name locations."""
+    for mirror in request.mirrors:
+        if only and mirror.label != only:
+            continue
+        await store.audit(
+            str(request.version),
+            "",
+            actor,
+            action,
+            mirror.location,
+            extra={"mirror": mirror.label, "outcome": outcome, "mode": "cli"},
+        )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

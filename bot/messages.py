@@ -678,7 +678,7 @@ SLACK_USAGE = {
     "release": "/aibrix release VERSION [COMPONENT...]",
     "inspect": "/aibrix inspect COMPONENT TAG  or  /aibrix inspect IMAGE[:TAG]",
     "status": "/aibrix status [VERSION]",
-    "sync": "/aibrix sync VERSION MIRROR",
+    "sync": "/aibrix sync VERSION MIRROR [--ready]",
     "cancel": "/aibrix cancel VERSION",
     "retry": "/aibrix retry VERSION",
     "help": "/aibrix help",
@@ -804,10 +804,6 @@ def slack_cancelled(version: str, actor: str) -> str:
 
 def slack_retrying(version: str, failed: int, run_id: str) -> str:
     return f"{version}: rebuilding {failed} failed builds in run {run_id[:8]}"
-
-
-def slack_sync_unavailable() -> str:
-    return "mirror sync is not available in this bot yet; use: aibrix-bot sync VERSION --to MIRROR"
 
 
 def slack_no_releases() -> str:
@@ -971,4 +967,140 @@ def registry_certificate_untrusted(host: str, reason: str) -> str:
     return (
         f"the TLS certificate of {host} is not trusted here ({reason}); add the registry's "
         "CA to the system's CA bundle, or point SSL_CERT_FILE at a bundle that has it"
+    )
+
+
+# ---- /aibrix sync (handlers/sync.py, jobs/sync_gate.py, jobs/sync_job.py) -------------
+
+
+def sync_mirror_names_only(text: str, known: Sequence[str]) -> str:
+    names = name_list(known) if known else "none are configured"
+    return (
+        f"{quote_input(text)} is not a configured mirror; from Slack a release is synced only "
+        f"to a mirror the config names: {names}. Nothing was contacted (the command line, "
+        "`aibrix-bot sync VERSION --to HOST/NAMESPACE`, takes a location, with the operator's "
+        "own credentials)"
+    )
+
+
+def sync_to_release_repository(text: str, known: Sequence[str]) -> str:
+    names = name_list(known) if known else "none are configured"
+    return (
+        f"{quote_input(text)} is the release repository itself: a sync copies a release from "
+        f"it to a mirror, never onto it. Name a configured mirror: {names}"
+    )
+
+
+def sync_refused_unknown(version: str) -> str:
+    return (
+        f"{version} has no release to sync; release it, have it approved, and sync it once "
+        "it is promoted"
+    )
+
+
+def sync_refused_not_approved(version: str, approvers: str) -> str:
+    return (
+        f"{version} is ready but not approved; from Slack only a promoted release is synced "
+        f"to a mirror. An approver ({approvers}) may approve it, or sync it before approval "
+        f"with `/aibrix sync {version} MIRROR --ready`"
+    )
+
+
+def sync_refused_ready_needs_approver(user: str, version: str, approvers: str) -> str:
+    return (
+        f"<@{user}> may not sync {version} before it is approved; only an approver "
+        f"({approvers}) may, or anyone with the sync role once it is promoted"
+    )
+
+
+def sync_refused_settled(version: str, state: str, reason: str) -> str:
+    why = f" ({reason})" if reason else ""
+    return (
+        f"{version} is {state}{why}: it was never promoted, so nobody may sync it to a "
+        "mirror; cut a new release"
+    )
+
+
+def sync_refused_not_yet(version: str, state: str) -> str:
+    return (
+        f"{version} is {state}; it can be synced once it is promoted (anyone with the sync "
+        f"role), or once it is ready by an approver with `/aibrix sync {version} MIRROR --ready`"
+    )
+
+
+def sync_refused_no_digests(version: str) -> str:
+    return f"{version} has no verified digest of every component; nothing can be synced"
+
+
+def sync_refused_moved(version: str, sentences: Sequence[str]) -> str:
+    return f"{version} was not synced: " + "; ".join(sentences)
+
+
+def sync_refused_unreadable(version: str) -> str:
+    return (
+        f"could not re-check the registry for {version}; nothing was synced, try again in a moment"
+    )
+
+
+def sync_queued(version: str, mirror: str) -> str:
+    return f"{version} → {mirror}: sync queued; its progress is in the channel message"
+
+
+def sync_already_running(version: str, mirror: str, link: str | None) -> str:
+    where = f": {link}" if link else " (its message is being posted)"
+    return (
+        f"{version} is already syncing to {mirror}; see the message{where}. No second sync "
+        "was started"
+    )
+
+
+SYNC_STATE_WORDS = {
+    "queued": "queued",
+    "running": "copying",
+    "synced": "synced",
+    "failed": "FAILED",
+    "refused": "REFUSED",
+}
+
+
+def sync_title(version: str, mirror: str, state: str) -> str:
+    return f"Sync {version} → {mirror}: {SYNC_STATE_WORDS.get(state, state)}"
+
+
+def sync_requested_line(who: str, mode: str, location: str) -> str:
+    """`who`: the requester as Slack markup (a mention)."""
+    if mode == "ready":
+        what = "an approver's sync of a ready, not yet approved release: its verified digests"
+    else:
+        what = "the approved digests of the promoted release"
+    return f"asked by {who}; {what}; to `{location}`"
+
+
+def sync_progress_summary(
+    done: int, total: int, sent: int, planned: int, attempt: int, resumed: bool
+) -> str:
+    text = f"{done}/{total} components done · {human_bytes(sent)} of {human_bytes(planned)} copied"
+    if resumed:
+        text += f" · resumed by another worker (delivery {attempt})"
+    return text
+
+
+def sync_component_line(component: str, status: str, digest: str, detail: str) -> str:
+    word = _STATUS_WORDS.get(status, status)
+    line = f"`{component}` {word} {short_digest(digest) if digest else ''}".rstrip()
+    return f"{line}: {detail}" if detail else line
+
+
+def sync_component_waiting(component: str, digest: str) -> str:
+    return f"`{component}` {short_digest(digest)} waiting"
+
+
+def sync_failed_unexpectedly(error: str) -> str:
+    return f"the sync stopped: {error}; ask again to resume (what is on the mirror is kept)"
+
+
+def sync_cli_not_audited() -> str:
+    return (
+        "note: this sync is not audited (no --redis-url or REDIS_URL); give the bot's Redis "
+        "to record it in the audit stream"
     )

@@ -5,6 +5,10 @@ flusher sends at most one chat.update per release per `interval` seconds (coales
 every event in between), waits out `ratelimited` for its Retry-After, and posts one
 thread reply per failed build with the tail of its log.
 
+A sync asked from Slack has its own message (`sync` events name it, see
+`jobs.sync_job`); the same loops keep it current, with the same coalescing, rate-limit
+handling, cursor and lease.
+
 Where it got to survives a restart: the flusher keeps, in one Redis key
 (`Keys.notifier_cursor`), the events-stream id up to which every event has been shown,
 and a new notifier reads on from there, so what happened while the bot was down still
@@ -39,6 +43,7 @@ from bot.follow import StepProgress, apply_event
 from jobs.approvals import tally
 from jobs.pipeline import Pipeline
 from jobs.state import Release, ReleaseEvent, State
+from jobs.sync_job import load_sync
 
 # States after which a run's message never changes again.
 _FINISHED = frozenset({State.PROMOTED, State.FAILED, State.CANCELLED})
@@ -96,6 +101,16 @@ class _Run:
     unshown_after: str | None = None
 
 
+@dataclass
+class _SyncView:
+    """A sync message waiting for its next update."""
+
+    dirty: bool = False
+    last_sent: float = float("-inf")
+    not_before: float = 0.0
+    unshown_after: str | None = None
+
+
 def retry_after(error: SlackApiError, default: float = 1.0) -> float | None:
     """Seconds to wait if `error` is Slack's rate limit, else None."""
     if error.response.get("error") != "ratelimited" and error.response.status_code != 429:
@@ -143,6 +158,7 @@ class Notifier:
         self.clock = clock
         self.wall = wall
         self.runs: dict[RunKey, _Run] = {}
+        self.syncs: dict[str, _SyncView] = {}  # by sync (job) id
         self.after: str | None = None  # None until the resume point is read from Redis
         self.saved: str | None = None  # the cursor as last written to Redis
         self._tasks: list[asyncio.Task[None]] = []
@@ -197,6 +213,8 @@ class Notifier:
             log.info("this bot now sends the release messages' updates")
             for run in self.runs.values():  # what the previous leader may not have shown
                 run.dirty = True
+            for view in self.syncs.values():
+                view.dirty = True
         self.leading = bool(won)
         return self.leading
 
@@ -221,6 +239,7 @@ class Notifier:
         if self.after is None:
             return None
         pending = [r.unshown_after for r in self.runs.values() if r.unshown_after is not None]
+        pending += [v.unshown_after for v in self.syncs.values() if v.unshown_after is not None]
         return safe_cursor(self.after, pending)
 
     async def save_cursor(self) -> None:
@@ -237,8 +256,22 @@ class Notifier:
         self.runs.setdefault((version, run_id), _Run()).dirty = True
         self._wake.set()
 
+    def touch_sync(self, sync_id: str) -> None:
+        """Ask for a sync's message to be brought up to date."""
+        self.syncs.setdefault(sync_id, _SyncView()).dirty = True
+        self._wake.set()
+
     def observe(self, event: ReleaseEvent, before: str | None = None) -> None:
         """Take in one event; `before` is the stream id read up to just before it."""
+        if event.type == "sync":
+            sync_id = event.fields.get("sync", "")
+            if sync_id:
+                view = self.syncs.setdefault(sync_id, _SyncView())
+                if view.unshown_after is None and before is not None:
+                    view.unshown_after = before
+                view.dirty = True
+                self._wake.set()
+            return
         if not event.version or not event.run_id:
             return
         run = self.runs.setdefault((event.version, event.run_id), _Run())
@@ -296,6 +329,47 @@ class Notifier:
             if not force and now - run.last_sent < self.interval:
                 continue
             await self._flush_run(key, run)
+        for sync_id, view in list(self.syncs.items()):
+            if not view.dirty or now < view.not_before:
+                continue
+            if not force and now - view.last_sent < self.interval:
+                continue
+            await self._flush_sync(sync_id, view)
+
+    async def _flush_sync(self, sync_id: str, view: _SyncView) -> None:
+        unshown, view.unshown_after = view.unshown_after, None
+        view.dirty = False
+        try:
+            record = await load_sync(self.pipeline, sync_id)
+            if record is None or not record.status_ts:
+                # Not posted yet (set_sync_message touches it), or expired.
+                if record is None:
+                    self.syncs.pop(sync_id, None)
+                return
+            message = blocks.sync_message(record)
+            await self.client.chat_update(
+                channel=record.status_channel,
+                ts=record.status_ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+            self.updates += 1
+        except SlackApiError as error:
+            wait = retry_after(error)
+            if wait is None:
+                log.warning("chat.update of a sync failed: %s", error.response.get("error"))
+                return
+            view.dirty = True
+            view.not_before = self.clock() + wait
+            view.unshown_after = _earlier(unshown, view.unshown_after)
+            return
+        except BaseException:
+            view.dirty = True
+            view.unshown_after = _earlier(unshown, view.unshown_after)
+            raise
+        view.last_sent = self.clock()
+        if record.finished and not view.dirty:
+            self.syncs.pop(sync_id, None)
 
     async def _flush_run(self, key: RunKey, run: _Run) -> None:
         version, run_id = key

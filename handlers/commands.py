@@ -36,6 +36,7 @@ from handlers.parse import (
     command_delivery,
     parse_command,
 )
+from handlers.sync import audit_sync_refusal, run_sync_command
 from jobs.approvals import may_change_run
 from jobs.config import Config
 from jobs.inspect_scope import admitted, configured_locations
@@ -124,6 +125,12 @@ async def on_command(
     if refusal is not None:
         error = blocks.error_message(refusal)
         await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
+        if isinstance(parsed, SyncCommand):
+            # Every sync, refused or done, is audited; after the ack (Slack's 3 s).
+            try:
+                await audit_sync_refusal(deps, parsed, str(body.get("user_id") or ""), refusal)
+            except RedisError as failure:
+                log.warning("sync refusal not audited, Redis failed (%s)", type(failure).__name__)
         return
     if isinstance(parsed, InspectCommand):
         scoped = inspect_in_scope(deps.config, parsed)
@@ -201,8 +208,11 @@ async def run_command(
         await _answer(respond, blocks.status_message(releases))
         return False
     if isinstance(command, SyncCommand):
-        await _answer(respond, await run_sync(deps, command))
-        return True
+
+        async def answer(message: blocks.Message) -> None:
+            await _answer(respond, message)
+
+        return await run_sync_command(deps, command, user, channel, client, answer)
     if isinstance(command, CancelCommand | RetryCommand):
         current = (await pipeline.status(command.version))[0]
         groups = await user_groups(deps, client, user)
@@ -224,18 +234,3 @@ async def run_command(
         )
         return True
     return False
-
-
-async def run_sync(deps: Deps, command: SyncCommand) -> blocks.Message:
-    """Run the mirror sync engine if this build has it."""
-    try:
-        from jobs.sync import parse_sync_request, sync_release, sync_report_data
-    except ImportError:
-        return blocks.plain(messages.slack_sync_unavailable())
-    request = parse_sync_request(deps.config, command.version, [command.mirror])
-    async with RegistryClient(deps.registry) as registry:
-        report = await sync_release(registry, deps.config, request.version, request.mirrors)
-    text = messages.sync_report_text(sync_report_data(report))
-    return blocks.Message(
-        blocks.escape(text[:2900]), blocks.table_sections(blocks.escape(text).split("\n"), 10)
-    )

@@ -53,6 +53,10 @@ class Deps:
         if self.notifier is not None:
             self.notifier.touch(release.version, release.run_id)
 
+    def touch_sync(self, sync_id: str) -> None:
+        if self.notifier is not None:
+            self.notifier.touch_sync(sync_id)
+
 
 async def first_delivery(deps: Deps, identity: str | None) -> bool:
     """Claim this Slack delivery: True the first time it is handled, False for a

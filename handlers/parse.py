@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot import messages
-from jobs.config import Config, MirrorError
+from jobs.config import Config
 from jobs.pipeline import ReleaseInputError, ReleasePlan, plan_release
 from jobs.references import InvalidReferenceError, Reference, parse_reference
 from jobs.versions import ComponentError, VersionError, parse_version, validate_component_name
@@ -47,7 +47,11 @@ class StatusCommand:
 @dataclass(frozen=True)
 class SyncCommand:
     version: str
-    mirror: str  # a configured mirror name or a location, validated against the config
+    mirror: str  # a configured mirror's name (from Slack, never a location)
+    ready: bool = False  # `--ready`: an approver's sync of a ready, not yet approved release
+
+
+READY_FLAG = "--ready"
 
 
 @dataclass(frozen=True)
@@ -126,16 +130,28 @@ def _one_version(name: str, args: Sequence[str], config: Config) -> str | ParseE
 
 
 def _sync(args: Sequence[str], config: Config) -> Command | ParseError:
-    if len(args) != 2:
+    ready = len(args) == 3 and args[2] == READY_FLAG
+    if len(args) != 2 and not ready:
         return ParseError(messages.slack_wrong_arguments("sync", len(args)))
     version = _one_version("sync", args[:1], config)
     if isinstance(version, ParseError):
         return version
-    try:
-        config.mirror(args[1])
-    except MirrorError as error:
-        return ParseError(f"{error}; {messages.slack_usage('sync')}")
-    return SyncCommand(version, args[1])
+    mirror = args[1]
+    if mirror not in config.mirrors:
+        # From Slack the bot's own credentials would do the copy: only the mirrors the
+        # config names, never a location a user types.
+        names = sorted(config.mirrors)
+        if _is_release_repository(mirror, config):
+            return ParseError(messages.sync_to_release_repository(mirror, names))
+        return ParseError(messages.sync_mirror_names_only(mirror, names))
+    return SyncCommand(version, mirror, ready)
+
+
+def _is_release_repository(text: str, config: Config) -> bool:
+    """`text` names the release repository (or its registry) rather than a mirror."""
+    repository = config.repository.rstrip("/")
+    given = text.rstrip("/")
+    return given in (repository, repository.split("/", 1)[0])
 
 
 def parse_command(text: str, config: Config) -> Command | ParseError:

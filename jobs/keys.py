@@ -29,6 +29,8 @@ Layout (P = prefix, default `aibrix`):
     P:cancel:<v>:<r>                    string  set when a run is cancelled; workers poll it
     P:slack:delivery:<sha256>           string  a Slack delivery already handled (TTL)
     P:notifier:cursor                   string  last events-stream id the notifier has shown
+    P:sync:<job id>                     hash    one Slack sync of a version to a mirror (TTL)
+    P:audit-once:<sha256>               string  a refusal already audited (TTL)
 
 Leases are not keys: a job's lease is its entry in the stream's pending entries list
 (owner and idle time), see `jobs.queue`.
@@ -199,6 +201,17 @@ class Keys:
     def notifier_leader(self) -> str:
         """The lease of the one notifier (of several bot replicas) that sends updates."""
         return f"{self.prefix}:notifier:leader"
+
+    def sync(self, job_id: str) -> str:
+        """One sync of a version to a mirror asked from Slack: who, where, its progress
+        and outcome, and where its live message is (see `jobs.sync_job`)."""
+        return f"{self.prefix}:sync:{segment(job_id)}"
+
+    def audit_once(self, identity: str) -> str:
+        """Held (with a TTL) once a repeatable refusal is audited, so that the same user
+        repeating it does not push real records out of the capped audit stream."""
+        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
+        return f"{self.prefix}:audit-once:{digest}"
 
     @property
     def notifier_cursor(self) -> str:

@@ -889,21 +889,47 @@ class ReleaseStore:
         found = await self.redis.hgetall(self.keys.overwrites(version, run_id))
         return {str(k): str(v) for k, v in found.items()}
 
-    async def audit(self, version: str, run_id: str, actor: str, action: str, detail: str) -> str:
-        """Append an audit entry (rejected, cancelled, ...); returns its stream id."""
+    async def audit(
+        self,
+        version: str,
+        run_id: str,
+        actor: str,
+        action: str,
+        detail: str,
+        *,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        """Append an audit entry (rejected, cancelled, ...); returns its stream id.
+        `extra`: more fields (a sync's mirror and outcome); they never replace the five."""
+        fields: dict[Any, Any] = dict(extra or {})
+        fields.update(version=version, run_id=run_id, actor=actor, action=action, detail=detail)
         entry_id = await self.redis.xadd(
             self.keys.audit,
-            {
-                "version": version,
-                "run_id": run_id,
-                "actor": actor,
-                "action": action,
-                "detail": detail,
-            },
+            fields,
             maxlen=self.audit_maxlen,
             approximate=True,
         )
         return str(entry_id)
+
+    async def audit_once(
+        self,
+        identity: str,
+        ttl_s: int,
+        version: str,
+        run_id: str,
+        actor: str,
+        action: str,
+        detail: str,
+        *,
+        extra: Mapping[str, str] | None = None,
+    ) -> bool:
+        """`audit`, unless the same `identity` (who, what, why) was audited in the last
+        `ttl_s` seconds: a refusal repeated is recorded once, so that it cannot push real
+        records out of the capped stream. True when written."""
+        if not await self.redis.set(self.keys.audit_once(identity), "1", nx=True, ex=ttl_s):
+            return False
+        await self.audit(version, run_id, actor, action, detail, extra=extra)
+        return True
 
     # Reading --------------------------------------------------------------------------
 

@@ -193,6 +193,10 @@ class Worker:
 
     async def handle(self, lease: Lease, client: RegistryClient) -> None:
         job = lease.job
+        if job.kind is JobKind.SYNC:
+            # A sync copies a settled (promoted) run: not dropped like its other jobs.
+            await self._sync(lease, client)
+            return
         release = await self.pipeline.store.load(job.release, job.run_id)
         if release is None or not release.active or release.state in SETTLED_STATES:
             log.info("job %s belongs to a superseded or settled run; dropped", job.id)
@@ -376,6 +380,37 @@ class Worker:
         log.warning("attempt %d failed (%s): %s", job.attempt, outcome.status, reason)
         if outcome.status == "dead":
             self.metrics.dead_lettered.labels(stream=lease.stream).inc()
+
+    # -- syncs to mirrors
+
+    async def _sync(self, lease: Lease, client: RegistryClient) -> None:
+        """Run a sync job while keeping its lease; if the lease is lost (this worker
+        stalled), stop: the worker that reclaimed it carries on from what is there."""
+        from jobs.sync_job import run_sync
+
+        stopper = _Stopper()
+        work = asyncio.create_task(
+            run_sync(
+                self.pipeline,
+                lease.job,
+                client,
+                deliveries=lease.deliveries,
+                reclaimed=lease.reclaimed,
+                worker=self.settings.control_consumer,
+            )
+        )
+        keeper = asyncio.create_task(self._keep_lease(lease, stopper))
+        keeper.add_done_callback(lambda _: work.cancel() if stopper() else None)
+        try:
+            await work
+        except asyncio.CancelledError:
+            if work.cancelled() and stopper():
+                log.warning("sync %s: lease lost; the worker holding it now goes on", lease.job.id)
+                return
+            raise
+        finally:
+            keeper.cancel()
+        await self.pipeline.queue.ack(lease)  # no done record: a later request may sync again
 
     # -- merges
 

@@ -248,7 +248,7 @@ BAD_INPUT = [
     ("status v01.2.3", "leading zero"),
     ("status v1.2.3 v1.2.4", "does not take 2 arguments"),
     ("sync v0.3.0", "does not take 1 arguments"),
-    ("sync v0.3.0 nowhere", "is neither a configured mirror"),
+    ("sync v0.3.0 nowhere", "is not a configured mirror"),
     ("cancel", "no release version given"),
     ("retry vX", "is not a release version"),
     ("help me", "usage: /aibrix help"),

@@ -82,8 +82,8 @@ def test_every_subcommand(config: Config) -> None:
     assert parse_command("cancel v0.3.0", config) == CancelCommand("v0.3.0")
     assert parse_command("retry v0.3.0", config) == RetryCommand("v0.3.0")
     assert parse_command("sync v0.3.0 lab-mirror", config) == SyncCommand("v0.3.0", "lab-mirror")
-    assert parse_command("sync v0.3.0 reg.example.com/x", config) == SyncCommand(
-        "v0.3.0", "reg.example.com/x"
+    assert parse_command("sync v0.3.0 lab-mirror --ready", config) == SyncCommand(
+        "v0.3.0", "lab-mirror", ready=True
     )
     inspect = parse_command("inspect runtime v0.3.0", config)
     assert isinstance(inspect, InspectCommand)
@@ -109,7 +109,10 @@ def test_every_subcommand(config: Config) -> None:
         ("cancel v1.0.0 v1.0.1", "does not take 2 arguments"),
         ("retry", "no release version given"),
         ("sync", "does not take 0 arguments"),
-        ("sync v1.0.0 nowhere", "neither a configured mirror"),
+        ("sync v1.0.0 nowhere", "is not a configured mirror"),
+        ("sync v1.0.0 127.0.0.1:5002/x", "is not a configured mirror"),
+        ("sync v1.0.0 127.0.0.1:5000/parse", "is the release repository itself"),
+        ("sync v1.0.0 lab-mirror --force", "does not take 3 arguments"),
         ("inspect", "does not take 0 arguments"),
         ("inspect a b c", "does not take 3 arguments"),
         ("inspect runtime", "give the tag"),

@@ -1,0 +1,135 @@
+"""`/aibrix sync VERSION MIRROR [--ready]`: decide, audit, queue a sync job, post its
+live message. The copy itself runs in a worker (`jobs.sync_job.run_sync`), never here.
+
+The mirror is a configured name (the parser refuses anything else). The sync role was
+checked by `on_command`; here the release must be promoted, or ready with an approver
+asking `--ready` (`jobs.sync_gate`), and its release tags must still hold the digests
+that were approved or verified. Every refusal and every queued sync is in the audit
+stream; a refusal repeated by the same user is recorded once an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import blocks, messages
+from handlers.context import Deps, permission_refusal, published_digests
+from handlers.parse import SyncCommand
+from jobs.permissions import Action
+from jobs.state import Release
+from jobs.sync_gate import sync_decision
+from jobs.sync_job import request_sync, set_sync_message, sync_job
+
+log = logging.getLogger("aibrix.bot")
+
+Answer = Callable[[blocks.Message], Awaitable[None]]
+
+REFUSAL_AUDIT_TTL_S = 3600  # one audit entry per user, version, mirror and reason an hour
+
+
+async def audit_sync_refusal(
+    deps: Deps, command: SyncCommand, user: str, reason: str, release: Release | None = None
+) -> None:
+    """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
+    await deps.pipeline.store.audit_once(
+        f"sync-refused|{user}|{command.version}|{command.mirror}|{reason}",
+        REFUSAL_AUDIT_TTL_S,
+        command.version,
+        release.run_id if release is not None else "",
+        user,
+        "sync-refused",
+        reason[:1000],
+        extra={"mirror": command.mirror, "outcome": "refused", "mode": _mode_word(command)},
+    )
+
+
+def _mode_word(command: SyncCommand) -> str:
+    return "ready" if command.ready else "promoted"
+
+
+def _link(channel: str, ts: str) -> str:
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
+async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str | None:
+    """Why the release tags no longer hold the digests to copy (None: they do). The
+    worker's copy is gated on the same digests; this answers at once, before queueing."""
+    now, _ = await published_digests(deps, release)
+    if any(now.get(c) is None for c in digests):
+        return messages.sync_refused_unreadable(release.version)
+    moved = [
+        messages.sync_source_moved(messages.sync_subject(c, release.version), d, str(now[c]))
+        for c, d in digests.items()
+        if now[c] != d
+    ]
+    return messages.sync_refused_moved(release.version, moved) if moved else None
+
+
+async def run_sync_command(
+    deps: Deps,
+    command: SyncCommand,
+    user: str,
+    channel: str,
+    client: AsyncWebClient,
+    answer: Answer,
+) -> bool:
+    """True when a sync job was queued."""
+    pipeline = deps.pipeline
+    config = deps.config
+    release = await pipeline.store.load(command.version)
+    approver = False
+    if command.ready and release is not None:
+        approver = await permission_refusal(deps, client, Action.APPROVE, user, channel) is None
+    decision = sync_decision(
+        release,
+        command.version,
+        ready_asked=command.ready,
+        approver=approver,
+        user=user,
+        approvers=config.permissions.grant(Action.APPROVE).describe(),
+    )
+    refusal = decision.refusal
+    if refusal is None:
+        assert release is not None
+        refusal = await _drift(deps, release, dict(decision.digests))
+    if refusal is not None:
+        await audit_sync_refusal(deps, command, user, refusal, release)
+        # Not escaped: the sentence holds only validated values and mentions we made.
+        await answer(blocks.plain(":warning: " + refusal))
+        return False
+    assert release is not None
+    job = sync_job(release, command.mirror, decision.digests, user, channel, decision.mode)
+    requested = await request_sync(pipeline, job, config.mirrors[command.mirror])
+    record = requested.record
+    if not requested.added:
+        link = (
+            _link(record.status_channel, record.status_ts)
+            if record is not None and record.status_ts
+            else None
+        )
+        await answer(
+            blocks.plain(messages.sync_already_running(command.version, command.mirror, link))
+        )
+        return False
+    assert record is not None
+    await pipeline.store.audit(
+        release.version,
+        release.run_id,
+        user,
+        "sync-requested",
+        f"job {job.id}",
+        extra={"mirror": command.mirror, "outcome": "queued", "mode": decision.mode.value},
+    )
+    message = blocks.sync_message(record)
+    posted = await client.chat_postMessage(
+        channel=channel, text=message.text, blocks=message.blocks
+    )
+    await set_sync_message(
+        pipeline, record, str(posted.get("channel") or channel), str(posted["ts"])
+    )
+    deps.touch_sync(record.id)
+    await answer(blocks.plain(messages.sync_queued(command.version, command.mirror)))
+    return True
