@@ -916,3 +916,15 @@ def registry_certificate_untrusted(host: str, reason: str) -> str:
         f"the TLS certificate of {host} is not trusted here ({reason}); add the registry's "
         "CA to the system's CA bundle, or point SSL_CERT_FILE at a bundle that has it"
     )
+
+
+# ---- the bot's log (operators) ------------------------------------------------------
+
+
+def slack_requests_refused(reason: str, status: int, count: int) -> str:
+    """One line for `count` refusals of one reason; never anything the client sent."""
+    return (
+        f"refused {count} request(s) to /slack/events: {reason} (HTTP {status}); "
+        "all are counted in aibrix_slack_requests_refused_total, "
+        "this line repeats at most once a minute"
+    )
