@@ -112,10 +112,15 @@ def click_is_well_formed(payload: Mapping[str, Any]) -> bool:
             return False
         if not all(_optional(action, key, str) for key in ("value", "block_id", "action_ts")):
             return False
+    # Every click on a message carries the URL its answer goes to; without one (or with
+    # one that is not a URL) the app could not say anything back.
+    response_url = payload.get("response_url")
+    if not isinstance(response_url, str) or not response_url.startswith(("https://", "http://")):
+        return False
     objects = ("team", "channel", "container", "message", "enterprise", "state")
     if not all(_optional(payload, key, dict) for key in objects):
         return False
-    texts = ("response_url", "trigger_id", "api_app_id", "token", "enterprise_id", "team_id")
+    texts = ("trigger_id", "api_app_id", "token", "enterprise_id", "team_id")
     if not all(_optional(payload, key, str) for key in texts):
         return False
     authorizations = payload.get("authorizations")
