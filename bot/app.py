@@ -20,11 +20,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger import get_bolt_logger
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import APPROVE_ACTION, OVERWRITE_ACTION, REJECT_ACTION, RETRY_ACTION
+from bot.log_hygiene import guard, guard_slack_libraries
 from bot.settings import BotSettings
 from handlers.actions import (
     on_approve,
@@ -72,10 +74,14 @@ def build_app(
     client: AsyncWebClient | None = None,
     clock: Callable[[], float] = time.time,
 ) -> AsyncApp:
+    # Bolt hands its base logger's filters to every logger it makes (middleware, each
+    # listener's): none of them logs more than the head of a message.
+    guard_slack_libraries()
     app = AsyncApp(
         signing_secret=settings.signing_secret,
         client=client or slack_client(settings),
         process_before_response=False,
+        logger=guard(get_bolt_logger(AsyncApp)),
     )
     app.use(log_redeliveries)
 

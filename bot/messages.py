@@ -1104,3 +1104,15 @@ def sync_cli_not_audited() -> str:
         "note: this sync is not audited (no --redis-url or REDIS_URL); give the bot's Redis "
         "to record it in the audit stream"
     )
+
+
+# ---- the bot's log (operators) ------------------------------------------------------
+
+
+def slack_requests_refused(reason: str, status: int, count: int) -> str:
+    """One line for `count` refusals of one reason; never anything the client sent."""
+    return (
+        f"refused {count} request(s) to /slack/events: {reason} (HTTP {status}); "
+        "all are counted in aibrix_slack_requests_refused_total, "
+        "this line repeats at most once a minute"
+    )

@@ -1,4 +1,5 @@
-"""Serving the bot: POST /slack/events (Bolt), GET /healthz, the notifier beside them.
+"""Serving the bot: POST /slack/events (checked by `bot.request_gate`, then Bolt), GET
+/healthz, GET /metrics, the notifier beside them.
 
 `make_server` builds everything without contacting Slack or requiring Redis to be up
 (the health check says whether it is); `serve` runs it until SIGINT/SIGTERM.
@@ -24,11 +25,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import messages
 from bot.app import build_app, slack_client
+from bot.log_hygiene import guard_slack_libraries
 from bot.notifier import Notifier
+from bot.request_gate import Refusal, SlackRequestGate
 from bot.settings import BotSettings, SettingsError
 from handlers.context import Deps
 from jobs.config import Config
 from jobs.connections import RedisSettings, make_client
+from jobs.metrics import BotMetrics
 from jobs.pipeline import Pipeline
 from jobs.registry import RegistrySettings, insecure_from_env
 
@@ -36,6 +40,7 @@ log = logging.getLogger("aibrix.bot")
 
 EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Server:
     deps: Deps
     notifier: Notifier
     redis: aioredis.Redis
+    metrics: BotMetrics
 
 
 async def _healthz(redis: aioredis.Redis) -> web.Response:
@@ -67,7 +73,10 @@ def make_server(
     socket_mode: bool = False,
 ) -> Server:
     """The app and its web server. In Socket Mode, Slack's events come over the WebSocket,
-    so the web server has /healthz only: no Slack endpoint is left open to the network."""
+    so the web server has /healthz and /metrics only: no Slack endpoint is left open to
+    the network. Over HTTP, Slack's requests pass `SlackRequestGate` before Bolt (whose
+    own signature check still runs); the signature's age is judged by the wall clock,
+    never by `clock` (which tests move forward)."""
     redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
     redis = make_client(redis_settings)
     pipeline = Pipeline(redis, config)
@@ -79,7 +88,12 @@ def make_server(
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)
-    web_app = web.Application() if socket_mode else bolt.web_app(path=EVENTS_PATH)
+    metrics = BotMetrics([reason.value for reason in Refusal])
+    web_app = web.Application()
+    if not socket_mode:
+        gate = SlackRequestGate(bolt, settings.signing_secret, metrics)
+        web_app.router.add_post(EVENTS_PATH, gate.handle)
+    web_app.router.add_get(METRICS_PATH, metrics.handle)
 
     async def healthz(request: web.Request) -> web.Response:
         return await _healthz(redis)
@@ -97,7 +111,7 @@ def make_server(
 
     web_app.on_startup.append(on_startup)
     web_app.on_cleanup.append(on_cleanup)
-    return Server(bolt, web_app, deps, notifier, redis)
+    return Server(bolt, web_app, deps, notifier, redis, metrics)
 
 
 # What apps.connections.open answers when the app-level token itself is wrong: no retry
@@ -112,6 +126,7 @@ async def _socket_mode(bolt: AsyncApp, app_token: str | None) -> Any:
     token stops the bot with a clear message instead of being retried forever."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+    guard_slack_libraries()  # the Socket Mode client's loggers, imported just now
     handler = AsyncSocketModeHandler(bolt, app_token=app_token)
     try:
         handler.client.wss_uri = await handler.client.issue_new_wss_url()

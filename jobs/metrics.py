@@ -1,6 +1,9 @@
-"""Prometheus metrics of a worker, served on its own HTTP endpoint (/metrics)."""
+"""Prometheus metrics: a worker's, served on its own HTTP endpoint (/metrics), and the
+bot's, on the bot's web server."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -62,3 +65,24 @@ async def serve_metrics(metrics: WorkerMetrics, host: str, port: int) -> web.App
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+class BotMetrics:
+    """The bot's own metrics, on its web server's GET /metrics."""
+
+    def __init__(self, refusal_reasons: Sequence[str] = ()) -> None:
+        self.registry = CollectorRegistry()
+        self.refused = Counter(
+            "aibrix_slack_requests_refused",
+            "Requests to the Slack endpoint refused before the app saw them, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in refusal_reasons:  # every reason shows, at 0 until it happens
+            self.refused.labels(reason=reason)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def handle(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
