@@ -12,6 +12,11 @@ run can never go on (its published digests failed the platform check, and only a
 build can fix that); its record stays for the audit trail. A ready or approved run is
 still live: asking again returns it.
 
+A promoted version is immutable: the creating script refuses a new run of it unless an
+approver supersedes it, and the transition to promoted writes the version's small record
+(who, when, which digests) in the same script. Settling (promoted, failed, cancelled,
+blocked) puts the retention TTL on every key of the run's detail; the record stays.
+
 Every write is one Lua script that checks the run is still the version's active run
 (stale buttons of a superseded run are refused), makes the change and appends an event
 (what the notifier shows) and, when someone acted, an audit entry, all atomically.

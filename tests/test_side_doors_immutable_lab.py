@@ -487,3 +487,40 @@ def lab_config_plain(key_prefix: str) -> str:
             "",
         ]
     )
+
+
+# ---- the pure decision behind item 2's compare-and-set --------------------------------
+
+
+def test_item2_tag_decision_matrix() -> None:
+    from jobs.immutability import TagAction, decide_tag_write
+    from jobs.state import TagWrite
+
+    mine, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    verified = TagWrite(mine, True, "r1", 0.0)
+    unverified = TagWrite(mine, False, "r1", 0.0)
+    cases = [
+        # held, wrote, holds this run's builds, supersede -> action
+        (None, None, False, False, TagAction.WRITE),
+        (None, unverified, False, False, TagAction.WRITE),
+        (None, verified, False, False, TagAction.REFUSE),  # someone removed it
+        (mine, verified, False, False, TagAction.KEEP),
+        (mine, verified, True, False, TagAction.KEEP),
+        (mine, unverified, False, False, TagAction.WRITE),
+        (other, None, False, False, TagAction.REFUSE),  # someone else wrote it
+        (other, None, True, False, TagAction.ADOPT),  # a crash after writing
+        (other, unverified, True, False, TagAction.ADOPT),
+        (other, verified, True, False, TagAction.REFUSE),  # a verified tag was changed
+        (other, verified, False, False, TagAction.REFUSE),
+        (other, verified, False, True, TagAction.WRITE),  # supersede
+        (mine, verified, False, True, TagAction.WRITE),
+    ]
+    for held, wrote, this_run, supersede, expected in cases:
+        decision = decide_tag_write(
+            "runtime v1.0.0", held, wrote, holds_this_run=this_run, supersede=supersede
+        )
+        assert decision.action is expected, (held, wrote, this_run, supersede)
+        if expected is TagAction.REFUSE and held is not None:
+            assert held in decision.reason
+            if wrote is not None:
+                assert wrote.digest in decision.reason
