@@ -176,6 +176,7 @@ async def test_item2_promoted_version_cannot_be_released_again(bot: Bot) -> None
             assert f"{component} {digest}" in said
     assert await bot.pipeline.store.run_ids(version) == [done.run_id]
     assert await stream_lengths(bot) == streams  # no build or merge job was queued
+    assert not [k for k in await bot.keys() if ":slack:delivery:" in k]  # nothing claimed
     assert (await bot.pipeline.store.load(version)).state is State.PROMOTED
 
     # The CLI, run by an operator, is refused the same way (exit 2, nothing started).
