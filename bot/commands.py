@@ -53,6 +53,12 @@ def add_commands(commands: Any) -> None:
     release.add_argument("version", metavar="VERSION", help="vMAJOR.MINOR.PATCH[-PRERELEASE]")
     release.add_argument("--component", action="append", default=[], metavar="NAME")
     release.add_argument("--platform", action="append", default=[], metavar="P")
+    release.add_argument(
+        "--supersede",
+        action="store_true",
+        help="emergency only: re-release a promoted (immutable) version, rewriting its "
+        "release tags; audited (see docs/security.md)",
+    )
     release.add_argument("--no-follow", action="store_true", help="enqueue and return")
     release.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(release)
@@ -154,7 +160,9 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
-            release, created = await pipeline.request_release(plan, f"cli:{user}")
+            release, created = await pipeline.request_release(
+                plan, f"cli:{user}", supersede=args.supersede
+            )
             print(
                 f"{release.version}: {'started run' if created else 'already running as run'} "
                 f"{release.run_id[:8]}",

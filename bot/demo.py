@@ -65,9 +65,13 @@ def _inspect_json(*refs: str) -> list[dict[str, object]]:
 
 
 def _demo_config(source: Path, target: Path, prefix: str, registry: str) -> Path:
-    """The sample config with its own key prefix (a fresh run each time), absolute paths,
-    and the lab's registry wherever the sample names the default one."""
-    text = source.read_text().replace("127.0.0.1:5000", registry)
+    """The sample config with its own key prefix and registry namespace, both named after
+    the prefix (a fresh installation each time: released versions are immutable, so a
+    new bot must not meet tags an earlier one wrote), absolute paths, and the lab's
+    registry wherever the sample names the default one."""
+    namespace = prefix.replace(":", "-")
+    text = source.read_text().replace("127.0.0.1:5000/aibrix-sample", f"{registry}/{namespace}")
+    text = text.replace("127.0.0.1:5000", registry)
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
     text = re.sub(r'(?m)^path = "\."$', f'path = "{SAMPLE}"', text)
     text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
@@ -281,7 +285,7 @@ async def _slack_story(
                     await asyncio.sleep(2.5)
             latest = await asyncio.to_thread(
                 _inspect_json,
-                *(f"{registry}/aibrix-sample/{c}:latest" for c in config.component_names),
+                *(f"{config.repository}/{c}:latest" for c in config.component_names),
             )
             checks.append(
                 (
@@ -355,7 +359,7 @@ def run_demo() -> int:
         with _workers(broken, redis_url, logs):
             code = _release(broken, redis_url, broken_version)
         checks.append(("the broken release is blocked (exit 1)", code == 1))
-        runtime_tag = f"{registry}/aibrix-sample/runtime:{broken_version}"
+        runtime_tag = f"{registry}/{prefix}/runtime:{broken_version}"
         print(f"  $ aibrix-bot inspect {runtime_tag}")
         [absent] = _inspect_json(runtime_tag)
         print(f"  {absent['verdict']}: {absent['error']}")
@@ -372,7 +376,7 @@ def run_demo() -> int:
             "kvcache-watcher",
             "runtime",
         )
-        refs = [f"{registry}/aibrix-sample/{c}:{fixed_version}" for c in components]
+        refs = [f"{registry}/{prefix}/{c}:{fixed_version}" for c in components]
         print(f"  $ aibrix-bot inspect {' '.join(c + ':' + fixed_version for c in components)}")
         reports = _inspect_json(*refs)
         for report in reports:

@@ -675,7 +675,7 @@ def drift_text(data: DriftData) -> str:
 # ---- the Slack bot (handlers/, bot/blocks.py, bot/notifier.py, jobs/approvals.py) ---
 
 SLACK_USAGE = {
-    "release": "/aibrix release VERSION [COMPONENT...]",
+    "release": "/aibrix release VERSION [COMPONENT...] [--supersede]",
     "inspect": "/aibrix inspect COMPONENT TAG  or  /aibrix inspect IMAGE[:TAG]",
     "status": "/aibrix status [VERSION]",
     "sync": "/aibrix sync VERSION MIRROR [--ready]",
@@ -858,7 +858,7 @@ def approval_tally(count: int, required: int, users: Sequence[str]) -> str:
 
 def approval_drift(subject: str, verified: str, actual: str | None) -> str:
     if actual is None:
-        return f"{subject} cannot be read back, so it cannot be approved"
+        return f"{subject} no longer exists in the registry, so it cannot be approved"
     return (
         f"{subject} has moved since it was verified: the tag now holds {short_digest(actual)}, "
         f"but {short_digest(verified)} was verified"
@@ -1115,4 +1115,91 @@ def slack_requests_refused(reason: str, status: int, count: int) -> str:
         f"refused {count} request(s) to /slack/events: {reason} (HTTP {status}); "
         "all are counted in aibrix_slack_requests_refused_total, "
         "this line repeats at most once a minute"
+    )
+
+
+# ---- released versions are immutable (issue 10 item 2) -------------------------------
+
+
+def _when(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _who(users: Sequence[str]) -> str:
+    return ", ".join(u if u.startswith("cli:") else f"<@{u}>" for u in users) or "nobody"
+
+
+def release_immutable(
+    version: str, promoted_by: Sequence[str], promoted_at: float, digests: Sequence[tuple[str, str]]
+) -> str:
+    held = "; ".join(f"{component} {digest}" for component, digest in digests)
+    return (
+        f"{version} was promoted by {_who(promoted_by)} on {_when(promoted_at)} and is "
+        f"immutable: its tags hold {held}. Cut a new version instead (an approver may "
+        "`release VERSION --supersede` in an emergency)"
+    )
+
+
+def tag_kept(subject: str, digest: str) -> str:
+    return f"{subject} already holds {digest}, verified by an earlier run; it is kept as it is"
+
+
+def tag_changed_by_someone_else(subject: str, held: str, wrote: str | None) -> str:
+    if wrote is None:
+        return (
+            f"{subject} holds {held}, which no run of this version wrote; it is not "
+            "overwritten (someone else wrote it)"
+        )
+    return (
+        f"{subject} holds {held}, but this version's runs last wrote {wrote}; it is not "
+        "overwritten (someone else changed it)"
+    )
+
+
+def tag_removed(subject: str, wrote: str) -> str:
+    return (
+        f"{subject} no longer exists, but {wrote} was written and verified there; it is not "
+        "written again (someone removed it)"
+    )
+
+
+def supersede_requested(version: str, digests: Sequence[tuple[str, str]]) -> str:
+    held = "; ".join(f"{component} {digest}" for component, digest in digests) or "nothing"
+    return f"supersede of promoted {version} (held {held})"
+
+
+def supersede_bad_option(option: str) -> str:
+    return f"unknown option {option!r}: `release` accepts only `--supersede`, after the version"
+
+
+def supersede_twice() -> str:
+    return "`--supersede` is given more than once"
+
+
+# ---- the click-time re-check (issue 10 item 8) ------------------------------------------
+
+
+def approval_registry_unreadable(version: str, components: Sequence[str]) -> str:
+    return (
+        f"could not re-check the registry; try again ({', '.join(components)} of {version} "
+        "could not be read; nothing was recorded and the release stays ready)"
+    )
+
+
+# ---- Confirm overwrite (issue 10 item 9) -------------------------------------------------
+
+
+def overwrite_already_confirmed(version: str, targets: Sequence[str]) -> str:
+    return (
+        f"already confirmed: overwriting {', '.join(targets)} for {version}; its promotion "
+        "is queued once"
+    )
+
+
+def config_retention_out_of_range(value: object, high: int) -> str:
+    return (
+        f"{value} is not a retention: give a number of days above 0 and at most {high} "
+        "(a fraction is allowed, such as 0.5)"
     )

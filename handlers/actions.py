@@ -29,8 +29,8 @@ from jobs.approvals import (
     Verdict,
     decide_approval,
     decide_overwrite,
+    decide_recheck,
     decide_rejection,
-    drift_problems,
     may_change_run,
     tally,
 )
@@ -116,8 +116,20 @@ async def on_approve(
         counted = tally(policy, release.approvals, click.verified, now, release.requested_by)
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
-    published, not_ok = await published_digests(deps, release)
-    drift = drift_problems(release.version, click.verified, published, not_ok)
+    readings = await published_digests(deps, release)
+    recheck = decide_recheck(release.version, click.verified, readings)
+    if recheck.unreadable and not recheck.drift:
+        # Unreadable is not drift: nothing is recorded, the release stays ready.
+        log.warning("click-time re-check of %s: registry unreadable", release.version)
+        await forget_delivery(deps, action_delivery(body))
+        await _answer(
+            respond,
+            blocks.error_message(
+                messages.approval_registry_unreadable(release.version, recheck.unreadable)
+            ),
+        )
+        return
+    drift = recheck.drift
     if drift:
         reason = "; ".join(drift)
         await store.transition(
@@ -251,10 +263,18 @@ async def on_confirm_overwrite(
         await _answer(respond, blocks.error_message(decision.reason))
         return
     store = deps.pipeline.store
-    await store.confirm_overwrites(release.version, release.run_id, pending)
+    if not await store.confirm_overwrites(release.version, release.run_id, pending):
+        # This very decision (these targets holding these digests) is confirmed already:
+        # a double click, or a second approver; its one promotion is queued.
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
+        await _answer(
+            respond,
+            blocks.plain(messages.overwrite_already_confirmed(release.version, sorted(pending))),
+        )
+        return
     detail = "; ".join(f"{target} held {digest}" for target, digest in sorted(pending.items()))
     await store.audit(release.version, release.run_id, user, "overwrite-confirmed", detail)
-    await deps.pipeline.queue.enqueue(promote_job(release, round_=int(now * 1000)))
+    await deps.pipeline.queue.enqueue(promote_job(release, pending))
     deps.touch(release)
     await _answer(respond, blocks.plain(messages.overwrite_confirmed(user, sorted(pending))))
 

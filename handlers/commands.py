@@ -58,7 +58,8 @@ CHANGING = (ReleaseCommand, SyncCommand, CancelCommand, RetryCommand)
 def command_action(command: Command) -> Action:
     """What the permission table calls this command."""
     if isinstance(command, ReleaseCommand):
-        return Action.RELEASE
+        # Superseding a promoted version is its own, narrower role (approvers by default).
+        return Action.SUPERSEDE if command.supersede else Action.RELEASE
     if isinstance(command, SyncCommand):
         return Action.SYNC
     if isinstance(command, CancelCommand):
@@ -72,7 +73,8 @@ def command_action(command: Command) -> Action:
 
 def ack_text(command: Command) -> str:
     if isinstance(command, ReleaseCommand):
-        return messages.slack_working(f"release {command.plan.version}")
+        supersede = " --supersede" if command.supersede else ""
+        return messages.slack_working(f"release {command.plan.version}{supersede}")
     if isinstance(command, InspectCommand):
         return messages.slack_working(f"inspect {command.reference}")
     if isinstance(command, SyncCommand):
@@ -177,7 +179,9 @@ async def run_command(
     channel = str(body.get("channel_id") or "")
     pipeline = deps.pipeline
     if isinstance(command, ReleaseCommand):
-        release, created = await pipeline.request_release(command.plan, user, channel)
+        release, created = await pipeline.request_release(
+            command.plan, user, channel, supersede=command.supersede
+        )
         if not created:
             await _answer(
                 respond,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,14 +13,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.notifier import Notifier
-from jobs.approvals import needs_groups
+from jobs.approvals import TagReading, needs_groups
 from jobs.config import Config
-from jobs.inspection import inspect_reference
+from jobs.inspection import Inspection, inspect_reference
 from jobs.permissions import Action, Actor, authorize
 from jobs.permissions import needs_groups as needs_permission_groups
 from jobs.pipeline import Pipeline
-from jobs.references import parse_reference
-from jobs.registry import RegistryClient, RegistrySettings
+from jobs.references import Reference, parse_reference
+from jobs.registry import NotFoundError, RegistryClient, RegistryError, RegistrySettings
 from jobs.state import Release
 from jobs.verdict import Outcome
 from jobs.versions import parse_version
@@ -114,25 +114,50 @@ async def permission_refusal(
     return authorize(permissions, action, actor)
 
 
-async def published_digests(
-    deps: Deps, release: Release
-) -> tuple[Mapping[str, str | None], list[str]]:
-    """What each component's release tag holds now (None: unreadable), and which fail the
-    platform check when read back."""
+async def published_digests(deps: Deps, release: Release) -> dict[str, TagReading]:
+    """Each component's release tag read again: what it holds, whether the platform check
+    still passes, or that the registry could not be read (which proves nothing)."""
     config = deps.config
     version = parse_version(release.version)
     refs = [parse_reference(config.release_reference(c, version)) for c in release.components]
     async with RegistryClient(deps.registry) as client:
-        inspections = await asyncio.gather(
-            *(inspect_reference(client, ref, config.platforms) for ref in refs)
-        )
-    digests = {c: i.digest for c, i in zip(release.components, inspections, strict=True)}
-    not_ok = [
-        c
-        for c, i in zip(release.components, inspections, strict=True)
-        if i.digest is not None and i.verdict.outcome is not Outcome.OK
-    ]
-    return digests, not_ok
+        readings = await asyncio.gather(*(_read_tag(client, ref, config) for ref in refs))
+    return dict(zip(release.components, readings, strict=True))
+
+
+async def _read_tag(client: RegistryClient, ref: Reference, config: Config) -> TagReading:
+    try:
+        top = await client.get_manifest(ref)
+    except NotFoundError:
+        return TagReading(None)  # the registry answered: the tag is gone
+    except RegistryError:
+        return TagReading(None, unreadable=True)
+    inspection = await inspect_reference(client, ref, config.platforms)
+    if inspection.digest is None:
+        return TagReading(None, unreadable=True)  # it answered once, then not
+    if inspection.digest != top.digest:
+        return TagReading(inspection.digest)  # it moved between the two reads
+    failed = inspection.verdict.outcome is not Outcome.OK
+    if failed and not await _children_readable(client, ref, inspection):
+        return TagReading(inspection.digest, unreadable=True)
+    return TagReading(inspection.digest, check_failed=failed)
+
+
+async def _children_readable(
+    client: RegistryClient, ref: Reference, inspection: Inspection
+) -> bool:
+    """Whether the entries the platform check could not resolve were answered by the
+    registry (gone: a proven change) rather than left unanswered (a hiccup)."""
+    for entry in inspection.verdict.entries:
+        if entry.actual is not None:
+            continue
+        try:
+            await client.get_manifest(ref.with_digest(entry.digest))
+        except NotFoundError:
+            continue
+        except RegistryError:
+            return False
+    return True
 
 
 async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:

@@ -31,6 +31,7 @@ class ParseError:
 @dataclass(frozen=True)
 class ReleaseCommand:
     plan: ReleasePlan
+    supersede: bool = False  # an approver's emergency re-release of a promoted version
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,25 @@ def _version(text: str, config: Config) -> str:
     return str(version)
 
 
+SUPERSEDE = "--supersede"
+
+
 def _release(args: Sequence[str], config: Config) -> Command | ParseError:
     if not args:
         return ParseError(f"{messages.version_empty()}; {messages.slack_usage('release')}")
+    # One option exists, exactly spelled, after the version; anything else that looks
+    # like an option is refused rather than taken for a component name.
+    options = [a for a in args if a.startswith("-")]
+    for option in options:
+        if option != SUPERSEDE or args[0] == option:
+            return ParseError(
+                f"{messages.supersede_bad_option(option)}; {messages.slack_usage('release')}"
+            )
+    if len(options) > 1:
+        return ParseError(f"{messages.supersede_twice()}; {messages.slack_usage('release')}")
+    names = [a for a in args[1:] if a != SUPERSEDE]
     try:
-        return ReleaseCommand(plan_release(config, args[0], list(args[1:])))
+        return ReleaseCommand(plan_release(config, args[0], names), supersede=bool(options))
     except ReleaseInputError as error:
         return ParseError(f"{error}; {messages.slack_usage('release')}")
 

@@ -7,7 +7,7 @@ after the policy allows the click, since it needs the network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -148,21 +148,47 @@ def may_change_run(policy: Policy, user: str, groups: frozenset[str], requested_
     return user == requested_by or may_act(policy, user, groups)
 
 
+@dataclass(frozen=True)
+class TagReading:
+    """A release tag read again at click time."""
+
+    digest: str | None  # what it holds; None: the registry said there is no such tag
+    unreadable: bool = False  # no answer (unreachable, 5xx, refused): nothing is known
+    check_failed: bool = False  # read back, a platform is missing or is not what it says
+
+
 def drift_problems(
     version: str,
     verified: Mapping[str, str],
-    published: Mapping[str, str | None],
-    not_ok: Sequence[str] = (),
+    readings: Mapping[str, TagReading],
 ) -> list[str]:
-    """One sentence per component whose release tag no longer holds the verified digest
-    (`published`: what the tag holds now, None when unreadable); `not_ok`: components whose
-    read-back fails the platform check."""
+    """One sentence per component whose release tag proves a change: it holds another
+    digest, is gone, or fails the platform check. An unreadable tag proves nothing."""
     problems = []
     for component, digest in sorted(verified.items()):
-        actual = published.get(component)
+        reading = readings.get(component, TagReading(None, unreadable=True))
         subject = f"{component} {version}"
-        if actual != digest:
-            problems.append(messages.approval_drift(subject, digest, actual))
-        elif component in not_ok:
+        if reading.unreadable:
+            continue
+        if reading.digest != digest:
+            problems.append(messages.approval_drift(subject, digest, reading.digest))
+        elif reading.check_failed:
             problems.append(messages.approval_check_failed(subject))
     return problems
+
+
+@dataclass(frozen=True)
+class Recheck:
+    drift: list[str]  # proven changes: the click blocks the release
+    unreadable: list[str]  # components that could not be read: refuse, try again
+
+
+def decide_recheck(
+    version: str, verified: Mapping[str, str], readings: Mapping[str, TagReading]
+) -> Recheck:
+    """The click-time re-check: a proven change blocks; otherwise an unreadable tag only
+    refuses this click (the release stays ready); else the approval may be recorded."""
+    unreadable = sorted(
+        c for c in verified if readings.get(c, TagReading(None, unreadable=True)).unreadable
+    )
+    return Recheck(drift_problems(version, verified, readings), unreadable)

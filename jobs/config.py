@@ -151,6 +151,9 @@ class Promotion:
     mirrors: tuple[str, ...] = ()
 
 
+MAX_RETENTION_DAYS = 3650
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     max_attempts: int = 3
@@ -158,6 +161,12 @@ class QueueSettings:
     backoff_cap_seconds: float = 60.0
     lease_seconds: int = 60
     key_prefix: str = "aibrix"
+    # Days a settled run's detail is kept in Redis; the version's immutable record stays.
+    retention_days: float = 90.0
+
+    @property
+    def retention_seconds(self) -> int:
+        return max(1, int(self.retention_days * 86400))
 
 
 @dataclass(frozen=True)
@@ -930,9 +939,20 @@ class _Reader:
                 "backoff_cap_seconds",
                 "lease_seconds",
                 "key_prefix",
+                "retention_days",
             ),
         )
         defaults = QueueSettings()
+        retention_key = self.join(key, "retention_days")
+        retention = table.get("retention_days", defaults.retention_days)
+        if isinstance(retention, bool) or not isinstance(retention, int | float):
+            self.fail(
+                retention_key, messages.config_wrong_type("a number of days", _type_name(retention))
+            )
+        if not (math.isfinite(retention) and 0 < retention <= MAX_RETENTION_DAYS):
+            self.fail(
+                retention_key, messages.config_retention_out_of_range(retention, MAX_RETENTION_DAYS)
+            )
         base = self.seconds(
             table.get("backoff_base_seconds", defaults.backoff_base_seconds),
             self.join(key, "backoff_base_seconds"),
@@ -958,6 +978,7 @@ class _Reader:
                 table.get("lease_seconds", defaults.lease_seconds), self.join(key, "lease_seconds")
             ),
             key_prefix=prefix,
+            retention_days=float(retention),
         )
 
 

@@ -9,7 +9,13 @@ Layout (P = prefix, default `aibrix`):
 
     P:releases                          zset    version -> time its latest run was created
     P:release:<v>:active                string  run id of the version's current run
-    P:release:<v>:runs                  zset    every run id of the version -> creation time
+    P:release:<v>:runs                  zset    run ids of the version -> creation time
+    P:release:<v>:record                hash    the version's immutable record: the digest
+                                                each component's release tag was last written
+                                                with (and whether verified), and once
+                                                promoted: by whom, when, which digests.
+                                                Bounded (a few fields per component) and
+                                                never expires
     P:release:<v>:run:<r>               hash    the run record (state, who, where, what)
     P:release:<v>:run:<r>:builds        hash    "<component>@<platform>" -> build record JSON
     P:release:<v>:run:<r>:indexes       hash    component -> index digest and verdict JSON
@@ -31,6 +37,10 @@ Layout (P = prefix, default `aibrix`):
     P:notifier:cursor                   string  last events-stream id the notifier has shown
     P:sync:<job id>                     hash    one Slack sync of a version to a mirror (TTL)
     P:audit-once:<sha256>               string  a refusal already audited (TTL)
+
+Retention: a run's detail (`run:<r>` and every `run:<r>:*` key) expires a configured
+time (`[queue] retention_days`, default 90) after the run settles (promoted, failed,
+cancelled or blocked); what immutability and the audit need stays in `record`.
 
 Leases are not keys: a job's lease is its entry in the stream's pending entries list
 (owner and idle time), see `jobs.queue`.
@@ -107,6 +117,10 @@ class Keys:
     def runs(self, version: str) -> str:
         return f"{self._release(version)}:runs"
 
+    def record(self, version: str) -> str:
+        """The version's immutable record (never expires, bounded)."""
+        return f"{self._release(version)}:record"
+
     def run(self, version: str, run_id: str) -> str:
         return f"{self._release(version)}:run:{segment(run_id)}"
 
@@ -130,6 +144,19 @@ class Keys:
     def overwrites(self, version: str, run_id: str) -> str:
         """Mirror targets an approver confirmed overwriting -> the digest they held."""
         return f"{self.run(version, run_id)}:overwrites"
+
+    def run_detail(self, version: str, run_id: str) -> list[str]:
+        """Every key of one run's detail: what expires once the run is settled."""
+        return [
+            self.run(version, run_id),
+            self.builds(version, run_id),
+            self.indexes(version, run_id),
+            self.merges(version, run_id),
+            self.approvals(version, run_id),
+            self.promotions(version, run_id),
+            self.overwrites(version, run_id),
+            self.failure_replies(version, run_id),
+        ]
 
     @property
     def events(self) -> str:

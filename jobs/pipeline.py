@@ -17,13 +17,15 @@ import redis.asyncio as aioredis
 
 from bot import messages
 from jobs.config import Config, ConfigError
+from jobs.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
 from jobs.keys import Keys
 from jobs.merge import MergeError, merge_sources, verify_published, write_index
 from jobs.platforms import Platform, PlatformError, parse_platform, unique
 from jobs.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
-from jobs.registry import RegistryClient
+from jobs.references import parse_reference
+from jobs.registry import NotFoundError, RegistryClient
 from jobs.source import SourceError, resolve_revision
-from jobs.state import BuildState, Event, Release, ReleaseStore, State
+from jobs.state import BuildState, Event, Release, ReleaseStore, State, VersionImmutable
 from jobs.verdict import Outcome
 from jobs.versions import ComponentError, Version, VersionError, parse_version
 
@@ -125,30 +127,50 @@ class Pipeline:
         self.queue = Queue(
             redis, self.keys, queue_settings(config), on_dead_letter=self._dead_lettered
         )
-        self.store = ReleaseStore(redis, self.keys)
+        self.store = ReleaseStore(
+            redis, self.keys, retention_seconds=config.queue.retention_seconds
+        )
 
     # -- requests (CLI and Slack)
 
     async def request_release(
-        self, plan: ReleasePlan, requested_by: str, channel: str = "cli"
+        self,
+        plan: ReleasePlan,
+        requested_by: str,
+        channel: str = "cli",
+        *,
+        supersede: bool = False,
     ) -> tuple[Release, bool]:
-        """Start a run of `plan`, or return the version's active run (a duplicate request)."""
+        """Start a run of `plan`, or return the version's active run (a duplicate request).
+
+        A promoted version is immutable: refused (ReleaseInputError saying who promoted
+        it, when, and the digests) unless `supersede`, which the caller has authorized."""
         version = str(plan.version)
         existing = await self.store.load(version)
         if existing is not None and not existing.settled:
             return existing, False
+        record = await self.store.version_record(version)
+        refusal = release_refusal(version, record.promoted if record else None, supersede=supersede)
+        if refusal is not None:
+            raise ReleaseInputError(refusal)
         try:
             revision = await asyncio.to_thread(resolve_revision, self.config.source, plan.version)
         except SourceError as error:
             raise ReleaseInputError(str(error)) from None
-        release, created = await self.store.create_or_get(
-            version,
-            requested_by,
-            channel,
-            [str(p) for p in plan.platforms],
-            list(plan.components),
-            revision,
-        )
+        try:
+            release, created = await self.store.create_or_get(
+                version,
+                requested_by,
+                channel,
+                [str(p) for p in plan.platforms],
+                list(plan.components),
+                revision,
+                supersede=supersede,
+            )
+        except VersionImmutable as error:  # promoted between our read and the script
+            raise ReleaseInputError(
+                release_refusal(version, error.promoted, supersede=False) or str(error)
+            ) from None
         if created:
             await self._start(release, previous=existing)
             release = await self._load(version, release.run_id)
@@ -274,7 +296,9 @@ class Pipeline:
             await self.store.apply(job.release, job.run_id, Event.FAIL, reason=dead.reason)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
-        """Write the component's release tag from its pinned digests and verify it."""
+        """Write the component's release tag from its pinned digests and verify it, unless
+        the tag already holds this version's verified digest (kept) or something this
+        version never wrote (left alone; the run blocks): see `jobs.immutability`."""
         release = await self._load(job.release, job.run_id)
         digests = release.built_digests(job.component)
         if digests is None:
@@ -282,27 +306,90 @@ class Pipeline:
         builds = {parse_platform(p): d for p, d in digests.items()}
         required = [parse_platform(p) for p in release.platforms]
         image = self.config.image(job.component)
+        subject = f"{job.component} {release.version}"
         sources = merge_sources(image, builds, required)
-        await asyncio.to_thread(write_index, image, release.version, sources)
+        held, decision = await self._tag_decision(release, job.component, image, builds, client)
+        if decision.action is TagAction.REFUSE:
+            await self._refuse_tag(release, job.component, held, decision.reason)
+            return held or ""
+        if decision.action is TagAction.WRITE:
+            await asyncio.to_thread(write_index, image, release.version, sources)
+        else:
+            log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
         await self.store.transition(job.release, job.run_id, [State.MERGING], State.VERIFYING)
         published = await verify_published(client, image, release.version, builds, required)
         inspection = published.inspection
-        subject = f"{job.component} {release.version}"
-        problems = [*published.problems, *messages.verdict_problems(subject, inspection.verdict)]
-        outcome = (
-            inspection.verdict.outcome.value if not published.problems else Outcome.MISMATCH.value
-        )
+        # A kept tag holds an earlier run's builds by design: only its platforms are judged.
+        mismatch = () if decision.action is TagAction.KEEP else published.problems
+        problems = [*mismatch, *messages.verdict_problems(subject, inspection.verdict)]
+        outcome = inspection.verdict.outcome.value if not mismatch else Outcome.MISMATCH.value
         digest = inspection.digest or ""
-        if digest:
-            await self.store.record_index(
-                job.release, job.run_id, job.component, digest, outcome, "; ".join(problems)
-            )
-        else:
+        if not digest:
             raise MergeError(
                 f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
             )
+        if decision.action is not TagAction.KEEP:
+            await self.store.record_tag(
+                release.version,
+                release.run_id,
+                job.component,
+                digest,
+                verified=outcome == Outcome.OK.value,
+            )
+        await self.store.record_index(
+            job.release, job.run_id, job.component, digest, outcome, "; ".join(problems)
+        )
         await self.settle(job.release, job.run_id)
         return digest
+
+    async def _tag_decision(
+        self,
+        release: Release,
+        component: str,
+        image: str,
+        builds: Mapping[Platform, str],
+        client: RegistryClient,
+    ) -> tuple[str | None, TagDecision]:
+        """Read the release tag (the compare of the compare-and-set) and decide. A registry
+        that cannot be read raises: the job is retried, nothing is written meanwhile."""
+        reference = parse_reference(f"{image}:{release.version}")
+        try:
+            held: str | None = (await client.get_manifest(reference)).digest
+        except NotFoundError:
+            held = None
+        record = await self.store.version_record(release.version)
+        wrote = record.tags.get(component) if record else None
+        holds_this_run = False
+        if held is not None and (wrote is None or wrote.digest != held):
+            found = await verify_published(client, image, release.version, builds, list(builds))
+            children = {
+                e.platform: e.digest for e in found.inspection.verdict.entries if e.platform
+            }
+            holds_this_run = found.inspection.digest == held and children == dict(builds)
+        subject = f"{component} {release.version}"
+        decision = decide_tag_write(
+            subject, held, wrote, holds_this_run=holds_this_run, supersede=release.supersede
+        )
+        return held, decision
+
+    async def _refuse_tag(
+        self, release: Release, component: str, held: str | None, reason: str
+    ) -> None:
+        """The tag holds what this version did not write: leave it, block the run."""
+        version, run_id = release.version, release.run_id
+        log.warning("%s", reason)
+        if held is not None:
+            await self.store.record_index(
+                version, run_id, component, held, Outcome.MISMATCH.value, reason
+            )
+            await self.settle(version, run_id)
+            return
+        # No digest to record as the component's index: block the run with the sentence.
+        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        await self.store.transition(
+            version, run_id, [State.VERIFYING], State.BLOCKED, reason=reason
+        )
 
     async def settle(self, version: str, run_id: str) -> State | None:
         """When every component is merged or failed, decide: ready, or blocked with reasons."""

@@ -17,7 +17,9 @@ compare-and-set.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections.abc import Mapping
 
 from bot import messages
 from jobs.merge import MergeError, write_index
@@ -35,10 +37,20 @@ log = logging.getLogger("aibrix.promote")
 PROMOTE_COMPONENT = "all"
 
 
-def promote_job(release: Release, round_: int = 0) -> Job:
-    """The promotion job of a run; `round_` > 0 after an overwrite confirmation, so the
-    queue, which runs each job's effect once, takes it as a new one."""
-    component = PROMOTE_COMPONENT if round_ == 0 else f"{PROMOTE_COMPONENT}-overwrite-{round_}"
+def overwrite_decision(confirmed: Mapping[str, str]) -> str:
+    """The identity of one overwrite confirmation: the mirror targets and the digests they
+    held. Two clicks confirming the same thing are one decision, hence one promotion job."""
+    text = "\n".join(f"{target}={digest}" for target, digest in sorted(confirmed.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def promote_job(release: Release, confirmed: Mapping[str, str] | None = None) -> Job:
+    """The promotion job of a run; after an overwrite confirmation, a job whose identity is
+    that decision (`overwrite_decision`), so the queue, which runs each job's effect once,
+    takes a new decision as a new job and the same decision, clicked again, as the same."""
+    component = PROMOTE_COMPONENT
+    if confirmed:
+        component = f"{PROMOTE_COMPONENT}-overwrite-{overwrite_decision(confirmed)}"
     return Job(
         JobKind.PROMOTE, release.version, component, release.source_ref, run_id=release.run_id
     )

@@ -12,6 +12,11 @@ run can never go on (its published digests failed the platform check, and only a
 build can fix that); its record stays for the audit trail. A ready or approved run is
 still live: asking again returns it.
 
+A promoted version is immutable: the creating script refuses a new run of it unless an
+approver supersedes it, and the transition to promoted writes the version's small record
+(who, when, which digests) in the same script. Settling (promoted, failed, cancelled,
+blocked) puts the retention TTL on every key of the run's detail; the record stays.
+
 Every write is one Lua script that checks the run is still the version's active run
 (stale buttons of a superseded run are refused), makes the change and appends an event
 (what the notifier shows) and, when someone acted, an audit entry, all atomically.
@@ -253,6 +258,7 @@ class Release:
     merges_claimed: frozenset[str] = frozenset()
     approvals: Mapping[str, Approval] = field(default_factory=dict, hash=False)
     promotions: Mapping[str, PromotionResult] = field(default_factory=dict, hash=False)
+    supersede: bool = False  # an approver's supersede of a promoted version
 
     @property
     def settled(self) -> bool:
@@ -270,6 +276,42 @@ class Release:
                 return None
             digests[platform] = record.digest
         return digests
+
+
+@dataclass(frozen=True)
+class TagWrite:
+    """What a merge of this version last wrote to a component's release tag."""
+
+    digest: str
+    verified: bool  # read back and passed the platform check
+    run_id: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """Who promoted a version, when, and the digests: kept after the run's detail expires."""
+
+    run_id: str
+    at: float
+    by: tuple[str, ...]
+    digests: Mapping[str, str] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """The version's small, never-expiring record (see `Keys.record`)."""
+
+    tags: Mapping[str, TagWrite] = field(hash=False)
+    promoted: Promoted | None
+
+
+class VersionImmutable(Exception):
+    """A new run of a promoted version was asked for without supersede."""
+
+    def __init__(self, version: str, promoted: Promoted) -> None:
+        self.version, self.promoted = version, promoted
+        super().__init__(f"{version} is promoted and immutable")
 
 
 @dataclass(frozen=True)
@@ -320,10 +362,11 @@ local function event(stream, maxlen, version, run_id, kind, ...)
 end
 """
 
-# KEYS: pointer, new run, new builds, releases, runs, events, audit, current run (or pointer)
+# KEYS: pointer, new run, new builds, releases, runs, events, audit, current run (or pointer),
+#       the version's record
 # ARGV: version, new run id, expected current run id, settled csv, events maxlen,
 #       audit maxlen, requested_by, channel, platforms json, components json, source ref,
-#       build field/record pairs...
+#       supersede ('1' or '0'), build field/record pairs...
 _CREATE = Script(
     _COMMON
     + """
@@ -333,12 +376,19 @@ if current ~= '' then
   local state = redis.call('HGET', KEYS[8], 'state')
   if state and not set_of(ARGV[4])[state] then return {'existing', current} end
 end
+-- A promoted version is immutable: only an explicit supersede starts a run of it.
+local promoted = redis.call('HGET', KEYS[9], 'digests')
+if promoted and ARGV[12] ~= '1' then return {'released', current} end
 local now = now_ms()
 redis.call('HSET', KEYS[2], 'version', ARGV[1], 'run_id', ARGV[2], 'state', 'queued',
   'state_reason', '', 'requested_by', ARGV[7], 'channel', ARGV[8], 'platforms', ARGV[9],
   'components', ARGV[10], 'source_ref', ARGV[11], 'created_at', now, 'updated_at', now,
-  'status_channel', '', 'status_ts', '', 'previous_run_id', current)
-if #ARGV > 11 then redis.call('HSET', KEYS[3], unpack(ARGV, 12)) end
+  'status_channel', '', 'status_ts', '', 'previous_run_id', current, 'supersede', ARGV[12])
+if #ARGV > 12 then redis.call('HSET', KEYS[3], unpack(ARGV, 13)) end
+if ARGV[12] == '1' then
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
+    'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'supersede', 'detail', promoted or '')
+end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('ZADD', KEYS[5], now, ARGV[2])
@@ -349,14 +399,29 @@ return {'created', ARGV[2]}
 """
 )
 
-# KEYS: pointer, run, events, audit
-# ARGV: version, run id, from csv, to, actor, reason, events maxlen, audit maxlen
+# KEYS: pointer, run, events, audit, the version's record, the run's detail keys (run,
+#       builds, indexes, merges, approvals, ... in `Keys.run_detail` order)
+# ARGV: version, run id, from csv, to, actor, reason, events maxlen, audit maxlen,
+#       settled csv, retention seconds
 _TRANSITION = Script(
     _COMMON
     + """
 local state = active_state(KEYS[1], KEYS[2], ARGV[2])
 if not state or not set_of(ARGV[3])[state] then return 0 end
-redis.call('HSET', KEYS[2], 'state', ARGV[4], 'state_reason', ARGV[6], 'updated_at', now_ms())
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'state', ARGV[4], 'state_reason', ARGV[6], 'updated_at', now)
+if ARGV[4] == 'promoted' then
+  -- What immutability and the audit need, kept after the run's detail expires.
+  local digests = {}
+  local indexes = redis.call('HGETALL', KEYS[8])
+  for i = 1, #indexes, 2 do digests[indexes[i]] = cjson.decode(indexes[i + 1]).digest end
+  local by = redis.call('HKEYS', KEYS[10])
+  redis.call('HSET', KEYS[5], 'promoted_run', ARGV[2], 'promoted_at', now,
+    'promoted_by', cjson.encode(by), 'digests', cjson.encode(digests))
+end
+if set_of(ARGV[9])[ARGV[4]] then
+  for i = 6, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
+end
 event(KEYS[3], ARGV[7], ARGV[1], ARGV[2], 'state', 'from', state, 'state', ARGV[4],
   'actor', ARGV[5], 'reason', ARGV[6])
 if ARGV[5] ~= '' then
@@ -508,6 +573,33 @@ return {1, total}
 )
 
 
+# KEYS: pointer, run, overwrites.  ARGV: run id, target/digest pairs...
+_CONFIRM_OVERWRITES = Script(
+    _COMMON
+    + """
+if not active_state(KEYS[1], KEYS[2], ARGV[1]) then return 0 end
+local same = true
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[3], ARGV[i]) ~= ARGV[i + 1] then same = false end
+end
+if same then return 0 end
+redis.call('HSET', KEYS[3], unpack(ARGV, 2))
+return 1
+"""
+)
+
+# KEYS: the version's record.  ARGV: field, json value (its `at` is set here)
+_RECORD_TAG = Script(
+    _COMMON
+    + """
+local value = cjson.decode(ARGV[2])
+value.at = tonumber(now_ms())
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(value))
+return 1
+"""
+)
+
+
 # Store --------------------------------------------------------------------------------
 
 
@@ -528,9 +620,13 @@ class ReleaseStore:
         events_maxlen: int = 10_000,
         audit_maxlen: int = 100_000,
         log_lines: int = 20,
+        retention_seconds: int = 90 * 86400,
     ) -> None:
+        if retention_seconds < 1:
+            raise ValueError("retention_seconds must be at least 1")
         self.redis = redis
         self.keys = keys
+        self.retention_seconds = retention_seconds
         self.events_maxlen = events_maxlen
         self.audit_maxlen = audit_maxlen
         self.log_lines = log_lines
@@ -546,11 +642,14 @@ class ReleaseStore:
         platforms: Sequence[str],
         components: Sequence[str],
         source_ref: str,
+        *,
+        supersede: bool = False,
     ) -> tuple[Release, bool]:
         """The version's active run and whether this call created it.
 
         A duplicate request (the run is not settled) returns the existing run unchanged,
-        whatever platforms or components it asked for.
+        whatever platforms or components it asked for. A promoted version raises
+        `VersionImmutable` unless `supersede` (checked in the same script as the creation).
         """
         check_version(version)
         for name, value in (("requested_by", requested_by), ("channel", channel)):
@@ -583,6 +682,7 @@ class ReleaseStore:
                 self.keys.events,
                 self.keys.audit,
                 current_key,
+                self.keys.record(version),
             ]
             args: list[Arg] = [
                 version,
@@ -596,11 +696,18 @@ class ReleaseStore:
                 json.dumps(list(platforms)),
                 json.dumps(list(components)),
                 source_ref,
+                "1" if supersede else "0",
                 *builds,
             ]
             reply = await _CREATE(self.redis, keys, args)
             if reply[0] == "retry":
                 continue  # another request switched runs between our read and the script
+            if reply[0] == "released":
+                found = await self.version_record(version)
+                assert found is not None and found.promoted is not None
+                raise VersionImmutable(version, found.promoted)
+            if reply[0] == "created":
+                await self._forget_expired_runs(version)
             release = await self.load(version, reply[1])
             if release is None:
                 continue  # superseded again in between
@@ -630,7 +737,13 @@ class ReleaseStore:
                 raise InvalidTransition(source, to_state)
         ok = await _TRANSITION(
             self.redis,
-            [*self._guard_keys(version, run_id), self.keys.events, self.keys.audit],
+            [
+                *self._guard_keys(version, run_id),
+                self.keys.events,
+                self.keys.audit,
+                self.keys.record(version),
+                *self.keys.run_detail(version, run_id),
+            ],
             [
                 version,
                 run_id,
@@ -640,6 +753,8 @@ class ReleaseStore:
                 reason,
                 self.events_maxlen,
                 self.audit_maxlen,
+                _csv(SETTLED),
+                self.retention_seconds,
             ],
         )
         return bool(ok)
@@ -878,12 +993,68 @@ class ReleaseStore:
             event_fields={"target": target, "ok": "1" if ok else "0", "digest": digest},
         )
 
-    async def confirm_overwrites(self, version: str, run_id: str, held: Mapping[str, str]) -> None:
+    async def confirm_overwrites(self, version: str, run_id: str, held: Mapping[str, str]) -> bool:
         """Record that these mirror targets may be overwritten while they hold these
-        digests (the decision itself goes to the audit stream)."""
-        key = self.keys.overwrites(version, run_id)
-        for target, digest in held.items():
-            await self.redis.hset(key, target, digest)
+        digests (the decision itself goes to the audit stream). False, writing nothing,
+        when exactly this was confirmed already: one confirmation per decision, however
+        often, or however concurrently, it is clicked."""
+        if not held:
+            return False
+        pairs = [item for pair in sorted(held.items()) for item in pair]
+        reply = await _CONFIRM_OVERWRITES(
+            self.redis,
+            [*self._guard_keys(version, run_id), self.keys.overwrites(version, run_id)],
+            [run_id, *pairs],
+        )
+        return bool(reply)
+
+    async def record_tag(
+        self, version: str, run_id: str, component: str, digest: str, *, verified: bool
+    ) -> None:
+        """What this version's merge wrote to `component`'s release tag (the record the
+        next merge compares the tag with). One field per component: bounded."""
+        check_digest(digest)
+        value = {"digest": digest, "verified": verified, "run_id": run_id}
+        await _RECORD_TAG(
+            self.redis, [self.keys.record(version)], [f"tag:{component}", json.dumps(value)]
+        )
+
+    async def version_record(self, version: str) -> VersionRecord | None:
+        """The version's immutable record, or None when no merge or promotion wrote one."""
+        raw: Any = await self.redis.hgetall(self.keys.record(version))
+        if not raw:
+            return None
+        tags = {}
+        for name, value in raw.items():
+            if name.startswith("tag:"):
+                data = json.loads(value)
+                tags[name[4:]] = TagWrite(
+                    data["digest"], bool(data["verified"]), data["run_id"], _ms(data.get("at"))
+                )
+        promoted = None
+        if "digests" in raw:
+            by = json.loads(raw.get("promoted_by") or "[]")
+            promoted = Promoted(
+                run_id=raw.get("promoted_run", ""),
+                at=_ms(raw.get("promoted_at")),
+                by=tuple(sorted(by)) if isinstance(by, list) else (),  # cjson: [] is {}
+                digests=dict(json.loads(raw["digests"])),
+            )
+        return VersionRecord(tags, promoted)
+
+    async def _forget_expired_runs(self, version: str) -> None:
+        """Drop run ids whose detail has expired from the version's list of runs, so the
+        list stays as small as the retention."""
+        runs = await self.run_ids(version)
+        if not runs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id in runs:
+                pipe.exists(self.keys.run(version, run_id))
+            alive = await pipe.execute()
+        gone = [run_id for run_id, found in zip(runs, alive, strict=True) if not found]
+        if gone:
+            await self.redis.zrem(self.keys.runs(version), *gone)
 
     async def overwrite_confirmations(self, version: str, run_id: str) -> dict[str, str]:
         found = await self.redis.hgetall(self.keys.overwrites(version, run_id))
@@ -1048,6 +1219,7 @@ def _release(
         status_channel=run.get("status_channel", ""),
         status_ts=run.get("status_ts", ""),
         previous_run_id=run.get("previous_run_id", ""),
+        supersede=run.get("supersede") == "1",
         active=active,
         builds=build_records,
         indexes=index_records,

@@ -6,9 +6,11 @@ import pytest
 
 from jobs.approvals import (
     Click,
+    TagReading,
     Verdict,
     decide_approval,
     decide_overwrite,
+    decide_recheck,
     decide_rejection,
     drift_problems,
     may_change_run,
@@ -245,15 +247,30 @@ def test_cancel_and_retry_by_requester_or_approver() -> None:
     assert not may_change_run(POLICY, "U0STRANGER", frozenset(), "U0X")
 
 
-def test_drift_problems_name_each_moved_or_unreadable_component() -> None:
+def test_drift_problems_name_each_moved_or_removed_component_not_an_unreadable_one() -> None:
     moved = "sha256:" + "d" * 64
-    problems = drift_problems("v1.0.0", DIGESTS, {"runtime": moved, "gateway-plugins": None})
+    readings = {"runtime": TagReading(moved), "gateway-plugins": TagReading(None)}
+    problems = drift_problems("v1.0.0", DIGESTS, readings)
     assert problems == [
-        "gateway-plugins v1.0.0 cannot be read back, so it cannot be approved",
+        "gateway-plugins v1.0.0 no longer exists in the registry, so it cannot be approved",
         "runtime v1.0.0 has moved since it was verified: the tag now holds sha256:dddddddddddd, "
         "but sha256:aaaaaaaaaaaa was verified",
     ]
-    assert drift_problems("v1.0.0", DIGESTS, dict(DIGESTS)) == []
-    assert drift_problems("v1.0.0", DIGESTS, dict(DIGESTS), ["runtime"]) == [
+    same = {c: TagReading(d) for c, d in DIGESTS.items()}
+    assert drift_problems("v1.0.0", DIGESTS, same) == []
+    failing = {**same, "runtime": TagReading(DIGESTS["runtime"], check_failed=True)}
+    assert drift_problems("v1.0.0", DIGESTS, failing) == [
         "runtime v1.0.0 no longer passes the platform check"
     ]
+
+
+def test_item8_an_unreadable_tag_is_not_drift() -> None:
+    """Issue 10 item 8 (pure part): unreadable refuses the click, only proof blocks."""
+    same = {c: TagReading(d) for c, d in DIGESTS.items()}
+    down = {**same, "runtime": TagReading(None, unreadable=True)}
+    recheck = decide_recheck("v1.0.0", DIGESTS, down)
+    assert recheck.drift == [] and recheck.unreadable == ["runtime"]
+    moved = {**down, "gateway-plugins": TagReading("sha256:" + "e" * 64)}
+    recheck = decide_recheck("v1.0.0", DIGESTS, moved)
+    assert len(recheck.drift) == 1 and recheck.unreadable == ["runtime"]
+    assert decide_recheck("v1.0.0", DIGESTS, {}).unreadable == sorted(DIGESTS)

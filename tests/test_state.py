@@ -25,6 +25,7 @@ from jobs.state import (
     Release,
     ReleaseStore,
     State,
+    VersionImmutable,
     allows_new_run,
     build_sources,
     can_transition,
@@ -224,7 +225,16 @@ async def test_a_new_run_starts_only_after_the_old_one_settled(
         ],
     }[settled]
     await advance(store, first, *path)
-    second, created = await create(store)
+    if settled is S.PROMOTED:
+        # A promoted version is immutable: only an approver's supersede starts a run.
+        with pytest.raises(VersionImmutable):
+            await create(store)
+        second, created = await store.create_or_get(
+            V, "U1", "C1", PLATFORMS, COMPONENTS, "refs/tags/" + V, supersede=True
+        )
+        assert second.supersede
+    else:
+        second, created = await create(store)
     assert created and second.run_id != first.run_id
     assert second.previous_run_id == first.run_id and second.state is S.QUEUED
     # The old run is kept, no longer active; its buttons are refused.
