@@ -57,13 +57,15 @@ def _link(channel: str, ts: str) -> str:
 async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str | None:
     """Why the release tags no longer hold the digests to copy (None: they do). The
     worker's copy is gated on the same digests; this answers at once, before queueing."""
-    now, _ = await published_digests(deps, release)
-    if any(now.get(c) is None for c in digests):
+    readings = await published_digests(deps, release)
+    if any(readings[c].unreadable for c in digests):
         return messages.sync_refused_unreadable(release.version)
     moved = [
-        messages.sync_source_moved(messages.sync_subject(c, release.version), d, str(now[c]))
+        messages.sync_source_moved(
+            messages.sync_subject(c, release.version), d, str(readings[c].digest)
+        )
         for c, d in digests.items()
-        if now[c] != d
+        if readings[c].digest != d
     ]
     return messages.sync_refused_moved(release.version, moved) if moved else None
 
