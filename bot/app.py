@@ -93,7 +93,7 @@ def build_app(
 
     @app.action(RETRY_ACTION)
     async def retry(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await on_retry(deps, ack, body, respond, client)
+        await on_retry(deps, ack, body, respond, client, clock())
 
     @app.action(OVERWRITE_ACTION)
     async def overwrite(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:

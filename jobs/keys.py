@@ -129,6 +129,10 @@ class Keys:
         """Mirror targets an approver confirmed overwriting -> the digest they held."""
         return f"{self.run(version, run_id)}:overwrites"
 
+    def refusals(self, version: str, run_id: str) -> str:
+        """Who was refused what on this run (user and action -> 1): each is audited once."""
+        return f"{self.run(version, run_id)}:refused"
+
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"
