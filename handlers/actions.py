@@ -11,7 +11,8 @@ Each click, in this order, and nothing is written until all of it says yes:
    policy (`jobs.approvals`) decide.
 Only a click that passed claims its Slack delivery and writes. A refused click writes no
 delivery key; it is audited once per run, user and action (`ReleaseStore.audit_refusal`),
-so a user clicking 200 times leaves one entry. The live message follows through the
+so a user clicking 200 times leaves one entry (a button of an earlier run, clicked in
+good faith, and a button naming no run are answered, not audited). The live message follows through the
 events stream; the clicker gets an ephemeral answer.
 """
 
@@ -128,8 +129,9 @@ async def _open_click(
         return None
     active = await store.load(value.version)
     if active is None or active.run_id != clicked.run_id:
+        # A stale button, clicked in good faith: said, not audited.
         reason = messages.approval_superseded(clicked.version)
-        await _refuse(deps, respond, origin, clicked, action, reason)
+        await _answer(respond, blocks.error_message(reason))
         return None
     if not on_status_message(clicked, origin):
         reason = messages.click_not_on_status_message(clicked.version)
