@@ -12,8 +12,8 @@ Each click, in this order, and nothing is written until all of it says yes:
 Only a click that passed claims its Slack delivery and writes. A refused click writes no
 delivery key; it is audited once per run, user and action (`ReleaseStore.audit_refusal`),
 so a user clicking 200 times leaves one entry (a button of an earlier run, clicked in
-good faith, and a button naming no run are answered, not audited). The live message follows through the
-events stream; the clicker gets an ephemeral answer.
+good faith, and a button naming no run are answered, not audited). The live message
+follows through the events stream; the clicker gets an ephemeral answer.
 """
 
 from __future__ import annotations
