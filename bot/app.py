@@ -65,6 +65,17 @@ def slack_client(settings: BotSettings) -> AsyncWebClient:
     return AsyncWebClient(token=settings.bot_token, base_url=settings.slack_api_url)
 
 
+# slack_sdk's webhook clients (Bolt's `respond`) log the response_url, a capability URL,
+# at INFO on every retry while their own logger level is unset (they test `level <=
+# DEBUG`); an explicit level keeps that line out of the log.
+WEBHOOK_LOGGERS = ("slack_sdk.webhook.async_client", "slack_sdk.webhook.client")
+
+
+def quiet_webhook_loggers() -> None:
+    for name in WEBHOOK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_app(
     settings: BotSettings,
     deps: Deps,
@@ -78,6 +89,7 @@ def build_app(
         process_before_response=False,
     )
     app.use(log_redeliveries)
+    quiet_webhook_loggers()
 
     @app.command(COMMAND)
     async def command(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
