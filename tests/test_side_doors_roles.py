@@ -75,7 +75,6 @@ async def bot(lab: Lab, redis_url: str, tmp_path: Path, key_prefix: str) -> Asyn
         ) as standin,
         running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as found,
     ):
-        found.config_path = path  # type: ignore[attr-defined]
         yield found
         keys = await found.server.redis.keys(f"{key_prefix}*")
         if keys:
@@ -310,7 +309,8 @@ async def test_item4_approval_is_audited_with_where_it_came_from(bot: Bot) -> No
 async def test_item4_cli_release_and_cancel_are_authorized_as_the_operator_and_audited(
     bot: Bot, lab: Lab, redis_url: str, tmp_path: Path
 ) -> None:
-    setup = Setup(lab, bot.config_path, redis_url, tmp_path)  # type: ignore[attr-defined]
+    # The bot fixture wrote its config in this test's tmp_path.
+    setup = Setup(lab, tmp_path / "aibrix.toml", redis_url, tmp_path)
     code, _, err = await setup.cli("release", "v4.7.0", "--no-follow")
     assert code == 0, err
     code, _, err = await setup.cli("cancel", "v4.7.0")
