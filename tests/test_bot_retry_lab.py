@@ -78,7 +78,9 @@ async def command(bot: Bot, text: str, user: str) -> str:
     before = len(bot.standin.ephemerals_for(user))
     resp = await bot.slack.slash_command(text, user_id=user)
     assert resp.status == 200
-    assert "working on" in answer(resp.body)["text"]
+    acked = str(answer(resp.body)["text"])
+    if "working on" not in acked:
+        return acked  # refused by the permission table, in the ack itself
     return await said(bot, user, before)
 
 
@@ -129,10 +131,11 @@ async def lab_bot(
         max_attempts=1,
     )
     text = text.replace('approvers = ["U0APPROVER1", "U0APPROVER2"]', 'approvers = ["U0APPROVER1"]')
-    # The requester is no approver: the table grants them retry (requesting grants nothing).
+    # The requester is no approver: the table grants them release and retry.
     text = text.replace(
         'channels = ["C0RELEASES"]',
-        f'channels = ["C0RELEASES"]\nretry = ["U0APPROVER1", "{REQUESTER}"]',
+        f'channels = ["C0RELEASES"]\nrelease = ["{REQUESTER}"]\n'
+        f'retry = ["U0APPROVER1", "{REQUESTER}"]',
     )
     path = tmp_path / "aibrix.toml"
     path.write_text(text)
