@@ -52,7 +52,9 @@ from jobs.approvals import (
     drift_problems,
     tally,
 )
-from jobs.permissions import Action
+from jobs.approvals import needs_groups as needs_approver_groups
+from jobs.permissions import APPROVER_ACTIONS, Action, Actor
+from jobs.permissions import needs_groups as needs_permission_groups
 from jobs.pipeline import ReleaseInputError, ReleaseNotFound, retry_refusal
 from jobs.promote import promote_job
 from jobs.state import Release, State, pending_overwrites
@@ -101,6 +103,24 @@ async def _refuse(
     await _answer(respond, blocks.error_message(reason))
 
 
+async def _clicker_groups(
+    deps: Deps, client: AsyncWebClient, action: Action, origin: ClickOrigin, requested_by: str
+) -> frozenset[str]:
+    """The clicker's user groups among those that can decide this click: the action's
+    grant (permission table) and, for the approval buttons, the approver groups. Looked
+    up only when a listed user id does not already decide (each lookup is a Slack call)."""
+    permissions, policy = deps.config.permissions, deps.config.approval
+    actor = Actor(origin.user, channel=origin.channel)
+    wanted: dict[str, None] = {}
+    if needs_permission_groups(permissions, action, actor, requested_by):
+        wanted.update(dict.fromkeys(permissions.grant(action).groups))
+    if action in APPROVER_ACTIONS and needs_approver_groups(policy, origin.user):
+        wanted.update(dict.fromkeys(policy.approver_groups))
+    if not wanted:
+        return frozenset()
+    return await user_groups(deps, client, origin.user, tuple(wanted))
+
+
 async def _open_click(
     deps: Deps,
     action: Action,
@@ -137,7 +157,7 @@ async def _open_click(
         reason = messages.click_not_on_status_message(clicked.version)
         await _refuse(deps, respond, origin, clicked, action, reason)
         return None
-    groups = await user_groups(deps, client, origin.user)
+    groups = await _clicker_groups(deps, client, action, origin, clicked.requested_by)
     refusal = await permission_refusal(
         deps,
         client,
