@@ -67,6 +67,17 @@ def slack_client(settings: BotSettings) -> AsyncWebClient:
     return AsyncWebClient(token=settings.bot_token, base_url=settings.slack_api_url)
 
 
+# slack_sdk's webhook clients (Bolt's `respond`) log the response_url, a capability URL,
+# at INFO on every retry while their own logger level is unset (they test `level <=
+# DEBUG`); an explicit level keeps that line out of the log.
+WEBHOOK_LOGGERS = ("slack_sdk.webhook.async_client", "slack_sdk.webhook.client")
+
+
+def quiet_webhook_loggers() -> None:
+    for name in WEBHOOK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_app(
     settings: BotSettings,
     deps: Deps,
@@ -84,6 +95,7 @@ def build_app(
         logger=guard(get_bolt_logger(AsyncApp)),
     )
     app.use(log_redeliveries)
+    quiet_webhook_loggers()
 
     @app.command(COMMAND)
     async def command(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
@@ -99,7 +111,7 @@ def build_app(
 
     @app.action(RETRY_ACTION)
     async def retry(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:
-        await on_retry(deps, ack, body, respond, client)
+        await on_retry(deps, ack, body, respond, client, clock())
 
     @app.action(OVERWRITE_ACTION)
     async def overwrite(ack: Any, body: dict[str, Any], respond: Any, client: Any) -> None:

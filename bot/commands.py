@@ -1,7 +1,9 @@
 """The pipeline's subcommands: release, status, cancel, retry, worker.
 
 They run the same `jobs.pipeline` code the Slack bot calls. Invalid input raises
-`UsageError` (exit 2) before Redis is touched.
+`UsageError` (exit 2) before Redis is touched. Release, cancel and retry ask the same
+permission table as Slack (`jobs.permissions.authorize`), as the operator (`cli:$USER`),
+and are audited with `where` = `cli`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from jobs import logs
 from jobs.build import BuilderError
 from jobs.config import Config, ConfigError, load_config
 from jobs.connections import RedisConnectError, RedisSettings, RedisSettingsError, connect
+from jobs.permissions import Action, Actor, authorize, operator
 from jobs.pipeline import Pipeline, ReleaseInputError, ReleaseNotFound, plan_release
 from jobs.platforms import PlatformError, parse_platform
 from jobs.registry import RegistrySettings, insecure_from_env
@@ -112,6 +115,24 @@ async def open_pipeline(settings: RedisSettings, config: Config) -> AsyncIterato
         await client.aclose()
 
 
+CLI_WHERE = "cli"  # what the audit stream records as where a CLI command came from
+
+
+def cli_actor() -> Actor:
+    """The operator running this command (named by $USER)."""
+    return operator(os.environ.get("USER", "cli"))
+
+
+def authorized(config: Config, action: Action) -> Actor:
+    """The operator, once the permission table admits them for `action` (the same check
+    Slack goes through; see `jobs.permissions.authorize` for why it admits them)."""
+    actor = cli_actor()
+    refusal = authorize(config.permissions, action, actor)
+    if refusal is not None:
+        raise UsageError(refusal)
+    return actor
+
+
 def run(coro_factory: Callable[[], Any]) -> int:
     try:
         return int(asyncio.run(coro_factory()))
@@ -156,12 +177,12 @@ def cmd_release(args: argparse.Namespace) -> int:
     except ReleaseInputError as error:
         raise UsageError(str(error)) from None
     settings = redis_settings(args, config)
-    user = os.environ.get("USER", "cli")
+    actor = authorized(config, Action.RELEASE)
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
             release, created = await pipeline.request_release(
-                plan, f"cli:{user}", supersede=args.supersede
+                plan, actor.user, CLI_WHERE, supersede=args.supersede
             )
             print(
                 f"{release.version}: {'started run' if created else 'already running as run'} "
@@ -207,10 +228,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     config = load(args)
     settings = redis_settings(args, config)
+    actor = authorized(config, Action.CANCEL)
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
-            release = await pipeline.cancel(args.version, f"cli:{os.environ.get('USER', 'cli')}")
+            release = await pipeline.cancel(args.version, actor.user, CLI_WHERE)
             print(f"{release.version}: {release.state.value}")
             return 0
 
@@ -220,12 +242,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     config = load(args)
     settings = redis_settings(args, config)
+    actor = authorized(config, Action.RETRY)
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
-            release, failed = await pipeline.retry(
-                args.version, f"cli:{os.environ.get('USER', 'cli')}"
-            )
+            release, failed = await pipeline.retry(args.version, actor.user, CLI_WHERE)
             print(
                 f"{release.version}: retrying {failed} failed builds in run {release.run_id[:8]}",
                 file=sys.stderr,

@@ -794,8 +794,19 @@ def inspect_not_configured(reference: str, locations: Sequence[Location]) -> str
     )
 
 
-def slack_not_allowed(user: str, what: str) -> str:
-    return f"<@{user}> is not an approver of this project and may not {what}"
+def slack_bad_identity(what: str, example: str) -> str:
+    return f"this request does not carry a valid Slack {what} (such as {example}); nothing was done"
+
+
+def click_bad_origin(detail: str) -> str:
+    return f"this click does not say which message it came from ({detail}); nothing was done"
+
+
+def click_not_on_status_message(version: str) -> str:
+    return (
+        f"this button is not on the status message of {version} (a copy, or a message in "
+        "another channel); use the buttons of that message; nothing was done"
+    )
 
 
 def slack_cancelled(version: str, actor: str) -> str:

@@ -1,14 +1,26 @@
-"""The release message's buttons: Approve, Reject, Retry failed builds.
+"""The release message's buttons: Approve, Reject, Retry failed builds, Confirm overwrite.
 
-Each click: validate the button's value, gather the facts, let `jobs.approvals` decide,
-re-read the release tags before recording an approval, record, and answer the clicker
-(ephemeral). The live message follows through the events stream.
+Each click, in this order, and nothing is written until all of it says yes:
+1. Slack's fields are checked: the clicker's user id, the message clicked (container
+   channel and ts), the button's value. Anything missing or malformed is answered and
+   nothing else happens.
+2. The run the button names is read (never written), and the click must come from that
+   run's own status message: same channel, same ts. A copy of the button elsewhere, or
+   the button of an earlier run, is refused.
+3. The permission table (`handlers.context.permission_refusal`) and then the approval
+   policy (`jobs.approvals`) decide.
+Only a click that passed claims its Slack delivery and writes. A refused click writes no
+delivery key; it is audited once per run, user and action (`ReleaseStore.audit_refusal`),
+so a user clicking 200 times leaves one entry (a button of an earlier run, clicked in
+good faith, and a button naming no run are answered, not audited). The live message
+follows through the events stream; the clicker gets an ephemeral answer.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -19,11 +31,18 @@ from handlers.context import (
     Deps,
     first_delivery,
     forget_delivery,
+    permission_refusal,
     post_status_message,
     published_digests,
     user_groups,
 )
-from handlers.parse import ButtonValue, ParseError, action_delivery, parse_button_value
+from handlers.parse import (
+    ClickOrigin,
+    ParseError,
+    action_delivery,
+    click_origin,
+    parse_button_value,
+)
 from jobs.approvals import (
     Click,
     Verdict,
@@ -31,63 +50,139 @@ from jobs.approvals import (
     decide_overwrite,
     decide_recheck,
     decide_rejection,
-    may_change_run,
     tally,
 )
-from jobs.pipeline import ReleaseInputError, ReleaseNotFound
+from jobs.approvals import needs_groups as needs_approver_groups
+from jobs.permissions import APPROVER_ACTIONS, Action, Actor
+from jobs.permissions import needs_groups as needs_permission_groups
+from jobs.pipeline import ReleaseInputError, ReleaseNotFound, retry_refusal
 from jobs.promote import promote_job
 from jobs.state import Release, State, pending_overwrites
 
 log = logging.getLogger("aibrix.bot")
 
+# What the audit stream calls a refused click of each button.
+REFUSED = {
+    Action.APPROVE: "approval-refused",
+    Action.REJECT: "rejection-refused",
+    Action.RETRY: "retry-refused",
+    Action.CONFIRM_OVERWRITE: "overwrite-refused",
+}
 
-def _clicked(body: Mapping[str, Any]) -> tuple[str, ButtonValue | ParseError]:
-    user = str((body.get("user") or {}).get("id") or "")
-    actions = body.get("actions") or [{}]
-    return user, parse_button_value(actions[0].get("value"))
+
+@dataclass(frozen=True)
+class Opened:
+    """A click that passed the checks every button shares."""
+
+    origin: ClickOrigin
+    click: Click
+    release: Release  # the clicked run, which is the version's active run
 
 
-async def _click_facts(
-    deps: Deps, client: AsyncWebClient, user: str, value: ButtonValue, now: float
-) -> tuple[Click, Release] | str:
+def on_status_message(release: Release, origin: ClickOrigin) -> bool:
+    """Whether the click came from the run's own status message (one was recorded, and
+    the click's channel and ts are its)."""
+    return bool(release.status_ts) and (release.status_channel, release.status_ts) == (
+        origin.channel,
+        origin.message_ts,
+    )
+
+
+async def _refuse(
+    deps: Deps,
+    respond: Respond,
+    origin: ClickOrigin,
+    release: Release,
+    action: Action,
+    reason: str,
+) -> None:
+    """Answer a refused click, audited once per run, user and action; no delivery key."""
+    await deps.pipeline.store.audit_refusal(
+        release.version, release.run_id, origin.user, REFUSED[action], reason, origin.channel
+    )
+    await _answer(respond, blocks.error_message(reason))
+
+
+async def _clicker_groups(
+    deps: Deps, client: AsyncWebClient, action: Action, origin: ClickOrigin, requested_by: str
+) -> frozenset[str]:
+    """The clicker's user groups among those that can decide this click: the action's
+    grant (permission table) and, for the approval buttons, the approver groups. Looked
+    up only when a listed user id does not already decide (each lookup is a Slack call)."""
+    permissions, policy = deps.config.permissions, deps.config.approval
+    actor = Actor(origin.user, channel=origin.channel)
+    wanted: dict[str, None] = {}
+    if needs_permission_groups(permissions, action, actor, requested_by):
+        wanted.update(dict.fromkeys(permissions.grant(action).groups))
+    if action in APPROVER_ACTIONS and needs_approver_groups(policy, origin.user):
+        wanted.update(dict.fromkeys(policy.approver_groups))
+    if not wanted:
+        return frozenset()
+    return await user_groups(deps, client, origin.user, tuple(wanted))
+
+
+async def _open_click(
+    deps: Deps,
+    action: Action,
+    body: Mapping[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+    now: float,
+) -> Opened | None:
+    """Steps 1 to 3 of the module docstring but the button's own decision; None once the
+    refusal is answered."""
+    origin = click_origin(body)
+    if isinstance(origin, ParseError):
+        await _answer(respond, blocks.error_message(origin.message))
+        return None
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions else None
+    value = parse_button_value(first.get("value") if isinstance(first, Mapping) else None)
+    if isinstance(value, ParseError):
+        await _answer(respond, blocks.error_message(value.message))
+        return None
     store = deps.pipeline.store
     clicked = await store.load(value.version, value.run_id)
     if clicked is None:
-        return messages.slack_bad_button("no such run")
+        # No run to hold an audit entry: a forged run id leaves nothing behind.
+        await _answer(respond, blocks.error_message(messages.slack_bad_button("no such run")))
+        return None
     active = await store.load(value.version)
-    groups = await user_groups(deps, client, user)
+    if active is None or active.run_id != clicked.run_id:
+        # A stale button, clicked in good faith: said, not audited.
+        reason = messages.approval_superseded(clicked.version)
+        await _answer(respond, blocks.error_message(reason))
+        return None
+    if not on_status_message(clicked, origin):
+        reason = messages.click_not_on_status_message(clicked.version)
+        await _refuse(deps, respond, origin, clicked, action, reason)
+        return None
+    groups = await _clicker_groups(deps, client, action, origin, clicked.requested_by)
+    refusal = await permission_refusal(
+        deps,
+        client,
+        action,
+        origin.user,
+        origin.channel,
+        requested_by=clicked.requested_by,
+        groups=groups,
+    )
+    if refusal is not None:
+        await _refuse(deps, respond, origin, clicked, action, refusal)
+        return None
     click = Click(
-        user=user,
+        user=origin.user,
         user_groups=groups,
         version=clicked.version,
         run_id=clicked.run_id,
-        active_run_id=active.run_id if active else None,
+        active_run_id=active.run_id,
         state=clicked.state,
         requested_by=clicked.requested_by,
         approvals=clicked.approvals,
         verified={c: i.digest for c, i in clicked.indexes.items()},
         now=now,
     )
-    return click, clicked
-
-
-async def _read_click(
-    deps: Deps, body: Mapping[str, Any], respond: Respond, client: AsyncWebClient, now: float
-) -> tuple[str, Click, Release] | None:
-    """The clicker, the click's facts and the clicked run; None once an error is answered,
-    or when this click was already handled (a redelivery: nothing is said again)."""
-    user, value = _clicked(body)
-    if isinstance(value, ParseError):
-        await _answer(respond, blocks.error_message(value.message))
-        return None
-    facts = await _click_facts(deps, client, user, value, now)
-    if isinstance(facts, str):
-        await _answer(respond, blocks.error_message(facts))
-        return None
-    if not await first_delivery(deps, action_delivery(body)):
-        return None
-    click, release = facts
-    return user, click, release
+    return Opened(origin, click, clicked)
 
 
 async def on_approve(
@@ -99,18 +194,20 @@ async def on_approve(
     now: float,
 ) -> None:
     await ack()
-    read = await _read_click(deps, body, respond, client, now)
-    if read is None:
+    opened = await _open_click(deps, Action.APPROVE, body, respond, client, now)
+    if opened is None:
         return
-    user, click, release = read
+    origin, click, release = opened.origin, opened.click, opened.release
+    user, where = origin.user, origin.channel
     store = deps.pipeline.store
     policy = deps.config.approval
     decision = decide_approval(policy, click)
     if decision.verdict is Verdict.REFUSE:
-        await store.audit(
-            release.version, release.run_id, user, "approval-refused", decision.reason
-        )
-        await _answer(respond, blocks.error_message(decision.reason))
+        await _refuse(deps, respond, origin, release, Action.APPROVE, decision.reason)
+        return
+    # Claimed before "already approved" too: a redelivery of the click that approved
+    # must stay silent, not say "already approved" to its own approver.
+    if not await first_delivery(deps, action_delivery(body)):
         return
     if decision.verdict is Verdict.ALREADY:
         counted = tally(policy, release.approvals, click.verified, now, release.requested_by)
@@ -139,8 +236,9 @@ async def on_approve(
             State.BLOCKED,
             actor=user,
             reason=reason,
+            where=where,
         )
-        await store.audit(release.version, release.run_id, user, "approval-refused", reason)
+        await store.audit(release.version, release.run_id, user, "approval-refused", reason, where)
         deps.touch(release)
         await _answer(
             respond,
@@ -149,7 +247,7 @@ async def on_approve(
             ),
         )
         return
-    result = await store.add_approval(release.version, release.run_id, user, click.verified)
+    result = await store.add_approval(release.version, release.run_id, user, click.verified, where)
     if not result.accepted:
         await _answer(respond, blocks.error_message(result.reason))
         return
@@ -162,7 +260,7 @@ async def on_approve(
     if counted.expired:
         lines.append(messages.approval_expired(counted.expired, policy.approval_ttl_seconds))
     if counted.complete and await store.transition(
-        release.version, release.run_id, [State.READY], State.APPROVED, actor=user
+        release.version, release.run_id, [State.READY], State.APPROVED, actor=user, where=where
     ):
         await deps.pipeline.queue.enqueue(promote_job(updated))
         lines.append(messages.promotion_queued(release.version))
@@ -179,27 +277,31 @@ async def on_reject(
     now: float,
 ) -> None:
     await ack()
-    read = await _read_click(deps, body, respond, client, now)
-    if read is None:
+    opened = await _open_click(deps, Action.REJECT, body, respond, client, now)
+    if opened is None:
         return
-    user, click, release = read
-    store = deps.pipeline.store
+    origin, click, release = opened.origin, opened.click, opened.release
     decision = decide_rejection(deps.config.approval, click)
     if decision.verdict is Verdict.REFUSE:
-        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
-        await _answer(respond, blocks.error_message(decision.reason))
+        await _refuse(deps, respond, origin, release, Action.REJECT, decision.reason)
         return
-    reason = messages.rejected_by(user)
+    if not await first_delivery(deps, action_delivery(body)):
+        return
+    store = deps.pipeline.store
+    reason = messages.rejected_by(origin.user)
     moved = await store.transition(
         release.version,
         release.run_id,
         [State.READY, State.APPROVED],
         State.BLOCKED,
-        actor=user,
+        actor=origin.user,
         reason=reason,
+        where=origin.channel,
     )
     if moved:
-        await store.audit(release.version, release.run_id, user, "rejected", reason)
+        await store.audit(
+            release.version, release.run_id, origin.user, "rejected", reason, origin.channel
+        )
     deps.touch(release)
     await _answer(respond, blocks.plain(f"{release.version}: {reason}"))
 
@@ -210,34 +312,30 @@ async def on_retry(
     body: Mapping[str, Any],
     respond: Respond,
     client: AsyncWebClient,
+    now: float,
 ) -> None:
     await ack()
-    user, value = _clicked(body)
-    if isinstance(value, ParseError):
-        await _answer(respond, blocks.error_message(value.message))
+    opened = await _open_click(deps, Action.RETRY, body, respond, client, now)
+    if opened is None:
         return
-    pipeline = deps.pipeline
-    active = await pipeline.store.load(value.version)
-    if active is None or active.run_id != value.run_id:
-        await _answer(respond, blocks.error_message(messages.approval_superseded(value.version)))
-        return
-    groups = await user_groups(deps, client, user)
-    if not may_change_run(deps.config.approval, user, groups, active.requested_by):
-        await _answer(respond, blocks.error_message(messages.slack_not_allowed(user, "retry")))
+    origin, release = opened.origin, opened.release
+    refusal = retry_refusal(release)
+    if refusal is not None:
+        await _refuse(deps, respond, origin, release, Action.RETRY, refusal)
         return
     identity = action_delivery(body)
     if not await first_delivery(deps, identity):
         return
     try:
-        release, failed = await pipeline.retry(value.version, user)
+        retried, failed = await deps.pipeline.retry(release.version, origin.user, origin.channel)
     except (ReleaseInputError, ReleaseNotFound) as error:
-        await forget_delivery(deps, identity)
+        await forget_delivery(deps, identity)  # the run moved under us: nothing was written
         await _answer(respond, blocks.error_message(str(error)))
         return
-    if not release.status_ts:
-        await post_status_message(deps, client, release)
+    if not retried.status_ts:
+        await post_status_message(deps, client, retried)
     await _answer(
-        respond, blocks.plain(messages.slack_retrying(release.version, failed, release.run_id))
+        respond, blocks.plain(messages.slack_retrying(retried.version, failed, retried.run_id))
     )
 
 
@@ -252,15 +350,16 @@ async def on_confirm_overwrite(
     """An approver lets promotion overwrite the mirror tags that hold other digests: a
     decision of its own, audited, bound to the digests those tags hold now."""
     await ack()
-    facts = await _read_click(deps, body, respond, client, now)
-    if facts is None:
+    opened = await _open_click(deps, Action.CONFIRM_OVERWRITE, body, respond, client, now)
+    if opened is None:
         return
-    user, click, release = facts
+    origin, click, release = opened.origin, opened.click, opened.release
     pending = pending_overwrites(release)
     decision = decide_overwrite(deps.config.approval, click, pending)
     if decision.verdict is Verdict.REFUSE:
-        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
-        await _answer(respond, blocks.error_message(decision.reason))
+        await _refuse(deps, respond, origin, release, Action.CONFIRM_OVERWRITE, decision.reason)
+        return
+    if not await first_delivery(deps, action_delivery(body)):
         return
     store = deps.pipeline.store
     if not await store.confirm_overwrites(release.version, release.run_id, pending):
@@ -273,10 +372,12 @@ async def on_confirm_overwrite(
         )
         return
     detail = "; ".join(f"{target} held {digest}" for target, digest in sorted(pending.items()))
-    await store.audit(release.version, release.run_id, user, "overwrite-confirmed", detail)
+    await store.audit(
+        release.version, release.run_id, origin.user, "overwrite-confirmed", detail, origin.channel
+    )
     await deps.pipeline.queue.enqueue(promote_job(release, pending))
     deps.touch(release)
-    await _answer(respond, blocks.plain(messages.overwrite_confirmed(user, sorted(pending))))
+    await _answer(respond, blocks.plain(messages.overwrite_confirmed(origin.user, sorted(pending))))
 
 
 async def on_unknown_action(

@@ -1,6 +1,9 @@
 """`/aibrix ...`: parse, ack at once, do the work after the ack, answer via response_url.
 
-Invalid input is answered in the ack itself (ephemeral) and nothing else happens.
+Invalid input is answered in the ack itself (ephemeral) and nothing else happens: the
+sender's `user_id` and `channel_id` are checked first, then the text, then the
+permission table; only then is the delivery claimed. A `response_url` that fails is
+logged once (never the URL) and changes nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from handlers.context import (
     forget_delivery,
     permission_refusal,
     post_status_message,
-    user_groups,
 )
 from handlers.parse import (
     CancelCommand,
@@ -34,10 +36,10 @@ from handlers.parse import (
     StatusCommand,
     SyncCommand,
     command_delivery,
+    command_origin,
     parse_command,
 )
 from handlers.sync import audit_sync_refusal, run_sync_command
-from jobs.approvals import may_change_run
 from jobs.config import Config
 from jobs.inspect_scope import admitted, configured_locations
 from jobs.inspection import inspect_reference
@@ -96,8 +98,20 @@ def inspect_in_scope(config: Config, command: InspectCommand) -> InspectCommand 
     return replace(command, reference=reference)
 
 
-async def _answer(respond: Respond, message: blocks.Message) -> None:
-    await respond(response_type="ephemeral", text=message.text, blocks=message.blocks)
+async def _answer(respond: Respond, message: blocks.Message) -> bool:
+    """Answer through Slack's response_url; False (logged once) when that failed. Never
+    raises: the work is done and acked, and a lost answer must not become a second
+    failure. The log says what failed, never the URL (a capability) or the answer."""
+    try:
+        sent = await respond(response_type="ephemeral", text=message.text, blocks=message.blocks)
+    except Exception as error:  # any failure of the URL: connection, timeout, no URL at all
+        log.warning("answer not delivered: the response_url failed (%s)", type(error).__name__)
+        return False
+    status = getattr(sent, "status_code", 200)
+    if not isinstance(status, int) or status >= 400:
+        log.warning("answer not delivered: the response_url answered HTTP %s", status)
+        return False
+    return True
 
 
 async def on_command(
@@ -107,6 +121,11 @@ async def on_command(
     respond: Respond,
     client: AsyncWebClient,
 ) -> None:
+    origin = command_origin(body)
+    if isinstance(origin, ParseError):
+        error = blocks.error_message(origin.message)
+        await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
+        return
     text = str(body.get("text") or "")
     parsed = parse_command(text, deps.config)
     if isinstance(parsed, ParseError):
@@ -118,11 +137,7 @@ async def on_command(
         await ack(response_type="ephemeral", text=help_.text, blocks=help_.blocks)
         return
     refusal = await permission_refusal(
-        deps,
-        client,
-        command_action(parsed),
-        str(body.get("user_id") or ""),
-        str(body.get("channel_id") or ""),
+        deps, client, command_action(parsed), origin.user, origin.channel
     )
     if refusal is not None:
         error = blocks.error_message(refusal)
@@ -153,7 +168,7 @@ async def on_command(
     await ack(response_type="ephemeral", text=ack_text(parsed))
     # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
     try:
-        changed = await run_command(deps, parsed, body, respond, client)
+        changed = await run_command(deps, parsed, origin.user, origin.channel, respond, client)
         if not changed:
             await forget_delivery(deps, identity)
     except (ReleaseInputError, ReleaseNotFound) as error:
@@ -170,13 +185,13 @@ async def on_command(
 async def run_command(
     deps: Deps,
     command: Command,
-    body: Mapping[str, Any],
+    user: str,
+    channel: str,
     respond: Respond,
     client: AsyncWebClient,
 ) -> bool:
-    """Run a valid command; True when it changed something (started, cancelled, synced)."""
-    user = str(body.get("user_id") or "")
-    channel = str(body.get("channel_id") or "")
+    """Run a valid, permitted command of `user` in `channel`; True when it changed
+    something (started, cancelled, synced)."""
     pipeline = deps.pipeline
     if isinstance(command, ReleaseCommand):
         release, created = await pipeline.request_release(
@@ -217,19 +232,14 @@ async def run_command(
             await _answer(respond, message)
 
         return await run_sync_command(deps, command, user, channel, client, answer)
-    if isinstance(command, CancelCommand | RetryCommand):
-        current = (await pipeline.status(command.version))[0]
-        groups = await user_groups(deps, client, user)
-        if not may_change_run(deps.config.approval, user, groups, current.requested_by):
-            verb = "cancel" if isinstance(command, CancelCommand) else "retry"
-            await _answer(respond, blocks.error_message(messages.slack_not_allowed(user, verb)))
-            return False
-        if isinstance(command, CancelCommand):
-            release = await pipeline.cancel(command.version, user)
-            deps.touch(release)
-            await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
-            return True
-        release, failed = await pipeline.retry(command.version, user)
+    # Cancel and retry were permitted by the table (`cancel`, `retry`) in on_command.
+    if isinstance(command, CancelCommand):
+        release = await pipeline.cancel(command.version, user, channel)
+        deps.touch(release)
+        await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
+        return True
+    if isinstance(command, RetryCommand):
+        release, failed = await pipeline.retry(command.version, user, channel)
         if not release.status_ts:
             await post_status_message(deps, client, release)
         await _answer(

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.notifier import Notifier
-from jobs.approvals import TagReading, needs_groups
+from jobs.approvals import TagReading
 from jobs.config import Config
 from jobs.inspection import Inspection, inspect_reference
 from jobs.permissions import Action, Actor, authorize
@@ -78,16 +78,20 @@ async def forget_delivery(deps: Deps, identity: str | None) -> None:
         await deps.pipeline.redis.delete(deps.pipeline.keys.slack_delivery(identity))
 
 
+def table_groups(deps: Deps) -> tuple[str, ...]:
+    """Every user group the permission table and the approval policy name."""
+    named = dict.fromkeys(deps.config.permissions.groups)
+    named.update(dict.fromkeys(deps.config.approval.approver_groups))
+    return tuple(named)
+
+
 async def user_groups(
     deps: Deps, client: AsyncWebClient, user: str, groups: tuple[str, ...] | None = None
 ) -> frozenset[str]:
-    """Which of `groups` (default: the configured approver groups) `user` is a member of
-    (usergroups.users.list)."""
-    policy = deps.config.approval
+    """Which of `groups` (default: every group the permission table names, approvers
+    included) `user` is a member of (usergroups.users.list)."""
     if groups is None:
-        if not needs_groups(policy, user):
-            return frozenset()
-        groups = policy.approver_groups
+        groups = table_groups(deps)
     found = set()
     for group in groups:
         try:
@@ -101,17 +105,25 @@ async def user_groups(
 
 
 async def permission_refusal(
-    deps: Deps, client: AsyncWebClient, action: Action, user: str, channel: str
+    deps: Deps,
+    client: AsyncWebClient,
+    action: Action,
+    user: str,
+    channel: str,
+    *,
+    requested_by: str | None = None,
+    groups: frozenset[str] | None = None,
 ) -> str | None:
     """The one permission check for Slack: None when `user` in `channel` may do `action`,
     else the sentence to answer with. Every command and button calls this before it
-    reads or writes anything."""
+    writes anything. `requested_by`: the run's requester (Reject is open to them);
+    `groups`: the user's groups when already looked up (else looked up when needed)."""
     permissions = deps.config.permissions
-    actor = Actor(user=user, channel=channel)
-    if needs_permission_groups(permissions, action, actor):
+    actor = Actor(user=user, groups=groups or frozenset(), channel=channel)
+    if groups is None and needs_permission_groups(permissions, action, actor, requested_by):
         grant = permissions.grant(action)
         actor = Actor(user, await user_groups(deps, client, user, grant.groups), channel)
-    return authorize(permissions, action, actor)
+    return authorize(permissions, action, actor, requested_by)
 
 
 async def published_digests(deps: Deps, release: Release) -> dict[str, TagReading]:

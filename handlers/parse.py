@@ -21,6 +21,10 @@ MAX_TEXT_LENGTH = 500
 # Letters, digits, blanks and the punctuation versions and image references need.
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t.-_/:@")
 _RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
+# Slack's ids, as Slack spells them (the config accepts the same shapes).
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,31}")
+_MESSAGE_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -282,3 +286,64 @@ def action_delivery(body: Mapping[str, object]) -> str | None:
             _text(user.get("id")) if isinstance(user, Mapping) else "",
         )
     )
+
+
+# ---- who and where --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who sent a command or click, and where from: Slack's ids, checked."""
+
+    user: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class ClickOrigin(Origin):
+    message_ts: str  # the message whose button was clicked
+
+
+def _id_field(value: object, pattern: re.Pattern[str]) -> str | None:
+    return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+
+def command_origin(body: Mapping[str, object]) -> Origin | ParseError:
+    """The slash command's `user_id` and `channel_id`, or why they are not usable."""
+    user = _id_field(body.get("user_id"), _USER_ID)
+    if user is None:
+        return ParseError(messages.slack_bad_identity("user_id", "U0123ABCD"))
+    channel = _id_field(body.get("channel_id"), _CHANNEL_ID)
+    if channel is None:
+        return ParseError(messages.slack_bad_identity("channel_id", "C0123ABCD"))
+    return Origin(user, channel)
+
+
+def click_origin(body: Mapping[str, object]) -> ClickOrigin | ParseError:
+    """The clicker (`user.id`) and the message clicked (`container`: its channel and ts),
+    or why they are not usable. Slack also sends `channel.id` and `message.ts`; when
+    present they must agree with the container, so a click cannot name two places."""
+    user_field = body.get("user")
+    user = _id_field(user_field.get("id") if isinstance(user_field, Mapping) else None, _USER_ID)
+    if user is None:
+        return ParseError(messages.slack_bad_identity("user id", "U0123ABCD"))
+    container = body.get("container")
+    if not isinstance(container, Mapping) or container.get("type") != "message":
+        return ParseError(messages.click_bad_origin("no message container"))
+    channel = _id_field(container.get("channel_id"), _CHANNEL_ID)
+    if channel is None:
+        return ParseError(messages.slack_bad_identity("channel id", "C0123ABCD"))
+    ts = _id_field(container.get("message_ts"), _MESSAGE_TS)
+    if ts is None:
+        return ParseError(messages.click_bad_origin("no message ts"))
+    channel_field = body.get("channel")
+    if channel_field is not None and (
+        not isinstance(channel_field, Mapping) or channel_field.get("id") != channel
+    ):
+        return ParseError(messages.click_bad_origin("two different channels"))
+    message_field = body.get("message")
+    if message_field is not None and (
+        not isinstance(message_field, Mapping) or message_field.get("ts") != ts
+    ):
+        return ParseError(messages.click_bad_origin("two different messages"))
+    return ClickOrigin(user, channel, ts)

@@ -143,11 +143,6 @@ def decide_overwrite(policy: Policy, click: Click, pending: Mapping[str, str]) -
     return Decision(Verdict.RECORD)
 
 
-def may_change_run(policy: Policy, user: str, groups: frozenset[str], requested_by: str) -> bool:
-    """Cancel and retry: the requester or an approver."""
-    return user == requested_by or may_act(policy, user, groups)
-
-
 @dataclass(frozen=True)
 class TagReading:
     """A release tag read again at click time."""

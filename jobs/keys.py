@@ -156,7 +156,12 @@ class Keys:
             self.promotions(version, run_id),
             self.overwrites(version, run_id),
             self.failure_replies(version, run_id),
+            self.refusals(version, run_id),
         ]
+
+    def refusals(self, version: str, run_id: str) -> str:
+        """Who was refused what on this run (user and action -> 1): each is audited once."""
+        return f"{self.run(version, run_id)}:refused"
 
     @property
     def events(self) -> str:

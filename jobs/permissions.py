@@ -10,6 +10,11 @@ Defaults are safe: a role with no list is granted to the approvers and nobody el
 and with no `channels` listed no channel takes commands that change something. Read-only
 commands (`status`, `inspect` of configured images) are open to members of the
 accepted channels; `help` is open everywhere.
+
+The table is the whole rule: requesting a release grants nothing more on it (a requester
+who is not in `cancel` or `retry` may not cancel or retry their own run; list them there
+to allow it). The one exception is Reject, also open to the run's own requester: it can
+only stop a promotion, never write a tag, so withdrawing one's own release is safe.
 """
 
 from __future__ import annotations
@@ -123,17 +128,25 @@ def operator(name: str) -> Actor:
     return Actor(user=f"{OPERATOR_PREFIX}{name}")
 
 
-def authorize(permissions: Permissions, action: Action, actor: Actor) -> str | None:
+def _requester_may(action: Action, actor: Actor, requested_by: str | None) -> bool:
+    """Reject is also open to the run's requester (see the module docstring)."""
+    return action is Action.REJECT and bool(requested_by) and actor.user == requested_by
+
+
+def authorize(
+    permissions: Permissions, action: Action, actor: Actor, requested_by: str | None = None
+) -> str | None:
     """None when `actor` may do `action`; else the sentence that says why not and who may.
 
     The operator is admitted: whoever can run the CLI against this Redis can already
     write anything there, so a check would only be theatre. Slack actors must be in an
-    accepted channel, and for anything that changes something, in the role's list."""
+    accepted channel, and for anything that changes something, in the role's list (or,
+    for Reject, be the run's requester: `requested_by`)."""
     if actor.is_operator:
         return None
     if actor.channel not in permissions.channels:
         return messages.permission_wrong_channel(actor.channel or "", permissions.channels)
-    if action in READ_ONLY:
+    if action in READ_ONLY or _requester_may(action, actor, requested_by):
         return None
     grant = permissions.grant(action)
     if grant.admits(actor.user, actor.groups):
@@ -141,9 +154,13 @@ def authorize(permissions: Permissions, action: Action, actor: Actor) -> str | N
     return messages.permission_refused(actor.user, action.value, grant.describe())
 
 
-def needs_groups(permissions: Permissions, action: Action, actor: Actor) -> bool:
+def needs_groups(
+    permissions: Permissions, action: Action, actor: Actor, requested_by: str | None = None
+) -> bool:
     """Whether the actor's user groups must be looked up to decide `action`."""
-    if actor.is_operator or action in READ_ONLY:
+    if actor.is_operator or action in READ_ONLY or _requester_may(action, actor, requested_by):
         return False
+    if actor.channel not in permissions.channels:
+        return False  # refused whatever the groups
     grant = permissions.grant(action)
     return actor.user not in grant.users and bool(grant.groups)

@@ -119,6 +119,15 @@ def block_reasons(release: Release) -> list[str]:
     return reasons
 
 
+def retry_refusal(release: Release) -> str | None:
+    """Why `release` cannot be retried (None: it can): only a blocked or failed run with
+    failed builds. Decided before anything is written (a refused click claims nothing)."""
+    failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
+    if release.state not in (State.BLOCKED, State.FAILED) or not failed:
+        return messages.nothing_to_retry(release.version, release.state.value)
+    return None
+
+
 class Pipeline:
     def __init__(self, redis: aioredis.Redis, config: Config) -> None:
         self.redis = redis
@@ -176,15 +185,17 @@ class Pipeline:
             release = await self._load(version, release.run_id)
         return release, created
 
-    async def retry(self, version_text: str, actor: str) -> tuple[Release, int]:
-        """A new run of a blocked or failed release that rebuilds only the failed builds."""
+    async def retry(self, version_text: str, actor: str, where: str = "cli") -> tuple[Release, int]:
+        """A new run of a blocked or failed release that rebuilds only the failed builds.
+        `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
         version = parse_release_version(version_text)
         release = await self.store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
+        refusal = retry_refusal(release)
+        if refusal is not None:
+            raise ReleaseInputError(refusal)
         failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
-        if release.state not in (State.BLOCKED, State.FAILED) or not failed:
-            raise ReleaseInputError(messages.nothing_to_retry(version, release.state.value))
         plan = ReleasePlan(
             parse_version(version),
             release.components,
@@ -193,11 +204,11 @@ class Pipeline:
         new, created = await self.request_release(plan, actor, release.channel)
         if created:
             await self.store.audit(
-                new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds"
+                new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds", where
             )
         return new, len(failed)
 
-    async def cancel(self, version_text: str, actor: str) -> Release:
+    async def cancel(self, version_text: str, actor: str, where: str = "cli") -> Release:
         version = parse_release_version(version_text)
         release = await self.store.load(version)
         if release is None:
@@ -212,7 +223,12 @@ class Pipeline:
                     version, release.run_id, component, platform, BuildState.CANCELLED
                 )
         await self.store.apply(
-            version, release.run_id, Event.CANCEL, actor=actor or "cli", reason="cancelled"
+            version,
+            release.run_id,
+            Event.CANCEL,
+            actor=actor or "cli",
+            reason="cancelled",
+            where=where,
         )
         return await self._load(version, release.run_id)
 

@@ -394,7 +394,8 @@ redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('ZADD', KEYS[5], now, ARGV[2])
 event(KEYS[6], ARGV[5], ARGV[1], ARGV[2], 'created', 'state', 'queued', 'actor', ARGV[7])
 redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
-  'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'requested', 'detail', ARGV[11])
+  'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'requested', 'detail', ARGV[11],
+  'where', ARGV[8])
 return {'created', ARGV[2]}
 """
 )
@@ -402,7 +403,7 @@ return {'created', ARGV[2]}
 # KEYS: pointer, run, events, audit, the version's record, the run's detail keys (run,
 #       builds, indexes, merges, approvals, ... in `Keys.run_detail` order)
 # ARGV: version, run id, from csv, to, actor, reason, events maxlen, audit maxlen,
-#       settled csv, retention seconds
+#       settled csv, retention seconds, where
 _TRANSITION = Script(
     _COMMON
     + """
@@ -426,7 +427,8 @@ event(KEYS[3], ARGV[7], ARGV[1], ARGV[2], 'state', 'from', state, 'state', ARGV[
   'actor', ARGV[5], 'reason', ARGV[6])
 if ARGV[5] ~= '' then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'version', ARGV[1],
-    'run_id', ARGV[2], 'actor', ARGV[5], 'action', ARGV[4], 'detail', ARGV[6])
+    'run_id', ARGV[2], 'actor', ARGV[5], 'action', ARGV[4], 'detail', ARGV[6],
+    'where', ARGV[9])
 end
 return 1
 """
@@ -541,7 +543,7 @@ return 1
 )
 
 # KEYS: pointer, run, indexes, approvals, events, audit
-# ARGV: version, run id, user, digests json, events maxlen, audit maxlen
+# ARGV: version, run id, user, digests json, events maxlen, audit maxlen, where
 _APPROVE = Script(
     _COMMON
     + """
@@ -567,8 +569,20 @@ local total = redis.call('HLEN', KEYS[4])
 event(KEYS[5], ARGV[5], ARGV[1], ARGV[2], 'approval', 'actor', ARGV[3],
   'approvals', tostring(total))
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
-  'run_id', ARGV[2], 'actor', ARGV[3], 'action', 'approved', 'detail', ARGV[4])
+  'run_id', ARGV[2], 'actor', ARGV[3], 'action', 'approved', 'detail', ARGV[4],
+  'where', ARGV[7])
 return {1, total}
+"""
+)
+
+# KEYS: refusals (hash of who was refused what on this run), audit
+# ARGV: field (user and action), version, run id, user, action, detail, where, audit maxlen
+_REFUSAL = Script(
+    """
+if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'version', ARGV[2],
+  'run_id', ARGV[3], 'actor', ARGV[4], 'action', ARGV[5], 'detail', ARGV[6], 'where', ARGV[7])
+return 1
 """
 )
 
@@ -712,7 +726,9 @@ class ReleaseStore:
             if release is None:
                 continue  # superseded again in between
             if reply[0] == "existing":
-                await self.audit(version, release.run_id, requested_by, "requested-again", "")
+                await self.audit(
+                    version, release.run_id, requested_by, "requested-again", "", channel
+                )
             return release, reply[0] == "created"
         raise RuntimeError(f"could not create or find a run of {version}: too much contention")
 
@@ -725,9 +741,11 @@ class ReleaseStore:
         *,
         actor: str = "",
         reason: str = "",
+        where: str = "",
     ) -> bool:
         """Compare-and-set the run's state: True if it was one of `from_states` and the run
-        is still the active one. `actor` (a Slack user id) also writes an audit entry."""
+        is still the active one. `actor` (a Slack user id) also writes an audit entry,
+        with `where` it acted from (a Slack channel id, or `cli`)."""
         sources = frozenset(State(s) for s in from_states)
         to_state = State(to_state)
         if not sources:
@@ -755,17 +773,27 @@ class ReleaseStore:
                 self.audit_maxlen,
                 _csv(SETTLED),
                 self.retention_seconds,
+                where,
             ],
         )
         return bool(ok)
 
     async def apply(
-        self, version: str, run_id: str, event: Event, *, actor: str = "", reason: str = ""
+        self,
+        version: str,
+        run_id: str,
+        event: Event,
+        *,
+        actor: str = "",
+        reason: str = "",
+        where: str = "",
     ) -> bool:
         """`transition` driven by an event: from every state the event may leave."""
         target = EVENT_TARGETS[event]
         sources = [s for s in State if can_transition(s, target)]
-        return await self.transition(version, run_id, sources, target, actor=actor, reason=reason)
+        return await self.transition(
+            version, run_id, sources, target, actor=actor, reason=reason, where=where
+        )
 
     # Builds ---------------------------------------------------------------------------
 
@@ -945,7 +973,7 @@ class ReleaseStore:
         return bool(ok)
 
     async def add_approval(
-        self, version: str, run_id: str, user: str, digests: Mapping[str, str]
+        self, version: str, run_id: str, user: str, digests: Mapping[str, str], where: str = ""
     ) -> ApprovalResult:
         """Record `user`'s approval of exactly these component digests.
 
@@ -970,6 +998,7 @@ class ReleaseStore:
                 json.dumps(dict(digests)),
                 self.events_maxlen,
                 self.audit_maxlen,
+                where,
             ],
         )
         if reply[0]:
@@ -1067,13 +1096,17 @@ class ReleaseStore:
         actor: str,
         action: str,
         detail: str,
+        where: str = "",
         *,
         extra: Mapping[str, str] | None = None,
     ) -> str:
-        """Append an audit entry (rejected, cancelled, ...); returns its stream id.
-        `extra`: more fields (a sync's mirror and outcome); they never replace the five."""
+        """Append an audit entry (rejected, cancelled, ...) with `where` the actor acted
+        from (a Slack channel id, or `cli`); returns its stream id. `extra`: more fields
+        (a sync's mirror and outcome); they never replace the six."""
         fields: dict[Any, Any] = dict(extra or {})
-        fields.update(version=version, run_id=run_id, actor=actor, action=action, detail=detail)
+        fields.update(
+            version=version, run_id=run_id, actor=actor, action=action, detail=detail, where=where
+        )
         entry_id = await self.redis.xadd(
             self.keys.audit,
             fields,
@@ -1101,6 +1134,28 @@ class ReleaseStore:
             return False
         await self.audit(version, run_id, actor, action, detail, extra=extra)
         return True
+
+    async def audit_refusal(
+        self, version: str, run_id: str, actor: str, action: str, detail: str, where: str
+    ) -> bool:
+        """Audit a refused attempt (`action`, such as `approval-refused`) once per run,
+        user and action: 200 refused clicks by one user are one entry, so they cannot push
+        real records out of the capped audit stream. True when this call wrote it."""
+        written = await _REFUSAL(
+            self.redis,
+            [self.keys.refusals(version, run_id), self.keys.audit],
+            [
+                f"{actor}\n{action}",
+                version,
+                run_id,
+                actor,
+                action,
+                detail,
+                where,
+                self.audit_maxlen,
+            ],
+        )
+        return bool(written)
 
     # Reading --------------------------------------------------------------------------
 

@@ -143,7 +143,10 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                     return [f["action"] for _, f in entries if f.get("version") == VERSION]
 
                 # Neither the requester nor a stranger can confirm; nothing changes.
-                for user, why in ((REQUESTER, "may not approve"), (STRANGER, "not an approver")):
+                for user, why in (
+                    (REQUESTER, "may not approve"),
+                    (STRANGER, "may not confirm overwrite here"),
+                ):
                     before = len(standin.ephemerals_for(user))
                     await slack.block_action("confirm_overwrite", user_id=user, message_ts=ts)
                     async with asyncio.timeout(20):

@@ -40,6 +40,10 @@ async def setup(
     namespace = f"botrel-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "aibrix.toml"
     text = toml_config(lab, namespace=namespace, key_prefix=key_prefix, components=COMPONENTS)
+    # The requester is no approver: the permission table grants them release.
+    text = text.replace(
+        'channels = ["C0RELEASES"]', 'channels = ["C0RELEASES"]\nrelease = ["U0REQUESTER"]'
+    )
     config.write_text(text + '[promotion]\ntags = ["latest"]\n')
     logs = tmp_path / "logs"
     logs.mkdir()
