@@ -434,6 +434,7 @@ async def _audit_sync(
             actor,
             action,
             mirror.location,
+            "cli",
             extra={"mirror": mirror.label, "outcome": outcome, "mode": "cli"},
         )
 

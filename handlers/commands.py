@@ -145,7 +145,7 @@ async def on_command(
         if isinstance(parsed, SyncCommand):
             # Every sync, refused or done, is audited; after the ack (Slack's 3 s).
             try:
-                await audit_sync_refusal(deps, parsed, str(body.get("user_id") or ""), refusal)
+                await audit_sync_refusal(deps, parsed, origin.user, origin.channel, refusal)
             except RedisError as failure:
                 log.warning("sync refusal not audited, Redis failed (%s)", type(failure).__name__)
         return

@@ -31,7 +31,12 @@ REFUSAL_AUDIT_TTL_S = 3600  # one audit entry per user, version, mirror and reas
 
 
 async def audit_sync_refusal(
-    deps: Deps, command: SyncCommand, user: str, reason: str, release: Release | None = None
+    deps: Deps,
+    command: SyncCommand,
+    user: str,
+    where: str,
+    reason: str,
+    release: Release | None = None,
 ) -> None:
     """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
     await deps.pipeline.store.audit_once(
@@ -42,6 +47,7 @@ async def audit_sync_refusal(
         user,
         "sync-refused",
         reason[:1000],
+        where,
         extra={"mirror": command.mirror, "outcome": "refused", "mode": _mode_word(command)},
     )
 
@@ -98,7 +104,7 @@ async def run_sync_command(
         assert release is not None
         refusal = await _drift(deps, release, dict(decision.digests))
     if refusal is not None:
-        await audit_sync_refusal(deps, command, user, refusal, release)
+        await audit_sync_refusal(deps, command, user, channel, refusal, release)
         # Not escaped: the sentence holds only validated values and mentions we made.
         await answer(blocks.plain(":warning: " + refusal))
         return False
@@ -123,6 +129,7 @@ async def run_sync_command(
         user,
         "sync-requested",
         f"job {job.id}",
+        channel,
         extra={"mirror": command.mirror, "outcome": "queued", "mode": decision.mode.value},
     )
     message = blocks.sync_message(record)

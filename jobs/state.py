@@ -387,7 +387,8 @@ redis.call('HSET', KEYS[2], 'version', ARGV[1], 'run_id', ARGV[2], 'state', 'que
 if #ARGV > 12 then redis.call('HSET', KEYS[3], unpack(ARGV, 13)) end
 if ARGV[12] == '1' then
   redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
-    'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'supersede', 'detail', promoted or '')
+    'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'supersede', 'detail', promoted or '',
+    'where', ARGV[8])
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[4], now, ARGV[1])
@@ -428,7 +429,7 @@ event(KEYS[3], ARGV[7], ARGV[1], ARGV[2], 'state', 'from', state, 'state', ARGV[
 if ARGV[5] ~= '' then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', 'version', ARGV[1],
     'run_id', ARGV[2], 'actor', ARGV[5], 'action', ARGV[4], 'detail', ARGV[6],
-    'where', ARGV[9])
+    'where', ARGV[11])
 end
 return 1
 """
@@ -1124,6 +1125,7 @@ class ReleaseStore:
         actor: str,
         action: str,
         detail: str,
+        where: str = "",
         *,
         extra: Mapping[str, str] | None = None,
     ) -> bool:
@@ -1132,7 +1134,7 @@ class ReleaseStore:
         records out of the capped stream. True when written."""
         if not await self.redis.set(self.keys.audit_once(identity), "1", nx=True, ex=ttl_s):
             return False
-        await self.audit(version, run_id, actor, action, detail, extra=extra)
+        await self.audit(version, run_id, actor, action, detail, where, extra=extra)
         return True
 
     async def audit_refusal(

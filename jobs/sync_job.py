@@ -387,6 +387,7 @@ async def _finish(
         record.requested_by,
         f"sync-{state.value}",
         detail[:1000],
+        "worker",
         extra={"mirror": record.mirror, "outcome": state.value, "mode": record.mode},
     )
     log.info("sync %s of %s to %s: %s", record.id, record.version, record.mirror, state)

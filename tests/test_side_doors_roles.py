@@ -215,7 +215,18 @@ async def test_item4_stranger_may_not_release_cancel_retry_or_sync(
     before = await redis_state(bot)
     said = await command(bot, text, STRANGER)
     assert f"may not {verb} here" in said and "permissions grant it to" in said
-    assert changes(before, await redis_state(bot)) == {}  # not even a delivery key
+    after = await redis_state(bot)
+    change = changes(before, after)
+    if verb == "sync":
+        # Every sync, refused or done, is audited (item 1): one entry, deduplicated by a
+        # short-lived marker; no delivery key, nothing queued.
+        keys = bot.pipeline.keys
+        assert set(change) <= {keys.audit} | {k for k in change if ":audit-once:" in k}
+        assert [(e["action"], e["actor"]) for e in new_audit(bot, before, after)] == [
+            ("sync-refused", STRANGER)
+        ]
+    else:
+        assert change == {}  # not even a delivery key
     assert len(bot.standin.calls_to("chat.postMessage")) == 1  # make_ready's only
 
 
@@ -227,7 +238,16 @@ async def test_item4_commands_from_another_channel_are_refused(bot: Bot, text: s
     before = await redis_state(bot)
     said = await command(bot, text, APPROVER, channel=OTHER)
     assert said == f"this channel does not take release commands; use &lt;#{CHANNEL}&gt;"
-    assert changes(before, await redis_state(bot)) == {}
+    after = await redis_state(bot)
+    change = changes(before, after)
+    if text.startswith("sync"):
+        # Every sync, refused or done, is audited (item 1), once.
+        assert [(e["action"], e["where"]) for e in new_audit(bot, before, after)] == [
+            ("sync-refused", OTHER)
+        ]
+        assert set(change) <= {bot.pipeline.keys.audit} | {k for k in change if ":audit-once:" in k}
+    else:
+        assert change == {}
     assert "/aibrix release VERSION" in await command(bot, "help", APPROVER, channel=OTHER)
     assert bot.standin.calls_to("chat.postMessage") == []
 
@@ -422,8 +442,10 @@ def _drop(payload: dict[str, Any], path: str) -> None:
 @pytest.mark.parametrize(
     ("mutate", "said"),
     [
-        ({"drop": "user"}, "valid Slack user id"),
-        ({"drop": "user.id"}, "valid Slack user id"),
+        # A click with no user at all is not a click Slack sends: the request gate in
+        # front of Bolt answers it 400 (malformed) before any handler runs.
+        ({"drop": "user"}, "HTTP 400"),
+        ({"drop": "user.id"}, "HTTP 400"),
         ({"set": ("user", {"id": "<!here>"})}, "valid Slack user id"),
         ({"drop": "container"}, "no message container"),
         ({"drop": "container.channel_id"}, "valid Slack channel id"),
@@ -444,7 +466,12 @@ async def test_item12_a_click_without_a_valid_user_or_container_writes_nothing(
         key, value = mutate["set"]
         payload[key] = value
     before = await redis_state(bot)
-    assert said in await send_payload(bot, payload, APPROVER)
+    if said == "HTTP 400":
+        body = encode_form({"payload": json.dumps(payload, separators=(",", ":"))})
+        resp = await bot.slack.send(body)
+        assert (resp.status, json.loads(resp.body)) == (400, {"error": "malformed"})
+    else:
+        assert said in await send_payload(bot, payload, APPROVER)
     assert changes(before, await redis_state(bot)) == {}
 
 
