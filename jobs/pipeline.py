@@ -23,13 +23,15 @@ from jobs.platforms import Platform, PlatformError, parse_platform, unique
 from jobs.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
 from jobs.registry import RegistryClient
 from jobs.source import SourceError, resolve_revision
-from jobs.state import BuildState, Event, Release, ReleaseStore, State
+from jobs.state import BuildState, Event, Release, ReleaseStore, RunStart, State
 from jobs.verdict import Outcome
 from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 log = logging.getLogger("aibrix.pipeline")
 
 EVENTS_MAXLEN = 10_000
+# The channel of a run asked for from the command line: it has no Slack message.
+CLI_CHANNEL = "cli"
 
 
 class ReleaseInputError(ValueError):
@@ -130,36 +132,59 @@ class Pipeline:
     # -- requests (CLI and Slack)
 
     async def request_release(
-        self, plan: ReleasePlan, requested_by: str, channel: str = "cli"
+        self,
+        plan: ReleasePlan,
+        requested_by: str,
+        channel: str = CLI_CHANNEL,
+        *,
+        request_id: str = "",
     ) -> tuple[Release, bool]:
-        """Start a run of `plan`, or return the version's active run (a duplicate request)."""
+        """Start a run of `plan`, or return the version's active run (a duplicate request).
+
+        True when the run is this request's: created now, or by an earlier delivery of the
+        same `request_id` (a Slack redelivery after a crash gets its run back). The run
+        and every job it starts are written in one atomic step.
+        """
         version = str(plan.version)
         existing = await self.store.load(version)
         if existing is not None and not existing.settled:
-            return existing, False
+            return existing, bool(request_id) and existing.request_id == request_id
         try:
             revision = await asyncio.to_thread(resolve_revision, self.config.source, plan.version)
         except SourceError as error:
             raise ReleaseInputError(str(error)) from None
-        release, created = await self.store.create_or_get(
+        components = list(plan.components)
+        platforms = [str(p) for p in plan.platforms]
+
+        async def start(run_id: str, current: str) -> RunStart:
+            previous = await self.store.load(version, current) if current else None
+            return self.run_start(run_id, version, revision, components, platforms, previous)
+
+        return await self.store.create_or_get(
             version,
             requested_by,
             channel,
-            [str(p) for p in plan.platforms],
-            list(plan.components),
+            platforms,
+            components,
             revision,
+            request_id=request_id,
+            announce=channel != CLI_CHANNEL,
+            start=start,
         )
-        if created:
-            await self._start(release, previous=existing)
-            release = await self._load(version, release.run_id)
-        return release, created
 
-    async def retry(self, version_text: str, actor: str) -> tuple[Release, int]:
+    async def retry(
+        self, version_text: str, actor: str, *, request_id: str = ""
+    ) -> tuple[Release, int]:
         """A new run of a blocked or failed release that rebuilds only the failed builds."""
         version = parse_release_version(version_text)
         release = await self.store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
+        if request_id and release.request_id == request_id and release.previous_run_id:
+            # A redelivery of the retry that started this run: the same answer again.
+            previous = await self._load(version, release.previous_run_id)
+            failed = [k for k, r in previous.builds.items() if r.state is BuildState.FAILED]
+            return release, len(failed)
         failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
         if release.state not in (State.BLOCKED, State.FAILED) or not failed:
             raise ReleaseInputError(messages.nothing_to_retry(version, release.state.value))
@@ -168,7 +193,9 @@ class Pipeline:
             release.components,
             tuple(parse_platform(p) for p in release.platforms),
         )
-        new, created = await self.request_release(plan, actor, release.channel)
+        new, created = await self.request_release(
+            plan, actor, release.channel, request_id=request_id
+        )
         if created:
             await self.store.audit(
                 new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds"
@@ -226,27 +253,40 @@ class Pipeline:
             JobKind.MERGE, release.version, component, release.source_ref, run_id=release.run_id
         )
 
-    async def _start(self, release: Release, previous: Release | None) -> None:
-        """Enqueue the builds of a new run, reusing digests a previous run of the same
-        revision already pushed and verified (so a retry rebuilds only what failed)."""
-        await self.store.apply(release.version, release.run_id, Event.START)
+    def run_start(
+        self,
+        run_id: str,
+        version: str,
+        revision: str,
+        components: Sequence[str],
+        platforms: Sequence[str],
+        previous: Release | None,
+    ) -> RunStart:
+        """What a new run starts with: its build jobs, reusing digests a previous run of
+        the same revision already pushed (so a retry rebuilds only what failed), and the
+        merge of every component all of whose platforms are reused."""
         reused: dict[tuple[str, str], str] = {}
-        if previous is not None and previous.source_ref == release.source_ref:
+        if previous is not None and previous.source_ref == revision:
             for key, record in previous.builds.items():
-                if record.state is BuildState.PUSHED and record.digest and key in release.builds:
+                if record.state is BuildState.PUSHED and record.digest:
                     reused[key] = record.digest
-        for (component, platform), digest in reused.items():
-            await self.store.record_build_digest(
-                release.version, release.run_id, component, platform, digest, 0
-            )
-        jobs = [
-            self.build_job(release, component, platform)
-            for (component, platform) in release.builds
-            if (component, platform) not in reused
+        reused = {
+            (c, p): d for (c, p), d in reused.items() if c in components and p in platforms
+        }
+        jobs: list[Job] = [
+            Job(JobKind.BUILD, version, c, revision, platform=p, run_id=run_id)
+            for c in components
+            for p in platforms
+            if (c, p) not in reused
         ]
-        await self.queue.enqueue_many(jobs)
-        for component in release.components:
-            await self.after_build(release.version, release.run_id, component, claimer="request")
+        merges = tuple(c for c in components if all((c, p) in reused for p in platforms))
+        jobs += [Job(JobKind.MERGE, version, c, revision, run_id=run_id) for c in merges]
+        return RunStart(
+            state=State.MERGING if merges else State.BUILDING,
+            reused=reused,
+            merges=merges,
+            jobs=[self.queue.enqueue_call(job) for job in jobs],
+        )
 
     async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
