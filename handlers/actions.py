@@ -17,6 +17,7 @@ from bot import blocks, messages
 from handlers.commands import Ack, Respond, _answer
 from handlers.context import (
     Deps,
+    confirm_delivery,
     first_delivery,
     forget_delivery,
     post_status_message,
@@ -107,12 +108,14 @@ async def on_approve(
     policy = deps.config.approval
     decision = decide_approval(policy, click)
     if decision.verdict is Verdict.REFUSE:
+        await forget_delivery(deps, action_delivery(body))  # refused: no claim is kept
         await store.audit(
             release.version, release.run_id, user, "approval-refused", decision.reason
         )
         await _answer(respond, blocks.error_message(decision.reason))
         return
     if decision.verdict is Verdict.ALREADY:
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         counted = tally(policy, release.approvals, click.verified, now, release.requested_by)
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
@@ -129,6 +132,7 @@ async def on_approve(
             reason=reason,
         )
         await store.audit(release.version, release.run_id, user, "approval-refused", reason)
+        await confirm_delivery(deps, action_delivery(body))
         deps.touch(release)
         await _answer(
             respond,
@@ -139,6 +143,7 @@ async def on_approve(
         return
     result = await store.add_approval(release.version, release.run_id, user, click.verified)
     if not result.accepted:
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(respond, blocks.error_message(result.reason))
         return
     updated = await store.load(release.version, release.run_id)
@@ -154,6 +159,7 @@ async def on_approve(
     ):
         await deps.pipeline.queue.enqueue(promote_job(updated))
         lines.append(messages.promotion_queued(release.version))
+    await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain("\n".join(lines)))
 
@@ -188,6 +194,7 @@ async def on_reject(
     )
     if moved:
         await store.audit(release.version, release.run_id, user, "rejected", reason)
+    await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(f"{release.version}: {reason}"))
 
@@ -217,13 +224,14 @@ async def on_retry(
     if not await first_delivery(deps, identity):
         return
     try:
-        release, failed = await pipeline.retry(value.version, user)
+        release, failed = await pipeline.retry(value.version, user, request_id=identity or "")
     except (ReleaseInputError, ReleaseNotFound) as error:
         await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
         return
     if not release.status_ts:
         await post_status_message(deps, client, release)
+    await confirm_delivery(deps, identity)
     await _answer(
         respond, blocks.plain(messages.slack_retrying(release.version, failed, release.run_id))
     )
@@ -255,6 +263,7 @@ async def on_confirm_overwrite(
     detail = "; ".join(f"{target} held {digest}" for target, digest in sorted(pending.items()))
     await store.audit(release.version, release.run_id, user, "overwrite-confirmed", detail)
     await deps.pipeline.queue.enqueue(promote_job(release, round_=int(now * 1000)))
+    await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(messages.overwrite_confirmed(user, sorted(pending))))
 

@@ -16,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks, messages
 from handlers.context import (
     Deps,
+    confirm_delivery,
     first_delivery,
     forget_delivery,
     permission_refusal,
@@ -124,8 +125,10 @@ async def on_command(
     await ack(response_type="ephemeral", text=ack_text(parsed))
     # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
     try:
-        changed = await run_command(deps, parsed, body, respond, client)
-        if not changed:
+        changed = await run_command(deps, parsed, body, respond, client, request_id=identity)
+        if changed:
+            await confirm_delivery(deps, identity)
+        else:
             await forget_delivery(deps, identity)
     except (ReleaseInputError, ReleaseNotFound) as error:
         await forget_delivery(deps, identity)
@@ -144,13 +147,22 @@ async def run_command(
     body: Mapping[str, Any],
     respond: Respond,
     client: AsyncWebClient,
+    *,
+    request_id: str | None = None,
 ) -> bool:
-    """Run a valid command; True when it changed something (started, cancelled, synced)."""
+    """Run a valid command; True when it changed something (started, cancelled, synced).
+
+    `request_id` identifies the Slack delivery: a redelivery of a release or retry whose
+    first handling died after starting the run gets that run back and finishes the work
+    (posts the live message if it is missing, answers), instead of a second run or an
+    "already running"."""
     user = str(body.get("user_id") or "")
     channel = str(body.get("channel_id") or "")
     pipeline = deps.pipeline
     if isinstance(command, ReleaseCommand):
-        release, created = await pipeline.request_release(command.plan, user, channel)
+        release, created = await pipeline.request_release(
+            command.plan, user, channel, request_id=request_id or ""
+        )
         if not created:
             await _answer(
                 respond,
@@ -195,7 +207,7 @@ async def run_command(
             deps.touch(release)
             await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
             return True
-        release, failed = await pipeline.retry(command.version, user)
+        release, failed = await pipeline.retry(command.version, user, request_id=request_id or "")
         if not release.status_ts:
             await post_status_message(deps, client, release)
         await _answer(

@@ -158,6 +158,9 @@ class QueueSettings:
     backoff_cap_seconds: float = 60.0
     lease_seconds: int = 60
     key_prefix: str = "aibrix"
+    # How long a Slack delivery, or a release's live message, being handled is held
+    # before a redelivery or another bot replica may take it over (a crash mid-handling).
+    claim_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -930,6 +933,7 @@ class _Reader:
                 "backoff_cap_seconds",
                 "lease_seconds",
                 "key_prefix",
+                "claim_seconds",
             ),
         )
         defaults = QueueSettings()
@@ -958,6 +962,12 @@ class _Reader:
                 table.get("lease_seconds", defaults.lease_seconds), self.join(key, "lease_seconds")
             ),
             key_prefix=prefix,
+            claim_seconds=self.integer(
+                table.get("claim_seconds", defaults.claim_seconds),
+                self.join(key, "claim_seconds"),
+                1,
+                3600,
+            ),
         )
 
 

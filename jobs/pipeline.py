@@ -270,9 +270,7 @@ class Pipeline:
             for key, record in previous.builds.items():
                 if record.state is BuildState.PUSHED and record.digest:
                     reused[key] = record.digest
-        reused = {
-            (c, p): d for (c, p), d in reused.items() if c in components and p in platforms
-        }
+        reused = {(c, p): d for (c, p), d in reused.items() if c in components and p in platforms}
         jobs: list[Job] = [
             Job(JobKind.BUILD, version, c, revision, platform=p, run_id=run_id)
             for c in components
