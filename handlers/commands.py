@@ -134,9 +134,13 @@ async def on_command(
         await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
     except SlackApiError as error:
+        # Not done: no claim is kept, so Slack's redelivery tries again (a release gets
+        # its run back and finishes, see run_command).
+        await forget_delivery(deps, identity)
         log.warning("Slack refused a call: %s", error.response.get("error"))
         await _answer(respond, blocks.error_message(messages.slack_internal_error(text[:40])))
     except Exception:
+        await forget_delivery(deps, identity)
         log.exception("command failed")
         await _answer(respond, blocks.error_message(messages.slack_internal_error("the command")))
 
