@@ -924,7 +924,9 @@ class SlackStandIn:
                 body["warning"] = extra["warning"]
                 body["response_metadata"] = {"warnings": [extra["warning"]]}
         if method == "auth.test" and body.get("ok"):
-            headers["X-OAuth-Scopes"] = "chat:write,commands,usergroups:read,users:read"
+            headers["X-OAuth-Scopes"] = (
+                "channels:history,chat:write,commands,groups:history,usergroups:read,users:read"
+            )
         call = Call(
             method=method,
             params=copy.deepcopy(params),
