@@ -1,5 +1,6 @@
 """A run and what it starts are one atomic step (issue 10, item 6), a redelivered request
-gets its own run back, and a run's live message is posted once from the outbox (item 7):
+gets its own run back, a Slack delivery's claim is leased, confirmed or dropped, and a
+run's live message is posted once from the outbox (item 7):
 on the real lab Redis, with the Slack stand-in."""
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.live_message import metadata, outbox_member, post_live_message
 from bot.notifier import Notifier
 from bot.slack_standin import SlackStandIn
+from handlers.context import Deps, confirm_delivery, first_delivery, forget_delivery
 from jobs.config import load_config
 from jobs.connections import RedisSettings, connect
 from jobs.pipeline import Pipeline, plan_release
+from jobs.registry import RegistrySettings
 from jobs.state import BuildState, State
 from tests.conftest import Lab
 from tests.test_bot_http import CHANNEL, COMPONENTS, REQUESTER, TOKEN, config_text
@@ -211,3 +214,28 @@ async def test_a_finished_run_leaves_the_outbox_without_a_post(
     assert await pipeline.redis.smembers(pipeline.keys.status_outbox) == set()
     assert standin.messages(CHANNEL) == []
     assert release.run_id
+
+
+async def test_a_delivery_claim_is_leased_confirmed_or_dropped(pipeline: Pipeline) -> None:
+    deps = Deps(pipeline, RegistrySettings())
+    key = pipeline.keys.slack_delivery("command\nT\nU\ntrigger-1")
+    assert await first_delivery(deps, "command\nT\nU\ntrigger-1")
+    # Being handled: a redelivery is dropped, and the claim is short.
+    assert not await first_delivery(deps, "command\nT\nU\ntrigger-1")
+    assert 0 < await pipeline.redis.ttl(key) <= pipeline.config.queue.claim_seconds
+    # Its handler died: once the lease runs out, a redelivery is handled.
+    async with asyncio.timeout(10):
+        while await pipeline.redis.exists(key):
+            await asyncio.sleep(0.05)
+    assert await first_delivery(deps, "command\nT\nU\ntrigger-1")
+    # Done: remembered for an hour, every redelivery dropped.
+    await confirm_delivery(deps, "command\nT\nU\ntrigger-1")
+    assert await pipeline.redis.get(key) == "confirmed"
+    assert await pipeline.redis.ttl(key) > 3500
+    assert not await first_delivery(deps, "command\nT\nU\ntrigger-1")
+    # Refused: nothing is kept.
+    assert await first_delivery(deps, "command\nT\nU\ntrigger-2")
+    await forget_delivery(deps, "command\nT\nU\ntrigger-2")
+    assert not await pipeline.redis.exists(pipeline.keys.slack_delivery("command\nT\nU\ntrigger-2"))
+    # No identity (Slack sent none): handled, nothing written.
+    assert await first_delivery(deps, None)

@@ -258,7 +258,6 @@ async def test_item6_killed_between_create_and_enqueue_redelivery_completes(
     # Nothing half-done: the run and its jobs were written together.
     assert await _jobs_of(crash, version, run_id) == EXPECTED_BUILDS
     assert (await _run(crash, version, run_id))["state"] == "building"
-    assert _live_messages(crash, version) == []
 
     # Slack redelivers (it got an ack, but say the bot's answer never came: the
     # redelivery of a crash mid-handling), once the dead handler's claim has run out.
@@ -268,9 +267,8 @@ async def test_item6_killed_between_create_and_enqueue_redelivery_completes(
         again = await crash.slack.resend(first, retry_num=1)
         assert again.status == 200 and "working on release" in again.body
         answers = await crash.standin.wait_for_responses(hook, 1, timeout=30)
-        assert f"started run `{run_id[:8]}`" in answers[-1].payload["text"] or (
-            run_id[:8] in answers[-1].payload["text"] and "started" in answers[-1].payload["text"]
-        ), answers[-1].payload
+        text = answers[-1].payload["text"]
+        assert "started run" in text and run_id[:8] in text, text
         ts = await _recorded_ts(crash, version, run_id)
         # And once more: the delivery is confirmed now, so this one does nothing.
         third = await crash.slack.resend(first, retry_num=2)
