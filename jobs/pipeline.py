@@ -147,6 +147,8 @@ class Pipeline:
         """
         version = str(plan.version)
         existing = await self.store.load(version)
+        if existing is not None and existing.state is State.QUEUED:
+            existing = await self.resume_unstarted(existing)
         if existing is not None and not existing.settled:
             return existing, bool(request_id) and existing.request_id == request_id
         try:
@@ -171,6 +173,33 @@ class Pipeline:
             announce=channel != CLI_CHANNEL,
             start=start,
         )
+
+    async def resume_unstarted(self, release: Release) -> Release:
+        """Start a run left queued with no jobs: written by an older bot killed between
+        creating a run and starting it (runs are created started now, in one step). Such
+        a run never had a job enqueued (the older bot marked it building first). Each step
+        is idempotent (job idempotency keys, digests recorded once, merge claims) and the
+        run leaves `queued` only after its builds are enqueued, so a crash here is
+        repaired by the next request."""
+        version, run_id = release.version, release.run_id
+        previous = None
+        if release.previous_run_id:
+            previous = await self.store.load(version, release.previous_run_id)
+        start = self.run_start(
+            run_id, version, release.source_ref, release.components, release.platforms, previous
+        )
+        log.warning("run %s of %s was left without jobs; starting it", run_id, version)
+        await self.queue.enqueue_many(
+            self.build_job(release, component, platform)
+            for (component, platform) in release.builds
+            if (component, platform) not in start.reused
+        )
+        for (component, platform), digest in start.reused.items():
+            await self.store.record_build_digest(version, run_id, component, platform, digest, 0)
+        await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
+        for component in start.merges:
+            await self.after_build(version, run_id, component, claimer="request")
+        return await self._load(version, run_id)
 
     async def retry(
         self, version_text: str, actor: str, *, request_id: str = ""

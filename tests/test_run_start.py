@@ -239,3 +239,24 @@ async def test_a_delivery_claim_is_leased_confirmed_or_dropped(pipeline: Pipelin
     assert not await pipeline.redis.exists(pipeline.keys.slack_delivery("command\nT\nU\ntrigger-2"))
     # No identity (Slack sent none): handled, nothing written.
     assert await first_delivery(deps, None)
+
+
+async def test_a_run_an_older_bot_left_without_jobs_is_started_by_the_next_request(
+    pipeline: Pipeline,
+) -> None:
+    # What an older bot killed between creating a run and enqueueing its jobs left: a
+    # run, queued, and no job anywhere. A new request must not answer "already running".
+    version = "v1.7.0"
+    stuck, _ = await pipeline.store.create_or_get(
+        version, REQUESTER, CHANNEL, list(PLATFORMS), list(COMPONENTS), "rev-1"
+    )
+    assert stuck.state is State.QUEUED and await jobs_of(pipeline, stuck.run_id) == []
+    plan = plan_release(pipeline.config, version)
+    resumed, created = await pipeline.request_release(plan, REQUESTER, CHANNEL)
+    assert not created and resumed.run_id == stuck.run_id
+    assert resumed.state is State.BUILDING
+    assert await jobs_of(pipeline, stuck.run_id) == ALL_BUILDS
+    # Asked again: the run is started, nothing more is enqueued.
+    await pipeline.request_release(plan, REQUESTER, CHANNEL)
+    assert await jobs_of(pipeline, stuck.run_id) == ALL_BUILDS
+    assert await pipeline.store.run_ids(version) == [stuck.run_id]
