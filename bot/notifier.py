@@ -16,6 +16,10 @@ reaches the messages. A clean stop first flushes what is pending. After a crash,
 events after that id are read again (thread replies are claimed in Redis, so none is
 repeated); without a cursor (a first start), the notifier starts at the newest event.
 
+The leader also posts the live message of any run left without one (an outbox in Redis,
+driven by state: a bot killed while posting it, see `bot.live_message`), so every live
+release can be approved from Slack.
+
 With several bot replicas (the chart runs two), every notifier reads the events but only
 the one holding the lease (`Keys.notifier_leader`, renewed each turn, LEASE_MS) sends
 updates and saves the cursor: one chat.update per change, not one per replica. When the
@@ -40,6 +44,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
 from bot.follow import StepProgress, apply_event
+from bot.live_message import needs_live_message, post_live_message
 from jobs.approvals import tally
 from jobs.pipeline import Pipeline
 from jobs.state import Release, ReleaseEvent, State
@@ -54,6 +59,8 @@ RunKey = tuple[str, str]  # (version, run_id)
 _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}\Z")
 STOP_FLUSH_SECONDS = 5.0  # how long a clean stop may spend showing what is pending
 LEASE_MS = 10_000  # how long a silent leader keeps the lease (the failover delay)
+OUTBOX_INTERVAL = 1.0  # how often the leader looks for runs whose message is missing
+OUTBOX_BACKOFF = 60.0  # after Slack refused a live message, before trying it again
 
 # Take the lease when free, or renew it when it is this notifier's; 1 when leading.
 _LEAD = """
@@ -167,6 +174,8 @@ class Notifier:
         self.updates = 0  # chat.update calls that succeeded
         self.instance = uuid.uuid4().hex  # this notifier's name on the lease
         self.leading = False
+        self._outbox_due = float("-inf")
+        self._outbox_backoff: dict[str, float] = {}  # outbox member -> not before
 
     # -- lifecycle
 
@@ -313,11 +322,50 @@ class Notifier:
             self._wake.clear()
             try:
                 if await self.lead():
+                    await self.drain_outbox()
                     await self.flush()
                     await self.save_cursor()
             except (RedisError, ClientError) as error:
                 log.warning("update not sent (%s); retrying", type(error).__name__)
                 await asyncio.sleep(0.5)
+
+    async def drain_outbox(self, *, force: bool = False) -> int:
+        """Post the live message of every run still in the outbox (its poster died, or
+        Slack refused it), at most every OUTBOX_INTERVAL seconds (`force`: now); how
+        many were posted. Each post is claimed (see `bot.live_message`)."""
+        now = self.clock()
+        if not force and now < self._outbox_due:
+            return 0
+        self._outbox_due = now + OUTBOX_INTERVAL
+        redis, keys = self.pipeline.redis, self.pipeline.keys
+        posted = 0
+        for member in sorted(str(m) for m in await redis.smembers(keys.status_outbox)):
+            if now < self._outbox_backoff.get(member, 0.0):
+                continue
+            version, _, run_id = member.partition(" ")
+            try:
+                release = await self.pipeline.store.load(version, run_id)
+            except ValueError:
+                release = None  # not a run id this code wrote
+            if release is None or not needs_live_message(release):
+                await redis.srem(keys.status_outbox, member)
+                continue
+            try:
+                ts = await post_live_message(self.pipeline, self.client, release)
+            except SlackApiError as error:
+                wait = retry_after(error)
+                if wait is None:
+                    log.warning(
+                        "live message of %s not posted: %s", version, error.response.get("error")
+                    )
+                    wait = OUTBOX_BACKOFF
+                self._outbox_backoff[member] = self.clock() + wait
+                continue
+            if ts is not None:
+                self._outbox_backoff.pop(member, None)
+                posted += 1
+                self.touch(version, run_id)
+        return posted
 
     async def flush(self, *, force: bool = False) -> None:
         """Send what is due now: one update per dirty run whose interval has passed (with

@@ -332,6 +332,26 @@ def format_ts(micros: int) -> str:
     return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
+def _message_metadata(raw: object) -> tuple[JSONDict | None, JSONDict | None]:
+    """chat.postMessage's `metadata` (an object, or its JSON text in a form body): the
+    value to keep, or Slack's error."""
+    if raw is None or raw == "":
+        return None, None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None, slack_error("invalid_metadata_format")
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("event_type"), str)
+        or not re.fullmatch(r"[A-Za-z0-9_.-]{1,255}", raw["event_type"])
+        or not isinstance(raw.get("event_payload"), dict)
+    ):
+        return None, slack_error("invalid_metadata_schema")
+    return {"event_type": raw["event_type"], "event_payload": raw["event_payload"]}, None
+
+
 def _truthy(value: object) -> bool:
     # JSON bodies carry booleans; form bodies and some clients send "true"/"1".
     return value is True or (isinstance(value, str) and value.lower() in ("true", "1"))
@@ -360,12 +380,15 @@ class Message:
     thread_ts: str | None = None
     history: list[MessageVersion] = field(default_factory=list)
     deleted: bool = False
+    # chat.postMessage's `metadata` ({"event_type", "event_payload"}); Slack returns it
+    # from conversations.history only when asked (include_all_metadata).
+    metadata: JSONDict | None = None
 
     @property
     def edited(self) -> bool:
         return bool(self.history)
 
-    def to_slack(self, team_id: str) -> JSONDict:
+    def to_slack(self, team_id: str, *, with_metadata: bool = False) -> JSONDict:
         """The message object as Slack returns it in API responses and payloads."""
         out: JSONDict = {
             "type": "message",
@@ -381,6 +404,8 @@ class Message:
             out["thread_ts"] = self.thread_ts
         if self.history:
             out["edited"] = {"user": self.user, "ts": self.ts}
+        if with_metadata and self.metadata is not None:
+            out["metadata"] = copy.deepcopy(self.metadata)
         return out
 
 
@@ -448,6 +473,27 @@ class ResponseUrl:
 class _RateLimit:
     remaining: int
     retry_after: int
+
+
+@dataclass
+class Hold:
+    """One Web API call held open: Slack has done what was asked (the message is
+    posted), but the answer has not left yet, as when the caller dies while its request
+    is in flight. `arrived` is set when the call comes; `release()` lets the answer go."""
+
+    method: str
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    call: Call | None = None
+
+    def release(self) -> None:
+        self.released.set()
+
+    async def wait_arrived(self, timeout: float = 10.0) -> Call:
+        async with asyncio.timeout(timeout):
+            await self.arrived.wait()
+        assert self.call is not None
+        return self.call
 
 
 # Socket Mode: https://api.slack.com/apis/socket-mode
@@ -582,6 +628,7 @@ class SlackStandIn:
         self.calls: list[Call] = []
         self._response_urls: dict[str, ResponseUrl] = {}
         self._limits: dict[str, _RateLimit] = {}
+        self._holds: dict[str, Hold] = {}
         self._channel_limits: dict[str, tuple[float, int]] = {}
         self._channel_last: dict[tuple[str, str], float] = {}
         self._changed = asyncio.Event()
@@ -596,6 +643,7 @@ class SlackStandIn:
             "usergroups.users.list": self._usergroups_users_list,
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
+            "conversations.history": self._conversations_history,
             "apps.connections.open": self._apps_connections_open,
         }
 
@@ -660,6 +708,14 @@ class SlackStandIn:
         if calls < 0 or retry_after < 0:
             raise ValueError("calls and retry_after must not be negative")
         self._limits[method] = _RateLimit(calls, retry_after)
+
+    def hold(self, method: str) -> Hold:
+        """Hold the answer to the next call to `method` until `Hold.release()`: the call
+        takes effect at once (a message is posted), only its answer waits."""
+        if method in self._holds:
+            raise RuntimeError(f"a call to {method} is already held")
+        self._holds[method] = Hold(method)
+        return self._holds[method]
 
     def per_channel_rate_limit(
         self, method: str = "chat.update", *, interval: float | None = 1.0, retry_after: int = 1
@@ -868,20 +924,26 @@ class SlackStandIn:
                 body["warning"] = extra["warning"]
                 body["response_metadata"] = {"warnings": [extra["warning"]]}
         if method == "auth.test" and body.get("ok"):
-            headers["X-OAuth-Scopes"] = "chat:write,commands,usergroups:read,users:read"
-        self.calls.append(
-            Call(
-                method=method,
-                params=copy.deepcopy(params),
-                time=self._clock(),
-                status=status,
-                response=copy.deepcopy(body),
-                token_via=via,
-                content_type=request.content_type,
-                response_headers=dict(headers),
+            headers["X-OAuth-Scopes"] = (
+                "channels:history,chat:write,commands,groups:history,usergroups:read,users:read"
             )
+        call = Call(
+            method=method,
+            params=copy.deepcopy(params),
+            time=self._clock(),
+            status=status,
+            response=copy.deepcopy(body),
+            token_via=via,
+            content_type=request.content_type,
+            response_headers=dict(headers),
         )
+        self.calls.append(call)
         self._notify()
+        held = self._holds.pop(method, None)
+        if held is not None:
+            held.call = call
+            held.arrived.set()
+            await held.released.wait()
         return web.json_response(body, status=status, headers=headers)
 
     # -- Web API methods: each takes the request parameters, returns Slack's answer
@@ -918,7 +980,11 @@ class SlackStandIn:
             thread_ts = (parent.thread_ts or parent.ts) if parent else str(thread_ts)
             if parent is not None and parent.thread_ts is None:
                 parent.thread_ts = parent.ts
+        meta, meta_error = _message_metadata(params.get("metadata"))
+        if meta_error:
+            return meta_error
         msg = self._store(channel, text or "", blocks, thread_ts)
+        msg.metadata = meta
         return {"ok": True, "channel": channel, "ts": msg.ts, "message": msg.to_slack(self.team_id)}
 
     def _store(
@@ -1043,6 +1109,37 @@ class SlackStandIn:
                 "is_archived": False,
                 "is_member": True,
             },
+        }
+
+    def _conversations_history(self, params: JSONDict) -> JSONDict:
+        # The channel's messages, newest first, thread replies left out (as Slack does);
+        # `oldest`/`latest` bound the ts (exclusive unless `inclusive`), `limit` <= 1000.
+        channel = self._resolve_channel(params.get("channel"))
+        if channel is None:
+            return slack_error("channel_not_found")
+        try:
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params.get("latest") or "inf")
+            limit = int(params.get("limit") or 100)
+        except (TypeError, ValueError):
+            return slack_error("invalid_arguments")
+        inclusive = _truthy(params.get("inclusive"))
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        found = []
+        for msg in sorted(self.messages(channel), key=lambda m: float(m.ts), reverse=True):
+            ts = float(msg.ts)
+            if msg.thread_ts not in (None, msg.ts):
+                continue
+            if ts < oldest or ts > latest or (not inclusive and ts in (oldest, latest)):
+                continue
+            found.append(msg.to_slack(self.team_id, with_metadata=with_metadata))
+        shown = found[: max(1, min(limit, 1000))]
+        return {
+            "ok": True,
+            "messages": shown,
+            "has_more": len(found) > len(shown),
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": ""},
         }
 
     # -- Socket Mode

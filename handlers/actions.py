@@ -29,6 +29,7 @@ from bot import blocks, messages
 from handlers.commands import Ack, Respond, _answer
 from handlers.context import (
     Deps,
+    confirm_delivery,
     first_delivery,
     forget_delivery,
     permission_refusal,
@@ -210,6 +211,7 @@ async def on_approve(
     if not await first_delivery(deps, action_delivery(body)):
         return
     if decision.verdict is Verdict.ALREADY:
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         counted = tally(policy, release.approvals, click.verified, now, release.requested_by)
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
@@ -239,6 +241,7 @@ async def on_approve(
             where=where,
         )
         await store.audit(release.version, release.run_id, user, "approval-refused", reason, where)
+        await confirm_delivery(deps, action_delivery(body))
         deps.touch(release)
         await _answer(
             respond,
@@ -249,6 +252,7 @@ async def on_approve(
         return
     result = await store.add_approval(release.version, release.run_id, user, click.verified, where)
     if not result.accepted:
+        await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(respond, blocks.error_message(result.reason))
         return
     updated = await store.load(release.version, release.run_id)
@@ -264,6 +268,7 @@ async def on_approve(
     ):
         await deps.pipeline.queue.enqueue(promote_job(updated))
         lines.append(messages.promotion_queued(release.version))
+    await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain("\n".join(lines)))
 
@@ -302,6 +307,7 @@ async def on_reject(
         await store.audit(
             release.version, release.run_id, origin.user, "rejected", reason, origin.channel
         )
+    await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(f"{release.version}: {reason}"))
 
@@ -327,13 +333,16 @@ async def on_retry(
     if not await first_delivery(deps, identity):
         return
     try:
-        retried, failed = await deps.pipeline.retry(release.version, origin.user, origin.channel)
+        retried, failed = await deps.pipeline.retry(
+            release.version, origin.user, origin.channel, request_id=identity or ""
+        )
     except (ReleaseInputError, ReleaseNotFound) as error:
         await forget_delivery(deps, identity)  # the run moved under us: nothing was written
         await _answer(respond, blocks.error_message(str(error)))
         return
     if not retried.status_ts:
         await post_status_message(deps, client, retried)
+    await confirm_delivery(deps, identity)
     await _answer(
         respond, blocks.plain(messages.slack_retrying(retried.version, failed, retried.run_id))
     )
@@ -376,6 +385,7 @@ async def on_confirm_overwrite(
         release.version, release.run_id, origin.user, "overwrite-confirmed", detail, origin.channel
     )
     await deps.pipeline.queue.enqueue(promote_job(release, pending))
+    await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(messages.overwrite_confirmed(origin.user, sorted(pending))))
 

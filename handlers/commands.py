@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks, messages
 from handlers.context import (
     Deps,
+    confirm_delivery,
     first_delivery,
     forget_delivery,
     permission_refusal,
@@ -168,16 +169,24 @@ async def on_command(
     await ack(response_type="ephemeral", text=ack_text(parsed))
     # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
     try:
-        changed = await run_command(deps, parsed, origin.user, origin.channel, respond, client)
-        if not changed:
+        changed = await run_command(
+            deps, parsed, origin.user, origin.channel, respond, client, request_id=identity
+        )
+        if changed:
+            await confirm_delivery(deps, identity)
+        else:
             await forget_delivery(deps, identity)
     except (ReleaseInputError, ReleaseNotFound) as error:
         await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
     except SlackApiError as error:
+        # Not done: no claim is kept, so Slack's redelivery tries again (a release gets
+        # its run back and finishes, see run_command).
+        await forget_delivery(deps, identity)
         log.warning("Slack refused a call: %s", error.response.get("error"))
         await _answer(respond, blocks.error_message(messages.slack_internal_error(text[:40])))
     except Exception:
+        await forget_delivery(deps, identity)
         log.exception("command failed")
         await _answer(respond, blocks.error_message(messages.slack_internal_error("the command")))
 
@@ -189,13 +198,24 @@ async def run_command(
     channel: str,
     respond: Respond,
     client: AsyncWebClient,
+    *,
+    request_id: str | None = None,
 ) -> bool:
     """Run a valid, permitted command of `user` in `channel`; True when it changed
-    something (started, cancelled, synced)."""
+    something (started, cancelled, synced).
+
+    `request_id` identifies the Slack delivery: a redelivery of a release or retry whose
+    first handling died after starting the run gets that run back and finishes the work
+    (posts the live message if it is missing, answers), instead of a second run or an
+    "already running"."""
     pipeline = deps.pipeline
     if isinstance(command, ReleaseCommand):
         release, created = await pipeline.request_release(
-            command.plan, user, channel, supersede=command.supersede
+            command.plan,
+            user,
+            channel,
+            supersede=command.supersede,
+            request_id=request_id or "",
         )
         if not created:
             await _answer(
@@ -239,7 +259,9 @@ async def run_command(
         await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
         return True
     if isinstance(command, RetryCommand):
-        release, failed = await pipeline.retry(command.version, user, channel)
+        release, failed = await pipeline.retry(
+            command.version, user, channel, request_id=request_id or ""
+        )
         if not release.status_ts:
             await post_status_message(deps, client, release)
         await _answer(

@@ -11,10 +11,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
+from bot.live_message import post_live_message
 from bot.notifier import Notifier
 from jobs.approvals import TagReading
 from jobs.config import Config
+from jobs.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
 from jobs.inspection import Inspection, inspect_reference
 from jobs.permissions import Action, Actor, authorize
 from jobs.permissions import needs_groups as needs_permission_groups
@@ -27,9 +28,8 @@ from jobs.versions import parse_version
 
 log = logging.getLogger("aibrix.bot")
 
-# How long a handled delivery is remembered. Slack redelivers within minutes (HTTP: at
-# once, after 1 and after 5 minutes); an hour leaves room and still expires.
-DELIVERY_TTL_SECONDS = 3600
+# Kept for callers that name it: how long a confirmed delivery is remembered.
+DELIVERY_TTL_SECONDS = CONFIRMED_TTL_SECONDS
 
 
 @dataclass
@@ -59,16 +59,39 @@ class Deps:
 
 
 async def first_delivery(deps: Deps, identity: str | None) -> bool:
-    """Claim this Slack delivery: True the first time it is handled, False for a
-    redelivery of one already handled (or being handled). A redelivery whose first
-    delivery never arrived finds no claim, so it is handled, once."""
+    """Claim this Slack delivery while it is handled: True when it is to be handled now,
+    False for a redelivery of one already handled or being handled.
+
+    The claim is a short lease (`[queue] claim_seconds`): if the bot dies while handling,
+    the lease runs out and Slack's next redelivery handles it and finishes the work.
+    `confirm_delivery` keeps it for an hour once the work is durable; `forget_delivery`
+    drops it when the input is refused. A redelivery whose first delivery never arrived
+    finds no claim, so it is handled, once."""
     if identity is None:
         return True
     key = deps.pipeline.keys.slack_delivery(identity)
-    claimed = await deps.pipeline.redis.set(key, "1", nx=True, ex=DELIVERY_TTL_SECONDS)
-    if not claimed:
+    lease = claim_ttl(Claim.HANDLING, deps.config.queue.claim_seconds)
+    redis = deps.pipeline.redis
+    if await redis.set(key, Claim.HANDLING.value, nx=True, ex=lease):
+        return True
+    stored = await redis.get(key)
+    seen = on_delivery(None if stored is None else str(stored))
+    if seen == "handle":  # the claim expired between the two calls: take it now
+        return bool(await redis.set(key, Claim.HANDLING.value, nx=True, ex=lease))
+    if seen == "in-progress":
+        log.info("delivery is being handled; this one is acked and dropped")
+    else:
         log.info("delivery already handled; this one is acked and dropped")
-    return bool(claimed)
+    return False
+
+
+async def confirm_delivery(deps: Deps, identity: str | None) -> None:
+    """The delivery's work is durable (written, or answered): remember it for an hour, so
+    that a redelivery does nothing."""
+    if identity is not None:
+        key = deps.pipeline.keys.slack_delivery(identity)
+        ttl = claim_ttl(Claim.CONFIRMED, deps.config.queue.claim_seconds)
+        await deps.pipeline.redis.set(key, Claim.CONFIRMED.value, ex=ttl)
 
 
 async def forget_delivery(deps: Deps, identity: str | None) -> None:
@@ -173,13 +196,9 @@ async def _children_readable(
 
 
 async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:
-    """Post the run's live message in its channel and remember where it is."""
-    message = blocks.release_message(release)
-    posted = await client.chat_postMessage(
-        channel=release.channel, text=message.text, blocks=message.blocks
-    )
-    ts = str(posted["ts"])
-    channel = str(posted.get("channel") or release.channel)
-    await deps.pipeline.store.set_status_message(release.version, release.run_id, channel, ts)
-    deps.touch(release)
+    """Post the run's live message in its channel, once (see `bot.live_message`), and
+    remember where it is. None when another poster holds the claim."""
+    ts = await post_live_message(deps.pipeline, client, release)
+    if ts is not None:
+        deps.touch(release)
     return ts

@@ -163,6 +163,9 @@ class QueueSettings:
     key_prefix: str = "aibrix"
     # Days a settled run's detail is kept in Redis; the version's immutable record stays.
     retention_days: float = 90.0
+    # How long a Slack delivery, or a release's live message, being handled is held
+    # before a redelivery or another bot replica may take it over (a crash mid-handling).
+    claim_seconds: int = 30
 
     @property
     def retention_seconds(self) -> int:
@@ -940,6 +943,7 @@ class _Reader:
                 "lease_seconds",
                 "key_prefix",
                 "retention_days",
+                "claim_seconds",
             ),
         )
         defaults = QueueSettings()
@@ -979,6 +983,12 @@ class _Reader:
             ),
             key_prefix=prefix,
             retention_days=float(retention),
+            claim_seconds=self.integer(
+                table.get("claim_seconds", defaults.claim_seconds),
+                self.join(key, "claim_seconds"),
+                1,
+                3600,
+            ),
         )
 
 

@@ -224,6 +224,22 @@ class Keys:
         digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:40]
         return f"{self.prefix}:slack:delivery:{digest}"
 
+    @property
+    def status_outbox(self) -> str:
+        """A set of `version run_id`: runs started from Slack whose live message is not
+        posted yet. Written with the run, emptied when its message is recorded; the
+        notifier posts what is left (a bot killed mid-post)."""
+        return f"{self.prefix}:slack:status-outbox"
+
+    def status_post(self, version: str, run_id: str) -> str:
+        """Claimed, with a short lease, by whoever is posting the run's live message."""
+        return f"{self.run(version, run_id)}:post"
+
+    def status_post_tried(self, version: str, run_id: str) -> str:
+        """Set before the first chat.postMessage of the run's live message: a later poster
+        finding it looks in the channel for that message before posting again."""
+        return f"{self.run(version, run_id)}:post-tried"
+
     def failure_replies(self, version: str, run_id: str) -> str:
         """A set of `component@platform`: the run's failures whose thread reply is claimed,
         so a second bot replica, or a restart replaying events, does not reply again."""

@@ -25,13 +25,23 @@ from jobs.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
 from jobs.references import parse_reference
 from jobs.registry import NotFoundError, RegistryClient
 from jobs.source import SourceError, resolve_revision
-from jobs.state import BuildState, Event, Release, ReleaseStore, State, VersionImmutable
+from jobs.state import (
+    BuildState,
+    Event,
+    Release,
+    ReleaseStore,
+    RunStart,
+    State,
+    VersionImmutable,
+)
 from jobs.verdict import Outcome
 from jobs.versions import ComponentError, Version, VersionError, parse_version
 
 log = logging.getLogger("aibrix.pipeline")
 
 EVENTS_MAXLEN = 10_000
+# The channel of a run asked for from the command line: it has no Slack message.
+CLI_CHANNEL = "cli"
 
 
 class ReleaseInputError(ValueError):
@@ -146,18 +156,25 @@ class Pipeline:
         self,
         plan: ReleasePlan,
         requested_by: str,
-        channel: str = "cli",
+        channel: str = CLI_CHANNEL,
         *,
         supersede: bool = False,
+        request_id: str = "",
     ) -> tuple[Release, bool]:
         """Start a run of `plan`, or return the version's active run (a duplicate request).
 
-        A promoted version is immutable: refused (ReleaseInputError saying who promoted
-        it, when, and the digests) unless `supersede`, which the caller has authorized."""
+        True when the run is this request's: created now, or by an earlier delivery of the
+        same `request_id` (a Slack redelivery after a crash gets its run back). The run
+        and every job it starts are written in one atomic step. A promoted version is
+        immutable: refused (ReleaseInputError saying who promoted it, when, and the
+        digests) unless `supersede`, which the caller has authorized.
+        """
         version = str(plan.version)
         existing = await self.store.load(version)
+        if existing is not None and existing.state is State.QUEUED:
+            existing = await self.resume_unstarted(existing)
         if existing is not None and not existing.settled:
-            return existing, False
+            return existing, bool(request_id) and existing.request_id == request_id
         record = await self.store.version_record(version)
         refusal = release_refusal(version, record.promoted if record else None, supersede=supersede)
         if refusal is not None:
@@ -166,32 +183,72 @@ class Pipeline:
             revision = await asyncio.to_thread(resolve_revision, self.config.source, plan.version)
         except SourceError as error:
             raise ReleaseInputError(str(error)) from None
+        components = list(plan.components)
+        platforms = [str(p) for p in plan.platforms]
+
+        async def start(run_id: str, current: str) -> RunStart:
+            previous = await self.store.load(version, current) if current else None
+            return self.run_start(run_id, version, revision, components, platforms, previous)
+
         try:
-            release, created = await self.store.create_or_get(
+            return await self.store.create_or_get(
                 version,
                 requested_by,
                 channel,
-                [str(p) for p in plan.platforms],
-                list(plan.components),
+                platforms,
+                components,
                 revision,
                 supersede=supersede,
+                request_id=request_id,
+                announce=channel != CLI_CHANNEL,
+                start=start,
             )
         except VersionImmutable as error:  # promoted between our read and the script
             raise ReleaseInputError(
                 release_refusal(version, error.promoted, supersede=False) or str(error)
             ) from None
-        if created:
-            await self._start(release, previous=existing)
-            release = await self._load(version, release.run_id)
-        return release, created
 
-    async def retry(self, version_text: str, actor: str, where: str = "cli") -> tuple[Release, int]:
+    async def resume_unstarted(self, release: Release) -> Release:
+        """Start a run left queued with no jobs: written by an older bot killed between
+        creating a run and starting it (runs are created started now, in one step). Such
+        a run never had a job enqueued (the older bot marked it building first). Each step
+        is idempotent (job idempotency keys, digests recorded once, merge claims) and the
+        run leaves `queued` only after its builds are enqueued, so a crash here is
+        repaired by the next request."""
+        version, run_id = release.version, release.run_id
+        previous = None
+        if release.previous_run_id:
+            previous = await self.store.load(version, release.previous_run_id)
+        start = self.run_start(
+            run_id, version, release.source_ref, release.components, release.platforms, previous
+        )
+        log.warning("run %s of %s was left without jobs; starting it", run_id, version)
+        await self.queue.enqueue_many(
+            self.build_job(release, component, platform)
+            for (component, platform) in release.builds
+            if (component, platform) not in start.reused
+        )
+        for (component, platform), digest in start.reused.items():
+            await self.store.record_build_digest(version, run_id, component, platform, digest, 0)
+        await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
+        for component in start.merges:
+            await self.after_build(version, run_id, component, claimer="request")
+        return await self._load(version, run_id)
+
+    async def retry(
+        self, version_text: str, actor: str, where: str = CLI_CHANNEL, *, request_id: str = ""
+    ) -> tuple[Release, int]:
         """A new run of a blocked or failed release that rebuilds only the failed builds.
         `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
         version = parse_release_version(version_text)
         release = await self.store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
+        if request_id and release.request_id == request_id and release.previous_run_id:
+            # A redelivery of the retry that started this run: the same answer again.
+            previous = await self._load(version, release.previous_run_id)
+            failed = [k for k, r in previous.builds.items() if r.state is BuildState.FAILED]
+            return release, len(failed)
         refusal = retry_refusal(release)
         if refusal is not None:
             raise ReleaseInputError(refusal)
@@ -201,7 +258,9 @@ class Pipeline:
             release.components,
             tuple(parse_platform(p) for p in release.platforms),
         )
-        new, created = await self.request_release(plan, actor, release.channel)
+        new, created = await self.request_release(
+            plan, actor, release.channel, request_id=request_id
+        )
         if created:
             await self.store.audit(
                 new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds", where
@@ -264,27 +323,38 @@ class Pipeline:
             JobKind.MERGE, release.version, component, release.source_ref, run_id=release.run_id
         )
 
-    async def _start(self, release: Release, previous: Release | None) -> None:
-        """Enqueue the builds of a new run, reusing digests a previous run of the same
-        revision already pushed and verified (so a retry rebuilds only what failed)."""
-        await self.store.apply(release.version, release.run_id, Event.START)
+    def run_start(
+        self,
+        run_id: str,
+        version: str,
+        revision: str,
+        components: Sequence[str],
+        platforms: Sequence[str],
+        previous: Release | None,
+    ) -> RunStart:
+        """What a new run starts with: its build jobs, reusing digests a previous run of
+        the same revision already pushed (so a retry rebuilds only what failed), and the
+        merge of every component all of whose platforms are reused."""
         reused: dict[tuple[str, str], str] = {}
-        if previous is not None and previous.source_ref == release.source_ref:
+        if previous is not None and previous.source_ref == revision:
             for key, record in previous.builds.items():
-                if record.state is BuildState.PUSHED and record.digest and key in release.builds:
+                if record.state is BuildState.PUSHED and record.digest:
                     reused[key] = record.digest
-        for (component, platform), digest in reused.items():
-            await self.store.record_build_digest(
-                release.version, release.run_id, component, platform, digest, 0
-            )
-        jobs = [
-            self.build_job(release, component, platform)
-            for (component, platform) in release.builds
-            if (component, platform) not in reused
+        reused = {(c, p): d for (c, p), d in reused.items() if c in components and p in platforms}
+        jobs: list[Job] = [
+            Job(JobKind.BUILD, version, c, revision, platform=p, run_id=run_id)
+            for c in components
+            for p in platforms
+            if (c, p) not in reused
         ]
-        await self.queue.enqueue_many(jobs)
-        for component in release.components:
-            await self.after_build(release.version, release.run_id, component, claimer="request")
+        merges = tuple(c for c in components if all((c, p) in reused for p in platforms))
+        jobs += [Job(JobKind.MERGE, version, c, revision, run_id=run_id) for c in merges]
+        return RunStart(
+            state=State.MERGING if merges else State.BUILDING,
+            reused=reused,
+            merges=merges,
+            jobs=[self.queue.enqueue_call(job) for job in jobs],
+        )
 
     async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""

@@ -397,18 +397,28 @@ local function now_ms()
 end
 """
 
+# One enqueue, as a Lua function, so that other scripts (creating a run) can enqueue in
+# the same atomic step. k: stream, pending marker, done key, streams set, cancel flag;
+# fields: the stream entry's field/value pairs.
+ENQUEUE_LUA = """
+local function enqueue_job(k, job_id, pending_ttl_ms, fields)
+  if redis.call('EXISTS', k[5]) == 1 then return {'cancelled', job_id} end
+  if redis.call('EXISTS', k[3]) == 1 then return {'done', job_id} end
+  local holder = redis.call('GET', k[2])
+  if holder then return {'pending', holder} end
+  redis.call('SET', k[2], job_id, 'PX', pending_ttl_ms)
+  local id = redis.call('XADD', k[1], '*', unpack(fields))
+  redis.call('SADD', k[4], k[1])
+  return {'added', job_id, id}
+end
+"""
+
 # KEYS: stream, pending marker, done key, streams set, cancel flag
 # ARGV: job id, pending ttl ms, fields...
 _ENQUEUE = Script(
-    """
-if redis.call('EXISTS', KEYS[5]) == 1 then return {'cancelled', ARGV[1]} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'done', ARGV[1]} end
-local holder = redis.call('GET', KEYS[2])
-if holder then return {'pending', holder} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
-redis.call('SADD', KEYS[4], KEYS[1])
-return {'added', ARGV[1], id}
+    ENQUEUE_LUA
+    + """
+return enqueue_job(KEYS, ARGV[1], ARGV[2], {unpack(ARGV, 3)})
 """
 )
 
@@ -593,7 +603,9 @@ class Queue:
 
     # Enqueue --------------------------------------------------------------------------
 
-    def _enqueue_call(self, job: Job) -> tuple[list[str], list[Arg]]:
+    def enqueue_call(self, job: Job) -> tuple[list[str], list[Arg]]:
+        """The keys and arguments of enqueueing `job` (ENQUEUE_LUA's, after the job id:
+        pending ttl, then the fields)."""
         idem = job.idempotency_key
         keys = [
             self.stream_for(job),
@@ -621,14 +633,14 @@ class Queue:
     async def enqueue(self, job: Job) -> EnqueueResult:
         """Queue `job` unless a job with its idempotency key is pending or done, or its run
         is cancelled. Atomic: concurrent enqueues of one key put it in the stream once."""
-        keys, args = self._enqueue_call(job)
+        keys, args = self.enqueue_call(job)
         return self._enqueued(await _ENQUEUE(self.redis, keys, args))
 
     async def enqueue_many(self, jobs: Iterable[Job]) -> list[EnqueueResult]:
         """`enqueue` for several jobs in one round trip (each still atomic on its own)."""
         batch = Batch(self.redis)
         for job in jobs:
-            batch.script(_ENQUEUE, *self._enqueue_call(job))
+            batch.script(_ENQUEUE, *self.enqueue_call(job))
         return [self._enqueued(reply) for reply in await batch.execute()]
 
     # Claim ----------------------------------------------------------------------------

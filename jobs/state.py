@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from jobs.connections import Arg, Script
 from jobs.keys import Keys
 from jobs.platforms import PlatformError, parse_platform
+from jobs.queue import ENQUEUE_LUA
 
 # Pure logic ---------------------------------------------------------------------------
 
@@ -259,6 +260,9 @@ class Release:
     approvals: Mapping[str, Approval] = field(default_factory=dict, hash=False)
     promotions: Mapping[str, PromotionResult] = field(default_factory=dict, hash=False)
     supersede: bool = False  # an approver's supersede of a promoted version
+    # What asked for this run (a Slack delivery's identity; "" from the command line):
+    # a redelivery of that request gets this run back as its own.
+    request_id: str = ""
 
     @property
     def settled(self) -> bool:
@@ -339,6 +343,23 @@ class ReleaseEvent:
     fields: Mapping[str, str] = field(hash=False)
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """What a new run starts with, written in the same atomic step as the run itself."""
+
+    state: State  # building, or merging when a merge is claimed at once
+    # (component, platform) -> the digest a previous run of the same revision pushed.
+    reused: Mapping[tuple[str, str], str] = field(default_factory=dict, hash=False)
+    # Components every platform of which is reused: their merge is claimed at once.
+    merges: tuple[str, ...] = ()
+    # The jobs to enqueue, as `Queue.enqueue_call` gives them.
+    jobs: Sequence[tuple[Sequence[str], Sequence[Arg]]] = ()
+
+
+# Given the new run's id and the id of the run it replaces ("" for none).
+StartPlanner = Callable[[str, str], Awaitable[RunStart]]
+
+
 # Lua ----------------------------------------------------------------------------------
 
 _COMMON = """
@@ -362,42 +383,89 @@ local function event(stream, maxlen, version, run_id, kind, ...)
 end
 """
 
-# KEYS: pointer, new run, new builds, releases, runs, events, audit, current run (or pointer),
-#       the version's record
+# Creating a run and starting it are one atomic step: the run, its build records (those
+# a previous run already pushed recorded as pushed), the merges claimed at once and every
+# job it starts are written together or not at all, so no crash can leave a run that
+# waits for jobs nobody enqueued. A promoted version is immutable: only an explicit
+# supersede starts a run of it (checked here too, so no request can race a promotion).
+# KEYS: pointer, new run, new builds, releases, runs, events, audit, current run (or
+#       pointer), new merges, status outbox, the version's record, then 5 per job
+#       (see ENQUEUE_LUA)
 # ARGV: version, new run id, expected current run id, settled csv, events maxlen,
 #       audit maxlen, requested_by, channel, platforms json, components json, source ref,
-#       supersede ('1' or '0'), build field/record pairs...
+#       request id, initial state, announce ('1' or ''), number of build args, merges csv,
+#       supersede ('1' or '0'), build field/record pairs..., then per job: job id,
+#       pending ttl ms, n, n fields...
 _CREATE = Script(
     _COMMON
+    + ENQUEUE_LUA
     + """
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[3] then return {'retry'} end
 if current ~= '' then
   local state = redis.call('HGET', KEYS[8], 'state')
-  if state and not set_of(ARGV[4])[state] then return {'existing', current} end
+  if state and not set_of(ARGV[4])[state] then
+    -- A redelivery of the request that made this run gets it back as its own.
+    if ARGV[12] ~= '' and redis.call('HGET', KEYS[8], 'request_id') == ARGV[12] then
+      return {'same', current}
+    end
+    return {'existing', current}
+  end
 end
 -- A promoted version is immutable: only an explicit supersede starts a run of it.
-local promoted = redis.call('HGET', KEYS[9], 'digests')
-if promoted and ARGV[12] ~= '1' then return {'released', current} end
+local promoted = redis.call('HGET', KEYS[11], 'digests')
+if promoted and ARGV[17] ~= '1' then return {'released', current} end
 local now = now_ms()
-redis.call('HSET', KEYS[2], 'version', ARGV[1], 'run_id', ARGV[2], 'state', 'queued',
-  'state_reason', '', 'requested_by', ARGV[7], 'channel', ARGV[8], 'platforms', ARGV[9],
+local version, run_id, actor = ARGV[1], ARGV[2], ARGV[7]
+redis.call('HSET', KEYS[2], 'version', version, 'run_id', run_id, 'state', ARGV[13],
+  'state_reason', '', 'requested_by', actor, 'channel', ARGV[8], 'platforms', ARGV[9],
   'components', ARGV[10], 'source_ref', ARGV[11], 'created_at', now, 'updated_at', now,
-  'status_channel', '', 'status_ts', '', 'previous_run_id', current, 'supersede', ARGV[12])
-if #ARGV > 12 then redis.call('HSET', KEYS[3], unpack(ARGV, 13)) end
-if ARGV[12] == '1' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
-    'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'supersede', 'detail', promoted or '',
+  'status_channel', '', 'status_ts', '', 'previous_run_id', current, 'request_id', ARGV[12],
+  'supersede', ARGV[17])
+local nbuilds = tonumber(ARGV[15])
+if nbuilds > 0 then redis.call('HSET', KEYS[3], unpack(ARGV, 18, 17 + nbuilds)) end
+redis.call('SET', KEYS[1], run_id)
+redis.call('ZADD', KEYS[4], now, version)
+redis.call('ZADD', KEYS[5], now, run_id)
+event(KEYS[6], ARGV[5], version, run_id, 'created', 'state', 'queued', 'actor', actor)
+redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', version,
+  'run_id', run_id, 'actor', actor, 'action', 'requested', 'detail', ARGV[11],
+  'where', ARGV[8])
+if ARGV[17] == '1' then
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', version,
+    'run_id', run_id, 'actor', actor, 'action', 'supersede', 'detail', promoted or '',
     'where', ARGV[8])
 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-redis.call('ZADD', KEYS[5], now, ARGV[2])
-event(KEYS[6], ARGV[5], ARGV[1], ARGV[2], 'created', 'state', 'queued', 'actor', ARGV[7])
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[6], '*', 'version', ARGV[1],
-  'run_id', ARGV[2], 'actor', ARGV[7], 'action', 'requested', 'detail', ARGV[11],
-  'where', ARGV[8])
-return {'created', ARGV[2]}
+if ARGV[13] ~= 'queued' then
+  event(KEYS[6], ARGV[5], version, run_id, 'state', 'from', 'queued', 'state', 'building',
+    'actor', '', 'reason', '')
+  for i = 18, 17 + nbuilds, 2 do
+    local record = cjson.decode(ARGV[i + 1])
+    if record.state == 'pushed' then
+      local component, platform = string.match(ARGV[i], '^(.-)@(.*)$')
+      event(KEYS[6], ARGV[5], version, run_id, 'build', 'component', component,
+        'platform', platform, 'build_state', 'pushed', 'digest', record.digest, 'attempt', '0')
+    end
+  end
+  for component in string.gmatch(ARGV[16], '[^,]+') do
+    redis.call('HSET', KEYS[9], component, 'request')
+    event(KEYS[6], ARGV[5], version, run_id, 'merge_claimed', 'component', component,
+      'claimer', 'request')
+  end
+  if ARGV[13] == 'merging' then
+    event(KEYS[6], ARGV[5], version, run_id, 'state', 'from', 'building', 'state', 'merging',
+      'actor', '', 'reason', '')
+  end
+end
+if ARGV[14] == '1' then redis.call('SADD', KEYS[10], version .. ' ' .. run_id) end
+local i, k = 18 + nbuilds, 12
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 2])
+  enqueue_job({KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]}, ARGV[i],
+    ARGV[i + 1], {unpack(ARGV, i + 3, i + 2 + n)})
+  i, k = i + 3 + n, k + 5
+end
+return {'created', run_id}
 """
 )
 
@@ -532,11 +600,13 @@ return 1
 """
 )
 
-# KEYS: pointer, run, events.  ARGV: version, run id, channel, ts, events maxlen
+# KEYS: pointer, run, events, status outbox.  ARGV: version, run id, channel, ts,
+#       events maxlen
 _STATUS_MESSAGE = Script(
     _COMMON
     + """
 if not active_state(KEYS[1], KEYS[2], ARGV[2]) then return 0 end
+redis.call('SREM', KEYS[4], ARGV[1] .. ' ' .. ARGV[2])
 redis.call('HSET', KEYS[2], 'status_channel', ARGV[3], 'status_ts', ARGV[4])
 event(KEYS[3], ARGV[5], ARGV[1], ARGV[2], 'status_message', 'channel', ARGV[3], 'ts', ARGV[4])
 return 1
@@ -659,12 +729,20 @@ class ReleaseStore:
         source_ref: str,
         *,
         supersede: bool = False,
+        request_id: str = "",
+        announce: bool = False,
+        start: StartPlanner | None = None,
     ) -> tuple[Release, bool]:
-        """The version's active run and whether this call created it.
+        """The version's active run and whether it is this request's.
 
         A duplicate request (the run is not settled) returns the existing run unchanged,
-        whatever platforms or components it asked for. A promoted version raises
-        `VersionImmutable` unless `supersede` (checked in the same script as the creation).
+        whatever platforms or components it asked for; a redelivery of the request that
+        made it (same non-empty `request_id`) gets it with True, as its own. `start`
+        plans what the new run starts with (given its id and the run it replaces), and
+        it is written in the same atomic step as the run; without it the run stays
+        queued. `announce`: the run wants a Slack live message (see Keys.status_outbox).
+        A promoted version raises `VersionImmutable` unless `supersede` (checked in the
+        same script as the creation).
         """
         check_version(version)
         for name, value in (("requested_by", requested_by), ("channel", channel)):
@@ -678,16 +756,21 @@ class ReleaseStore:
             if not items or len(set(items)) != len(items):
                 raise ValueError(f"{name} must be non-empty without repeats")
         run_id = uuid.uuid4().hex[:16]
-        builds: list[Arg] = []
-        for component in components:
-            for platform in platforms:
-                record = {"state": BuildState.QUEUED.value, "attempt": 0, "error": ""}
-                builds += [build_field(component, platform), json.dumps(record)]
         for _ in range(20):
             current = str(await self.redis.get(self.keys.active_run(version)) or "")
             current_key = (
                 self.keys.run(version, current) if current else self.keys.active_run(version)
             )
+            plan = await start(run_id, current) if start is not None else None
+            builds: list[Arg] = []
+            for component in components:
+                for platform in platforms:
+                    digest = plan.reused.get((component, platform)) if plan else None
+                    record: dict[str, Any] = {"state": BuildState.QUEUED.value, "attempt": 0}
+                    if digest:
+                        record = {"state": BuildState.PUSHED.value, "attempt": 0, "digest": digest}
+                    record["error"] = ""
+                    builds += [build_field(component, platform), json.dumps(record)]
             keys = [
                 self.keys.active_run(version),
                 self.keys.run(version, run_id),
@@ -697,8 +780,14 @@ class ReleaseStore:
                 self.keys.events,
                 self.keys.audit,
                 current_key,
+                self.keys.merges(version, run_id),
+                self.keys.status_outbox,
                 self.keys.record(version),
             ]
+            jobs: list[Arg] = []
+            for job_keys, job_args in plan.jobs if plan else ():
+                keys += job_keys
+                jobs += [job_args[0], job_args[1], len(job_args) - 2, *job_args[2:]]
             args: list[Arg] = [
                 version,
                 run_id,
@@ -711,8 +800,14 @@ class ReleaseStore:
                 json.dumps(list(platforms)),
                 json.dumps(list(components)),
                 source_ref,
+                request_id,
+                (plan.state if plan else State.QUEUED).value,
+                "1" if announce else "",
+                len(builds),
+                ",".join(plan.merges) if plan else "",
                 "1" if supersede else "0",
                 *builds,
+                *jobs,
             ]
             reply = await _CREATE(self.redis, keys, args)
             if reply[0] == "retry":
@@ -730,7 +825,7 @@ class ReleaseStore:
                 await self.audit(
                     version, release.run_id, requested_by, "requested-again", "", channel
                 )
-            return release, reply[0] == "created"
+            return release, reply[0] in ("created", "same")
         raise RuntimeError(f"could not create or find a run of {version}: too much contention")
 
     async def transition(
@@ -968,7 +1063,7 @@ class ReleaseStore:
         """Where the release's Slack status message lives (for chat.update)."""
         ok = await _STATUS_MESSAGE(
             self.redis,
-            [*self._guard_keys(version, run_id), self.keys.events],
+            [*self._guard_keys(version, run_id), self.keys.events, self.keys.status_outbox],
             [version, run_id, channel, ts, self.events_maxlen],
         )
         return bool(ok)
@@ -1283,6 +1378,7 @@ def _release(
         merges_claimed=frozenset(merges),
         approvals=approval_records,
         promotions=promotion_records,
+        request_id=run.get("request_id", ""),
     )
 
 

@@ -2,7 +2,9 @@
 
 `LatencyProxy` forwards TCP and delays every chunk by a fixed time each way (the path
 to a distant registry) without limiting throughput. `FaultProxy` forwards HTTP and
-answers 500 or 429 to chosen requests first, then lets them through.
+answers 500 or 429 to chosen requests first, then lets them through. `FreezeProxy`
+forwards TCP until a chosen request passes, then holds every reply on that connection
+(a client stopped at that exact point, for crash tests).
 """
 
 from __future__ import annotations
@@ -159,3 +161,80 @@ class FaultProxy:
                 if k.lower() not in ("content-length", "transfer-encoding", "connection")
             }
             return web.Response(status=upstream.status, body=data, headers=out_headers)
+
+
+class FreezeProxy:
+    """TCP forwarder that freezes the connection on which a chosen request passes: the
+    request reaches the server (which runs it), its reply and every later one on that
+    connection are held back, so the client waits, as if killed at that exact moment.
+
+    `trigger` is a byte string the request carries (a Redis key name, say); `frozen` is
+    set once such a request has been written to the server in full.
+    """
+
+    def __init__(self, target_host: str, target_port: int, trigger: bytes) -> None:
+        if not trigger:
+            raise ValueError("a trigger is needed")
+        self.target = (target_host, target_port)
+        self.trigger = trigger
+        self.port = 0
+        self.frozen = asyncio.Event()
+        self.held = 0  # reply bytes held back
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> FreezeProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        frozen = asyncio.Event()  # this connection's
+        up_writer: asyncio.StreamWriter | None = None
+
+        async def upstream(up: asyncio.StreamWriter) -> None:
+            tail = b""
+            while data := await reader.read(65536):
+                seen = tail + data
+                # Frozen before the request leaves: no byte of its reply gets through.
+                trip = not self.frozen.is_set() and self.trigger in seen
+                if trip:
+                    frozen.set()
+                up.write(data)
+                await up.drain()
+                if trip:
+                    self.frozen.set()
+                tail = seen[-len(self.trigger) :]
+            with contextlib.suppress(OSError):
+                up.write_eof()
+
+        async def downstream(up_reader: asyncio.StreamReader) -> None:
+            while data := await up_reader.read(65536):
+                if frozen.is_set():
+                    self.held += len(data)
+                    continue
+                writer.write(data)
+                await writer.drain()
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(upstream(up_writer), downstream(up_reader))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            for closing in (writer, up_writer):
+                if closing is not None:
+                    with contextlib.suppress(Exception):
+                        closing.close()

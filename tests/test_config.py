@@ -73,6 +73,7 @@ def test_the_defaults_describe_aibrix() -> None:
         backoff_cap_seconds=60.0,
         lease_seconds=60,
         key_prefix="aibrix",
+        claim_seconds=30,
     )
     assert config.staging_tag == "{version}-{arch}"
 
@@ -517,6 +518,10 @@ INVALID = [
      "out of range"),
     ("queue-lease-float", doc(extra="[queue]\nlease_seconds = 1.5"), "queue.lease_seconds",
      "must be an integer"),
+    ("queue-claim-zero", doc(extra="[queue]\nclaim_seconds = 0"), "queue.claim_seconds",
+     "out of range"),
+    ("queue-claim-over-an-hour", doc(extra="[queue]\nclaim_seconds = 3601"),
+     "queue.claim_seconds", "out of range"),
     ("queue-backoff-zero", doc(extra="[queue]\nbackoff_base_seconds = 0"),
      "queue.backoff_base_seconds", "out of range"),
     ("queue-backoff-nan", doc(extra="[queue]\nbackoff_base_seconds = nan"),
