@@ -404,6 +404,13 @@ def plain(text: str) -> Message:
     return Message(_clip(text, FALLBACK_LIMIT), text_sections(text.split("\n"), MAX_BLOCKS))
 
 
+def refusal(text: str) -> Message:
+    """A refusal built only from validated values (Slack ids checked by the handlers,
+    parsed versions, config names): its mentions and channel links render as Slack
+    shows them. Anything holding user text goes through `error_message`."""
+    return Message(_clip(text, FALLBACK_LIMIT), [section(":warning: " + text)])
+
+
 def error_message(text: str) -> Message:
     """A refusal: user input inside it is escaped."""
     safe = escape(text)

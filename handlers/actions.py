@@ -101,7 +101,7 @@ async def _refuse(
     await deps.pipeline.store.audit_refusal(
         release.version, release.run_id, origin.user, REFUSED[action], reason, origin.channel
     )
-    await _answer(respond, blocks.error_message(reason))
+    await _answer(respond, blocks.refusal(reason))
 
 
 async def _clicker_groups(

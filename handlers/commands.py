@@ -141,7 +141,7 @@ async def on_command(
         deps, client, command_action(parsed), origin.user, origin.channel
     )
     if refusal is not None:
-        error = blocks.error_message(refusal)
+        error = blocks.refusal(refusal)
         await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
         if isinstance(parsed, SyncCommand):
             # Every sync, refused or done, is audited; after the ack (Slack's 3 s).

@@ -237,7 +237,7 @@ async def test_item4_stranger_may_not_release_cancel_retry_or_sync(
 async def test_item4_commands_from_another_channel_are_refused(bot: Bot, text: str) -> None:
     before = await redis_state(bot)
     said = await command(bot, text, APPROVER, channel=OTHER)
-    assert said == f"this channel does not take release commands; use &lt;#{CHANNEL}&gt;"
+    assert said == f"this channel does not take release commands; use <#{CHANNEL}>"
     after = await redis_state(bot)
     change = changes(before, after)
     if text.startswith("sync"):
