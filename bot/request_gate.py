@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -98,6 +98,18 @@ def _optional(payload: Mapping[str, Any], key: str, kind: type) -> bool:
     return value is None or isinstance(value, kind)
 
 
+def is_response_url(value: object) -> bool:
+    """An http(s) URL with a host: what Slack sends as `response_url` on every command
+    and click. Without one the app could not say anything back."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("https", "http") and bool(parts.hostname)
+
+
 def click_is_well_formed(payload: Mapping[str, Any]) -> bool:
     """A block_actions payload with the fields Bolt and the handlers read, of the types
     Slack sends (values are checked later, by the handlers, with an answer)."""
@@ -112,10 +124,7 @@ def click_is_well_formed(payload: Mapping[str, Any]) -> bool:
             return False
         if not all(_optional(action, key, str) for key in ("value", "block_id", "action_ts")):
             return False
-    # Every click on a message carries the URL its answer goes to; without one (or with
-    # one that is not a URL) the app could not say anything back.
-    response_url = payload.get("response_url")
-    if not isinstance(response_url, str) or not response_url.startswith(("https://", "http://")):
+    if not is_response_url(payload.get("response_url")):
         return False
     objects = ("team", "channel", "container", "message", "enterprise", "state")
     if not all(_optional(payload, key, dict) for key in objects):
@@ -152,8 +161,10 @@ def parse_envelope(text: str, content_type: str | None) -> dict[str, Any] | None
         if not _is_obj(payload) or payload.get("type") != CLICK:
             return None
         return payload if click_is_well_formed(payload) else None
-    if form.get("command") or form.get("ssl_check"):
+    if form.get("ssl_check"):
         return form
+    if form.get("command"):
+        return form if is_response_url(form.get("response_url")) else None
     return None
 
 

@@ -58,11 +58,15 @@ def click(**changes: object) -> str:
 
 
 def test_item11_envelopes_slack_sends_are_read_as_bolt_reads_them() -> None:
-    command = urlencode({"command": "/aibrix", "text": "status payload", "user_id": "U1"})
+    hook = "https://hooks.slack.com/commands/T1/1/x"
+    command = urlencode(
+        {"command": "/aibrix", "text": "status payload", "user_id": "U1", "response_url": hook}
+    )
     assert parse_envelope(command, "application/x-www-form-urlencoded") == {
         "command": "/aibrix",
         "text": "status payload",
         "user_id": "U1",
+        "response_url": hook,
     }
     parsed = parse_envelope(click(), "application/x-www-form-urlencoded")
     assert parsed is not None and parsed["type"] == "block_actions"
@@ -79,6 +83,9 @@ def test_item11_envelopes_slack_sends_are_read_as_bolt_reads_them() -> None:
     [
         "",
         "text=status",
+        "command=%2Faibrix&text=status",  # no response_url (item 12)
+        "command=%2Faibrix&response_url=http%3A%2F%2F",
+        "command=%2Faibrix&response_url=file%3A%2F%2F%2Fetc%2Fpasswd",
         "payload=%7B",
         urlencode({"payload": "[]"}),
         urlencode({"payload": json.dumps({"type": "view_submission"})}),

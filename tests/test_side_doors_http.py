@@ -305,6 +305,11 @@ MALFORMED = {
     "JSON body broken": b'{"type": ',
     "JSON body without type": b'{"challenge": "x"}',
     "form without command": b"user_id=U0REQUESTER&text=status",
+    # Item 12: a command Slack sends always carries the URL its answer goes to.
+    "command without response_url": b"command=%2Faibrix&text=release+v9.9.9&user_id=U0APPROVER1&channel_id=C0RELEASES",
+    "command response_url not a URL": b"command=%2Faibrix&text=status&user_id=U0APPROVER1&channel_id=C0RELEASES&response_url=x",
+    "command response_url with no host": b"command=%2Faibrix&text=status&user_id=U0APPROVER1&channel_id=C0RELEASES&response_url=http%3A%2F%2F",
+    "command response_url javascript": b"command=%2Faibrix&text=status&user_id=U0APPROVER1&channel_id=C0RELEASES&response_url=javascript%3Aalert(1)",
     "empty body": b"",
 }
 
