@@ -24,8 +24,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot.slack_client import SignedSlackClient  # noqa: E402
-from bot.slack_standin import SlackStandIn  # noqa: E402
+from tests.support.slack_client import SignedSlackClient  # noqa: E402
+from tests.support.slack_standin import SlackStandIn  # noqa: E402
 
 TOKEN = "xoxb-bench-0000"
 SECRET = "bench-signing-secret-0123456789"

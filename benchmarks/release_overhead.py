@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from jobs.state import State  # noqa: E402
 from tests.conftest import lab_dir, load_lab  # noqa: E402
-from tests.pipeline_support import Setup, toml_config  # noqa: E402
+from tests.support.pipeline import Setup, toml_config  # noqa: E402
 
 
 def ms(event_id: str) -> int:

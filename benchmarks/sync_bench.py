@@ -52,8 +52,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import lab_dir, load_lab  # noqa: E402
-from tests.netproxy import LatencyProxy  # noqa: E402
-from tests.oci_push import OciPusher  # noqa: E402
+from tests.support.netproxy import LatencyProxy  # noqa: E402
+from tests.support.oci_push import OciPusher  # noqa: E402
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 COMPONENTS = (

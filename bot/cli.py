@@ -9,6 +9,7 @@ at all (or a registry could not be read or written by a sync).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -440,9 +441,19 @@ async def _audit_sync(
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo  # docker is needed only here
+    from bot import messages
 
-    return run_demo()
+    # The demo drives the product with the test stand-ins, so it is dev-only and the image
+    # does not ship it: it is loaded by name from the clone this CLI runs from, and the
+    # product never imports it.
+    clone = Path(__file__).resolve().parent.parent
+    if not (clone / "demo" / "run.py").is_file():
+        print(messages.demo_needs_a_clone(), file=sys.stderr)
+        return 2
+    if str(clone) not in sys.path:
+        sys.path.insert(0, str(clone))
+    demo = importlib.import_module("demo.run")
+    return int(demo.run_demo())
 
 
 COMMANDS = {"inspect": cmd_inspect, "sync": cmd_sync, "demo": cmd_demo}

@@ -1214,3 +1214,13 @@ def config_retention_out_of_range(value: object, high: int) -> str:
         f"{value} is not a retention: give a number of days above 0 and at most {high} "
         "(a fraction is allowed, such as 0.5)"
     )
+
+
+# ---- The demo (issue 11 item 7) ----------------------------------------------------------
+
+
+def demo_needs_a_clone() -> str:
+    return (
+        "aibrix-bot demo: the demo is not installed here; it runs from a clone of the "
+        "repository with scripts/demo"
+    )

@@ -1,6 +1,8 @@
-"""Fixtures that find the real lab services started by `scripts/lab up`.
+"""Fixtures that find the real lab services started by `scripts/lab up`, and the tier rule.
 
 In CI (CI=true) a missing service is a failure; elsewhere the test skips and says why.
+Every test is marked from the fixtures it uses (`integration`, `lab`), and a test under
+tests/unit that asks for a service fails the collection (tests/support/tiers.py).
 """
 
 from __future__ import annotations
@@ -11,19 +13,42 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
+from tests.support.tiers import markers_for, misplaced_in_unit
+
 REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "tests" / "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by the services its fixtures reach, and refuse a service test in
+    the unit tier: `scripts/test --unit` must never need the lab."""
+    misplaced: list[str] = []
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        for name in markers_for(used):
+            item.add_marker(name)
+        services = misplaced_in_unit(Path(item.path), used, UNIT)
+        if services:
+            misplaced.append(f"  {item.nodeid} uses {', '.join(services)}")
+    if misplaced:
+        raise pytest.UsageError(
+            "tests under tests/unit must not use a service; move these to "
+            "tests/integration (Redis, registry) or tests/lab (Docker):\n" + "\n".join(misplaced)
+        )
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def service_missing(reason: str) -> None:
-    """Fail in CI, skip elsewhere: a test that needs a service never passes without it."""
-    message = f"{reason} (start it with scripts/lab up)"
+def service_missing(reason: str, hint: str = "start it with scripts/lab up") -> NoReturn:
+    """Fail in CI, skip elsewhere: a test that needs a service never passes without it.
+    Every skip for a missing service or host capability goes through here."""
+    message = f"{reason} ({hint})"
     if _in_ci():
         pytest.fail(f"CI requires the lab: {message}", pytrace=False)
     pytest.skip(message)

@@ -1,0 +1,168 @@
+"""The sample project really builds: every component for linux/amd64, two for linux/arm64
+under QEMU, pushed to the lab registry; the pushed image is what the metadata file says
+and really is the platform it was built for; FAIL_ON_ARCH breaks arm64 only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.config import Config, load_config
+from jobs.platforms import Platform, parse_platform
+from jobs.versions import Version, parse_version
+from tests.conftest import Lab
+
+pytestmark = pytest.mark.lab
+
+SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "sample" / "aibrix-sample.toml"
+BROKEN_CONFIG = SAMPLE_CONFIG.with_name("aibrix-sample-broken-arm64.toml")
+AMD64 = parse_platform("linux/amd64")
+ARM64 = parse_platform("linux/arm64")
+VERSION = parse_version("v0.0.1-test.1")
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+
+def _sample(path: Path, lab: Lab, unique_repo: str) -> Config:
+    config = load_config(path)
+    return dataclasses.replace(config, repository=f"{lab.registry}/{unique_repo}")
+
+
+@pytest.fixture
+def sample(lab: Lab, docker_available: None, unique_repo: str) -> Config:
+    return _sample(SAMPLE_CONFIG, lab, unique_repo)
+
+
+@pytest.fixture
+def broken_sample(lab: Lab, docker_available: None, unique_repo: str) -> Config:
+    return _sample(BROKEN_CONFIG, lab, unique_repo)
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+    reference: str
+    metadata: Mapping[str, Any]
+
+
+def build(
+    config: Config, name: str, platform: Platform, version: Version, lab: Lab, out: Path
+) -> Built:
+    """One per-platform build the way a worker does it: the component's Dockerfile and
+    context from the config, its build args, pushed to its staging tag."""
+    from python_on_whales import docker
+
+    component = config.component(name)
+    assert config.source.directory is not None
+    paths = config.build_paths(component, config.source.directory)
+    reference = config.staging_reference(component, version, platform)
+    metadata_file = out / f"{name}-{platform.architecture}.json"
+    docker.buildx.build(
+        paths.context,
+        file=paths.dockerfile,
+        platforms=[str(platform)],
+        build_args={**component.build_args, "BASE_IMAGE": lab.base_image},
+        tags=[reference],
+        push=True,
+        metadata_file=metadata_file,
+        progress=False,
+    )
+    return Built(reference, json.loads(metadata_file.read_text()))
+
+
+def _get(url: str, accept: str | None = None) -> tuple[dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(response.headers), response.read()
+
+
+def published(lab: Lab, reference: str) -> tuple[str, dict[str, Any]]:
+    """The digest the registry serves for a tag, and the image config it points to."""
+    name, _, tag = reference.removeprefix(f"{lab.registry}/").rpartition(":")
+    base = f"http://{lab.registry}/v2/{name}"
+    headers, body = _get(f"{base}/manifests/{tag}", MANIFEST_TYPES)
+    manifest = json.loads(body)
+    assert "config" in manifest, f"{reference} is not a single image manifest: {manifest}"
+    _, config_blob = _get(f"{base}/blobs/{manifest['config']['digest']}")
+    return headers["Docker-Content-Digest"], json.loads(config_blob)
+
+
+@pytest.fixture
+def pulled() -> Iterator[list[str]]:
+    """References pulled into the local engine by a test, removed afterwards."""
+    from python_on_whales import docker
+
+    references: list[str] = []
+    yield references
+    if references:
+        docker.image.remove(references, force=True)
+
+
+def test_every_component_builds_for_amd64_and_two_for_arm64(
+    sample: Config, lab: Lab, tmp_path: Path, pulled: list[str]
+) -> None:
+    from python_on_whales import docker
+
+    jobs = [(name, AMD64) for name in sample.component_names]
+    jobs += [("gateway-plugins", ARM64), ("kvcache-watcher", ARM64)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            job: pool.submit(build, sample, job[0], job[1], VERSION, lab, tmp_path) for job in jobs
+        }
+        results = {job: future.result() for job, future in futures.items()}
+
+    for (name, platform), built in results.items():
+        assert built.reference == (f"{sample.repository}/{name}:{VERSION}-{platform.architecture}")
+        digest = built.metadata["containerimage.digest"]
+        assert digest.startswith("sha256:") and len(digest) == len("sha256:") + 64
+        served_digest, image_config = published(lab, built.reference)
+        assert served_digest == digest
+        assert (image_config["os"], image_config["architecture"]) == (
+            platform.os,
+            platform.architecture,
+        )
+        assert image_config["config"]["Cmd"] == ["/bin/sh", "/opt/aibrix/bin/main.sh"]
+
+    # The images run and say what they are, natively and under QEMU.
+    for name, platform, machine in (
+        ("runtime", AMD64, "x86_64"),
+        ("gateway-plugins", ARM64, "aarch64"),
+    ):
+        reference = results[(name, platform)].reference
+        pulled.append(reference)
+        output = docker.run(reference, remove=True, platform=str(platform))
+        assert isinstance(output, str)
+        first_line = output.splitlines()[0]
+        assert first_line == f"aibrix-sample {name} {machine} (built for {machine})"
+
+
+def test_fail_on_arch_breaks_the_arm64_build_only(
+    broken_sample: Config, lab: Lab, tmp_path: Path
+) -> None:
+    from python_on_whales import DockerException
+
+    assert broken_sample.component("runtime").build_args["FAIL_ON_ARCH"] == "aarch64"
+    amd64 = build(broken_sample, "runtime", AMD64, VERSION, lab, tmp_path)
+    assert published(lab, amd64.reference)[0] == amd64.metadata["containerimage.digest"]
+
+    with pytest.raises(DockerException) as caught:
+        build(broken_sample, "runtime", ARM64, VERSION, lab, tmp_path)
+    assert "runtime: unsupported on aarch64" in (caught.value.stderr or "")
+    # Nothing was pushed for arm64: the staging tag does not exist.
+    arm64_reference = broken_sample.staging_reference("runtime", VERSION, ARM64)
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        published(lab, arm64_reference)
+    assert missing.value.code == 404
