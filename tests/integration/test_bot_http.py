@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -35,6 +35,7 @@ from tests.support.bot import (
     make_ready,
 )
 from tests.support.oci_push import OciPusher, entry
+from tests.support.streams import stream_entries
 
 __all__ = ["bot"]  # the fixture
 
@@ -188,7 +189,7 @@ async def test_approval_matrix(bot: Bot) -> None:
 
     # The first approval expires: make it as old as an approval given TTL + 1 s ago.
     key = bot.pipeline.keys.approvals("v1.0.0", release.run_id)
-    recorded = json.loads(await bot.server.redis.hget(key, APPROVER))
+    recorded = json.loads(cast(str, await bot.server.redis.hget(key, APPROVER)))
     recorded["at"] = int((bot.now[0] - TTL - 1) * 1000)  # by the bot's clock
     await bot.server.redis.hset(key, APPROVER, json.dumps(recorded))
     said = await click(bot, "approve_release", GROUPIE, ts)  # an approver through the group
@@ -200,7 +201,7 @@ async def test_approval_matrix(bot: Bot) -> None:
     assert "2 of 2 approvals" in said and "promotion is queued" in said
     final = await store.load("v1.0.0")
     assert final.state is State.APPROVED
-    jobs = await bot.server.redis.xrange(bot.pipeline.keys.job_stream(None))
+    jobs = await stream_entries(bot.server.redis, bot.pipeline.keys.job_stream(None))
     assert [json.loads(f["job"])["kind"] for _, f in jobs].count("promote") == 1
     audit = [e for e in await store.audit_entries(100) if e["version"] == "v1.0.0"]
     assert {"approved", "approval-refused"} <= {e["action"] for e in audit}

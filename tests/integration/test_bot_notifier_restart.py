@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -31,6 +32,7 @@ from tests.support.bot import (
     running_bot,
 )
 from tests.support.slack_standin import SlackStandIn
+from tests.support.streams import newest_entries
 
 
 def test_the_cursor_stops_before_the_first_event_a_run_has_not_shown() -> None:
@@ -103,10 +105,10 @@ async def test_events_while_the_bot_was_down_reach_the_message_after_restart(
     async with running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as bot:
         run_id, ts = await _started(bot, "v4.0.0")
     # The bot is down. The release is cancelled meanwhile: its events are written.
-    saved = await pipeline.redis.get(pipeline.keys.notifier_cursor)
+    saved = cast(str | None, await pipeline.redis.get(pipeline.keys.notifier_cursor))
     cancelled = await pipeline.cancel("v4.0.0", REQUESTER)
     assert cancelled.state is State.CANCELLED
-    newest = await pipeline.redis.xrevrange(pipeline.keys.events, count=1)
+    newest = await newest_entries(pipeline.redis, pipeline.keys.events)
     assert saved is not None and stream_id_key(saved) < stream_id_key(newest[0][0])
     message = standin.message(CHANNEL, ts)
     assert message is not None and "cancelled" not in json.dumps(message.blocks)
@@ -116,7 +118,8 @@ async def test_events_while_the_bot_was_down_reach_the_message_after_restart(
         async with asyncio.timeout(20):
             while await pipeline.redis.get(pipeline.keys.notifier_cursor) != newest[0][0]:
                 await asyncio.sleep(0.05)
-    assert (await pipeline.store.load("v4.0.0", run_id)).state is State.CANCELLED
+    final = await pipeline.store.load("v4.0.0", run_id)
+    assert final is not None and final.state is State.CANCELLED
 
 
 async def test_a_first_start_begins_at_the_newest_event(
@@ -132,7 +135,7 @@ async def test_a_first_start_begins_at_the_newest_event(
         _, ts = await _started(bot, "v4.1.0")
     await pipeline.redis.delete(pipeline.keys.notifier_cursor)  # as if never run before
     await pipeline.cancel("v4.1.0", REQUESTER)
-    newest = await pipeline.redis.xrevrange(pipeline.keys.events, count=1)
+    newest = await newest_entries(pipeline.redis, pipeline.keys.events)
     async with running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as bot:
         assert bot.server.notifier.after == newest[0][0]
     message = standin.message(CHANNEL, ts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from handlers.parse import action_delivery, command_delivery
 from tests.support.bot import APPROVER, REQUESTER, Bot, answer, bot, make_ready
@@ -18,7 +19,7 @@ def test_a_delivery_is_known_by_its_trigger_or_its_click() -> None:
     assert command_delivery(command) == command_delivery(dict(command))
     assert command_delivery(command) != command_delivery({**command, "trigger_id": "1.3.abc"})
     assert command_delivery({**command, "trigger_id": ""}) is None
-    click = {
+    click: dict[str, Any] = {
         "team": {"id": "T1"},
         "user": {"id": "U1"},
         "container": {"channel_id": "C1", "message_ts": "1.000100"},

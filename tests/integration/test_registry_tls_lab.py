@@ -155,7 +155,7 @@ async def test_sync_and_inspect_over_tls(
         "sync", VERSION, "--to", "tls", "--config", str(config), "--json", env=env
     )
     assert synced.code == 0, synced.stdout + synced.stderr
-    (mirror,) = synced.json["mirrors"]  # type: ignore[misc]
+    (mirror,) = synced.json["mirrors"]
     (item,) = mirror["components"]
     assert item["status"] == "copied" and item["final_digest"] == source.digest
 
@@ -171,7 +171,7 @@ async def test_sync_and_inspect_over_tls(
         "sync", VERSION, "--to", "tls", "--config", str(config), "--json", env=env
     )
     assert again.code == 0, again.stdout + again.stderr
-    assert again.json["mirrors"][0]["components"][0]["status"] == "up-to-date"  # type: ignore[index]
+    assert again.json["mirrors"][0]["components"][0]["status"] == "up-to-date"
 
 
 async def test_a_certificate_nobody_trusts_is_refused_and_nothing_is_written(

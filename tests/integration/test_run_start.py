@@ -25,6 +25,7 @@ from jobs.state import BuildState, State
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, COMPONENTS, REQUESTER, TOKEN, config_text
 from tests.support.slack_standin import SlackStandIn
+from tests.support.streams import stream_entries
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 DIGEST = "sha256:" + "ab" * 32
@@ -58,7 +59,7 @@ async def jobs_of(pipeline: Pipeline, run_id: str) -> list[tuple[str, str, str]]
     keys = pipeline.keys
     found = []
     for stream in (*(keys.job_stream(p) for p in PLATFORMS), keys.control_stream):
-        for _, fields in await pipeline.redis.xrange(stream):
+        for _, fields in await stream_entries(pipeline.redis, stream):
             job = json.loads(fields["job"])
             if job["run_id"] == run_id:
                 found.append((job["kind"], job["component"], job["platform"] or ""))

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
@@ -47,6 +47,7 @@ from tests.support.netproxy import FreezeProxy
 from tests.support.pipeline import BOT
 from tests.support.slack_client import SignedResponse, SignedSlackClient
 from tests.support.slack_standin import SlackStandIn
+from tests.support.streams import stream_entries
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 # Short, so that the test waits little for a dead handler's claim to run out.
@@ -198,7 +199,7 @@ async def _jobs_of(crash: Lab6, version: str, run_id: str) -> list[tuple[str, st
         *(crash.keys.job_stream(p) for p in PLATFORMS),
         crash.keys.control_stream,
     ):
-        for _, fields in await crash.redis.xrange(stream):
+        for _, fields in await stream_entries(crash.redis, stream):
             job = json.loads(fields["job"])
             if job["release"] == version and job["run_id"] == run_id:
                 found.append((job["kind"], job["component"], job["platform"] or ""))
@@ -210,7 +211,7 @@ async def _runs(crash: Lab6, version: str) -> list[str]:
 
 
 async def _run(crash: Lab6, version: str, run_id: str) -> dict[str, Any]:
-    return dict(await crash.redis.hgetall(crash.keys.run(version, run_id)))
+    return dict(cast(dict[str, str], await crash.redis.hgetall(crash.keys.run(version, run_id))))
 
 
 def _live_messages(crash: Lab6, version: str) -> list[Any]:

@@ -25,6 +25,7 @@ from tests.support.oci_push import OciPusher
 from tests.support.pipeline import Setup, toml_config
 from tests.support.slack_client import SignedSlackClient
 from tests.support.slack_standin import SlackStandIn
+from tests.support.streams import stream_entries
 from tests.support.sync import craft_component
 
 TOKEN = "xoxb-promote-mirror-0000"
@@ -139,7 +140,7 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                 assert "already holds" in text and "approve_release" not in text
 
                 async def audited() -> list[str]:
-                    entries = await server.redis.xrange(server.deps.pipeline.keys.audit)
+                    entries = await stream_entries(server.redis, server.deps.pipeline.keys.audit)
                     return [f["action"] for _, f in entries if f.get("version") == VERSION]
 
                 # Neither the requester nor a stranger can confirm; nothing changes.
@@ -170,7 +171,7 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                     latest = f"{lab.mirror_registry}/{namespace}/{component}:latest"
                     assert promoted.promotions[latest].ok
                     assert await mirror_digest(lab, namespace, component, "latest") == index.digest
-                entries = await server.redis.xrange(server.deps.pipeline.keys.audit)
+                entries = await stream_entries(server.redis, server.deps.pipeline.keys.audit)
                 (confirmed,) = [f for _, f in entries if f.get("action") == "overwrite-confirmed"]
                 assert confirmed["actor"] == APPROVER and held.digest in confirmed["detail"]
                 await shown("promoted")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from jobs.state import State
+from jobs.versions import parse_version
 from tests.conftest import REPO, Lab
 from tests.support.pipeline import BOT, SAMPLE, Setup, toml_config
 
@@ -170,7 +171,7 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(
     assert code == 0, out + err + setup.tail_logs()
     assert f"{VERSION}: ready" in out
     release = await setup.wait_for(VERSION, [State.READY])
-    reference = setup.config.release_reference(COMPONENT, release.version)
+    reference = setup.config.release_reference(COMPONENT, parse_version(release.version))
 
     # The project's own gate, as CI would run it: exit 0 and both platforms really there.
     gate = subprocess.run([BOT, "inspect", "--json", reference], capture_output=True, text=True)

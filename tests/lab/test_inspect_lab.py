@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,8 +32,9 @@ class Result:
     stderr: str
 
     @property
-    def json(self) -> list[dict[str, object]]:
-        return json.loads(self.stdout)
+    def json(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = json.loads(self.stdout)
+        return data
 
 
 async def run_bot(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -99,7 +101,7 @@ async def test_healthy_two_platform_index(built: BuiltImages) -> None:
     assert report["verdict"] == "ok"
     assert report["missing"] == []
     assert report["reference"] == f"{built.repo}:healthy"
-    platforms = {p["platform"]: p for p in report["platforms"]}  # type: ignore[index,union-attr]
+    platforms = {p["platform"]: p for p in report["platforms"]}
     assert set(platforms) == {"linux/amd64", "linux/arm64"}
     assert platforms["linux/amd64"]["digest"] == built.amd64
     assert platforms["linux/arm64"]["digest"] == built.arm64
@@ -119,7 +121,7 @@ async def test_incident_arm64_only_list_is_missing_amd64(built: BuiltImages) -> 
     [report] = result.json
     assert report["verdict"] == "missing"
     assert report["missing"] == ["linux/amd64"]
-    assert [p["platform"] for p in report["platforms"]] == ["linux/arm64"]  # type: ignore[union-attr]
+    assert [p["platform"] for p in report["platforms"]] == ["linux/arm64"]
     text = await run_bot("inspect", ref)
     assert text.code == 1
     assert f"{ref} is missing linux/amd64; the index has linux/arm64 only" in text.stdout
@@ -183,7 +185,7 @@ async def test_oci_index_with_attestations(
     assert result.code == 0, result.stdout
     assert report["verdict"] == "ok"
     assert report["attestations"] == 2
-    assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm64"]  # type: ignore[union-attr]
+    assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm64"]
 
 
 async def test_entry_whose_config_says_another_architecture(
@@ -200,7 +202,7 @@ async def test_entry_whose_config_says_another_architecture(
     assert result.code == 1
     assert report["verdict"] == "mismatch"
     assert report["missing"] == ["linux/amd64"]
-    statuses = {p["platform"]: p["status"] for p in report["platforms"]}  # type: ignore[union-attr]
+    statuses = {p["platform"]: p["status"] for p in report["platforms"]}
     assert statuses == {"linux/amd64": "mismatch", "linux/arm64": "ok"}
     text = await run_bot("inspect", f"{lab.registry}/{crafted_repo}:v1")
     assert "is really linux/arm64" in text.stdout
@@ -247,7 +249,7 @@ async def test_arm_v7_does_not_satisfy_arm64(
     [report] = result.json
     assert report["verdict"] == "missing"
     assert report["missing"] == ["linux/arm64"]
-    assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm/v7"]  # type: ignore[union-attr]
+    assert [p["platform"] for p in report["platforms"]] == ["linux/amd64", "linux/arm/v7"]
     assert result.code == 1
 
 
@@ -281,7 +283,7 @@ async def test_deleted_child_is_unresolvable(
     assert result.code == 1
     assert report["verdict"] == "mismatch"
     assert report["missing"] == ["linux/amd64"]
-    amd_entry = report["platforms"][0]  # type: ignore[index]
+    amd_entry = report["platforms"][0]
     assert amd_entry["status"] == "unresolvable"
     assert amd_entry["digest"] == amd.digest
 

@@ -268,7 +268,7 @@ async def test_two_workers_of_one_platform_race(setup: Setup) -> None:
         assert set(pushed.values()) == {1} and len(pushed) == 10
     finally:
         await pipeline.redis.aclose()
-    builds_per_worker = Counter()
+    builds_per_worker: Counter[str] = Counter()
     for worker in setup.workers:
         builds_per_worker[worker.worker_id] = worker.log.read_text().count('"message": "pushed ')
     assert sum(builds_per_worker.values()) == 10, builds_per_worker
@@ -427,7 +427,7 @@ async def test_cancel_stops_queued_and_running_builds(
                     break
                 await asyncio.sleep(0.1)
             assert states == {BuildState.CANCELLED}, states
-            assert release.indexes == {}
+            assert release is not None and release.indexes == {}
             depth = await pipeline.queue.depth(pipeline.keys.job_stream("linux/arm64"))
             assert depth.total == 0, "queued arm64 builds were removed"
         finally:

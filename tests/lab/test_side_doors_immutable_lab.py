@@ -46,6 +46,7 @@ from tests.support.bot import (
 )
 from tests.support.netproxy import LatencyProxy
 from tests.support.oci_push import OciPusher, entry
+from tests.support.streams import stream_entries
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 PLATFORMS = ["linux/amd64", "linux/arm64"]
@@ -148,7 +149,7 @@ async def promoted(bot: Bot, version: str) -> Release:
     approved = await bot.pipeline.store.load(version)
     async with RegistryClient(bot.server.deps.registry) as client:
         assert await promote(bot.pipeline, promote_job(approved), client) is State.PROMOTED
-    done = await bot.pipeline.store.load(version)
+    done: Release | None = await bot.pipeline.store.load(version)
     assert done is not None and done.state is State.PROMOTED
     return done
 
@@ -389,7 +390,7 @@ async def test_item9_double_confirm_overwrite_enqueues_one_promotion(bot: Bot) -
     said = await click(bot, "confirm_overwrite", GROUPIE, release.status_ts)  # another approver
     assert "already confirmed" in said
 
-    jobs = await bot.server.redis.xrange(bot.pipeline.keys.control_stream)
+    jobs = await stream_entries(bot.server.redis, bot.pipeline.keys.control_stream)
     promotions = [
         json.loads(f["job"]) for _, f in jobs if json.loads(f["job"])["kind"] == "promote"
     ]

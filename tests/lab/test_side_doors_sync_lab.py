@@ -39,6 +39,7 @@ from tests.support.bot import (
 )
 from tests.support.oci_push import OciPusher, entry
 from tests.support.pipeline import SAMPLE, Setup
+from tests.support.streams import stream_entries
 
 SYNCER = "U0SYNCER"  # holds the sync role, is no approver
 MIRROR = "lab-mirror"
@@ -112,7 +113,7 @@ async def command(bot: Bot, user: str, text: str) -> tuple[str, str]:
 
 
 async def sync_jobs(bot: Bot) -> list[dict[str, Any]]:
-    entries = await bot.server.redis.xrange(bot.pipeline.keys.control_stream)
+    entries = await stream_entries(bot.server.redis, bot.pipeline.keys.control_stream)
     jobs = [json.loads(fields["job"]) for _, fields in entries]
     return [job for job in jobs if job["kind"] == "sync"]
 

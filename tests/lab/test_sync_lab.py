@@ -156,14 +156,14 @@ async def sync_in_process(
     docker_config: Path,
     *,
     progress: Callable[[ProgressEvent], None] | None = None,
-    **options: bool,
+    deep: bool = False,
 ) -> tuple[SyncReport, RegistryClient]:
     config = load_config(config_path)
     targets = resolve_mirrors(config, mirrors)
     client = RegistryClient(docker_config=DockerConfig.load({"DOCKER_CONFIG": str(docker_config)}))
     async with client:
         report = await sync_release(
-            client, config, parse_version(VERSION), targets, progress=progress, **options
+            client, config, parse_version(VERSION), targets, progress=progress, deep=deep
         )
     return report, client
 
@@ -385,7 +385,7 @@ async def test_cold_sync_preserves_digests_and_docker_pulls_every_platform(
     assert result.code == 0, result.stdout + result.stderr
     data = result.json
     assert data["status"] == "synced"
-    for mirror in data["mirrors"]:  # type: ignore[attr-defined]
+    for mirror in data["mirrors"]:
         for item in mirror["components"]:
             assert item["status"] == "copied", item
             assert item["final_digest"] == built_release.digests[item["component"]]
@@ -440,7 +440,7 @@ async def test_warm_sync_sends_only_heads(
     assert warm.code == 0, warm.stdout + warm.stderr
     assert dict(proxy.methods) == {"HEAD": len(COMPONENTS)}
     assert proxy.bytes_in == 0
-    [mirror] = warm.json["mirrors"]  # type: ignore[misc]
+    [mirror] = warm.json["mirrors"]
     assert [c["status"] for c in mirror["components"]] == ["up-to-date"] * len(COMPONENTS)
     assert [c["final_digest"] for c in mirror["components"]] == [
         built_release.digests[c] for c in COMPONENTS
@@ -731,7 +731,7 @@ async def test_a_mirror_tag_with_another_digest_is_not_overwritten_unless_allowe
         "sync", VERSION, "--to", "m", "--config", str(config), "--json", env=env
     )
     assert refused.code == 1, refused.stdout + refused.stderr
-    runtime, gateway = refused.json["mirrors"][0]["components"]  # type: ignore[index]
+    runtime, gateway = refused.json["mirrors"][0]["components"]
     assert runtime["status"] == "refused" and runtime["final_digest"] == other.digest
     assert "already holds" in runtime["reason"] and "was not overwritten" in runtime["reason"]
     assert gateway["status"] == "copied"
@@ -751,7 +751,7 @@ async def test_a_mirror_tag_with_another_digest_is_not_overwritten_unless_allowe
         "inspect", "--across", VERSION, "--config", str(config), "--json", env=env
     )
     assert drift.code == 1
-    rows = {r["component"]: r for r in drift.json["rows"]}  # type: ignore[attr-defined]
+    rows = {r["component"]: r for r in drift.json["rows"]}
     assert rows["runtime"]["mirrors"][0]["status"] == "different"
     assert rows["gateway-plugins"]["mirrors"][0]["status"] == "same"
 
@@ -787,7 +787,7 @@ async def test_drift_view_flags_missing_and_unreadable_mirrors(
     assert drift.code == 1
     data = drift.json
     assert data["mirrors"] == ["empty", "synced"]
-    for row in data["rows"]:  # type: ignore[attr-defined]
+    for row in data["rows"]:
         assert row["source_digest"] == built_release.digests[row["component"]]
         assert [c["status"] for c in row["mirrors"]] == ["missing", "same"]
     text = await run_bot("inspect", "--across", VERSION, "--config", str(config), env=env)

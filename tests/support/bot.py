@@ -220,7 +220,7 @@ async def make_ready(bot: Bot, version: str) -> Release:
     from handlers.context import post_status_message
 
     await post_status_message(bot.server.deps, _client(bot), ready)
-    loaded = await store.load(version, release.run_id)
+    loaded: Release | None = await store.load(version, release.run_id)
     assert loaded is not None
     await bot.wait_message(loaded.status_ts, "approve_release")
     return loaded

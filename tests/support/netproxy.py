@@ -79,7 +79,7 @@ class LatencyProxy:
         self.connections += 1
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         try:
             # The connect itself crosses the slow path too: one round trip.
             await asyncio.sleep(2 * self.delay)
@@ -88,7 +88,7 @@ class LatencyProxy:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
 
@@ -199,7 +199,7 @@ class FreezeProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         frozen = asyncio.Event()  # this connection's
         up_writer: asyncio.StreamWriter | None = None
 
@@ -233,7 +233,7 @@ class FreezeProxy:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             for closing in (writer, up_writer):
                 if closing is not None:
                     with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -33,8 +34,9 @@ class Result:
     stderr: str
 
     @property
-    def json(self) -> dict[str, object]:
-        return json.loads(self.stdout)  # type: ignore[no-any-return]
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.stdout)
+        return data
 
 
 async def run_bot(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -6,12 +6,15 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import overload
 
 import pytest
 
 from jobs.auth import (
     AuthFlowError,
+    Authorization,
     Challenge,
+    TokenRequest,
     TokenResponse,
     authorization_flow,
     parse_challenge,
@@ -39,9 +42,22 @@ def test_parse_bearer_challenge() -> None:
     assert parse_challenge('Basic realm="lab"') == Challenge("basic", {"realm": "lab"})
 
 
+@overload
+def run_flow(
+    challenge: Challenge, creds: Credentials | None, response: None = None
+) -> tuple[None, Authorization]: ...
+
+
+@overload
+def run_flow(
+    challenge: Challenge, creds: Credentials | None, response: TokenResponse
+) -> tuple[TokenRequest, Authorization]: ...
+
+
 def run_flow(
     challenge: Challenge, creds: Credentials | None, response: TokenResponse | None = None
-):  # type: ignore[no-untyped-def]
+) -> tuple[TokenRequest | None, Authorization]:
+    """The flow run to its end: the token request it made (none without `response`)."""
     flow = authorization_flow(challenge, "repository:a/b:pull", creds)
     try:
         request = next(flow)

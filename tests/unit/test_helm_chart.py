@@ -162,7 +162,7 @@ EXTERNAL_DOCKER = {
         "external": {"host": "tcp://docker-builder.build.svc:2376", "tlsSecret": "docker-tls"},
     }
 }
-EVERYTHING_ON = {
+EVERYTHING_ON: dict[str, Any] = {
     "image": {"repository": "registry.example.com/aibrix/aibrix-release-bot",
               "digest": "sha256:" + "ab" * 32},
     "imagePullSecrets": [{"name": "pull"}],
@@ -190,7 +190,7 @@ EVERYTHING_ON = {
     },
 }  # fmt: skip
 
-VALUE_SETS = {
+VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "socket-mode": SOCKET_MODE,
     "external-redis": EXTERNAL_REDIS,
@@ -269,7 +269,8 @@ def secret_ref(env: dict[str, dict[str, Any]], name: str) -> tuple[str, str]:
 
 
 def bot_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return named(docs, "Deployment", f"{FULL}-bot")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = named(docs, "Deployment", f"{FULL}-bot")["spec"]["template"]["spec"]
+    return spec
 
 
 def workers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

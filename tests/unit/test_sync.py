@@ -51,7 +51,6 @@ from jobs.sync import (
     DigestRead,
     DriftStatus,
     GateProblem,
-    Mirror,
     MirrorReport,
     SyncInputError,
     SyncReport,
@@ -60,10 +59,10 @@ from jobs.sync import (
     drift_table,
     gate_problems,
     parse_sync_request,
-    release_jobs,
     resolve_mirrors,
     sync_report_data,
 )
+from jobs.sync_request import Mirror, release_jobs
 from jobs.verdict import EntryFacts, judge, unreadable
 from jobs.versions import ComponentError, parse_version
 from tests.conftest import REPO
