@@ -16,10 +16,10 @@ from typing import Any
 from bot import messages
 from bot.follow import StepProgress
 from handlers.parse import button_value
-from jobs.inspection import Inspection
-from jobs.state import BuildState, Release, State, pending_overwrites
-from jobs.sync_job import SyncRecord
-from jobs.verdict import EntryStatus
+from jobs.domain.release import BuildState, Release, State, pending_overwrites
+from jobs.domain.verdict import EntryStatus
+from jobs.registry.inspection import Inspection
+from jobs.usecases.sync_job import SyncRecord
 
 Block = dict[str, Any]
 

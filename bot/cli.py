@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 # over a second, and are imported only when one of them (or the top-level help) is
 # asked for. `python -X importtime .venv/bin/aibrix-bot sync --help` shows what is left.
 if TYPE_CHECKING:
-    from jobs.config import Config
-    from jobs.inspection import Inspection
-    from jobs.platforms import Platform
-    from jobs.references import Reference
-    from jobs.registry import RegistrySettings
-    from jobs.sync import ProgressEvent, SyncRequest
+    from jobs.domain.config import Config
+    from jobs.domain.platforms import Platform
+    from jobs.domain.references import Reference
+    from jobs.registry.client import RegistrySettings
+    from jobs.registry.inspection import Inspection
+    from jobs.usecases.sync import ProgressEvent, SyncRequest
 
 LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
 
@@ -152,7 +152,7 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
 
 
 def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
-    from jobs.platforms import DEFAULT_PLATFORMS, parse_platform_list
+    from jobs.domain.platforms import DEFAULT_PLATFORMS, parse_platform_list
 
     if args.require is not None:
         return parse_platform_list(args.require)
@@ -162,7 +162,7 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
 
 
 def _parse_refs(texts: Sequence[str]) -> list[Reference]:
-    from jobs.references import parse_reference
+    from jobs.domain.references import parse_reference
 
     return [parse_reference(text) for text in texts]
 
@@ -170,15 +170,15 @@ def _parse_refs(texts: Sequence[str]) -> list[Reference]:
 async def _inspect(
     refs: Sequence[Reference], required: Sequence[Platform], settings: RegistrySettings
 ) -> list[Inspection]:
-    from jobs.inspection import inspect_many
-    from jobs.registry import RegistryClient
+    from jobs.registry.client import RegistryClient
+    from jobs.registry.inspection import inspect_many
 
     async with RegistryClient(settings) as client:
         return await inspect_many(client, refs, required)
 
 
 def _load_config(args: argparse.Namespace) -> Config:
-    from jobs.config import ConfigError, load_config
+    from jobs.domain.config import ConfigError, load_config
 
     try:
         return load_config(Path(args.config) if args.config else None)
@@ -193,9 +193,9 @@ def _release_inputs(
     component_texts: Sequence[str] | None = None,
 ) -> tuple[Config, SyncRequest, frozenset[str]]:
     """Config, the validated request and insecure hosts, all before any I/O."""
-    from jobs.endpoints import insecure_from_env, parse_insecure_registries
-    from jobs.references import InvalidReferenceError
-    from jobs.sync_request import SyncInputError, parse_sync_request
+    from jobs.domain.references import InvalidReferenceError
+    from jobs.domain.sync_request import SyncInputError, parse_sync_request
+    from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
 
     config = _load_config(args)
     try:
@@ -207,9 +207,9 @@ def _release_inputs(
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from jobs.endpoints import insecure_from_env, parse_insecure_registries
-    from jobs.platforms import PlatformError
-    from jobs.references import InvalidReferenceError
+    from jobs.domain.platforms import PlatformError
+    from jobs.domain.references import InvalidReferenceError
+    from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
 
     if args.across is not None:
         if args.refs:
@@ -229,8 +229,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.report import inspection_tables
-    from jobs.inspection import inspection_json
-    from jobs.registry import RegistrySettings
+    from jobs.registry.client import RegistrySettings
+    from jobs.registry.inspection import inspection_json
 
     inspections = asyncio.run(
         _inspect(refs, required, RegistrySettings(insecure_registries=insecure))
@@ -248,8 +248,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _inspect_across(args: argparse.Namespace) -> int:
     from bot import messages
-    from jobs.registry import RegistryClient, RegistrySettings
-    from jobs.sync import DriftRow, drift_data, gather_drift
+    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.usecases.sync import DriftRow, drift_data, gather_drift
 
     config = _load_config(args)
     mirror_texts = args.to or sorted(config.mirrors)
@@ -278,7 +278,7 @@ class _TerminalProgress:
 
     def __init__(self, stream: TextIO, copies: int) -> None:
         from bot import messages
-        from jobs.sync import ProgressKind
+        from jobs.usecases.sync import ProgressKind
 
         self._kinds, self._messages = ProgressKind, messages
         self.stream = stream
@@ -327,11 +327,11 @@ class _TerminalProgress:
 
 def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
     """Input is valid: start a connection per first request to each registry, made while
-    the network code is imported (`jobs.preconnect`)."""
+    the network code is imported (`jobs.registry.preconnect`)."""
     from collections import Counter
 
-    from jobs import preconnect
-    from jobs.endpoints import default_port, scheme_for
+    from jobs.registry import preconnect
+    from jobs.registry.endpoints import default_port, scheme_for
 
     preconnect.start(
         (*preconnect.host_port(host, default_port(scheme_for(host, insecure))), count)
@@ -340,15 +340,15 @@ def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from jobs.sync_request import release_jobs
+    from jobs.domain.sync_request import release_jobs
 
     config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
     jobs = release_jobs(config, request.version, request.mirrors, request.components)
     sources = {job.component: job.source.api_host for job in jobs}  # one index read each
     _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
     from bot import messages
-    from jobs.registry import RegistryClient, RegistrySettings
-    from jobs.sync import SyncReport, sync_release, sync_report_data
+    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.usecases.sync import SyncReport, sync_release, sync_report_data
 
     components = request.components
     count = len(request.mirrors) * len(components or config.component_names)
@@ -389,7 +389,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if audit is not None:
                 await audit.redis.aclose()
 
-    from jobs.connections import RedisConnectError
+    from jobs.store.connections import RedisConnectError
 
     try:
         import asyncio
@@ -409,9 +409,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 async def _open_audit(url: str, config: Config) -> Any:
     """The release store on the bot's Redis, to audit a command-line sync in."""
-    from jobs.connections import RedisSettings, RedisSettingsError, connect
-    from jobs.keys import Keys
-    from jobs.state import ReleaseStore
+    from jobs.store.connections import RedisSettings, RedisSettingsError, connect
+    from jobs.store.keys import Keys
+    from jobs.store.releases import ReleaseStore
 
     try:
         settings = RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)

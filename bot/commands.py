@@ -1,8 +1,8 @@
 """The pipeline's subcommands: release, status, cancel, retry, worker.
 
-They run the same `jobs.pipeline` code the Slack bot calls. Invalid input raises
+They run the same `jobs.usecases.pipeline` code the Slack bot calls. Invalid input raises
 `UsageError` (exit 2) before Redis is touched. Release, cancel and retry ask the same
-permission table as Slack (`jobs.permissions.authorize`), as the operator (`cli:$USER`),
+permission table as Slack (`jobs.domain.permissions.authorize`), as the operator (`cli:$USER`),
 and are audited with `where` = `cli`.
 """
 
@@ -24,16 +24,16 @@ import redis.asyncio as aioredis
 
 from bot.follow import Display, StepProgress, apply_event, release_lines
 from bot.messages import short_digest
-from jobs import logs
-from jobs.build import BuilderError
-from jobs.config import Config, ConfigError, load_config
-from jobs.connections import RedisConnectError, RedisSettings, RedisSettingsError, connect
-from jobs.permissions import Action, Actor, authorize, operator
-from jobs.pipeline import Pipeline, ReleaseInputError, ReleaseNotFound, plan_release
-from jobs.platforms import PlatformError, parse_platform
-from jobs.registry import RegistrySettings, insecure_from_env
-from jobs.state import Release, State
-from jobs.worker import Worker, WorkerSettings
+from jobs.domain.config import Config, ConfigError, load_config
+from jobs.domain.permissions import Action, Actor, authorize, operator
+from jobs.domain.platforms import PlatformError, parse_platform
+from jobs.domain.release import Release, State
+from jobs.registry.client import RegistrySettings, insecure_from_env
+from jobs.runtime import logs
+from jobs.runtime.worker import Worker, WorkerSettings
+from jobs.store.connections import RedisConnectError, RedisSettings, RedisSettingsError, connect
+from jobs.tools.build import BuilderError
+from jobs.usecases.pipeline import Pipeline, ReleaseInputError, ReleaseNotFound, plan_release
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -125,7 +125,7 @@ def cli_actor() -> Actor:
 
 def authorized(config: Config, action: Action) -> Actor:
     """The operator, once the permission table admits them for `action` (the same check
-    Slack goes through; see `jobs.permissions.authorize` for why it admits them)."""
+    Slack goes through; see `jobs.domain.permissions.authorize` for why it admits them)."""
     actor = cli_actor()
     refusal = authorize(config.permissions, action, actor)
     if refusal is not None:

@@ -182,10 +182,10 @@ async def _slack_story(
     Slack stand-in, commands and clicks signed exactly as Slack signs them."""
     from bot.slack_client import SignedSlackClient
     from bot.slack_standin import SlackStandIn
-    from jobs.config import load_config
-    from jobs.connections import RedisSettings, connect
-    from jobs.pipeline import Pipeline
-    from jobs.state import State
+    from jobs.domain.config import load_config
+    from jobs.domain.release import State
+    from jobs.store.connections import RedisSettings, connect
+    from jobs.usecases.pipeline import Pipeline
 
     checks: list[tuple[str, bool]] = []
     secret = uuid.uuid4().hex  # a fresh signing secret, never printed

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from bot.messages import short_digest
-from jobs.state import BuildState, Release, ReleaseEvent
+from jobs.domain.release import BuildState, Release, ReleaseEvent
 
 BAR_WIDTH = 20
 

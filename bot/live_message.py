@@ -26,8 +26,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks
-from jobs.pipeline import CLI_CHANNEL, Pipeline
-from jobs.state import TERMINAL, Release
+from jobs.domain.release import TERMINAL, Release
+from jobs.usecases.pipeline import CLI_CHANNEL, Pipeline
 
 log = logging.getLogger("aibrix.notifier")
 

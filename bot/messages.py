@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jobs.copy_plan import DriftData, SyncData
-from jobs.inspect_scope import Location, LocationKind
-from jobs.platforms import Platform
-from jobs.verdict import EntryStatus, Outcome, Verdict
+from jobs.domain.copy_plan import DriftData, SyncData
+from jobs.domain.inspect_scope import Location, LocationKind
+from jobs.domain.platforms import Platform
+from jobs.domain.verdict import EntryStatus, Outcome, Verdict
 
 # ---- inspection -------------------------------------------------------------------
 
@@ -482,7 +482,7 @@ def pushed_platform_wrong(image: str, platform: str, detail: str) -> str:
 
 
 # ---- mirror sync and drift (jobs/sync.py) ------------------------------------------
-# The renderers take the report data (`jobs.copy_plan.SyncData`, `DriftData`): the same
+# The renderers take the report data (`jobs.domain.copy_plan.SyncData`, `DriftData`): the same
 # values the Slack renderer reads.
 
 

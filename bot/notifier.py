@@ -6,7 +6,7 @@ every event in between), waits out `ratelimited` for its Retry-After, and posts 
 thread reply per failed build with the tail of its log.
 
 A sync asked from Slack has its own message (`sync` events name it, see
-`jobs.sync_job`); the same loops keep it current, with the same coalescing, rate-limit
+`jobs.usecases.sync_job`); the same loops keep it current, with the same coalescing, rate-limit
 handling, cursor and lease.
 
 Where it got to survives a restart: the flusher keeps, in one Redis key
@@ -45,10 +45,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks
 from bot.follow import StepProgress, apply_event
 from bot.live_message import needs_live_message, post_live_message
-from jobs.approvals import tally
-from jobs.pipeline import Pipeline
-from jobs.state import Release, ReleaseEvent, State
-from jobs.sync_job import load_sync
+from jobs.domain.approvals import tally
+from jobs.domain.release import Release, ReleaseEvent, State
+from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.sync_job import load_sync
 
 # States after which a run's message never changes again.
 _FINISHED = frozenset({State.PROMOTED, State.FAILED, State.CANCELLED})

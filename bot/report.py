@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.messages import short_digest, verdict_headline, verdict_problems
-from jobs.inspection import Inspection
+from jobs.registry.inspection import Inspection
 
 
 def inspection_table(inspection: Inspection) -> str:

@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from bot.settings import BotSettings, SettingsError
-from jobs import logs
-from jobs.connections import RedisSettingsError
+from jobs.runtime import logs
+from jobs.store.connections import RedisSettingsError
 
 
 def add_serve_command(commands: Any) -> None:

@@ -13,18 +13,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.live_message import post_live_message
 from bot.notifier import Notifier
-from jobs.approvals import TagReading
-from jobs.config import Config
-from jobs.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
-from jobs.inspection import Inspection, inspect_reference
-from jobs.permissions import Action, Actor, authorize
-from jobs.permissions import needs_groups as needs_permission_groups
-from jobs.pipeline import Pipeline
-from jobs.references import Reference, parse_reference
-from jobs.registry import NotFoundError, RegistryClient, RegistryError, RegistrySettings
-from jobs.state import Release
-from jobs.verdict import Outcome
-from jobs.versions import parse_version
+from jobs.domain.approvals import TagReading
+from jobs.domain.config import Config
+from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
+from jobs.domain.permissions import Action, Actor, authorize
+from jobs.domain.permissions import needs_groups as needs_permission_groups
+from jobs.domain.references import Reference, parse_reference
+from jobs.domain.release import Release
+from jobs.domain.verdict import Outcome
+from jobs.domain.versions import parse_version
+from jobs.registry.client import NotFoundError, RegistryClient, RegistryError, RegistrySettings
+from jobs.registry.inspection import Inspection, inspect_reference
+from jobs.usecases.pipeline import Pipeline
 
 log = logging.getLogger("aibrix.bot")
 

@@ -12,10 +12,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bot import messages
-from jobs.config import Config
-from jobs.pipeline import ReleaseInputError, ReleasePlan, plan_release
-from jobs.references import InvalidReferenceError, Reference, parse_reference
-from jobs.versions import ComponentError, VersionError, parse_version, validate_component_name
+from jobs.domain.config import Config
+from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
+from jobs.domain.versions import (
+    ComponentError,
+    VersionError,
+    parse_version,
+    validate_component_name,
+)
+from jobs.usecases.pipeline import ReleaseInputError, ReleasePlan, plan_release
 
 MAX_TEXT_LENGTH = 500
 # Letters, digits, blanks and the punctuation versions and image references need.

@@ -1,9 +1,9 @@
 """`/aibrix sync VERSION MIRROR [--ready]`: decide, audit, queue a sync job, post its
-live message. The copy itself runs in a worker (`jobs.sync_job.run_sync`), never here.
+live message. The copy itself runs in a worker (`jobs.usecases.sync_job.run_sync`), never here.
 
 The mirror is a configured name (the parser refuses anything else). The sync role was
 checked by `on_command`; here the release must be promoted, or ready with an approver
-asking `--ready` (`jobs.sync_gate`), and its release tags must still hold the digests
+asking `--ready` (`jobs.domain.sync_gate`), and its release tags must still hold the digests
 that were approved or verified. Every refusal and every queued sync is in the audit
 stream; a refusal repeated by the same user is recorded once an hour.
 """
@@ -18,10 +18,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks, messages
 from handlers.context import Deps, permission_refusal, published_digests
 from handlers.parse import SyncCommand
-from jobs.permissions import Action
-from jobs.state import Release
-from jobs.sync_gate import sync_decision
-from jobs.sync_job import request_sync, set_sync_message, sync_job
+from jobs.domain.permissions import Action
+from jobs.domain.release import Release
+from jobs.domain.sync_gate import sync_decision
+from jobs.usecases.sync_job import request_sync, set_sync_message, sync_job
 
 log = logging.getLogger("aibrix.bot")
 

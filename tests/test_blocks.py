@@ -13,10 +13,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import blocks
 from bot.follow import StepProgress
 from bot.slack_standin import SlackStandIn, validate_blocks
-from jobs.platforms import parse_platform
-from jobs.references import parse_reference
-from jobs.state import BuildRecord, BuildState, ComponentIndex, Release, State
-from jobs.verdict import EntryFacts, judge
+from jobs.domain.platforms import parse_platform
+from jobs.domain.references import parse_reference
+from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
+from jobs.domain.verdict import EntryFacts, judge
 
 TOKEN = "xoxb-blocks-test-0000"
 CHANNEL = "C0RELEASES"
@@ -162,7 +162,7 @@ def arm64_only() -> blocks.Message:
         attestations=1,
         is_index=True,
     )
-    from jobs.inspection import Inspection
+    from jobs.registry.inspection import Inspection
 
     ref = parse_reference("127.0.0.1:5000/x/runtime:v0.3.0-rc.2")
     inspection = Inspection(
@@ -183,7 +183,7 @@ def test_inspection_table_names_the_missing_platform() -> None:
 def test_many_inspections_fit() -> None:
     one = arm64_only()
     assert one.blocks
-    from jobs.inspection import Inspection
+    from jobs.registry.inspection import Inspection
 
     arm = parse_platform("linux/arm64")
     verdict = judge(

@@ -22,9 +22,9 @@ from bot.server import Server, make_server
 from bot.settings import BotSettings
 from bot.slack_client import SignedResponse, SignedSlackClient
 from bot.slack_standin import Ephemeral, SlackStandIn
-from jobs.config import load_config
-from jobs.registry import RegistrySettings
-from jobs.state import BuildState, Release, State
+from jobs.domain.config import load_config
+from jobs.domain.release import BuildState, Release, State
+from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.oci_push import OciPusher, entry
 from tests.pipeline_support import SAMPLE

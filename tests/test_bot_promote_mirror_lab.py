@@ -19,9 +19,9 @@ from bot.server import make_server
 from bot.settings import BotSettings
 from bot.slack_client import SignedSlackClient
 from bot.slack_standin import SlackStandIn
-from jobs.manifests import MANIFEST_ACCEPT
-from jobs.registry import RegistrySettings
-from jobs.state import Release, State, pending_overwrites
+from jobs.domain.manifests import MANIFEST_ACCEPT
+from jobs.domain.release import Release, State, pending_overwrites
+from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.oci_push import OciPusher
 from tests.pipeline_support import Setup, toml_config

@@ -18,8 +18,8 @@ from bot.server import make_server
 from bot.settings import BotSettings
 from bot.slack_client import SignedSlackClient
 from bot.slack_standin import SlackStandIn
-from jobs.registry import RegistrySettings
-from jobs.state import State
+from jobs.domain.release import State
+from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.pipeline_support import Setup, toml_config
 

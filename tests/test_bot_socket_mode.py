@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from bot.slack_client import SocketModeSlack
 from bot.slack_standin import SlackStandIn, SocketDelivery
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 from tests.conftest import Lab
 from tests.pipeline_support import BOT
 from tests.test_bot_http import CHANNEL, REQUESTER, SECRET, TOKEN, USERS, config_text

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from jobs.config import (
+from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
     Approval,
@@ -25,8 +25,8 @@ from jobs.config import (
     load_config,
     parse_config,
 )
-from jobs.platforms import DEFAULT_PLATFORMS, Platform, parse_platform
-from jobs.versions import ComponentError, VersionError, parse_version
+from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, parse_platform
+from jobs.domain.versions import ComponentError, VersionError, parse_version
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample"

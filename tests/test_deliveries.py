@@ -14,8 +14,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.live_message import carries_run, metadata, needs_live_message
 from bot.slack_standin import SlackStandIn
-from jobs.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
-from jobs.state import Release, State
+from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
+from jobs.domain.release import Release, State
 
 TOKEN = "xoxb-deliveries-test-0000"
 CHANNEL = "C0RELEASES"

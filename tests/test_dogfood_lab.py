@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.state import State
+from jobs.domain.release import State
 from tests.conftest import REPO, Lab
 from tests.pipeline_support import BOT, SAMPLE, Setup, toml_config
 

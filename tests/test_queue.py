@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.connections import (
+from jobs.store.connections import (
     Batch,
     RedisConnectError,
     RedisSettings,
@@ -26,8 +26,8 @@ from jobs.connections import (
     connect,
     redact_url,
 )
-from jobs.keys import Keys, segment
-from jobs.queue import (
+from jobs.store.keys import Keys, segment
+from jobs.store.queue import (
     DeadLetter,
     Depth,
     EnqueueResult,

@@ -31,8 +31,8 @@ from bot.blocks import APPROVE_ACTION
 from bot.slack_client import SignedResponse, SignedSlackClient
 from bot.slack_standin import SlackStandIn
 from handlers.parse import button_value, command_delivery
-from jobs import state
-from jobs.keys import Keys
+from jobs.store import releases as state
+from jobs.store.keys import Keys
 from tests.conftest import Lab
 from tests.netproxy import FreezeProxy
 from tests.pipeline_support import BOT

@@ -23,8 +23,8 @@ import pytest
 from bot.slack_client import encode_form
 from bot.slack_standin import SlackStandIn
 from handlers.parse import button_value
-from jobs.permissions import operator
-from jobs.state import Release, State
+from jobs.domain.permissions import operator
+from jobs.domain.release import Release, State
 from tests.conftest import Lab
 from tests.pipeline_support import Setup
 from tests.test_bot_http import (

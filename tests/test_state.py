@@ -11,9 +11,7 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.connections import RedisSettings, connect
-from jobs.keys import Keys
-from jobs.state import (
+from jobs.domain.release import (
     BUILD_TRANSITIONS,
     EVENT_TARGETS,
     SETTLED,
@@ -23,7 +21,6 @@ from jobs.state import (
     Event,
     InvalidTransition,
     Release,
-    ReleaseStore,
     State,
     VersionImmutable,
     allows_new_run,
@@ -31,6 +28,9 @@ from jobs.state import (
     can_transition,
     next_state,
 )
+from jobs.store.connections import RedisSettings, connect
+from jobs.store.keys import Keys
+from jobs.store.releases import ReleaseStore
 
 S = State
 # Written out edge by edge, independently of the module's table, from DESIGN.md.

@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import messages
-from jobs.auth import Challenge, TokenResponse, authorization_flow, mount_scope
-from jobs.config import MirrorError, parse_config
-from jobs.copy_plan import (
+from jobs.domain.config import MirrorError, parse_config
+from jobs.domain.copy_plan import (
     BlobAction,
     BlobOutcome,
     BlobTally,
@@ -34,18 +33,21 @@ from jobs.copy_plan import (
     total,
     unique_blobs,
 )
-from jobs.inspection import Inspection
-from jobs.manifests import Descriptor
-from jobs.platforms import Platform
-from jobs.references import parse_reference
-from jobs.registry import (
+from jobs.domain.manifests import Descriptor
+from jobs.domain.platforms import Platform
+from jobs.domain.references import parse_reference
+from jobs.domain.verdict import EntryFacts, judge, unreadable
+from jobs.domain.versions import ComponentError, parse_version
+from jobs.registry.auth import Challenge, TokenResponse, authorization_flow, mount_scope
+from jobs.registry.client import (
     DigestMismatchError,
     RegistryClient,
     registry_error_code,
     same_origin,
     upload_url,
 )
-from jobs.sync import (
+from jobs.registry.inspection import Inspection
+from jobs.usecases.sync import (
     ComponentReport,
     ComponentStatus,
     DigestRead,
@@ -64,8 +66,6 @@ from jobs.sync import (
     resolve_mirrors,
     sync_report_data,
 )
-from jobs.verdict import EntryFacts, judge, unreadable
-from jobs.versions import ComponentError, parse_version
 from tests.conftest import REPO
 
 AMD = Platform("linux", "amd64")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from jobs import preconnect
-from jobs.http import HttpClient, HttpError
+from jobs.registry import preconnect
+from jobs.registry.http import HttpClient, HttpError
 
 
 @dataclass
