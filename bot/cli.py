@@ -9,18 +9,19 @@ at all (or a registry could not be read or written by a sync).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 # Start-up is part of every `inspect` and `sync` run (CI gates both, a warm sync takes a
 # few hundred milliseconds in all), so this module imports only argparse and the
 # standard library at the top: each command imports what it uses when it runs. The
-# pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker,
+# pipeline's subcommands (bot.cli_pipeline) import Redis, python-on-whales and the worker,
 # over a second, and are imported only when one of them (or the top-level help) is
 # asked for. `python -X importtime .venv/bin/aibrix-bot sync --help` shows what is left.
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
 
     commands.add_parser("demo", help="run the local end-to-end demo on the lab")
     if pipeline:
-        from bot import commands as pipeline_commands
+        from bot import cli_pipeline as pipeline_commands
 
         pipeline_commands.add_commands(commands)
         from bot.serve_command import add_serve_command, cmd_serve
@@ -247,14 +248,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_across(args: argparse.Namespace) -> int:
-    from bot import messages
+    from jobs.domain import messages as core_messages
     from jobs.registry.client import RegistryClient, RegistrySettings
     from jobs.usecases.sync import DriftRow, drift_data, gather_drift
 
     config = _load_config(args)
     mirror_texts = args.to or sorted(config.mirrors)
     if not mirror_texts:
-        raise UsageError(messages.sync_nothing_to_sync())
+        raise UsageError(core_messages.sync_nothing_to_sync())
     config, request, insecure = _release_inputs(args, args.across, mirror_texts)
     version, mirrors = request.version, request.mirrors
 
@@ -266,7 +267,7 @@ def _inspect_across(args: argparse.Namespace) -> int:
 
     rows = asyncio.run(gather())
     data = drift_data(str(version), [m.label for m in mirrors], rows)
-    print(json.dumps(data, indent=2) if args.json else messages.drift_text(data))
+    print(json.dumps(data, indent=2) if args.json else core_messages.drift_text(data))
     if any(r.unreadable for r in rows):
         return EXIT_UNREADABLE
     return EXIT_NOT_OK if data["drifted"] else EXIT_OK
@@ -277,7 +278,7 @@ class _TerminalProgress:
     one plain line per finished copy."""
 
     def __init__(self, stream: TextIO, copies: int) -> None:
-        from bot import messages
+        from jobs.domain import messages
         from jobs.usecases.sync import ProgressKind
 
         self._kinds, self._messages = ProgressKind, messages
@@ -347,6 +348,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     sources = {job.component: job.source.api_host for job in jobs}  # one index read each
     _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
     from bot import messages
+    from jobs.domain import messages as core_messages
     from jobs.registry.client import RegistryClient, RegistrySettings
     from jobs.usecases.sync import SyncReport, sync_release, sync_report_data
 
@@ -401,7 +403,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     data = sync_report_data(report)
-    print(json.dumps(data, indent=2) if args.json else messages.sync_report_text(data))
+    print(json.dumps(data, indent=2) if args.json else core_messages.sync_report_text(data))
     if report.registry_failure:
         return EXIT_UNREADABLE
     return EXIT_OK if report.ok else EXIT_NOT_OK
@@ -439,9 +441,14 @@ async def _audit_sync(
         )
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo  # docker is needed only here
+# The demo drives this command line (it imports `bot.cli`), so the command line names it
+# by module path and loads it only when asked: no import cycle, and docker is needed
+# only here.
+DEMO_MODULE = "bot.demo"
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo: Callable[[], int] = importlib.import_module(DEMO_MODULE).run_demo
     return run_demo()
 
 
@@ -453,7 +460,7 @@ def _command_word(argv: Sequence[str]) -> str | None:
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
-    pipeline = sys.modules.get("bot.commands")
+    pipeline = sys.modules.get("bot.cli_pipeline")
     return (UsageError,) if pipeline is None else (UsageError, pipeline.UsageError)
 
 
@@ -464,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = dict(COMMANDS)
     if not local:
-        from bot import commands as pipeline_commands
+        from bot import cli_pipeline as pipeline_commands
 
         handlers.update(pipeline_commands.COMMANDS)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.messages import short_digest, verdict_headline, verdict_problems
+from jobs.domain.messages import short_digest, verdict_headline, verdict_problems
 from jobs.registry.inspection import Inspection
 
 

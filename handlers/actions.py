@@ -25,7 +25,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages
+from handlers import blocks, messages
 from handlers.commands import Ack, Respond, _answer
 from handlers.context import (
     Deps,
@@ -44,6 +44,7 @@ from handlers.parse import (
     click_origin,
     parse_button_value,
 )
+from jobs.domain import messages as core_messages
 from jobs.domain.approvals import (
     Click,
     Verdict,
@@ -151,7 +152,7 @@ async def _open_click(
     active = await store.load(value.version)
     if active is None or active.run_id != clicked.run_id:
         # A stale button, clicked in good faith: said, not audited.
-        reason = messages.approval_superseded(clicked.version)
+        reason = core_messages.approval_superseded(clicked.version)
         await _answer(respond, blocks.error_message(reason))
         return None
     if not on_status_message(clicked, origin):

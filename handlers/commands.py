@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages
+from handlers import blocks, messages
 from handlers.context import (
     Deps,
     confirm_delivery,

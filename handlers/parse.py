@@ -11,7 +11,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot import messages
+from handlers import messages
+from jobs.domain import messages as core_messages
 from jobs.domain.config import Config
 from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
 from jobs.domain.versions import (
@@ -101,7 +102,7 @@ SUPERSEDE = "--supersede"
 
 def _release(args: Sequence[str], config: Config) -> Command | ParseError:
     if not args:
-        return ParseError(f"{messages.version_empty()}; {messages.slack_usage('release')}")
+        return ParseError(f"{core_messages.version_empty()}; {messages.slack_usage('release')}")
     # One option exists, exactly spelled, after the version; anything else that looks
     # like an option is refused rather than taken for a component name.
     options = [a for a in args if a.startswith("-")]
@@ -145,7 +146,7 @@ def _inspect(args: Sequence[str], config: Config) -> Command | ParseError:
 def _one_version(name: str, args: Sequence[str], config: Config) -> str | ParseError:
     if len(args) != 1:
         if not args:
-            return ParseError(f"{messages.version_empty()}; {messages.slack_usage(name)}")
+            return ParseError(f"{core_messages.version_empty()}; {messages.slack_usage(name)}")
         return ParseError(messages.slack_wrong_arguments(name, len(args)))
     try:
         return _version(args[0], config)
@@ -167,7 +168,7 @@ def _sync(args: Sequence[str], config: Config) -> Command | ParseError:
         names = sorted(config.mirrors)
         if _is_release_repository(mirror, config):
             return ParseError(messages.sync_to_release_repository(mirror, names))
-        return ParseError(messages.sync_mirror_names_only(mirror, names))
+        return ParseError(core_messages.sync_mirror_names_only(mirror, names))
     return SyncCommand(version, mirror, ready)
 
 

@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages
+from handlers import blocks, messages
 from handlers.context import Deps, permission_refusal, published_digests
 from handlers.parse import SyncCommand
+from jobs.domain import messages as core_messages
 from jobs.domain.permissions import Action
 from jobs.domain.release import Release
 from jobs.domain.sync_gate import sync_decision
@@ -67,13 +68,13 @@ async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str |
     if any(readings[c].unreadable for c in digests):
         return messages.sync_refused_unreadable(release.version)
     moved = [
-        messages.sync_source_moved(
-            messages.sync_subject(c, release.version), d, str(readings[c].digest)
+        core_messages.sync_source_moved(
+            core_messages.sync_subject(c, release.version), d, str(readings[c].digest)
         )
         for c, d in digests.items()
         if readings[c].digest != d
     ]
-    return messages.sync_refused_moved(release.version, moved) if moved else None
+    return core_messages.sync_refused_moved(release.version, moved) if moved else None
 
 
 async def run_sync_command(

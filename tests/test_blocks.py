@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
-from bot.follow import StepProgress
 from bot.slack_standin import SlackStandIn, validate_blocks
+from handlers import blocks
 from jobs.domain.platforms import parse_platform
+from jobs.domain.progress import StepProgress
 from jobs.domain.references import parse_reference
 from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
 from jobs.domain.verdict import EntryFacts, judge

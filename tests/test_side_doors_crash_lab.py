@@ -27,9 +27,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bot.blocks import APPROVE_ACTION
 from bot.slack_client import SignedResponse, SignedSlackClient
 from bot.slack_standin import SlackStandIn
+from handlers.blocks import APPROVE_ACTION
 from handlers.parse import button_value, command_delivery
 from jobs.store import releases as state
 from jobs.store.keys import Keys

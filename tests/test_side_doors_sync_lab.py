@@ -458,7 +458,7 @@ async def test_item1_cli_sync_keeps_literal_hosts_and_is_audited(
 def test_item1_sync_message_stays_within_block_kit_limits_and_escapes() -> None:
     from types import MappingProxyType
 
-    from bot import blocks
+    from handlers import blocks
     from jobs.usecases.sync_job import SyncComponent
     from tests.test_blocks import assert_within_limits
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.config import MirrorError, parse_config
 from jobs.domain.copy_plan import (
     BlobAction,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.messages import verdict_problems
+from jobs.domain.messages import verdict_problems
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.verdict import EntryFacts, EntryStatus, Outcome, judge, unreadable
 

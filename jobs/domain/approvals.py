@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.config import Approval as Policy
 from jobs.domain.release import Approval, State
 

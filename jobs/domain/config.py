@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, NoReturn, TypeVar
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.permissions import ROLES, Action, Grant, Permissions, build_permissions
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform
 from jobs.domain.versions import (

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.release import Promoted, TagWrite
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from bot import messages
+from jobs.domain import messages
 
 
 class Action(StrEnum):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.release import Release, State
 
 

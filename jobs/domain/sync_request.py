@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.config import Config, MirrorError
 from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bot import messages
+from jobs.domain import messages
 
 MAX_VERSION_LENGTH = 128
 """The longest docker tag, so a version is always a tag."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
-from bot import messages
+from jobs.domain import messages
 from jobs.registry.credentials import Credentials
 from jobs.registry.endpoints import scheme_for
 

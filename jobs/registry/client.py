@@ -54,7 +54,7 @@ from types import TracebackType
 from typing import cast
 from urllib.parse import urljoin, urlsplit
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.manifests import (
     MANIFEST_ACCEPT,
     Descriptor,

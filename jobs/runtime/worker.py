@@ -22,7 +22,7 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.config import ConfigError
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import parse_reference

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.config import Config, ConfigError
 from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
 from jobs.domain.platforms import Platform, PlatformError, parse_platform, unique

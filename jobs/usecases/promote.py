@@ -21,7 +21,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
 from jobs.domain.sync_request import resolve_mirrors

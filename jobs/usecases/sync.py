@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.config import Config
 from jobs.domain.copy_plan import (
     BlobAction,

@@ -35,7 +35,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from bot import messages
+from jobs.domain import messages
 from jobs.domain.release import Release
 from jobs.domain.sync_gate import SyncMode
 from jobs.domain.sync_request import Mirror

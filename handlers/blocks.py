@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot import messages
-from bot.follow import StepProgress
+from handlers import messages
 from handlers.parse import button_value
+from jobs.domain import messages as core_messages
+from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildState, Release, State, pending_overwrites
 from jobs.domain.verdict import EntryStatus
 from jobs.registry.inspection import Inspection
@@ -138,7 +139,7 @@ def build_cell(release: Release, component: str, platform: str, step: StepProgre
     record = release.builds.get((component, platform))
     state = record.state if record else BuildState.QUEUED
     if state is BuildState.PUSHED:
-        return f"pushed {messages.short_digest(record.digest if record else None, 8)}"
+        return f"pushed {core_messages.short_digest(record.digest if record else None, 8)}"
     if state is BuildState.FAILED:
         return "FAILED"
     if state is BuildState.CANCELLED:
@@ -157,7 +158,7 @@ def index_cell(release: Release, component: str) -> str:
     if index is None:
         return "-"
     word = "verified" if index.verdict == "ok" else index.verdict.upper()
-    return f"{word} {messages.short_digest(index.digest, 8)}"
+    return f"{word} {core_messages.short_digest(index.digest, 8)}"
 
 
 def release_table(release: Release, progress: Mapping[tuple[str, str], StepProgress]) -> list[str]:
@@ -225,7 +226,7 @@ def release_message(
         if p.ok
         else f"• {escape(messages.promotion_overwrite_pending(p.target, p.digest))}"
         if p.target in pending
-        else f"• {escape(messages.promotion_failed(p.target, p.detail))}"
+        else f"• {escape(core_messages.promotion_failed(p.target, p.detail))}"
         for p in release.promotions.values()
     ]
     actions = gate_actions(release)
@@ -307,10 +308,10 @@ def inspection_lines(inspection: Inspection) -> list[str]:
             rows.append((str(platform), "missing", "-"))
         else:
             status = "present" if entry.status is EntryStatus.OK else entry.status.value
-            rows.append((str(platform), status, messages.short_digest(entry.digest)))
+            rows.append((str(platform), status, core_messages.short_digest(entry.digest)))
     for label, entry in entries.items():
         status = "extra" if entry.status is EntryStatus.OK else entry.status.value
-        rows.append((label, status, messages.short_digest(entry.digest)))
+        rows.append((label, status, core_messages.short_digest(entry.digest)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return [
         escape("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()) for r in rows
@@ -329,11 +330,11 @@ def inspection_message(subjects: Sequence[str], inspections: Sequence[Inspection
             break
         head = (
             f"*{escape(str(inspection.reference))}* — "
-            f"{escape(messages.verdict_headline(verdict.outcome))}\n"
-            f"index {messages.short_digest(inspection.digest)} · "
+            f"{escape(core_messages.verdict_headline(verdict.outcome))}\n"
+            f"index {core_messages.short_digest(inspection.digest)} · "
             f"{verdict.attestations} attestation manifests"
         )
-        problems = messages.verdict_problems(subject, verdict)
+        problems = core_messages.verdict_problems(subject, verdict)
         problems_total += len(problems)
         lines = [head]
         if not inspection.unreadable:
@@ -347,7 +348,7 @@ def inspection_message(subjects: Sequence[str], inspections: Sequence[Inspection
     bad = sum(1 for i in inspections if not i.verdict.ok)
     if len(inspections) == 1:
         only = inspections[0]
-        text = f"{only.reference}: {messages.verdict_headline(only.verdict.outcome)}"
+        text = f"{only.reference}: {core_messages.verdict_headline(only.verdict.outcome)}"
     else:
         text = f"{len(inspections)} references inspected, {bad} not ok"
     return Message(escape(_clip(text, FALLBACK_LIMIT)), blocks[:MAX_BLOCKS])

@@ -22,11 +22,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bot.follow import Display, StepProgress, apply_event, release_lines
-from bot.messages import short_digest
+from bot.follow import Display, release_lines
 from jobs.domain.config import Config, ConfigError, load_config
+from jobs.domain.messages import short_digest
 from jobs.domain.permissions import Action, Actor, authorize, operator
 from jobs.domain.platforms import PlatformError, parse_platform
+from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, State
 from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime import logs

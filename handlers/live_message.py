@@ -25,7 +25,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
+from handlers import blocks
 from jobs.domain.release import TERMINAL, Release
 from jobs.usecases.pipeline import CLI_CHANNEL, Pipeline
 
