@@ -401,7 +401,7 @@ def sync_message(record: SyncRecord) -> Message:
 
 
 def plain(text: str) -> Message:
-    """A sentence (from bot.messages, may hold mentions we made) as one section."""
+    """A sentence (from a messages catalogue, may hold mentions we made) as one section."""
     return Message(_clip(text, FALLBACK_LIMIT), text_sections(text.split("\n"), MAX_BLOCKS))
 
 

@@ -6,7 +6,7 @@ the promotion step after approval:
     request = parse_sync_request(config, "v0.3.0", ["lab-mirror", "registry.example.com/ns"])
     report = await sync_release(client, config, request.version, request.mirrors,
                                 components=request.components, overwrite_allowed=False)
-    data = sync_report_data(report)        # for Slack; bot.messages.sync_report_text(data)
+    data = sync_report_data(report)        # for Slack; jobs.domain.messages.sync_report_text(data)
 
 1. Gate: every component's source tag is read and judged by the inspection engine
    (`inspect_reference`) against the required platforms, and its digest pinned. If one
@@ -234,7 +234,7 @@ def component_data(report: ComponentReport) -> ComponentData:
 
 def sync_report_data(report: SyncReport) -> SyncData:
     """The report as plain JSON values (what the Slack renderer and
-    `bot.messages.sync_report_text` take)."""
+    `jobs.domain.messages.sync_report_text` take)."""
     if not report.gate_passed:
         status = "refused"
     elif report.ok:
