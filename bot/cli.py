@@ -179,7 +179,8 @@ async def _inspect(
 
 
 def _load_config(args: argparse.Namespace) -> Config:
-    from jobs.domain.config import ConfigError, load_config
+    from jobs.domain.config import ConfigError
+    from jobs.domain.config_reader import load_config
 
     try:
         return load_config(Path(args.config) if args.config else None)

@@ -23,7 +23,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.follow import Display, release_lines
-from jobs.domain.config import Config, ConfigError, load_config
+from jobs.domain.config import Config, ConfigError
+from jobs.domain.config_reader import load_config
 from jobs.domain.messages import short_digest
 from jobs.domain.permissions import Action, Actor, authorize, operator
 from jobs.domain.platforms import PlatformError, parse_platform

@@ -182,7 +182,7 @@ async def _slack_story(
     Slack stand-in, commands and clicks signed exactly as Slack signs them."""
     from bot.slack_client import SignedSlackClient
     from bot.slack_standin import SlackStandIn
-    from jobs.domain.config import load_config
+    from jobs.domain.config_reader import load_config
     from jobs.domain.release import State
     from jobs.store.connections import RedisSettings, connect
     from jobs.usecases.pipeline import Pipeline

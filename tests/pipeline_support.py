@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.domain.config import Config, load_config
+from jobs.domain.config import Config
+from jobs.domain.config_reader import load_config
 from jobs.domain.release import Release, State
 from jobs.store.connections import RedisSettings, connect
 from jobs.usecases.pipeline import Pipeline

@@ -22,7 +22,7 @@ from bot.server import Server, make_server
 from bot.settings import BotSettings
 from bot.slack_client import SignedResponse, SignedSlackClient
 from bot.slack_standin import Ephemeral, SlackStandIn
-from jobs.domain.config import load_config
+from jobs.domain.config_reader import load_config
 from jobs.domain.release import BuildState, Release, State
 from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab

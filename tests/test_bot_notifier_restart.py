@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.notifier import Notifier, safe_cursor, stream_id_key, valid_stream_id
 from bot.slack_standin import SlackStandIn
 from handlers.context import post_status_message
-from jobs.domain.config import load_config
+from jobs.domain.config_reader import load_config
 from jobs.domain.release import BuildState, State
 from jobs.store.connections import RedisSettings, connect
 from jobs.usecases.pipeline import Pipeline

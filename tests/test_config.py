@@ -21,10 +21,8 @@ from jobs.domain.config import (
     Promotion,
     QueueSettings,
     Source,
-    default_config,
-    load_config,
-    parse_config,
 )
+from jobs.domain.config_reader import default_config, load_config, parse_config
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, parse_platform
 from jobs.domain.versions import ComponentError, VersionError, parse_version
 

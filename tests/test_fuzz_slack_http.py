@@ -45,7 +45,7 @@ from handlers.parse import (
     SyncCommand,
     parse_command,
 )
-from jobs.domain.config import load_config
+from jobs.domain.config_reader import load_config
 from tests.test_bot_http import APPROVER, CHANNEL, REQUESTER, SECRET, STRANGER, Bot, running_bot
 from tests.test_bot_http import config_text as bot_config_text
 

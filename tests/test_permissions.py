@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers.parse import ClickOrigin, Origin, ParseError, click_origin, command_origin
-from jobs.domain.config import ConfigError, load_config
+from jobs.domain.config import ConfigError
+from jobs.domain.config_reader import load_config
 from jobs.domain.permissions import (
     APPROVER_ACTIONS,
     READ_ONLY,

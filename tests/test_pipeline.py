@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.domain.config import default_config
+from jobs.domain.config_reader import default_config
 from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
 from jobs.usecases.pipeline import ReleaseInputError, block_reasons, component_outcome, plan_release

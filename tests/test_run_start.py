@@ -18,7 +18,7 @@ from bot.notifier import Notifier
 from bot.slack_standin import SlackStandIn
 from handlers.context import Deps, confirm_delivery, first_delivery, forget_delivery
 from handlers.live_message import metadata, outbox_member, post_live_message
-from jobs.domain.config import load_config
+from jobs.domain.config_reader import load_config
 from jobs.domain.release import BuildState, State
 from jobs.registry.client import RegistrySettings
 from jobs.store.connections import RedisSettings, connect

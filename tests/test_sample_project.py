@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from jobs.domain.config import Config, load_config
+from jobs.domain.config import Config
+from jobs.domain.config_reader import load_config
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.versions import Version, parse_version
 from tests.conftest import Lab

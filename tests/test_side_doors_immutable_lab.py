@@ -25,7 +25,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jobs.domain.config import ConfigError, load_config
+from jobs.domain.config import ConfigError
+from jobs.domain.config_reader import load_config
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, BuildState, Release, State
 from jobs.registry.client import RegistryClient, RegistrySettings

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.domain import messages
-from jobs.domain.config import MirrorError, parse_config
+from jobs.domain.config import MirrorError
+from jobs.domain.config_reader import parse_config
 from jobs.domain.copy_plan import (
     BlobAction,
     BlobOutcome,

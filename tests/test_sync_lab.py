@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from jobs.domain.config import load_config
+from jobs.domain.config_reader import load_config
 from jobs.domain.manifests import DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST
 from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient
