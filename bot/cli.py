@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from jobs.domain.config import Config
     from jobs.domain.platforms import Platform
     from jobs.domain.references import Reference
+    from jobs.domain.sync_report import ProgressEvent
     from jobs.registry.client import RegistrySettings
     from jobs.registry.inspection import Inspection
-    from jobs.usecases.sync import ProgressEvent, SyncRequest
+    from jobs.usecases.sync import SyncRequest
 
 LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
 
@@ -250,8 +251,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _inspect_across(args: argparse.Namespace) -> int:
     from jobs.domain import messages as core_messages
+    from jobs.domain.sync_report import DriftRow, drift_data
     from jobs.registry.client import RegistryClient, RegistrySettings
-    from jobs.usecases.sync import DriftRow, drift_data, gather_drift
+    from jobs.usecases.sync import gather_drift
 
     config = _load_config(args)
     mirror_texts = args.to or sorted(config.mirrors)
@@ -280,7 +282,7 @@ class _TerminalProgress:
 
     def __init__(self, stream: TextIO, copies: int) -> None:
         from jobs.domain import messages
-        from jobs.usecases.sync import ProgressKind
+        from jobs.domain.sync_report import ProgressKind
 
         self._kinds, self._messages = ProgressKind, messages
         self.stream = stream
@@ -350,8 +352,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
     from bot import messages
     from jobs.domain import messages as core_messages
+    from jobs.domain.sync_report import SyncReport, sync_report_data
     from jobs.registry.client import RegistryClient, RegistrySettings
-    from jobs.usecases.sync import SyncReport, sync_release, sync_report_data
+    from jobs.usecases.sync import sync_release
 
     components = request.components
     count = len(request.mirrors) * len(components or config.component_names)

@@ -37,6 +37,19 @@ from jobs.domain.copy_plan import (
 from jobs.domain.manifests import Descriptor
 from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference
+from jobs.domain.sync_report import (
+    ComponentReport,
+    ComponentStatus,
+    DigestRead,
+    DriftStatus,
+    GateProblem,
+    MirrorReport,
+    SyncReport,
+    drift_data,
+    drift_status,
+    drift_table,
+    sync_report_data,
+)
 from jobs.domain.verdict import EntryFacts, judge, unreadable
 from jobs.domain.versions import ComponentError, parse_version
 from jobs.registry.auth import Challenge, TokenResponse, authorization_flow, mount_scope
@@ -49,23 +62,12 @@ from jobs.registry.client import (
 )
 from jobs.registry.inspection import Inspection
 from jobs.usecases.sync import (
-    ComponentReport,
-    ComponentStatus,
-    DigestRead,
-    DriftStatus,
-    GateProblem,
     Mirror,
-    MirrorReport,
     SyncInputError,
-    SyncReport,
-    drift_data,
-    drift_status,
-    drift_table,
     gate_problems,
     parse_sync_request,
     release_jobs,
     resolve_mirrors,
-    sync_report_data,
 )
 from tests.conftest import REPO
 

@@ -24,17 +24,11 @@ from aiohttp import web
 
 from jobs.domain.config_reader import load_config
 from jobs.domain.manifests import DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST
+from jobs.domain.sync_report import ComponentStatus, ProgressEvent, ProgressKind, SyncReport
 from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient
 from jobs.registry.credentials import DockerConfig
-from jobs.usecases.sync import (
-    ComponentStatus,
-    ProgressEvent,
-    ProgressKind,
-    SyncReport,
-    resolve_mirrors,
-    sync_release,
-)
+from jobs.usecases.sync import resolve_mirrors, sync_release
 from tests.conftest import REPO, Lab
 from tests.oci_push import CONFIG_TYPE, OciPusher, Pushed, entry
 

@@ -251,7 +251,7 @@ def total(tallies: Iterable[BlobTally]) -> BlobTally:
 
 
 # ---- report data ----------------------------------------------------------------------
-# The shape `jobs.usecases.sync.sync_report_data` and `jobs.usecases.sync.drift_data`
+# The shape `jobs.domain.sync_report.sync_report_data` and `.drift_data`
 # return: plain JSON values, what the Slack renderer and the plain-text renderer read.
 
 

@@ -24,13 +24,14 @@ from collections.abc import Mapping
 from jobs.domain import messages
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
+from jobs.domain.sync_report import ComponentStatus
 from jobs.domain.sync_request import resolve_mirrors
 from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
 from jobs.tools.merge import MergeError, write_index
 from jobs.usecases.pipeline import Pipeline
-from jobs.usecases.sync import ComponentStatus, sync_release
+from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
 

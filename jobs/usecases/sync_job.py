@@ -38,18 +38,13 @@ from typing import Any
 from jobs.domain import messages
 from jobs.domain.release import Release
 from jobs.domain.sync_gate import SyncMode
+from jobs.domain.sync_report import ComponentReport, ComponentStatus, ProgressEvent, ProgressKind
 from jobs.domain.sync_request import Mirror
 from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient
 from jobs.store.queue import EnqueueResult, Job, JobKind
 from jobs.usecases.pipeline import Pipeline
-from jobs.usecases.sync import (
-    ComponentReport,
-    ComponentStatus,
-    ProgressEvent,
-    ProgressKind,
-    sync_release,
-)
+from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.sync")
 
