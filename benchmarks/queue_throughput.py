@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 import redis.asyncio as aioredis  # noqa: E402
 from redis.utils import HIREDIS_AVAILABLE  # noqa: E402
 
-from jobs.connections import RedisSettings, connect  # noqa: E402
-from jobs.keys import Keys  # noqa: E402
-from jobs.queue import Job, JobKind, Queue, QueueSettings  # noqa: E402
+from jobs.store.connections import RedisSettings, connect  # noqa: E402
+from jobs.store.keys import Keys  # noqa: E402
+from jobs.store.queue import Job, JobKind, Queue, QueueSettings  # noqa: E402
 
 TARGET_JOBS_PER_S = 2000
 PLATFORM = "linux/amd64"

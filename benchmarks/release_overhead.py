@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from jobs.state import State  # noqa: E402
+from jobs.store.releases import State  # noqa: E402
 from tests.conftest import lab_dir, load_lab  # noqa: E402
 from tests.support.pipeline import Setup, toml_config  # noqa: E402
 

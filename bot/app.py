@@ -25,7 +25,6 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import APPROVE_ACTION, OVERWRITE_ACTION, REJECT_ACTION, RETRY_ACTION
 from bot.log_hygiene import guard, guard_slack_libraries
 from bot.settings import BotSettings
 from handlers.actions import (
@@ -35,6 +34,7 @@ from handlers.actions import (
     on_retry,
     on_unknown_action,
 )
+from handlers.blocks import APPROVE_ACTION, OVERWRITE_ACTION, REJECT_ACTION, RETRY_ACTION
 from handlers.commands import on_command
 from handlers.context import Deps
 

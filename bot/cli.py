@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 # Start-up is part of every `inspect` and `sync` run (CI gates both, a warm sync takes a
 # few hundred milliseconds in all), so this module imports only argparse and the
 # standard library at the top: each command imports what it uses when it runs. The
-# pipeline's subcommands (bot.commands) import Redis, python-on-whales and the worker,
+# pipeline's subcommands (bot.cli_pipeline) import Redis, python-on-whales and the worker,
 # over a second, and are imported only when one of them (or the top-level help) is
 # asked for. `python -X importtime .venv/bin/aibrix-bot sync --help` shows what is left.
 if TYPE_CHECKING:
-    from jobs.config import Config
-    from jobs.inspection import Inspection
-    from jobs.platforms import Platform
-    from jobs.references import Reference
-    from jobs.registry import RegistrySettings
-    from jobs.sync import ProgressEvent, SyncRequest
+    from jobs.domain.config import Config
+    from jobs.domain.platforms import Platform
+    from jobs.domain.references import Reference
+    from jobs.domain.sync_report import ProgressEvent
+    from jobs.registry.client import RegistrySettings
+    from jobs.registry.inspection import Inspection
+    from jobs.usecases.sync import SyncRequest
 
 LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
 
@@ -142,7 +143,7 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
 
     commands.add_parser("demo", help="run the local end-to-end demo on the lab")
     if pipeline:
-        from bot import commands as pipeline_commands
+        from bot import cli_pipeline as pipeline_commands
 
         pipeline_commands.add_commands(commands)
         from bot.serve_command import add_serve_command, cmd_serve
@@ -153,7 +154,7 @@ def _build_parser(pipeline: bool = True) -> argparse.ArgumentParser:
 
 
 def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
-    from jobs.platforms import DEFAULT_PLATFORMS, parse_platform_list
+    from jobs.domain.platforms import DEFAULT_PLATFORMS, parse_platform_list
 
     if args.require is not None:
         return parse_platform_list(args.require)
@@ -163,7 +164,7 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
 
 
 def _parse_refs(texts: Sequence[str]) -> list[Reference]:
-    from jobs.references import parse_reference
+    from jobs.domain.references import parse_reference
 
     return [parse_reference(text) for text in texts]
 
@@ -171,15 +172,16 @@ def _parse_refs(texts: Sequence[str]) -> list[Reference]:
 async def _inspect(
     refs: Sequence[Reference], required: Sequence[Platform], settings: RegistrySettings
 ) -> list[Inspection]:
-    from jobs.inspection import inspect_many
-    from jobs.registry import RegistryClient
+    from jobs.registry.client import RegistryClient
+    from jobs.registry.inspection import inspect_many
 
     async with RegistryClient(settings) as client:
         return await inspect_many(client, refs, required)
 
 
 def _load_config(args: argparse.Namespace) -> Config:
-    from jobs.config import ConfigError, load_config
+    from jobs.domain.config import ConfigError
+    from jobs.domain.config_reader import load_config
 
     try:
         return load_config(Path(args.config) if args.config else None)
@@ -194,9 +196,9 @@ def _release_inputs(
     component_texts: Sequence[str] | None = None,
 ) -> tuple[Config, SyncRequest, frozenset[str]]:
     """Config, the validated request and insecure hosts, all before any I/O."""
-    from jobs.endpoints import insecure_from_env, parse_insecure_registries
-    from jobs.references import InvalidReferenceError
-    from jobs.sync_request import SyncInputError, parse_sync_request
+    from jobs.domain.references import InvalidReferenceError
+    from jobs.domain.sync_request import SyncInputError, parse_sync_request
+    from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
 
     config = _load_config(args)
     try:
@@ -208,9 +210,9 @@ def _release_inputs(
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from jobs.endpoints import insecure_from_env, parse_insecure_registries
-    from jobs.platforms import PlatformError
-    from jobs.references import InvalidReferenceError
+    from jobs.domain.platforms import PlatformError
+    from jobs.domain.references import InvalidReferenceError
+    from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
 
     if args.across is not None:
         if args.refs:
@@ -230,8 +232,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.report import inspection_tables
-    from jobs.inspection import inspection_json
-    from jobs.registry import RegistrySettings
+    from jobs.registry.client import RegistrySettings
+    from jobs.registry.inspection import inspection_json
 
     inspections = asyncio.run(
         _inspect(refs, required, RegistrySettings(insecure_registries=insecure))
@@ -248,14 +250,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _inspect_across(args: argparse.Namespace) -> int:
-    from bot import messages
-    from jobs.registry import RegistryClient, RegistrySettings
-    from jobs.sync import DriftRow, drift_data, gather_drift
+    from jobs.domain import messages as core_messages
+    from jobs.domain.sync_report import DriftRow, drift_data
+    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.usecases.sync import gather_drift
 
     config = _load_config(args)
     mirror_texts = args.to or sorted(config.mirrors)
     if not mirror_texts:
-        raise UsageError(messages.sync_nothing_to_sync())
+        raise UsageError(core_messages.sync_nothing_to_sync())
     config, request, insecure = _release_inputs(args, args.across, mirror_texts)
     version, mirrors = request.version, request.mirrors
 
@@ -267,7 +270,7 @@ def _inspect_across(args: argparse.Namespace) -> int:
 
     rows = asyncio.run(gather())
     data = drift_data(str(version), [m.label for m in mirrors], rows)
-    print(json.dumps(data, indent=2) if args.json else messages.drift_text(data))
+    print(json.dumps(data, indent=2) if args.json else core_messages.drift_text(data))
     if any(r.unreadable for r in rows):
         return EXIT_UNREADABLE
     return EXIT_NOT_OK if data["drifted"] else EXIT_OK
@@ -278,8 +281,8 @@ class _TerminalProgress:
     one plain line per finished copy."""
 
     def __init__(self, stream: TextIO, copies: int) -> None:
-        from bot import messages
-        from jobs.sync import ProgressKind
+        from jobs.domain import messages
+        from jobs.domain.sync_report import ProgressKind
 
         self._kinds, self._messages = ProgressKind, messages
         self.stream = stream
@@ -328,11 +331,11 @@ class _TerminalProgress:
 
 def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
     """Input is valid: start a connection per first request to each registry, made while
-    the network code is imported (`jobs.preconnect`)."""
+    the network code is imported (`jobs.registry.preconnect`)."""
     from collections import Counter
 
-    from jobs import preconnect
-    from jobs.endpoints import default_port, scheme_for
+    from jobs.registry import preconnect
+    from jobs.registry.endpoints import default_port, scheme_for
 
     preconnect.start(
         (*preconnect.host_port(host, default_port(scheme_for(host, insecure))), count)
@@ -341,15 +344,17 @@ def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from jobs.sync_request import release_jobs
+    from jobs.domain.sync_request import release_jobs
 
     config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
     jobs = release_jobs(config, request.version, request.mirrors, request.components)
     sources = {job.component: job.source.api_host for job in jobs}  # one index read each
     _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
     from bot import messages
-    from jobs.registry import RegistryClient, RegistrySettings
-    from jobs.sync import SyncReport, sync_release, sync_report_data
+    from jobs.domain import messages as core_messages
+    from jobs.domain.sync_report import SyncReport, sync_report_data
+    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.usecases.sync import sync_release
 
     components = request.components
     count = len(request.mirrors) * len(components or config.component_names)
@@ -390,7 +395,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if audit is not None:
                 await audit.redis.aclose()
 
-    from jobs.connections import RedisConnectError
+    from jobs.store.connections import RedisConnectError
 
     try:
         import asyncio
@@ -402,7 +407,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     data = sync_report_data(report)
-    print(json.dumps(data, indent=2) if args.json else messages.sync_report_text(data))
+    print(json.dumps(data, indent=2) if args.json else core_messages.sync_report_text(data))
     if report.registry_failure:
         return EXIT_UNREADABLE
     return EXIT_OK if report.ok else EXIT_NOT_OK
@@ -410,9 +415,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 async def _open_audit(url: str, config: Config) -> Any:
     """The release store on the bot's Redis, to audit a command-line sync in."""
-    from jobs.connections import RedisSettings, RedisSettingsError, connect
-    from jobs.keys import Keys
-    from jobs.state import ReleaseStore
+    from jobs.store.connections import RedisSettings, RedisSettingsError, connect
+    from jobs.store.keys import Keys
+    from jobs.store.releases import ReleaseStore
 
     try:
         settings = RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
@@ -464,7 +469,7 @@ def _command_word(argv: Sequence[str]) -> str | None:
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
-    pipeline = sys.modules.get("bot.commands")
+    pipeline = sys.modules.get("bot.cli_pipeline")
     return (UsageError,) if pipeline is None else (UsageError, pipeline.UsageError)
 
 
@@ -475,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = dict(COMMANDS)
     if not local:
-        from bot import commands as pipeline_commands
+        from bot import cli_pipeline as pipeline_commands
 
         handlers.update(pipeline_commands.COMMANDS)
     try:

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TextIO
 
-from bot.messages import short_digest
-from jobs.state import BuildState, Release, ReleaseEvent
+from jobs.domain.messages import short_digest
+from jobs.domain.progress import StepProgress
+from jobs.domain.release import BuildState, Release
 
 BAR_WIDTH = 20
-
-
-@dataclass(frozen=True)
-class StepProgress:
-    phase: str
-    step: int = 0
-    total: int = 0
 
 
 def bar(fraction: float, width: int = BAR_WIDTH) -> str:
@@ -64,19 +57,6 @@ def release_lines(release: Release, progress: Mapping[tuple[str, str], StepProgr
     if release.state_reason:
         lines.append(f"  reason: {release.state_reason}")
     return lines
-
-
-def apply_event(progress: dict[tuple[str, str], StepProgress], event: ReleaseEvent) -> None:
-    if event.type != "progress":
-        return
-    fields = event.fields
-    key = (fields.get("component", ""), fields.get("platform", ""))
-    try:
-        progress[key] = StepProgress(
-            fields.get("phase", ""), int(fields.get("step", "0")), int(fields.get("total", "0"))
-        )
-    except ValueError:
-        return
 
 
 class Display:

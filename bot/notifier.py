@@ -6,7 +6,7 @@ every event in between), waits out `ratelimited` for its Retry-After, and posts 
 thread reply per failed build with the tail of its log.
 
 A sync asked from Slack has its own message (`sync` events name it, see
-`jobs.sync_job`); the same loops keep it current, with the same coalescing, rate-limit
+`jobs.usecases.sync_job`); the same loops keep it current, with the same coalescing, rate-limit
 handling, cursor and lease.
 
 Where it got to survives a restart: the flusher keeps, in one Redis key
@@ -17,7 +17,7 @@ events after that id are read again (thread replies are claimed in Redis, so non
 repeated); without a cursor (a first start), the notifier starts at the newest event.
 
 The leader also posts the live message of any run left without one (an outbox in Redis,
-driven by state: a bot killed while posting it, see `bot.live_message`), so every live
+driven by state: a bot killed while posting it, see `handlers.live_message`), so every live
 release can be approved from Slack.
 
 With several bot replicas (the chart runs two), every notifier reads the events but only
@@ -42,13 +42,13 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
-from bot.follow import StepProgress, apply_event
-from bot.live_message import needs_live_message, post_live_message
-from jobs.approvals import tally
-from jobs.pipeline import Pipeline
-from jobs.state import Release, ReleaseEvent, State
-from jobs.sync_job import load_sync
+from handlers import blocks
+from handlers.live_message import needs_live_message, post_live_message
+from jobs.domain.approvals import tally
+from jobs.domain.progress import StepProgress, apply_event
+from jobs.domain.release import Release, ReleaseEvent, State
+from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.sync_job import load_sync
 
 # States after which a run's message never changes again.
 _FINISHED = frozenset({State.PROMOTED, State.FAILED, State.CANCELLED})
@@ -332,7 +332,7 @@ class Notifier:
     async def drain_outbox(self, *, force: bool = False) -> int:
         """Post the live message of every run still in the outbox (its poster died, or
         Slack refused it), at most every OUTBOX_INTERVAL seconds (`force`: now); how
-        many were posted. Each post is claimed (see `bot.live_message`)."""
+        many were posted. Each post is claimed (see `handlers.live_message`)."""
         now = self.clock()
         if not force and now < self._outbox_due:
             return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.messages import short_digest, verdict_headline, verdict_problems
-from jobs.inspection import Inspection
+from jobs.domain.messages import short_digest, verdict_headline, verdict_problems
+from jobs.registry.inspection import Inspection
 
 
 def inspection_table(inspection: Inspection) -> str:

@@ -36,8 +36,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from bot import messages
-from jobs.metrics import BotMetrics
-from jobs.ratelimit import PerKeyRateLimiter
+from jobs.domain.ratelimit import PerKeyRateLimiter
+from jobs.runtime.metrics import BotMetrics
 
 log = logging.getLogger("aibrix.bot.requests")
 

@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from bot.settings import BotSettings, SettingsError
-from jobs import logs
-from jobs.connections import RedisSettingsError
+from jobs.runtime import logs
+from jobs.store.connections import RedisSettingsError
 
 
 def add_serve_command(commands: Any) -> None:
@@ -27,7 +27,7 @@ def add_serve_command(commands: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bot.commands import UsageError, load
+    from bot.cli_pipeline import UsageError, load
 
     if not 0 <= args.port < 65536:
         raise UsageError("--port must be between 0 and 65535")

@@ -30,11 +30,11 @@ from bot.notifier import Notifier
 from bot.request_gate import Refusal, SlackRequestGate
 from bot.settings import BotSettings, SettingsError
 from handlers.context import Deps
-from jobs.config import Config
-from jobs.connections import RedisSettings, make_client
-from jobs.metrics import BotMetrics
-from jobs.pipeline import Pipeline
-from jobs.registry import RegistrySettings, insecure_from_env
+from jobs.domain.config import Config
+from jobs.registry.client import RegistrySettings, insecure_from_env
+from jobs.runtime.metrics import BotMetrics
+from jobs.store.connections import RedisSettings, make_client
+from jobs.usecases.pipeline import Pipeline
 
 log = logging.getLogger("aibrix.bot")
 

@@ -180,10 +180,10 @@ async def _slack_story(
 ) -> list[tuple[str, bool]]:
     """The release story told through Slack: the real `aibrix-bot serve` against the
     Slack stand-in, commands and clicks signed exactly as Slack signs them."""
-    from jobs.config import load_config
-    from jobs.connections import RedisSettings, connect
-    from jobs.pipeline import Pipeline
-    from jobs.state import State
+    from jobs.domain.config_reader import load_config
+    from jobs.domain.release import State
+    from jobs.store.connections import RedisSettings, connect
+    from jobs.usecases.pipeline import Pipeline
     from tests.support.slack_client import SignedSlackClient
     from tests.support.slack_standin import SlackStandIn
 

@@ -8,7 +8,7 @@ Each click, in this order, and nothing is written until all of it says yes:
    run's own status message: same channel, same ts. A copy of the button elsewhere, or
    the button of an earlier run, is refused.
 3. The permission table (`handlers.context.permission_refusal`) and then the approval
-   policy (`jobs.approvals`) decide.
+   policy (`jobs.domain.approvals`) decide.
 Only a click that passed claims its Slack delivery and writes. A refused click writes no
 delivery key; it is audited once per run, user and action (`ReleaseStore.audit_refusal`),
 so a user clicking 200 times leaves one entry (a button of an earlier run, clicked in
@@ -25,7 +25,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages
+from handlers import blocks, messages
 from handlers.commands import Ack, Respond, _answer
 from handlers.context import (
     Deps,
@@ -44,7 +44,8 @@ from handlers.parse import (
     click_origin,
     parse_button_value,
 )
-from jobs.approvals import (
+from jobs.domain import messages as core_messages
+from jobs.domain.approvals import (
     Click,
     Verdict,
     decide_approval,
@@ -53,12 +54,12 @@ from jobs.approvals import (
     decide_rejection,
     tally,
 )
-from jobs.approvals import needs_groups as needs_approver_groups
-from jobs.permissions import APPROVER_ACTIONS, Action, Actor
-from jobs.permissions import needs_groups as needs_permission_groups
-from jobs.pipeline import ReleaseInputError, ReleaseNotFound, retry_refusal
-from jobs.promote import promote_job
-from jobs.state import Release, State, pending_overwrites
+from jobs.domain.approvals import needs_groups as needs_approver_groups
+from jobs.domain.permissions import APPROVER_ACTIONS, Action, Actor
+from jobs.domain.permissions import needs_groups as needs_permission_groups
+from jobs.domain.release import Release, State, pending_overwrites
+from jobs.usecases.pipeline import ReleaseInputError, ReleaseNotFound, retry_refusal
+from jobs.usecases.promote import promote_job
 
 log = logging.getLogger("aibrix.bot")
 
@@ -151,7 +152,7 @@ async def _open_click(
     active = await store.load(value.version)
     if active is None or active.run_id != clicked.run_id:
         # A stale button, clicked in good faith: said, not audited.
-        reason = messages.approval_superseded(clicked.version)
+        reason = core_messages.approval_superseded(clicked.version)
         await _answer(respond, blocks.error_message(reason))
         return None
     if not on_status_message(clicked, origin):

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages
+from handlers import blocks, messages
 from handlers.context import (
     Deps,
     confirm_delivery,
@@ -41,12 +41,12 @@ from handlers.parse import (
     parse_command,
 )
 from handlers.sync import audit_sync_refusal, run_sync_command
-from jobs.config import Config
-from jobs.inspect_scope import admitted, configured_locations
-from jobs.inspection import inspect_reference
-from jobs.permissions import Action
-from jobs.pipeline import ReleaseInputError, ReleaseNotFound
-from jobs.registry import RegistryClient
+from jobs.domain.config import Config
+from jobs.domain.inspect_scope import admitted, configured_locations
+from jobs.domain.permissions import Action
+from jobs.registry.client import RegistryClient
+from jobs.registry.inspection import inspect_reference
+from jobs.usecases.pipeline import ReleaseInputError, ReleaseNotFound
 
 log = logging.getLogger("aibrix.bot")
 
@@ -91,7 +91,7 @@ def ack_text(command: Command) -> str:
 
 def inspect_in_scope(config: Config, command: InspectCommand) -> InspectCommand | str:
     """The command with its reference spelled as the config names the registry, or the
-    refusal when the reference is on no registry the config names (`jobs.inspect_scope`)."""
+    refusal when the reference is on no registry the config names (`jobs.domain.inspect_scope`)."""
     locations = configured_locations(config.repository, config.mirrors)
     reference = admitted(locations, command.reference)
     if reference is None:

@@ -6,25 +6,24 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.live_message import post_live_message
-from bot.notifier import Notifier
-from jobs.approvals import TagReading
-from jobs.config import Config
-from jobs.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
-from jobs.inspection import Inspection, inspect_reference
-from jobs.permissions import Action, Actor, authorize
-from jobs.permissions import needs_groups as needs_permission_groups
-from jobs.pipeline import Pipeline
-from jobs.references import Reference, parse_reference
-from jobs.registry import NotFoundError, RegistryClient, RegistryError, RegistrySettings
-from jobs.state import Release
-from jobs.verdict import Outcome
-from jobs.versions import parse_version
+from handlers.live_message import post_live_message
+from jobs.domain.approvals import TagReading
+from jobs.domain.config import Config
+from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
+from jobs.domain.permissions import Action, Actor, authorize
+from jobs.domain.permissions import needs_groups as needs_permission_groups
+from jobs.domain.references import Reference, parse_reference
+from jobs.domain.release import Release
+from jobs.domain.verdict import Outcome
+from jobs.domain.versions import parse_version
+from jobs.registry.client import NotFoundError, RegistryClient, RegistryError, RegistrySettings
+from jobs.registry.inspection import Inspection, inspect_reference
+from jobs.usecases.pipeline import Pipeline
 
 log = logging.getLogger("aibrix.bot")
 
@@ -32,11 +31,20 @@ log = logging.getLogger("aibrix.bot")
 DELIVERY_TTL_SECONDS = CONFIRMED_TTL_SECONDS
 
 
+class LiveUpdates(Protocol):
+    """Who redraws live messages soon after a handler changed something: the bot's
+    notifier (`bot.notifier.Notifier`), injected by the bot so handlers never import it."""
+
+    def touch(self, version: str, run_id: str) -> None: ...
+
+    def touch_sync(self, sync_id: str) -> None: ...
+
+
 @dataclass
 class Deps:
     pipeline: Pipeline
     registry: RegistrySettings
-    notifier: Notifier | None = None
+    notifier: LiveUpdates | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property
@@ -196,7 +204,7 @@ async def _children_readable(
 
 
 async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:
-    """Post the run's live message in its channel, once (see `bot.live_message`), and
+    """Post the run's live message in its channel, once (see `handlers.live_message`), and
     remember where it is. None when another poster holds the claim."""
     ts = await post_live_message(deps.pipeline, client, release)
     if ts is not None:

@@ -11,11 +11,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot import messages
-from jobs.config import Config
-from jobs.pipeline import ReleaseInputError, ReleasePlan, plan_release
-from jobs.references import InvalidReferenceError, Reference, parse_reference
-from jobs.versions import ComponentError, VersionError, parse_version, validate_component_name
+from handlers import messages
+from jobs.domain import messages as core_messages
+from jobs.domain.config import Config
+from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
+from jobs.domain.versions import (
+    ComponentError,
+    VersionError,
+    parse_version,
+    validate_component_name,
+)
+from jobs.usecases.pipeline import ReleaseInputError, ReleasePlan, plan_release
 
 MAX_TEXT_LENGTH = 500
 # Letters, digits, blanks and the punctuation versions and image references need.
@@ -96,7 +102,7 @@ SUPERSEDE = "--supersede"
 
 def _release(args: Sequence[str], config: Config) -> Command | ParseError:
     if not args:
-        return ParseError(f"{messages.version_empty()}; {messages.slack_usage('release')}")
+        return ParseError(f"{core_messages.version_empty()}; {messages.slack_usage('release')}")
     # One option exists, exactly spelled, after the version; anything else that looks
     # like an option is refused rather than taken for a component name.
     options = [a for a in args if a.startswith("-")]
@@ -140,7 +146,7 @@ def _inspect(args: Sequence[str], config: Config) -> Command | ParseError:
 def _one_version(name: str, args: Sequence[str], config: Config) -> str | ParseError:
     if len(args) != 1:
         if not args:
-            return ParseError(f"{messages.version_empty()}; {messages.slack_usage(name)}")
+            return ParseError(f"{core_messages.version_empty()}; {messages.slack_usage(name)}")
         return ParseError(messages.slack_wrong_arguments(name, len(args)))
     try:
         return _version(args[0], config)
@@ -162,7 +168,7 @@ def _sync(args: Sequence[str], config: Config) -> Command | ParseError:
         names = sorted(config.mirrors)
         if _is_release_repository(mirror, config):
             return ParseError(messages.sync_to_release_repository(mirror, names))
-        return ParseError(messages.sync_mirror_names_only(mirror, names))
+        return ParseError(core_messages.sync_mirror_names_only(mirror, names))
     return SyncCommand(version, mirror, ready)
 
 

@@ -1,9 +1,9 @@
 """`/aibrix sync VERSION MIRROR [--ready]`: decide, audit, queue a sync job, post its
-live message. The copy itself runs in a worker (`jobs.sync_job.run_sync`), never here.
+live message. The copy itself runs in a worker (`jobs.usecases.sync_job.run_sync`), never here.
 
 The mirror is a configured name (the parser refuses anything else). The sync role was
 checked by `on_command`; here the release must be promoted, or ready with an approver
-asking `--ready` (`jobs.sync_gate`), and its release tags must still hold the digests
+asking `--ready` (`jobs.domain.sync_gate`), and its release tags must still hold the digests
 that were approved or verified. Every refusal and every queued sync is in the audit
 stream; a refusal repeated by the same user is recorded once an hour.
 """
@@ -15,13 +15,14 @@ from collections.abc import Awaitable, Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks, messages
+from handlers import blocks, messages
 from handlers.context import Deps, permission_refusal, published_digests
 from handlers.parse import SyncCommand
-from jobs.permissions import Action
-from jobs.state import Release
-from jobs.sync_gate import sync_decision
-from jobs.sync_job import request_sync, set_sync_message, sync_job
+from jobs.domain import messages as core_messages
+from jobs.domain.permissions import Action
+from jobs.domain.release import Release
+from jobs.domain.sync_gate import sync_decision
+from jobs.usecases.sync_job import request_sync, set_sync_message, sync_job
 
 log = logging.getLogger("aibrix.bot")
 
@@ -67,13 +68,13 @@ async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str |
     if any(readings[c].unreadable for c in digests):
         return messages.sync_refused_unreadable(release.version)
     moved = [
-        messages.sync_source_moved(
-            messages.sync_subject(c, release.version), d, str(readings[c].digest)
+        core_messages.sync_source_moved(
+            core_messages.sync_subject(c, release.version), d, str(readings[c].digest)
         )
         for c, d in digests.items()
         if readings[c].digest != d
     ]
-    return messages.sync_refused_moved(release.version, moved) if moved else None
+    return core_messages.sync_refused_moved(release.version, moved) if moved else None
 
 
 async def run_sync_command(

@@ -1,1 +1,2 @@
-"""Work off the request path: queue, state, worker, build, merge, registry, sync."""
+"""The core, in named parts: domain (pure values and decisions), registry, store, tools
+(I/O edges), usecases and runtime on top. It imports neither `handlers` nor `bot`."""

@@ -15,8 +15,8 @@ from aiohttp import web
 
 from bot.server import make_server
 from bot.settings import BotSettings
-from jobs.config import load_config
-from jobs.state import State
+from jobs.domain.config_reader import load_config
+from jobs.domain.release import State
 from tests.conftest import Lab
 from tests.support.bot import (
     APPROVER,

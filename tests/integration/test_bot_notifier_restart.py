@@ -15,10 +15,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.notifier import Notifier, safe_cursor, stream_id_key, valid_stream_id
 from handlers.context import post_status_message
-from jobs.config import load_config
-from jobs.connections import RedisSettings, connect
-from jobs.pipeline import Pipeline
-from jobs.state import BuildState, State
+from jobs.domain.config_reader import load_config
+from jobs.domain.release import BuildState, State
+from jobs.store.connections import RedisSettings, connect
+from jobs.usecases.pipeline import Pipeline
 from tests.conftest import Lab
 from tests.support.bot import (
     CHANNEL,

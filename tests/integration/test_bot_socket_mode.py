@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.keys import Keys
+from jobs.store.keys import Keys
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, REQUESTER, SECRET, TOKEN, USERS, config_text
 from tests.support.pipeline import BOT

@@ -44,7 +44,7 @@ from handlers.parse import (
     SyncCommand,
     parse_command,
 )
-from jobs.config import load_config
+from jobs.domain.config_reader import load_config
 from tests.support.bot import APPROVER, CHANNEL, REQUESTER, SECRET, STRANGER, Bot, running_bot
 from tests.support.bot import config_text as bot_config_text
 from tests.support.slack_client import encode_form, slack_signature

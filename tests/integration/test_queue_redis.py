@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.connections import (
+from jobs.store.connections import (
     Batch,
     RedisSettings,
     connect,
 )
-from jobs.keys import Keys
-from jobs.queue import (
+from jobs.store.keys import Keys
+from jobs.store.queue import (
     DeadLetter,
     Depth,
     EnqueueResult,

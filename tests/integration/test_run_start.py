@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.live_message import metadata, outbox_member, post_live_message
 from bot.notifier import Notifier
 from handlers.context import Deps, confirm_delivery, first_delivery, forget_delivery
-from jobs.config import load_config
-from jobs.connections import RedisSettings, connect
-from jobs.pipeline import Pipeline, plan_release
-from jobs.registry import RegistrySettings
-from jobs.state import BuildState, State
+from handlers.live_message import metadata, outbox_member, post_live_message
+from jobs.domain.config_reader import load_config
+from jobs.domain.release import BuildState, State
+from jobs.registry.client import RegistrySettings
+from jobs.store.connections import RedisSettings, connect
+from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, COMPONENTS, REQUESTER, TOKEN, config_text
 from tests.support.slack_standin import SlackStandIn

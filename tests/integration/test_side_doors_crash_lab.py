@@ -27,10 +27,10 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bot.blocks import APPROVE_ACTION
+from handlers.blocks import APPROVE_ACTION
 from handlers.parse import button_value, command_delivery
-from jobs import state
-from jobs.keys import Keys
+from jobs.store import releases as state
+from jobs.store.keys import Keys
 from tests.conftest import Lab
 from tests.support.bot import (
     CHANNEL,

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from handlers.parse import button_value
-from jobs.permissions import operator
-from jobs.state import Release, State
+from jobs.domain.permissions import operator
+from jobs.domain.release import Release, State
 from tests.conftest import Lab
 from tests.support.bot import (
     APPROVER,

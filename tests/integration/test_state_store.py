@@ -11,17 +11,17 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.connections import RedisSettings, connect
-from jobs.keys import Keys
-from jobs.state import (
+from jobs.domain.release import (
     BuildState,
     Event,
     InvalidTransition,
     Release,
-    ReleaseStore,
     State,
     VersionImmutable,
 )
+from jobs.store.connections import RedisSettings, connect
+from jobs.store.keys import Keys
+from jobs.store.releases import ReleaseStore
 
 S = State
 B = BuildState

@@ -17,9 +17,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.server import make_server
 from bot.settings import BotSettings
-from jobs.manifests import MANIFEST_ACCEPT
-from jobs.registry import RegistrySettings
-from jobs.state import Release, State, pending_overwrites
+from jobs.domain.manifests import MANIFEST_ACCEPT
+from jobs.domain.release import Release, State, pending_overwrites
+from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.support.oci_push import OciPusher
 from tests.support.pipeline import Setup, toml_config

@@ -16,8 +16,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.server import make_server
 from bot.settings import BotSettings
-from jobs.registry import RegistrySettings
-from jobs.state import State
+from jobs.domain.release import State
+from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.support.pipeline import Setup, toml_config
 from tests.support.slack_client import SignedSlackClient

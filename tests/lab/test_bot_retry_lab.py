@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from jobs.state import BuildState, State
+from jobs.domain.release import BuildState, State
 from tests.conftest import Lab
 from tests.support.bot import (
     REQUESTER,

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.build import (
+from jobs.domain.platforms import parse_platform
+from jobs.registry.client import RegistryClient
+from jobs.registry.inspection import compare_with_builds, verify_published
+from jobs.tools.build import (
     BuilderError,
     BuildError,
     BuildRequest,
@@ -17,9 +20,7 @@ from jobs.build import (
     parse_progress,
     run_build,
 )
-from jobs.merge import MergeError, compare_with_builds, merge_sources, verify_published, write_index
-from jobs.platforms import parse_platform
-from jobs.registry import RegistryClient
+from jobs.tools.merge import MergeError, merge_sources, write_index
 from tests.conftest import Lab
 
 AMD = parse_platform("linux/amd64")
@@ -131,7 +132,7 @@ def test_failed_build_reports_its_log_tail(
 
 
 def test_failure_summary_names_the_step_and_its_output() -> None:
-    from jobs.build import failure_summary
+    from jobs.tools.build import failure_summary
 
     tail = [
         "#10 [6/9] RUN echo ok",

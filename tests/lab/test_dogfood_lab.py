@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.state import State
-from jobs.versions import parse_version
+from jobs.domain.release import State
+from jobs.domain.versions import parse_version
 from tests.conftest import REPO, Lab
 from tests.support.pipeline import BOT, SAMPLE, Setup, toml_config
 

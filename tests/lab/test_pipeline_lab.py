@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.platforms import parse_platform
-from jobs.state import BuildState, State
-from jobs.versions import parse_version
+from jobs.domain.platforms import parse_platform
+from jobs.domain.release import BuildState, State
+from jobs.domain.versions import parse_version
 from tests.conftest import Lab
 from tests.support.pipeline import BOT, Setup, toml_config
 
@@ -378,7 +378,7 @@ def free_port() -> int:
 
 
 async def wait_redis(url: str) -> None:
-    from jobs.connections import RedisSettings, connect
+    from jobs.store.connections import RedisSettings, connect
 
     for _ in range(50):
         try:

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from jobs.config import Config, load_config
-from jobs.platforms import Platform, parse_platform
-from jobs.versions import Version, parse_version
+from jobs.domain.config import Config
+from jobs.domain.config_reader import load_config
+from jobs.domain.platforms import Platform, parse_platform
+from jobs.domain.versions import Version, parse_version
 from tests.conftest import Lab
 
 pytestmark = pytest.mark.lab

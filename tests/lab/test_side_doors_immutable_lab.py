@@ -25,11 +25,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from jobs.config import ConfigError, load_config
-from jobs.promote import promote, promote_job
-from jobs.references import parse_reference
-from jobs.registry import RegistryClient, RegistrySettings
-from jobs.state import OVERWRITE_PENDING, BuildState, Release, State
+from jobs.domain.config import ConfigError
+from jobs.domain.config_reader import load_config
+from jobs.domain.references import parse_reference
+from jobs.domain.release import OVERWRITE_PENDING, BuildState, Release, State
+from jobs.registry.client import RegistryClient, RegistrySettings
+from jobs.usecases.promote import promote, promote_job
 from tests.conftest import REPO, Lab
 from tests.support.bot import (
     APPROVER,
@@ -500,8 +501,8 @@ def lab_config_plain(key_prefix: str) -> str:
 
 
 def test_item2_tag_decision_matrix() -> None:
-    from jobs.immutability import TagAction, decide_tag_write
-    from jobs.state import TagWrite
+    from jobs.domain.immutability import TagAction, decide_tag_write
+    from jobs.domain.release import TagWrite
 
     mine, other = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     verified = TagWrite(mine, True, "r1", 0.0)

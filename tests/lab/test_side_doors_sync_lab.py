@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from jobs.manifests import MANIFEST_ACCEPT
-from jobs.state import State
-from jobs.sync_job import SyncRecord, SyncState, load_sync
+from jobs.domain.manifests import MANIFEST_ACCEPT
+from jobs.domain.release import State
+from jobs.usecases.sync_job import SyncRecord, SyncState, load_sync
 from tests.conftest import Lab
 from tests.support.bot import (
     APPROVER,
@@ -459,8 +459,8 @@ async def test_item1_cli_sync_keeps_literal_hosts_and_is_audited(
 def test_item1_sync_message_stays_within_block_kit_limits_and_escapes() -> None:
     from types import MappingProxyType
 
-    from bot import blocks
-    from jobs.sync_job import SyncComponent
+    from handlers import blocks
+    from jobs.usecases.sync_job import SyncComponent
     from tests.support.blocks import assert_within_limits
 
     digests = {f"component-{i:02d}": "sha256:" + f"{i:02d}" * 32 for i in range(60)}

@@ -21,19 +21,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from jobs.config import load_config
-from jobs.credentials import DockerConfig
-from jobs.manifests import DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST
-from jobs.registry import RegistryClient
-from jobs.sync import (
-    ComponentStatus,
-    ProgressEvent,
-    ProgressKind,
-    SyncReport,
-    resolve_mirrors,
-    sync_release,
-)
-from jobs.versions import parse_version
+from jobs.domain.config_reader import load_config
+from jobs.domain.manifests import DOCKER_MANIFEST, MANIFEST_ACCEPT, OCI_MANIFEST
+from jobs.domain.sync_report import ComponentStatus, ProgressEvent, ProgressKind, SyncReport
+from jobs.domain.versions import parse_version
+from jobs.registry.client import RegistryClient
+from jobs.registry.credentials import DockerConfig
+from jobs.usecases.sync import resolve_mirrors, sync_release
 from tests.conftest import REPO, Lab
 from tests.support.oci_push import OciPusher, Pushed, entry
 from tests.support.sync import (
@@ -827,8 +821,8 @@ async def test_a_mirror_on_the_source_registry_mounts_every_blob(
 
 
 async def test_a_declined_mount_falls_back_to_upload(lab: Lab, http: Http) -> None:
-    from jobs.manifests import Descriptor
-    from jobs.references import parse_reference
+    from jobs.domain.manifests import Descriptor
+    from jobs.domain.references import parse_reference
 
     ns = mirror_ns()
     data = os.urandom(100_000)
@@ -1044,8 +1038,8 @@ async def token_registry(lab: Lab, tmp_path: Path) -> AsyncIterator[TokenRegistr
 async def test_a_mount_on_a_token_registry_asks_pull_on_the_source_repository(
     lab: Lab, token_registry: TokenRegistry
 ) -> None:
-    from jobs.manifests import Descriptor
-    from jobs.references import parse_reference
+    from jobs.domain.manifests import Descriptor
+    from jobs.domain.references import parse_reference
 
     ns = mirror_ns()
     data = os.urandom(100_000)

@@ -21,9 +21,9 @@ from aiohttp import web
 
 from bot.server import Server, make_server
 from bot.settings import BotSettings
-from jobs.config import load_config
-from jobs.registry import RegistrySettings
-from jobs.state import BuildState, Release, State
+from jobs.domain.config_reader import load_config
+from jobs.domain.release import BuildState, Release, State
+from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.support.oci_push import OciPusher, entry
 from tests.support.pipeline import SAMPLE

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.config import Config, load_config
-from jobs.connections import RedisSettings, connect
-from jobs.pipeline import Pipeline
-from jobs.state import Release, State
+from jobs.domain.config import Config
+from jobs.domain.config_reader import load_config
+from jobs.domain.release import Release, State
+from jobs.store.connections import RedisSettings, connect
+from jobs.usecases.pipeline import Pipeline
 from tests.conftest import REPO, Lab
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.queue import Job, JobKind
+from jobs.store.queue import Job, JobKind
 
 
 def build_job(**overrides: Any) -> Job:

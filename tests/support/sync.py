@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from jobs.manifests import OCI_MANIFEST
+from jobs.domain.manifests import OCI_MANIFEST
 from tests.conftest import REPO
 from tests.support.oci_push import CONFIG_TYPE, OciPusher, Pushed, entry
 

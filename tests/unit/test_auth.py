@@ -10,7 +10,8 @@ from typing import overload
 
 import pytest
 
-from jobs.auth import (
+from jobs.domain.references import InvalidReferenceError
+from jobs.registry.auth import (
     AuthFlowError,
     Authorization,
     Challenge,
@@ -19,9 +20,13 @@ from jobs.auth import (
     authorization_flow,
     parse_challenge,
 )
-from jobs.credentials import Credentials
-from jobs.references import InvalidReferenceError
-from jobs.registry import is_loopback_host, parse_insecure_registries, retry_delay, scheme_for
+from jobs.registry.client import (
+    is_loopback_host,
+    parse_insecure_registries,
+    retry_delay,
+    scheme_for,
+)
+from jobs.registry.credentials import Credentials
 
 CREDS = Credentials("alice", "s3cret-pass")
 

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
-from bot.follow import StepProgress
-from jobs.platforms import parse_platform
-from jobs.references import parse_reference
-from jobs.state import BuildRecord, BuildState, ComponentIndex, Release, State
-from jobs.verdict import EntryFacts, judge
+from handlers import blocks
+from jobs.domain.platforms import parse_platform
+from jobs.domain.progress import StepProgress
+from jobs.domain.references import parse_reference
+from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
+from jobs.domain.verdict import EntryFacts, judge
 from tests.support.blocks import assert_within_limits
 from tests.support.slack_standin import SlackStandIn
 
@@ -157,7 +157,7 @@ def arm64_only() -> blocks.Message:
         attestations=1,
         is_index=True,
     )
-    from jobs.inspection import Inspection
+    from jobs.registry.inspection import Inspection
 
     ref = parse_reference("127.0.0.1:5000/x/runtime:v0.3.0-rc.2")
     inspection = Inspection(
@@ -178,7 +178,7 @@ def test_inspection_table_names_the_missing_platform() -> None:
 def test_many_inspections_fit() -> None:
     one = arm64_only()
     assert one.blocks
-    from jobs.inspection import Inspection
+    from jobs.registry.inspection import Inspection
 
     arm = parse_platform("linux/arm64")
     verdict = judge(

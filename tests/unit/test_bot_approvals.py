@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.approvals import (
+from jobs.domain.approvals import (
     Click,
     TagReading,
     Verdict,
@@ -16,8 +16,8 @@ from jobs.approvals import (
     needs_groups,
     tally,
 )
-from jobs.config import Approval as Policy
-from jobs.state import Approval, State
+from jobs.domain.config import Approval as Policy
+from jobs.domain.release import Approval, State
 
 DIGESTS = {"runtime": "sha256:" + "a" * 64, "gateway-plugins": "sha256:" + "b" * 64}
 NOW = 1_000_000.0

@@ -23,7 +23,8 @@ from handlers.parse import (
     parse_button_value,
     parse_command,
 )
-from jobs.config import Config, load_config
+from jobs.domain.config import Config
+from jobs.domain.config_reader import load_config
 from tests.support.pipeline import SAMPLE, SAMPLE_COMPONENTS
 
 _TOML = "\n".join(

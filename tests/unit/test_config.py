@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from jobs.config import (
+from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
     Approval,
@@ -21,12 +21,10 @@ from jobs.config import (
     Promotion,
     QueueSettings,
     Source,
-    default_config,
-    load_config,
-    parse_config,
 )
-from jobs.platforms import DEFAULT_PLATFORMS, Platform, parse_platform
-from jobs.versions import ComponentError, VersionError, parse_version
+from jobs.domain.config_reader import default_config, load_config, parse_config
+from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, parse_platform
+from jobs.domain.versions import ComponentError, VersionError, parse_version
 from tests.support.config import COMPONENTS, SOURCE, TOP, doc
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.credentials import Credentials, CredentialsError, DockerConfig, config_dir
+from jobs.registry.credentials import Credentials, CredentialsError, DockerConfig, config_dir
 
 
 def write(tmp: Path, data: object) -> dict[str, str]:

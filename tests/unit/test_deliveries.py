@@ -12,9 +12,9 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.live_message import carries_run, metadata, needs_live_message
-from jobs.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
-from jobs.state import Release, State
+from handlers.live_message import carries_run, metadata, needs_live_message
+from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
+from jobs.domain.release import Release, State
 from tests.support.slack_standin import SlackStandIn
 
 TOKEN = "xoxb-deliveries-test-0000"

@@ -864,8 +864,8 @@ def test_settings_map_renders_as_toml_with_integers(helm: Helm) -> None:
 
 
 def test_rendered_settings_load_with_the_bots_config_reader(helm: Helm, tmp_path: Path) -> None:
-    """The example of values.yaml and docs/deploy.md, through the chart, into jobs.config."""
-    from jobs.config import load_config
+    """The example of values.yaml and docs/deploy.md, through the chart, into jobs.domain.config."""
+    from jobs.domain.config_reader import load_config
 
     settings = {
         "repository": "registry.example.com/aibrix",

@@ -7,10 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.auth import AuthFlowError, Challenge, authorization_flow, realm_may_carry_credentials
-from jobs.credentials import Credentials
-from jobs.http import CertificateError
-from jobs.inspect_scope import (
+from jobs.domain.inspect_scope import (
     Location,
     LocationKind,
     admitted,
@@ -18,8 +15,16 @@ from jobs.inspect_scope import (
     configured_locations,
     parse_location,
 )
-from jobs.manifests import ManifestError, parse_manifest
-from jobs.references import InvalidReferenceError, Reference, parse_reference
+from jobs.domain.manifests import ManifestError, parse_manifest
+from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
+from jobs.registry.auth import (
+    AuthFlowError,
+    Challenge,
+    authorization_flow,
+    realm_may_carry_credentials,
+)
+from jobs.registry.credentials import Credentials
+from jobs.registry.http import CertificateError
 
 LOCATIONS = configured_locations(
     "registry.example.com/aibrix",

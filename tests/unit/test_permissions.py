@@ -1,4 +1,4 @@
-"""The permission table (`jobs.permissions`), exhaustively: every action for every kind of
+"""The permission table (`jobs.domain.permissions`), exhaustively: every action for every kind of
 actor and channel; the `[permissions]` config section, every mistake refused with its key;
 and the pure checks of who sent a command or click (`handlers.parse`)."""
 
@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from handlers.parse import ClickOrigin, Origin, ParseError, click_origin, command_origin
-from jobs.config import ConfigError, load_config
-from jobs.permissions import (
+from jobs.domain.config import ConfigError
+from jobs.domain.config_reader import load_config
+from jobs.domain.permissions import (
     APPROVER_ACTIONS,
     READ_ONLY,
     ROLES,
@@ -27,8 +28,8 @@ from jobs.permissions import (
     needs_groups,
     operator,
 )
-from jobs.pipeline import retry_refusal
-from jobs.state import BuildRecord, BuildState, Release, State
+from jobs.domain.release import BuildRecord, BuildState, Release, State
+from jobs.usecases.pipeline import retry_refusal
 from tests.support.config import TOP, doc
 
 CHANNEL = "C0RELEASES"

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.config import default_config
-from jobs.pipeline import ReleaseInputError, block_reasons, component_outcome, plan_release
-from jobs.platforms import parse_platform
-from jobs.state import BuildRecord, BuildState, ComponentIndex, Release, State
+from jobs.domain.config_reader import default_config
+from jobs.domain.platforms import parse_platform
+from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
+from jobs.usecases.pipeline import ReleaseInputError, block_reasons, component_outcome, plan_release
 
 CONFIG = default_config()
 D = "sha256:" + "a" * 64

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.platforms import Platform, PlatformError, normalize, parse_platform, parse_platform_list
+from jobs.domain.platforms import (
+    Platform,
+    PlatformError,
+    normalize,
+    parse_platform,
+    parse_platform_list,
+)
 
 
 @pytest.mark.parametrize(

@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.connections import (
+from jobs.store.connections import (
     RedisConnectError,
     RedisSettings,
     RedisSettingsError,
     connect,
     redact_url,
 )
-from jobs.keys import Keys, segment
-from jobs.queue import (
+from jobs.store.keys import Keys, segment
+from jobs.store.queue import (
     Job,
     JobFormatError,
     JobKind,

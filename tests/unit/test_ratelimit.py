@@ -1,11 +1,11 @@
-"""jobs.ratelimit (issue 10, item 10): one log line per reason per minute, with a
+"""jobs.domain.ratelimit (issue 10, item 10): one log line per reason per minute, with a
 count of what it stands for; a fake clock, no sleeping."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobs.ratelimit import PerKeyRateLimiter
+from jobs.domain.ratelimit import PerKeyRateLimiter
 
 
 class Clock:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.references import InvalidReferenceError, Reference, parse_reference
+from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
 
 HEX = "a" * 64
 

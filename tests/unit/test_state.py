@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.state import (
+from jobs.domain.release import (
     BUILD_TRANSITIONS,
     EVENT_TARGETS,
     SETTLED,

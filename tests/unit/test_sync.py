@@ -16,10 +16,10 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot import messages
-from jobs.auth import Challenge, TokenResponse, authorization_flow, mount_scope
-from jobs.config import MirrorError, parse_config
-from jobs.copy_plan import (
+from jobs.domain import messages
+from jobs.domain.config import MirrorError
+from jobs.domain.config_reader import parse_config
+from jobs.domain.copy_plan import (
     BlobAction,
     BlobOutcome,
     BlobTally,
@@ -34,37 +34,40 @@ from jobs.copy_plan import (
     total,
     unique_blobs,
 )
-from jobs.inspection import Inspection
-from jobs.manifests import Descriptor
-from jobs.platforms import Platform
-from jobs.references import parse_reference
-from jobs.registry import (
-    DigestMismatchError,
-    RegistryClient,
-    registry_error_code,
-    same_origin,
-    upload_url,
-)
-from jobs.sync import (
+from jobs.domain.manifests import Descriptor
+from jobs.domain.platforms import Platform
+from jobs.domain.references import parse_reference
+from jobs.domain.sync_report import (
     ComponentReport,
     ComponentStatus,
     DigestRead,
     DriftStatus,
     GateProblem,
     MirrorReport,
-    SyncInputError,
     SyncReport,
     drift_data,
     drift_status,
     drift_table,
+    sync_report_data,
+)
+from jobs.domain.sync_request import Mirror, release_jobs
+from jobs.domain.verdict import EntryFacts, judge, unreadable
+from jobs.domain.versions import ComponentError, parse_version
+from jobs.registry.auth import Challenge, TokenResponse, authorization_flow, mount_scope
+from jobs.registry.client import (
+    DigestMismatchError,
+    RegistryClient,
+    registry_error_code,
+    same_origin,
+    upload_url,
+)
+from jobs.registry.inspection import Inspection
+from jobs.usecases.sync import (
+    SyncInputError,
     gate_problems,
     parse_sync_request,
     resolve_mirrors,
-    sync_report_data,
 )
-from jobs.sync_request import Mirror, release_jobs
-from jobs.verdict import EntryFacts, judge, unreadable
-from jobs.versions import ComponentError, parse_version
 from tests.conftest import REPO
 
 AMD = Platform("linux", "amd64")

@@ -1,4 +1,4 @@
-"""The sync's HTTP/1.1 client (jobs/http.py) against real HTTP servers (aiohttp's): body
+"""The sync's HTTP/1.1 client (jobs/registry/http.py) against real HTTP servers (aiohttp's): body
 framings, keep-alive, redirects, early answers to a streamed upload, a stale pooled
 connection, connections begun during start-up."""
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from jobs import preconnect
-from jobs.http import HttpClient, HttpError
+from jobs.registry import preconnect
+from jobs.registry.http import HttpClient, HttpError
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.messages import verdict_problems
-from jobs.platforms import Platform, parse_platform
-from jobs.verdict import EntryFacts, EntryStatus, Outcome, judge, unreadable
+from jobs.domain.messages import verdict_problems
+from jobs.domain.platforms import Platform, parse_platform
+from jobs.domain.verdict import EntryFacts, EntryStatus, Outcome, judge, unreadable
 
 AMD = parse_platform("linux/amd64")
 ARM = parse_platform("linux/arm64")

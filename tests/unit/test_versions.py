@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from jobs.versions import (
+from jobs.domain.versions import (
     MAX_VERSION_LENGTH,
     ComponentError,
     Version,
@@ -128,7 +128,7 @@ def test_versions_sort_by_semver_precedence_as_the_spec_lists_them() -> None:
 
 
 def _reference_compare(a: str, b: str) -> int:
-    """semver.org section 11, written out independently of jobs.versions."""
+    """semver.org section 11, written out independently of jobs.domain.versions."""
 
     def split(text: str) -> tuple[list[int], list[str] | None]:
         core, _, pre = text[1:].partition("-")

@@ -1,0 +1,316 @@
+"""The pipeline's subcommands: release, status, cancel, retry, worker.
+
+They run the same `jobs.usecases.pipeline` code the Slack bot calls. Invalid input raises
+`UsageError` (exit 2) before Redis is touched. Release, cancel and retry ask the same
+permission table as Slack (`jobs.domain.permissions.authorize`), as the operator (`cli:$USER`),
+and are audited with `where` = `cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bot.follow import Display, release_lines
+from jobs.domain.config import Config, ConfigError
+from jobs.domain.config_reader import load_config
+from jobs.domain.messages import short_digest
+from jobs.domain.permissions import Action, Actor, authorize, operator
+from jobs.domain.platforms import PlatformError, parse_platform
+from jobs.domain.progress import StepProgress, apply_event
+from jobs.domain.release import Release, State
+from jobs.registry.client import RegistrySettings, insecure_from_env
+from jobs.runtime import logs
+from jobs.runtime.worker import Worker, WorkerSettings
+from jobs.store.connections import RedisConnectError, RedisSettings, RedisSettingsError, connect
+from jobs.tools.build import BuilderError
+from jobs.usecases.pipeline import Pipeline, ReleaseInputError, ReleaseNotFound, plan_release
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FINAL_STATES = {State.READY, State.BLOCKED, State.FAILED, State.CANCELLED, State.PROMOTED}
+
+
+class UsageError(Exception):
+    """Invalid input: exit status 2, nothing touched."""
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
+    parser.add_argument(
+        "--redis-url", help=f"Redis URL (default: $REDIS_URL, else {DEFAULT_REDIS_URL})"
+    )
+
+
+def add_commands(commands: Any) -> None:
+    release = commands.add_parser("release", help="build, merge and verify a release")
+    release.add_argument("version", metavar="VERSION", help="vMAJOR.MINOR.PATCH[-PRERELEASE]")
+    release.add_argument("--component", action="append", default=[], metavar="NAME")
+    release.add_argument("--platform", action="append", default=[], metavar="P")
+    release.add_argument(
+        "--supersede",
+        action="store_true",
+        help="emergency only: re-release a promoted (immutable) version, rewriting its "
+        "release tags; audited (see docs/security.md)",
+    )
+    release.add_argument("--no-follow", action="store_true", help="enqueue and return")
+    release.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    add_common(release)
+
+    status = commands.add_parser("status", help="show releases and their builds")
+    status.add_argument("version", nargs="?", metavar="VERSION")
+    add_common(status)
+
+    cancel = commands.add_parser("cancel", help="cancel a release: queued work stops")
+    cancel.add_argument("version", metavar="VERSION")
+    add_common(cancel)
+
+    retry = commands.add_parser("retry", help="rebuild the failed builds of a blocked release")
+    retry.add_argument("version", metavar="VERSION")
+    retry.add_argument("--no-follow", action="store_true")
+    retry.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    add_common(retry)
+
+    worker = commands.add_parser("worker", help="run a build worker for one platform")
+    worker.add_argument("--platform", required=True, metavar="PLATFORM")
+    worker.add_argument("--builder", metavar="NAME", help="Buildx builder (default: current)")
+    worker.add_argument("--concurrency", type=int, default=1, metavar="N")
+    worker.add_argument("--worker-id", metavar="ID", help="stable name (default: host name)")
+    worker.add_argument("--no-control", action="store_true", help="do not run merge jobs")
+    worker.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="0: off")
+    worker.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+    add_common(worker)
+
+
+def load(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(Path(args.config) if args.config else None)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def redis_settings(args: argparse.Namespace, config: Config) -> RedisSettings:
+    url = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        return RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
+    except RedisSettingsError as error:
+        raise UsageError(str(error)) from None
+
+
+@contextlib.asynccontextmanager
+async def open_pipeline(settings: RedisSettings, config: Config) -> AsyncIterator[Pipeline]:
+    client: aioredis.Redis = await connect(settings)
+    try:
+        yield Pipeline(client, config)
+    finally:
+        await client.aclose()
+
+
+CLI_WHERE = "cli"  # what the audit stream records as where a CLI command came from
+
+
+def cli_actor() -> Actor:
+    """The operator running this command (named by $USER)."""
+    return operator(os.environ.get("USER", "cli"))
+
+
+def authorized(config: Config, action: Action) -> Actor:
+    """The operator, once the permission table admits them for `action` (the same check
+    Slack goes through; see `jobs.domain.permissions.authorize` for why it admits them)."""
+    actor = cli_actor()
+    refusal = authorize(config.permissions, action, actor)
+    if refusal is not None:
+        raise UsageError(refusal)
+    return actor
+
+
+def run(coro_factory: Callable[[], Any]) -> int:
+    try:
+        return int(asyncio.run(coro_factory()))
+    except RedisConnectError as error:
+        print(f"aibrix-bot: {error}", file=sys.stderr)
+        return 3
+    except ReleaseNotFound as error:
+        print(f"aibrix-bot: {error}", file=sys.stderr)
+        return 1
+    except ReleaseInputError as error:
+        raise UsageError(str(error)) from None
+
+
+async def follow(pipeline: Pipeline, release: Release, timeout: float | None) -> Release:
+    display = Display()
+    progress: dict[tuple[str, str], StepProgress] = {}
+    after = "0-0"
+    deadline = None if timeout is None else time.monotonic() + timeout
+    current = release
+    while True:
+        loaded = await pipeline.store.load(release.version, release.run_id)
+        if loaded is not None:
+            current = loaded
+        display.show(release_lines(current, progress))
+        if current.state in FINAL_STATES or (deadline and time.monotonic() > deadline):
+            return current
+        events = await pipeline.store.events(after, count=500, block_ms=1000)
+        for event in events:
+            after = event.id
+            if event.run_id == release.run_id:
+                apply_event(progress, event)
+
+
+def release_exit(release: Release) -> int:
+    return 0 if release.state in (State.READY, State.PROMOTED) else 1
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    config = load(args)
+    try:
+        plan = plan_release(config, args.version, args.component, args.platform)
+    except ReleaseInputError as error:
+        raise UsageError(str(error)) from None
+    settings = redis_settings(args, config)
+    actor = authorized(config, Action.RELEASE)
+
+    async def go() -> int:
+        async with open_pipeline(settings, config) as pipeline:
+            release, created = await pipeline.request_release(
+                plan, actor.user, CLI_WHERE, supersede=args.supersede
+            )
+            print(
+                f"{release.version}: {'started run' if created else 'already running as run'} "
+                f"{release.run_id[:8]}",
+                file=sys.stderr,
+            )
+            if args.no_follow:
+                return 0
+            final = await follow(pipeline, release, args.timeout)
+            summarize(final)
+            return release_exit(final)
+
+    return run(go)
+
+
+def summarize(release: Release) -> None:
+    print(f"{release.version}: {release.state.value}")
+    for component in release.components:
+        index = release.indexes.get(component)
+        if index is not None:
+            print(f"  {component}: {index.verdict} {short_digest(index.digest)}")
+    if release.state_reason:
+        for reason in release.state_reason.split("; "):
+            print(f"  - {reason}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = load(args)
+    settings = redis_settings(args, config)
+
+    async def go() -> int:
+        async with open_pipeline(settings, config) as pipeline:
+            releases = await pipeline.status(args.version)
+            if not releases:
+                print("no releases")
+            for release in releases:
+                print("\n".join(release_lines(release, {})))
+            return 0
+
+    return run(go)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    config = load(args)
+    settings = redis_settings(args, config)
+    actor = authorized(config, Action.CANCEL)
+
+    async def go() -> int:
+        async with open_pipeline(settings, config) as pipeline:
+            release = await pipeline.cancel(args.version, actor.user, CLI_WHERE)
+            print(f"{release.version}: {release.state.value}")
+            return 0
+
+    return run(go)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    config = load(args)
+    settings = redis_settings(args, config)
+    actor = authorized(config, Action.RETRY)
+
+    async def go() -> int:
+        async with open_pipeline(settings, config) as pipeline:
+            release, failed = await pipeline.retry(args.version, actor.user, CLI_WHERE)
+            print(
+                f"{release.version}: retrying {failed} failed builds in run {release.run_id[:8]}",
+                file=sys.stderr,
+            )
+            if args.no_follow:
+                return 0
+            final = await follow(pipeline, release, args.timeout)
+            summarize(final)
+            return release_exit(final)
+
+    return run(go)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    config = load(args)
+    try:
+        platform = parse_platform(args.platform)
+    except PlatformError as error:
+        raise UsageError(str(error)) from None
+    if args.concurrency < 1 or args.concurrency > 16:
+        raise UsageError("--concurrency must be between 1 and 16")
+    if not 0 <= args.metrics_port < 65536:
+        raise UsageError("--metrics-port must be between 0 and 65535")
+    for flag, value in (("--builder", args.builder), ("--worker-id", args.worker_id)):
+        if value is not None and not WORKER_NAME.match(value):
+            raise UsageError(f"{flag} takes a name of letters, digits, '.', '_' and '-' (1-64)")
+    settings = redis_settings(args, config)
+    worker_settings = WorkerSettings(
+        platform=platform,
+        builder=args.builder,
+        concurrency=args.concurrency,
+        control=not args.no_control,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port or None,
+        **({"worker_id": args.worker_id} if args.worker_id else {}),
+    )
+    logs.configure()
+
+    async def go() -> int:
+        async with open_pipeline(settings, config) as pipeline:
+            worker = Worker(
+                pipeline, worker_settings, RegistrySettings(insecure_registries=insecure_from_env())
+            )
+            try:
+                await worker.check()
+            except BuilderError as error:
+                print(f"aibrix-bot worker: {error}", file=sys.stderr)
+                return 2
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await worker.run(stop)
+            return 0
+
+    return run(go)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "release": cmd_release,
+    "status": cmd_status,
+    "cancel": cmd_cancel,
+    "retry": cmd_retry,
+    "worker": cmd_worker,
+}

@@ -1,0 +1,665 @@
+"""Reading the configuration: `load_config` (the file, `$AIBRIX_CONFIG` or the built-in
+defaults), `parse_config` (TOML text) and the reader that walks the parsed data and checks
+every key, raising a `ConfigError` that names the file, the key and the reason. The values
+it builds are `jobs.domain.config`'s."""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import tomllib
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import NoReturn, TypeVar
+
+from jobs.domain import messages
+from jobs.domain.config import (
+    CONFIG_ENV,
+    DEFAULTS_LABEL,
+    MAX_RETENTION_DAYS,
+    Approval,
+    Component,
+    Config,
+    ConfigError,
+    Promotion,
+    QueueSettings,
+    Source,
+)
+from jobs.domain.config_grammar import (
+    BUILD_ARG_NAME,
+    GIT_SCHEMES,
+    HOST,
+    IMAGE_NAME_MAX_LENGTH,
+    KEY_PREFIX,
+    PLACEHOLDER,
+    SAMPLE_VERSIONS,
+    SCP_LIKE,
+    SIMPLE_KEY,
+    SLACK_CHANNEL,
+    SLACK_GROUP,
+    SLACK_USER,
+    STAGE,
+    STAGING_PLACEHOLDERS,
+    URL_USER,
+    VERSION_PLACEHOLDERS,
+    file_label,
+    is_git_ref,
+    is_location,
+    is_tag,
+    is_version,
+    platform_values,
+    render,
+    version_values,
+)
+from jobs.domain.permissions import ROLES, Action, Grant, Permissions, build_permissions
+from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform
+from jobs.domain.versions import (
+    COMPONENT_NAME_MAX_LENGTH,
+    is_component_name,
+)
+
+# ---- loading ----------------------------------------------------------------------
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Config:
+    """Load the configuration from `path`, else from `$AIBRIX_CONFIG`, else the defaults."""
+    if path is None:
+        from_env = env.get(CONFIG_ENV, "")
+        if from_env:
+            path = Path(from_env)
+    if path is None:
+        return default_config()
+    label = file_label(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(label, "", messages.config_not_utf8()) from None
+    except OSError as error:
+        raise ConfigError(
+            label, "", messages.config_unreadable(error.strerror or str(error))
+        ) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Parse the TOML text of the file at `path` (used for messages and for resolving
+    relative paths)."""
+    label = file_label(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(label, "", messages.config_not_toml(str(error))) from None
+    absolute = path.absolute()
+    return config_from_data(data, label, absolute.parent, absolute)
+
+
+def default_config() -> Config:
+    """The built-in defaults: AIBrix itself. Goes through the same checks as a file."""
+    return config_from_data(_DEFAULTS, DEFAULTS_LABEL, Path.cwd(), None)
+
+
+def config_from_data(
+    data: Mapping[str, object], label: str, base_dir: Path, path: Path | None
+) -> Config:
+    """Validate parsed TOML data; relative local paths are taken from `base_dir`."""
+    return _Reader(label, base_dir).config(data, path)
+
+
+_DEFAULTS: dict[str, object] = {
+    "repository": "docker.io/aibrix",
+    "platforms": ["linux/amd64", "linux/arm64"],
+    "source": {"git": "https://github.com/vllm-project/aibrix", "ref": "{version}"},
+    "components": [
+        {"name": "controller-manager", "dockerfile": "build/container/Dockerfile"},
+        {"name": "gateway-plugins", "dockerfile": "build/container/Dockerfile.gateway"},
+        {"name": "metadata-service", "dockerfile": "build/container/Dockerfile.metadata"},
+        {"name": "kvcache-watcher", "dockerfile": "build/container/Dockerfile.kvcache"},
+        {"name": "runtime", "dockerfile": "build/container/Dockerfile.runtime"},
+    ],
+    "mirrors": {
+        "beijing": "aibrix-container-registry-cn-beijing.cr.volces.com/aibrix",
+        "shanghai": "aibrix-container-registry-cn-shanghai.cr.volces.com/aibrix",
+    },
+}
+
+
+_MAX_INT = 2**31 - 1
+_VALUE_MAX_LENGTH = 4096
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Walks parsed TOML, checking every key; `fail` raises the ConfigError."""
+
+    def __init__(self, label: str, base_dir: Path) -> None:
+        self.label = label
+        self.base_dir = base_dir
+
+    def fail(self, key: str, reason: str) -> NoReturn:
+        raise ConfigError(self.label, key, reason)
+
+    # -- generic pieces --
+
+    @staticmethod
+    def join(parent: str, child: str) -> str:
+        shown = child if SIMPLE_KEY.fullmatch(child) else f"[{messages.quote_input(child)}]"
+        if not parent:
+            return shown
+        return f"{parent}{shown}" if shown.startswith("[") else f"{parent}.{shown}"
+
+    def table(self, value: object, key: str, allowed: Sequence[str]) -> dict[str, object]:
+        if not isinstance(value, dict):
+            self.fail(key, messages.config_wrong_type("a table", _type_name(value)))
+        for name in value:
+            if name not in allowed:
+                self.fail(self.join(key, name), messages.config_unknown_key(allowed))
+        return value
+
+    def text(self, value: object, key: str) -> str:
+        if not isinstance(value, str):
+            self.fail(key, messages.config_wrong_type("a string", _type_name(value)))
+        if any(not char.isprintable() for char in value):
+            self.fail(key, messages.config_control_character(value))
+        if len(value) > _VALUE_MAX_LENGTH:
+            self.fail(key, messages.config_too_long(value, _VALUE_MAX_LENGTH))
+        if value.startswith("-"):
+            self.fail(key, messages.config_leading_dash(value))
+        return value
+
+    def integer(self, value: object, key: str, low: int = 1, high: int = _MAX_INT) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, messages.config_wrong_type("an integer", _type_name(value)))
+        if not low <= value <= high:
+            self.fail(key, messages.config_number_out_of_range(value, low, high))
+        return value
+
+    def seconds(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, messages.config_wrong_type("a number of seconds", _type_name(value)))
+        number = float(value)
+        if not (math.isfinite(number) and 0 < number <= _MAX_INT):
+            self.fail(key, messages.config_seconds_out_of_range(value, _MAX_INT))
+        return number
+
+    def boolean(self, value: object, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, messages.config_wrong_type("true or false", _type_name(value)))
+        return value
+
+    def array(self, value: object, key: str, *, non_empty: bool = False) -> list[object]:
+        if not isinstance(value, list):
+            self.fail(key, messages.config_wrong_type("an array", _type_name(value)))
+        if non_empty and not value:
+            self.fail(key, messages.config_empty_list())
+        return value
+
+    def unique_items(
+        self, value: object, key: str, check: Callable[[object, str], T], *, non_empty: bool
+    ) -> tuple[T, ...]:
+        seen: dict[T, str] = {}
+        for index, item in enumerate(self.array(value, key, non_empty=non_empty)):
+            item_key = f"{key}[{index}]"
+            checked = check(item, item_key)
+            if checked in seen:
+                self.fail(item_key, messages.config_duplicate(str(checked), seen[checked]))
+            seen[checked] = item_key
+        return tuple(seen)
+
+    def relative_path(self, value: object, key: str, base: str, *, dot_ok: bool) -> str:
+        text = self.text(value, key)
+        if text == "":
+            self.fail(key, messages.config_path_empty())
+        if "\\" in text:
+            self.fail(key, messages.config_path_backslash(text))
+        if text.startswith("/"):
+            self.fail(key, messages.config_path_absolute(text))
+        normal = posixpath.normpath(text)
+        if normal == ".." or normal.startswith("../"):
+            self.fail(key, messages.config_path_escapes(text, base))
+        if normal == "." and not dot_ok:
+            self.fail(key, messages.config_path_is_directory(text))
+        return normal
+
+    def template(
+        self, value: object, key: str, allowed: Sequence[str], needs: Sequence[Sequence[str]]
+    ) -> str:
+        text = self.text(value, key)
+        for match in PLACEHOLDER.finditer(text):
+            if match.group(1) not in allowed:
+                self.fail(
+                    key,
+                    messages.config_template_unknown_placeholder(text, match.group(1), allowed),
+                )
+        if "{" in PLACEHOLDER.sub("", text) or "}" in PLACEHOLDER.sub("", text):
+            self.fail(key, messages.config_template_stray_brace(text))
+        used = set(PLACEHOLDER.findall(text))
+        for options in needs:
+            if not used.intersection(options):
+                self.fail(key, messages.config_template_needs(text, options))
+        return text
+
+    # -- sections --
+
+    def config(self, data: Mapping[str, object], path: Path | None) -> Config:
+        top = self.table(
+            dict(data),
+            "",
+            (
+                "repository",
+                "platforms",
+                "staging_tag",
+                "source",
+                "components",
+                "mirrors",
+                "approval",
+                "permissions",
+                "promotion",
+                "queue",
+            ),
+        )
+        for required in ("repository", "source", "components"):
+            if required not in top:
+                self.fail(required, messages.config_missing_key())
+        repository = self.location(top["repository"], "repository")
+        source = self.source(top["source"], "source")
+        components = self.components(top["components"], "components", repository)
+        platforms = (
+            self.platforms(top["platforms"], "platforms")
+            if "platforms" in top
+            else DEFAULT_PLATFORMS
+        )
+        staging_tag = self.staging_tag(top.get("staging_tag", "{version}-{arch}"), platforms)
+        mirrors = self.mirrors(top.get("mirrors", {}), "mirrors", repository)
+        approval = self.approval(top.get("approval", {}), "approval")
+        permissions = self.permissions(top.get("permissions", {}), "permissions", approval)
+        promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
+        queue = self.queue(top.get("queue", {}), "queue")
+        return Config(
+            components=components,
+            source=source,
+            repository=repository,
+            platforms=platforms,
+            mirrors=mirrors,
+            approval=approval,
+            permissions=permissions,
+            promotion=promotion,
+            queue=queue,
+            staging_tag=staging_tag,
+            path=path,
+        )
+
+    def location(self, value: object, key: str) -> str:
+        text = self.text(value, key)
+        if not is_location(text):
+            self.fail(key, messages.config_bad_location(text))
+        return text
+
+    def name(self, value: object, key: str, what: str) -> str:
+        text = self.text(value, key)
+        if not is_component_name(text):
+            self.fail(key, messages.config_bad_name(text, what, COMPONENT_NAME_MAX_LENGTH))
+        return text
+
+    def source(self, value: object, key: str) -> Source:
+        table = self.table(value, key, ("git", "path", "ref"))
+        kinds = [k for k in ("git", "path") if k in table]
+        if len(kinds) != 1:
+            self.fail(key, messages.config_source_kind(("git", "path")))
+        ref = self.template(
+            table.get("ref", "{version}"), self.join(key, "ref"), VERSION_PLACEHOLDERS, ()
+        )
+        for sample in SAMPLE_VERSIONS:
+            rendered = render(ref, version_values(sample))
+            if not is_git_ref(rendered):
+                self.fail(self.join(key, "ref"), messages.config_bad_ref(ref, rendered))
+        if kinds[0] == "path":
+            path_key = self.join(key, "path")
+            directory = self.local_path(table["path"], path_key)
+            return Source(kind="path", location=str(directory), ref=ref)
+        git_key = self.join(key, "git")
+        return Source(kind="git", location=self.git_location(table["git"], git_key), ref=ref)
+
+    def local_path(self, value: object, key: str) -> Path:
+        text = self.text(value, key)
+        if text == "":
+            self.fail(key, messages.config_path_empty())
+        directory = (self.base_dir / text).resolve()
+        if not directory.is_dir():
+            self.fail(key, messages.config_not_directory(str(directory)))
+        return directory
+
+    def git_location(self, value: object, key: str) -> str:
+        text = self.text(value, key)
+        if text == "" or any(char.isspace() for char in text) or "::" in text:
+            self.fail(key, messages.config_bad_git_url(text))
+        if "://" in text:
+            # An option smuggled in as a host or user name (ssh://-oProxyCommand=...) is
+            # refused along with any transport other than the plain ones.
+            try:
+                url = urllib.parse.urlsplit(text)
+                port = url.port
+            except ValueError:
+                self.fail(key, messages.config_bad_git_url(text))
+            if url.password is not None:
+                self.fail(key, messages.config_git_url_password(text))
+            user_ok = url.username is None or URL_USER.fullmatch(url.username)
+            host = url.netloc.rpartition("@")[2]
+            if url.scheme == "file":
+                host_ok = host == "" or HOST.fullmatch(host) is not None
+            else:
+                host_ok = bool(url.hostname) and HOST.fullmatch(host) is not None
+            if url.scheme not in GIT_SCHEMES or not user_ok or not host_ok or port == 0:
+                self.fail(key, messages.config_bad_git_url(text))
+            return text
+        scp = SCP_LIKE.fullmatch(text)
+        if scp is not None:
+            if not HOST.fullmatch(scp.group("host")):
+                self.fail(key, messages.config_bad_git_url(text))
+            return text
+        if ":" in text.split("/")[0]:  # some other transport: "ext:", "fd:", ...
+            self.fail(key, messages.config_bad_git_url(text))
+        return str(self.local_path(text, key))
+
+    def components(self, value: object, key: str, repository: str) -> tuple[Component, ...]:
+        items = self.array(value, key, non_empty=True)
+        seen: dict[str, str] = {}
+        components = []
+        for index, item in enumerate(items):
+            item_key = f"{key}[{index}]"
+            component = self.component(item, item_key)
+            if component.name in seen:
+                self.fail(
+                    f"{item_key}.name",
+                    messages.config_duplicate(component.name, seen[component.name]),
+                )
+            seen[component.name] = f"{item_key}.name"
+            image = f"{repository}/{component.name}"
+            if len(image) > IMAGE_NAME_MAX_LENGTH:
+                self.fail(
+                    f"{item_key}.name", messages.config_image_too_long(image, IMAGE_NAME_MAX_LENGTH)
+                )
+            components.append(component)
+        return tuple(components)
+
+    def component(self, value: object, key: str) -> Component:
+        table = self.table(value, key, ("name", "dockerfile", "context", "target", "build_args"))
+        if "name" not in table:
+            self.fail(self.join(key, "name"), messages.config_missing_key())
+        name = self.name(table["name"], self.join(key, "name"), "component")
+        context = self.relative_path(
+            table.get("context", "."), self.join(key, "context"), "the source", dot_ok=True
+        )
+        dockerfile = self.relative_path(
+            table.get("dockerfile", "Dockerfile"),
+            self.join(key, "dockerfile"),
+            "the build context",
+            dot_ok=False,
+        )
+        target = None
+        if "target" in table:
+            target_key = self.join(key, "target")
+            target = self.text(table["target"], target_key)
+            if not STAGE.fullmatch(target):
+                self.fail(target_key, messages.config_bad_target(target))
+        build_args = self.build_args(table.get("build_args", {}), self.join(key, "build_args"))
+        return Component(
+            name=name, dockerfile=dockerfile, context=context, build_args=build_args, target=target
+        )
+
+    def build_args(self, value: object, key: str) -> Mapping[str, str]:
+        if not isinstance(value, dict):
+            self.fail(key, messages.config_wrong_type("a table", _type_name(value)))
+        args: dict[str, str] = {}
+        for name, arg in value.items():
+            arg_key = self.join(key, name)
+            if not BUILD_ARG_NAME.fullmatch(name):
+                self.fail(arg_key, messages.config_bad_build_arg_name(name))
+            args[name] = self.text(arg, arg_key)
+        return MappingProxyType(args)
+
+    def platforms(self, value: object, key: str) -> tuple[Platform, ...]:
+        seen: dict[Platform, str] = {}
+        for index, item in enumerate(self.array(value, key, non_empty=True)):
+            item_key = f"{key}[{index}]"
+            text = self.text(item, item_key)
+            try:
+                platform = parse_platform(text)
+            except PlatformError as error:
+                self.fail(item_key, messages.config_bad_platform(str(error)))
+            if platform.is_unknown:
+                self.fail(item_key, messages.config_unknown_platform(text))
+            if platform in seen:
+                self.fail(
+                    item_key,
+                    messages.config_duplicate_platform(text, str(platform), seen[platform]),
+                )
+            seen[platform] = item_key
+        return tuple(seen)
+
+    def staging_tag(self, value: object, platforms: Sequence[Platform]) -> str:
+        key = "staging_tag"
+        template = self.template(
+            value, key, STAGING_PLACEHOLDERS, (("version",), ("arch", "platform"))
+        )
+        for version in SAMPLE_VERSIONS:
+            owners: dict[str, Platform] = {}
+            for platform in platforms:
+                tag = render(template, platform_values(version, platform))
+                if not is_tag(tag):
+                    self.fail(key, messages.config_template_bad_tag(template, tag))
+                if tag == str(version):
+                    self.fail(key, messages.config_template_is_release_tag(template, tag))
+                if tag in owners:
+                    self.fail(
+                        key,
+                        messages.config_template_collides(
+                            template, str(owners[tag]), str(platform), tag
+                        ),
+                    )
+                owners[tag] = platform
+        return template
+
+    def mirrors(self, value: object, key: str, repository: str) -> Mapping[str, str]:
+        if not isinstance(value, dict):
+            self.fail(key, messages.config_wrong_type("a table", _type_name(value)))
+        mirrors: dict[str, str] = {}
+        for name, location in value.items():
+            mirror_key = self.join(key, name)
+            self.name(name, mirror_key, "mirror")
+            mirrors[name] = self.location(location, mirror_key)
+            if mirrors[name].rstrip("/") == repository:
+                self.fail(mirror_key, messages.config_mirror_is_repository(mirrors[name]))
+        return MappingProxyType(mirrors)
+
+    def approval(self, value: object, key: str) -> Approval:
+        table = self.table(
+            value,
+            key,
+            (
+                "approvers",
+                "approver_groups",
+                "approvals_required",
+                "allow_self_approval",
+                "approval_ttl_seconds",
+            ),
+        )
+
+        def user(item: object, item_key: str) -> str:
+            text = self.text(item, item_key)
+            if not SLACK_USER.fullmatch(text):
+                self.fail(item_key, messages.config_bad_slack_user(text))
+            return text
+
+        def group(item: object, item_key: str) -> str:
+            text = self.text(item, item_key)
+            if not SLACK_GROUP.fullmatch(text):
+                self.fail(item_key, messages.config_bad_slack_group(text))
+            return text
+
+        approvers = self.unique_items(
+            table.get("approvers", []), self.join(key, "approvers"), user, non_empty=False
+        )
+        groups = self.unique_items(
+            table.get("approver_groups", []),
+            self.join(key, "approver_groups"),
+            group,
+            non_empty=False,
+        )
+        required_key = self.join(key, "approvals_required")
+        required = self.integer(table.get("approvals_required", 1), required_key, 1, 100)
+        if approvers and not groups and required > len(approvers):
+            self.fail(required_key, messages.config_approvals_unreachable(required, len(approvers)))
+        return Approval(
+            approvers=approvers,
+            approver_groups=groups,
+            approvals_required=required,
+            allow_self_approval=self.boolean(
+                table.get("allow_self_approval", False), self.join(key, "allow_self_approval")
+            ),
+            approval_ttl_seconds=self.integer(
+                table.get("approval_ttl_seconds", 3600), self.join(key, "approval_ttl_seconds")
+            ),
+        )
+
+    def slack_principal(self, item: object, item_key: str) -> str:
+        """A Slack user id (U..., W...) or user group id (S...)."""
+        text = self.text(item, item_key)
+        if not (SLACK_USER.fullmatch(text) or SLACK_GROUP.fullmatch(text)):
+            self.fail(item_key, messages.config_bad_slack_principal(text))
+        return text
+
+    def permissions(self, value: object, key: str, approval: Approval) -> Permissions:
+        roles_keys = tuple(action.value for action in ROLES)
+        table = self.table(value, key, ("channels", *roles_keys))
+
+        def channel(item: object, item_key: str) -> str:
+            text = self.text(item, item_key)
+            if not SLACK_CHANNEL.fullmatch(text):
+                self.fail(item_key, messages.config_bad_slack_channel(text))
+            return text
+
+        channels = self.unique_items(
+            table.get("channels", []), self.join(key, "channels"), channel, non_empty=False
+        )
+        roles: dict[Action, Grant] = {}
+        for action in ROLES:
+            if action.value not in table:
+                continue
+            listed = self.unique_items(
+                table[action.value],
+                self.join(key, action.value),
+                self.slack_principal,
+                non_empty=False,
+            )
+            roles[action] = Grant(
+                users=tuple(p for p in listed if not p.startswith("S")),
+                groups=tuple(p for p in listed if p.startswith("S")),
+            )
+        approvers = Grant(users=approval.approvers, groups=approval.approver_groups)
+        return build_permissions(channels, roles, approvers)
+
+    def promotion(self, value: object, key: str, mirrors: Mapping[str, str]) -> Promotion:
+        table = self.table(value, key, ("tags", "prereleases", "mirrors"))
+        tags_key = self.join(key, "tags")
+
+        def mirror_name(item: object, item_key: str) -> str:
+            name = self.text(item, item_key)
+            if name not in mirrors:
+                self.fail(item_key, messages.config_promotion_mirror_unknown(name, list(mirrors)))
+            return name
+
+        def tag_template(item: object, item_key: str) -> str:
+            template = self.template(item, item_key, VERSION_PLACEHOLDERS, ())
+            for version in SAMPLE_VERSIONS:
+                tag = render(template, version_values(version))
+                if not is_tag(tag):
+                    self.fail(item_key, messages.config_template_bad_tag(template, tag))
+                if is_version(tag):
+                    self.fail(item_key, messages.config_template_is_release_tag(template, tag))
+            return template
+
+        tags = self.unique_items(table.get("tags", []), tags_key, tag_template, non_empty=False)
+        prereleases = self.boolean(table.get("prereleases", False), self.join(key, "prereleases"))
+        to = self.unique_items(
+            table.get("mirrors", []), self.join(key, "mirrors"), mirror_name, non_empty=False
+        )
+        return Promotion(tags=tags, prereleases=prereleases, mirrors=to)
+
+    def queue(self, value: object, key: str) -> QueueSettings:
+        table = self.table(
+            value,
+            key,
+            (
+                "max_attempts",
+                "backoff_base_seconds",
+                "backoff_cap_seconds",
+                "lease_seconds",
+                "key_prefix",
+                "retention_days",
+                "claim_seconds",
+            ),
+        )
+        defaults = QueueSettings()
+        retention_key = self.join(key, "retention_days")
+        retention = table.get("retention_days", defaults.retention_days)
+        if isinstance(retention, bool) or not isinstance(retention, int | float):
+            self.fail(
+                retention_key, messages.config_wrong_type("a number of days", _type_name(retention))
+            )
+        if not (math.isfinite(retention) and 0 < retention <= MAX_RETENTION_DAYS):
+            self.fail(
+                retention_key, messages.config_retention_out_of_range(retention, MAX_RETENTION_DAYS)
+            )
+        base = self.seconds(
+            table.get("backoff_base_seconds", defaults.backoff_base_seconds),
+            self.join(key, "backoff_base_seconds"),
+        )
+        cap_key = self.join(key, "backoff_cap_seconds")
+        cap = self.seconds(table.get("backoff_cap_seconds", defaults.backoff_cap_seconds), cap_key)
+        if cap < base:
+            self.fail(cap_key, messages.config_cap_below_base(cap, base))
+        prefix_key = self.join(key, "key_prefix")
+        prefix = self.text(table.get("key_prefix", defaults.key_prefix), prefix_key)
+        if not KEY_PREFIX.fullmatch(prefix):
+            self.fail(prefix_key, messages.config_bad_key_prefix(prefix))
+        return QueueSettings(
+            max_attempts=self.integer(
+                table.get("max_attempts", defaults.max_attempts),
+                self.join(key, "max_attempts"),
+                1,
+                100,
+            ),
+            backoff_base_seconds=base,
+            backoff_cap_seconds=cap,
+            lease_seconds=self.integer(
+                table.get("lease_seconds", defaults.lease_seconds), self.join(key, "lease_seconds")
+            ),
+            key_prefix=prefix,
+            retention_days=float(retention),
+            claim_seconds=self.integer(
+                table.get("claim_seconds", defaults.claim_seconds),
+                self.join(key, "claim_seconds"),
+                1,
+                3600,
+            ),
+        )
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,937 @@
+"""The core's sentences: what a user reads about versions, the configuration, the
+release pipeline, approvals, permissions, the registry, mirror sync and immutability.
+
+The core raises and returns these; the Slack adapter (`handlers.messages`) and the
+terminal (`bot.messages`) add only their own wording on top. Kept in one catalogue per
+topic so wording stays consistent and no secret can slip into a message by accident:
+functions here take values, never credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jobs.domain.copy_plan import DriftData, SyncData
+from jobs.domain.platforms import Platform
+from jobs.domain.verdict import EntryStatus, Outcome, Verdict
+
+# ---- inspection --------------------------------------------------------------------------
+
+
+def short_digest(digest: str | None, length: int = 12) -> str:
+    if not digest:
+        return "-"
+    algorithm, _, hex_part = digest.partition(":")
+    return f"{algorithm}:{hex_part[:length]}"
+
+
+def platform_list(platforms: Sequence[Platform]) -> str:
+    names = [str(p) for p in platforms]
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def verdict_problems(subject: str, verdict: Verdict) -> list[str]:
+    """One plain sentence per problem, e.g.
+    "runtime v0.3.0-rc.2 is missing linux/amd64; the index has linux/arm64 only"."""
+    if verdict.outcome is Outcome.ERROR:
+        return [f"{subject} cannot be read: {verdict.error}"]
+    problems = []
+    for entry in verdict.entries:
+        if entry.status is EntryStatus.MISMATCH:
+            problems.append(
+                f"{subject}: the {entry.label} entry {short_digest(entry.digest)} is really "
+                f"{entry.actual} (its image config says so)"
+            )
+        elif entry.status is EntryStatus.UNRESOLVABLE:
+            problems.append(
+                f"{subject}: the {entry.label} entry {short_digest(entry.digest)} cannot be "
+                f"resolved: {entry.reason}"
+            )
+    if verdict.missing:
+        present = verdict.present
+        if not verdict.is_index and present:
+            has = f"the tag is a single {present[0]} image, not a multi-platform index"
+        elif present:
+            has = f"the index has {platform_list(present)} only"
+        else:
+            has = "it has no usable platform at all"
+        problems.append(f"{subject} is missing {platform_list(verdict.missing)}; {has}")
+    return problems
+
+
+def verdict_headline(outcome: Outcome) -> str:
+    return {
+        Outcome.OK: "ok: every required platform is present",
+        Outcome.MISSING: "MISSING: a required platform is absent",
+        Outcome.MISMATCH: "MISMATCH: an entry is not what it claims or cannot be resolved",
+        Outcome.ERROR: "ERROR: the reference could not be read",
+    }[outcome]
+
+
+# ---- release inputs: versions, component names, mirrors ----------------------------------
+
+
+QUOTE_LIMIT = 80
+
+
+VERSION_EXPECTED = "expected vMAJOR.MINOR.PATCH[-PRERELEASE] such as v0.3.0 or v0.3.0-rc.2"
+
+
+def quote_input(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """User text made safe to show inside a sentence: quoted like `repr`, with every control,
+    non-ASCII and quote character escaped (so a Cyrillic lookalike of `e` shows as `\\u0435` and a
+    newline as `\\n`), and no more than `limit` characters of it, escapes counted."""
+    shown = min(len(text), limit)
+    while len(ascii(text[:shown])) > limit + 2:  # + the two quotes
+        shown -= 1
+    if shown == len(text):
+        return ascii(text)
+    return f"{text[:shown]!a}... ({len(text)} characters)"
+
+
+def char_name(char: str) -> str:
+    return f"{char!a} (U+{ord(char):04X})"
+
+
+def version_empty() -> str:
+    return f"no release version given; {VERSION_EXPECTED}"
+
+
+def version_too_long(text: str, limit: int) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: it is longer than {limit} "
+        f"characters, the most a tag holds; {VERSION_EXPECTED}"
+    )
+
+
+def version_bad_character(text: str, char: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: it contains {char_name(char)}, "
+        f"and only ASCII letters, digits, '.' and '-' are allowed; {VERSION_EXPECTED}"
+    )
+
+
+def version_missing_v(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: it must start with a lowercase 'v'; "
+        f"{VERSION_EXPECTED}"
+    )
+
+
+def version_build_metadata(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: build metadata ('+...') cannot be "
+        f"part of a tag; {VERSION_EXPECTED}"
+    )
+
+
+def version_leading_zero(text: str, number: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: the number {quote_input(number)} "
+        f"has a leading zero; {VERSION_EXPECTED}"
+    )
+
+
+def version_empty_prerelease(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a release version: a prerelease identifier is empty "
+        f"(nothing between '-' or '.' and the next '.' or the end); {VERSION_EXPECTED}"
+    )
+
+
+def version_malformed(text: str) -> str:
+    return f"{quote_input(text)} is not a release version; {VERSION_EXPECTED}"
+
+
+def version_unusable(version: str, what: str, made: str) -> str:
+    """`what` is "tag" or "git ref"."""
+    return (
+        f"{quote_input(version)} cannot be released with this configuration: it makes the "
+        f"{what} {quote_input(made)}, which is too long or not valid"
+    )
+
+
+def version_is_staging_tag(version: str, platform: str) -> str:
+    return (
+        f"{quote_input(version)} cannot be released: it has the form of a staging tag (the "
+        f"{platform} build of another version is pushed to a tag like it), and every tag "
+        "must have a single writer"
+    )
+
+
+def name_list(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "(none)"
+
+
+def component_empty(known: Sequence[str]) -> str:
+    return f"no component given; the configured components are: {name_list(known)}"
+
+
+def component_unknown(name: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(name)} is not a component of this project; "
+        f"the configured components are: {name_list(known)}"
+    )
+
+
+def mirror_unknown(text: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(text)} is neither a configured mirror ({name_list(known)}) nor a "
+        "registry location HOST[:PORT][/NAMESPACE] such as registry.example.com/aibrix"
+    )
+
+
+# ---- configuration file ------------------------------------------------------------------
+
+
+def config_error(file: str, key: str, reason: str) -> str:
+    """`aibrix.toml: components[2].dockerfile: '/etc/passwd' is an absolute path; ...`."""
+    return f"{file}: {key}: {reason}" if key else f"{file}: {reason}"
+
+
+def config_unreadable(error: str) -> str:
+    return f"cannot be read: {error}"
+
+
+def config_not_utf8() -> str:
+    return "is not UTF-8 text"
+
+
+def config_not_toml(detail: str) -> str:
+    return f"is not valid TOML: {detail}"
+
+
+def config_unknown_key(allowed: Sequence[str]) -> str:
+    return f"unknown key; the keys allowed here are: {name_list(sorted(allowed))}"
+
+
+def config_missing_key() -> str:
+    return "is required"
+
+
+def config_wrong_type(expected: str, got: str) -> str:
+    return f"must be {expected}, not {got}"
+
+
+def config_empty_list() -> str:
+    return "must not be empty"
+
+
+def config_number_out_of_range(value: object, low: object, high: object) -> str:
+    return f"{value} is out of range; expected a number from {low} to {high}"
+
+
+def config_control_character(value: str) -> str:
+    return (
+        f"{quote_input(value)} contains a control character (a newline, NUL or the like), "
+        "which is not allowed"
+    )
+
+
+def config_leading_dash(value: str) -> str:
+    return (
+        f"{quote_input(value)} starts with '-', which is not allowed (it could be read as a "
+        "command-line option)"
+    )
+
+
+def config_too_long(value: str, limit: int) -> str:
+    return f"{quote_input(value)} is longer than {limit} characters"
+
+
+def config_bad_name(value: str, what: str, limit: int) -> str:
+    return (
+        f"{quote_input(value)} is not a valid {what} name; expected lowercase letters and "
+        "digits, separated by single '.', '_' or '-' (such as gateway-plugins), "
+        f"at most {limit} characters"
+    )
+
+
+def config_duplicate(value: str, first_key: str) -> str:
+    return f"{quote_input(value)} is already given at {first_key}"
+
+
+def config_path_empty() -> str:
+    return "must be a relative path, not empty"
+
+
+def config_path_absolute(value: str) -> str:
+    return (
+        f"{quote_input(value)} is an absolute path; expected a path relative to the "
+        "directory it belongs to, such as build/container/Dockerfile"
+    )
+
+
+def config_path_escapes(value: str, base: str) -> str:
+    return f"{quote_input(value)} leads out of {base} with '..'"
+
+
+def config_path_backslash(value: str) -> str:
+    return f"{quote_input(value)} contains a backslash; use '/' between directories"
+
+
+def config_path_is_directory(value: str) -> str:
+    return f"{quote_input(value)} names a directory, not a Dockerfile"
+
+
+def config_path_outside(value: str, base: str) -> str:
+    return f"{quote_input(value)} resolves (through a symbolic link) to a place outside {base}"
+
+
+def config_path_missing(value: str, where: str) -> str:
+    return f"{quote_input(value)} does not exist in {where}"
+
+
+def config_not_directory(value: str) -> str:
+    return f"{quote_input(value)} is not a directory"
+
+
+def config_bad_build_arg_name(name: str) -> str:
+    return (
+        f"{quote_input(name)} is not a valid build argument name; expected a letter or '_' "
+        "followed by letters, digits or '_', such as BASE_IMAGE"
+    )
+
+
+def config_bad_target(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a valid build stage name; expected letters, digits, "
+        "'.', '_' or '-', starting with a letter or digit"
+    )
+
+
+def config_bad_platform(error: str) -> str:
+    return error
+
+
+def config_unknown_platform(value: str) -> str:
+    return f"{quote_input(value)} is not a platform an image runs on"
+
+
+def config_duplicate_platform(value: str, platform: str, first_key: str) -> str:
+    return f"{quote_input(value)} is {platform}, already given at {first_key}"
+
+
+def config_bad_location(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a registry location; expected HOST[:PORT][/NAMESPACE] "
+        "with a host name that has a '.' or a ':port' (or is localhost) and lowercase "
+        "path components, such as docker.io/aibrix or 127.0.0.1:5000/aibrix-sample"
+    )
+
+
+def config_mirror_is_repository(value: str) -> str:
+    return f"{quote_input(value)} is the release repository itself, not a mirror"
+
+
+def config_promotion_mirror_unknown(name: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(name)} is not a configured mirror; promotion copies to mirrors named "
+        f"in [mirrors] ({name_list(known)})"
+    )
+
+
+def config_image_too_long(image: str, limit: int) -> str:
+    return f"the image name {quote_input(image)} is longer than {limit} characters"
+
+
+def config_bad_slack_user(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a Slack user id; expected an id such as U012AB3CD or "
+        "W012AB3CD (the member id from the user's profile, not a name or <@mention>)"
+    )
+
+
+def config_bad_slack_group(value: str) -> str:
+    return f"{quote_input(value)} is not a Slack user group id; expected an id such as S012AB3CD"
+
+
+def config_bad_slack_principal(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a Slack user id or user group id; expected an id such "
+        "as U012AB3CD, W012AB3CD (a member) or S012AB3CD (a user group)"
+    )
+
+
+def config_bad_slack_channel(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a Slack channel id; expected an id such as C012AB3CD "
+        "(from the channel's details, not its #name)"
+    )
+
+
+def config_approvals_unreachable(required: int, approvers: int) -> str:
+    return (
+        f"{required} approvals are required but only {approvers} approvers are listed and "
+        "no approver group is given, so no release could ever be approved"
+    )
+
+
+def config_template_unknown_placeholder(template: str, name: str, allowed: Sequence[str]) -> str:
+    placeholders = name_list(["{" + a + "}" for a in allowed])
+    return (
+        f"{quote_input(template)} uses the unknown placeholder {quote_input('{' + name + '}')}; "
+        f"the placeholders allowed here are: {placeholders}"
+    )
+
+
+def config_template_stray_brace(template: str) -> str:
+    return f"{quote_input(template)} has a '{{' or '}}' that is not part of a placeholder"
+
+
+def config_template_needs(template: str, needed: Sequence[str]) -> str:
+    options = " or ".join("{" + n + "}" for n in needed)
+    return f"{quote_input(template)} must contain {options}"
+
+
+def config_template_bad_tag(template: str, rendered: str) -> str:
+    return (
+        f"{quote_input(template)} makes the tag {quote_input(rendered)}, which is not a valid "
+        "tag (letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-')"
+    )
+
+
+def config_template_is_release_tag(template: str, tag: str) -> str:
+    return (
+        f"{quote_input(template)} makes the tag {quote_input(tag)}, which is a release tag; "
+        "only the merge step of that release writes it"
+    )
+
+
+def config_template_collides(template: str, first: str, second: str, tag: str) -> str:
+    return f"{quote_input(template)} gives {first} and {second} the same tag {quote_input(tag)}"
+
+
+def config_bad_ref(template: str, rendered: str) -> str:
+    return (
+        f"{quote_input(template)} makes the git ref {quote_input(rendered)}, which is not a "
+        "valid ref (letters, digits, '.', '_', '-' and '/', no '..', not starting with "
+        "'-', '.' or '/')"
+    )
+
+
+def config_source_kind(keys: Sequence[str]) -> str:
+    return (
+        f"give exactly one of {' or '.join(keys)}: git for a repository checked out at the "
+        "release's ref, path for a directory used as it is"
+    )
+
+
+def config_bad_git_url(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a git repository location; expected an https://, "
+        "http://, ssh://, git:// or file:// URL, user@host:path, or a local path"
+    )
+
+
+def config_git_url_password(value: str) -> str:
+    return (
+        f"{quote_input(value)} has a password in it; registry and git credentials come "
+        "from the environment and the standard credential helpers, never the config file"
+    )
+
+
+def config_bad_key_prefix(value: str) -> str:
+    return (
+        f"{quote_input(value)} is not a valid key prefix; expected letters, digits, '_', "
+        "'-', '.' and ':', starting with a letter or digit, at most 64 characters"
+    )
+
+
+def config_cap_below_base(cap: float, base: float) -> str:
+    return f"{cap} is below backoff_base_seconds ({base})"
+
+
+def config_seconds_out_of_range(value: object, high: object) -> str:
+    return f"{value} is out of range; expected more than 0 seconds and at most {high}"
+
+
+def config_retention_out_of_range(value: object, high: int) -> str:
+    return (
+        f"{value} is not a retention: give a number of days above 0 and at most {high} "
+        "(a fraction is allowed, such as 0.5)"
+    )
+
+
+# ---- the release pipeline (jobs/usecases/pipeline.py, jobs/runtime/worker.py) -------------
+
+
+def platform_not_configured(platform: str, configured: Sequence[Platform]) -> str:
+    names = ", ".join(str(p) for p in configured)
+    return f"{platform} is not a configured platform; expected one of {names}"
+
+
+def build_failed(component: str, version: str, platform: str, error: str) -> str:
+    reason = error.strip().splitlines()[-1] if error.strip() else "no reason was recorded"
+    return f"{component} {version} failed to build for {platform}: {reason}"
+
+
+def verdict_not_ok(component: str, version: str, verdict: str) -> str:
+    return f"{component} {version}: the published index failed the platform check ({verdict})"
+
+
+def release_not_found(version: str) -> str:
+    return f"there is no release {version}; start one with: release {version}"
+
+
+def nothing_to_retry(version: str, state: str) -> str:
+    return f"{version} is {state}; retry restarts failed builds of a blocked or failed release only"
+
+
+def cannot_cancel(version: str, state: str) -> str:
+    return f"{version} is {state} and cannot be cancelled"
+
+
+def builder_refused(detail: str) -> str:
+    return f"the worker cannot start: {detail}"
+
+
+def pushed_platform_wrong(image: str, platform: str, detail: str) -> str:
+    return f"{image} was pushed for {platform} but the registry disagrees: {detail}"
+
+
+# ---- mirror sync and drift (jobs/usecases/sync.py; the terminal prints these too) ---------
+
+
+# The renderers take the report data (`jobs.domain.copy_plan.SyncData`, `DriftData`): the same
+# values the Slack renderer reads.
+def human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover
+
+
+def sync_subject(component: str, version: str) -> str:
+    return f"{component} {version}"
+
+
+def sync_gate_refused(version: str) -> str:
+    return (
+        f"nothing was copied for {version}: the release does not pass the platform check "
+        "at the source"
+    )
+
+
+def sync_source_moved(subject: str, approved: str, actual: str) -> str:
+    return (
+        f"{subject} has moved since it was approved: the tag now holds {short_digest(actual)}, "
+        f"but {short_digest(approved)} was approved"
+    )
+
+
+def sync_overwrite_refused(destination: str, held: str, source: str) -> str:
+    return (
+        f"{destination} already holds {short_digest(held)}, not the source's "
+        f"{short_digest(source)}; it was not overwritten (an approver must confirm an "
+        "overwrite explicitly)"
+    )
+
+
+def sync_tag_appeared(destination: str, held: str) -> str:
+    return (
+        f"{destination} was written by someone else during the copy (it now holds "
+        f"{short_digest(held)}); it was not overwritten"
+    )
+
+
+def sync_verify_digest(destination: str, got: str, expected: str) -> str:
+    return (
+        f"{destination} reads back as {short_digest(got)}, not the source's "
+        f"{short_digest(expected)}"
+    )
+
+
+def sync_verify_verdict(destination: str, problems: Sequence[str]) -> str:
+    return f"{destination} was copied but does not pass the platform check: " + "; ".join(problems)
+
+
+def sync_nothing_to_sync() -> str:
+    return "no mirror given; name a configured mirror or a location HOST[:PORT][/NAMESPACE]"
+
+
+SYNC_STATUS_WORDS = {
+    "copied": "copied",
+    "up-to-date": "up to date",
+    "refused": "REFUSED",
+    "failed": "FAILED",
+    "unverified": "UNVERIFIED",
+}
+
+
+def _count_bytes(count: int, size: int) -> str:
+    return f"{count} ({human_bytes(size)})" if count else "0"
+
+
+def sync_report_text(data: SyncData) -> str:
+    """The plain-text report of a sync: one table per mirror, one row per component."""
+    version = data["version"]
+    if not data["gate_passed"]:
+        lines = [sync_gate_refused(version)]
+        for problem in data["gate"]:
+            lines.extend(f"  - {sentence}" for sentence in problem["sentences"])
+        return "\n".join(lines)
+    blocks = []
+    for mirror in data["mirrors"]:
+        components = mirror["components"]
+        good = sum(1 for c in components if c["status"] in ("copied", "up-to-date"))
+        head = (
+            f"{version} -> {mirror['mirror']} ({mirror['location']}): {good} of "
+            f"{len(components)} components in sync and verified, {mirror['seconds']:.1f} s"
+        )
+        rows = [("COMPONENT", "STATUS", "COPIED", "MOUNTED", "SKIPPED", "TIME", "DIGEST")]
+        for c in components:
+            blobs = c["blobs"]
+            counted = c["status"] not in ("up-to-date", "refused") or blobs["skipped"] > 0
+            rows.append(
+                (
+                    c["component"],
+                    SYNC_STATUS_WORDS.get(c["status"], c["status"]),
+                    _count_bytes(blobs["copied"], blobs["copied_bytes"]) if counted else "-",
+                    _count_bytes(blobs["mounted"], blobs["mounted_bytes"]) if counted else "-",
+                    _count_bytes(blobs["skipped"], blobs["skipped_bytes"]) if counted else "-",
+                    f"{c['seconds']:.1f} s",
+                    short_digest(c["final_digest"]),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [head]
+        for row in rows:
+            lines.append(
+                "  "
+                + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
+        for c in components:
+            if c["reason"]:
+                lines.append(f"  - {c['component']}: {c['reason']}")
+        blocks.append("\n".join(lines))
+    total = data["blobs"]
+    blocks.append(
+        f"copied {_count_bytes(total['copied'], total['copied_bytes'])} blobs, mounted "
+        f"{_count_bytes(total['mounted'], total['mounted_bytes'])}, skipped "
+        f"{_count_bytes(total['skipped'], total['skipped_bytes'])} in {data['seconds']:.1f} s"
+    )
+    return "\n\n".join(blocks)
+
+
+def sync_progress_line(
+    done_bytes: int,
+    total_bytes: int,
+    finished: int,
+    components: int,
+    width: int = 30,
+) -> str:
+    """`[##########....................]  33%  100.0 MB of 300.0 MB  2/10 copies done`."""
+    fraction = 1.0 if total_bytes <= 0 else min(1.0, max(0.0, done_bytes / total_bytes))
+    filled = int(fraction * width)
+    bar = "#" * filled + "." * (width - filled)
+    return (
+        f"[{bar}] {fraction * 100:3.0f}%  {human_bytes(max(0, done_bytes))} of "
+        f"{human_bytes(total_bytes)}  {finished}/{components} copies done"
+    )
+
+
+def sync_progress_plain(mirror: str, component: str, status: str, detail: str) -> str:
+    return f"{mirror} {component}: {SYNC_STATUS_WORDS.get(status, status)}{detail}"
+
+
+_DRIFT_WORDS = {
+    "same": "same",
+    "different": "DIFFERENT",
+    "missing": "MISSING",
+    "unreadable": "UNREADABLE",
+}
+
+
+def drift_text(data: DriftData) -> str:
+    """The drift view: per component, the digest at the source and at every mirror."""
+    mirrors = data["mirrors"]
+    header = ("COMPONENT", "SOURCE", *mirrors)
+    rows: list[tuple[str, ...]] = [header]
+    notes = []
+    for row in data["rows"]:
+        source = short_digest(row["source_digest"]) if row["source_error"] is None else "UNREADABLE"
+        cells = []
+        for cell in row["mirrors"]:
+            word = _DRIFT_WORDS.get(cell["status"], cell["status"])
+            cells.append(
+                short_digest(cell["digest"])
+                if cell["status"] == "same"
+                else f"{word} {short_digest(cell['digest'])}".rstrip(" -")
+            )
+            if cell["error"]:
+                notes.append(f"  - {row['component']} at {cell['mirror']}: {cell['error']}")
+        if row["source_error"]:
+            notes.append(f"  - {row['component']} at the source: {row['source_error']}")
+        rows.append((row["component"], source, *cells))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [
+        f"{data['version']}: "
+        + (
+            "mirrors differ from the source"
+            if data["drifted"]
+            else "every mirror equals the source"
+        )
+    ]
+    for r in rows:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    lines.extend(notes)
+    return "\n".join(lines)
+
+
+# ---- permissions, approvals, promotion, the registry (jobs/domain, jobs/registry) ---------
+
+
+def permission_wrong_channel(channel: str, accepted: Sequence[str]) -> str:
+    if not accepted:
+        return (
+            "this bot takes no commands in any channel yet: its config lists no "
+            "`permissions.channels`; ask the bot's operator"
+        )
+    names = ", ".join(f"<#{c}>" for c in accepted)
+    return f"this channel does not take release commands; use {names}"
+
+
+def permission_refused(user: str, action: str, who: str) -> str:
+    return (
+        f"<@{user}> may not {action.replace('_', ' ')} here; "
+        f"the config's permissions grant it to: {who}"
+    )
+
+
+def approval_superseded(version: str) -> str:
+    return (
+        f"these buttons belong to an earlier run of {version}; use the buttons of its latest "
+        "message"
+    )
+
+
+def approval_not_ready(version: str, state: str) -> str:
+    return f"{version} is {state}; only a ready release can be approved"
+
+
+def rejection_not_open(version: str, state: str) -> str:
+    return f"{version} is {state}; only a ready or approved release can be rejected"
+
+
+def approval_not_approver(user: str) -> str:
+    return f"<@{user}> is not an approver of this project (by user id or user group)"
+
+
+def approval_self(user: str, version: str) -> str:
+    return f"<@{user}> requested {version} and may not approve it (self-approval is off)"
+
+
+def approval_already(user: str) -> str:
+    return f"<@{user}> has already approved this run; it counts once"
+
+
+def approval_renewed(user: str) -> str:
+    return f"the earlier approval of <@{user}> had expired; this one counts"
+
+
+def approval_tally(count: int, required: int, users: Sequence[str]) -> str:
+    names = ", ".join(f"<@{u}>" for u in users)
+    tail = f": {names}" if users else ""
+    return f"{count} of {required} approvals{tail}"
+
+
+def approval_drift(subject: str, verified: str, actual: str | None) -> str:
+    if actual is None:
+        return f"{subject} no longer exists in the registry, so it cannot be approved"
+    return (
+        f"{subject} has moved since it was verified: the tag now holds {short_digest(actual)}, "
+        f"but {short_digest(verified)} was verified"
+    )
+
+
+def promotion_failed(target: str, detail: str) -> str:
+    return f"{target} could not be written: {detail}"
+
+
+def promotion_gate_failed(version: str, sentences: Sequence[str]) -> str:
+    return f"{version} was not copied to the promotion mirrors: " + "; ".join(sentences)
+
+
+def overwrite_nothing_pending(version: str) -> str:
+    return f"{version} has no mirror tag waiting for an overwrite confirmation"
+
+
+def promotion_none(version: str) -> str:
+    return f"{version} has no promotion tags to write (a prerelease, or none configured)"
+
+
+def approval_check_failed(subject: str) -> str:
+    return f"{subject} no longer passes the platform check"
+
+
+def registry_unreachable(host: str, error: BaseException, proxy_variables: Sequence[str]) -> str:
+    said = f"cannot reach {host} ({type(error).__name__})"
+    if proxy_variables:
+        # Only the variables' names: a proxy URL can hold a password.
+        said += (
+            f"; {', '.join(proxy_variables)} is set, but aibrix-bot connects to registries "
+            "directly (HTTP proxies are not supported yet)"
+        )
+    return said
+
+
+def _status_said(status: int, code: str | None) -> str:
+    """`HTTP 404` or `HTTP 404, MANIFEST_UNKNOWN`: what a registry's refusal may show."""
+    return f"HTTP {status}, {code}" if code else f"HTTP {status}"
+
+
+def registry_not_found(status: int, code: str | None) -> str:
+    return f"not found in the registry ({_status_said(status, code)})"
+
+
+def registry_refused_credentials(status: int, code: str | None) -> str:
+    return f"the registry refused the credentials ({_status_said(status, code)})"
+
+
+def registry_needs_credentials(status: int, code: str | None) -> str:
+    return (
+        "the registry requires authentication and no credentials were found in the "
+        f"docker config ({_status_said(status, code)})"
+    )
+
+
+def registry_kept_failing(status: int, code: str | None, attempts: int) -> str:
+    return f"the registry kept answering {_status_said(status, code)} after {attempts} attempts"
+
+
+def registry_unexpected_status(status: int, code: str | None) -> str:
+    return f"unexpected answer from the registry ({_status_said(status, code)})"
+
+
+def registry_token_realm_insecure() -> str:
+    return (
+        "the registry sends its clients to a token service over plain HTTP on another "
+        "host; credentials are sent there only over HTTPS (or to a host given as an "
+        "insecure registry)"
+    )
+
+
+def registry_certificate_untrusted(host: str, reason: str) -> str:
+    return (
+        f"the TLS certificate of {host} is not trusted here ({reason}); add the registry's "
+        "CA to the system's CA bundle, or point SSL_CERT_FILE at a bundle that has it"
+    )
+
+
+# ---- the sync gate and sync jobs (jobs/domain/sync_gate.py, jobs/usecases/sync_job.py) ---
+
+
+def sync_mirror_names_only(text: str, known: Sequence[str]) -> str:
+    names = name_list(known) if known else "none are configured"
+    return (
+        f"{quote_input(text)} is not a configured mirror; from Slack a release is synced only "
+        f"to a mirror the config names: {names}. Nothing was contacted (the command line, "
+        "`aibrix-bot sync VERSION --to HOST/NAMESPACE`, takes a location, with the operator's "
+        "own credentials)"
+    )
+
+
+def sync_refused_unknown(version: str) -> str:
+    return (
+        f"{version} has no release to sync; release it, have it approved, and sync it once "
+        "it is promoted"
+    )
+
+
+def sync_refused_not_approved(version: str, approvers: str) -> str:
+    return (
+        f"{version} is ready but not approved; from Slack only a promoted release is synced "
+        f"to a mirror. An approver ({approvers}) may approve it, or sync it before approval "
+        f"with `/aibrix sync {version} MIRROR --ready`"
+    )
+
+
+def sync_refused_ready_needs_approver(user: str, version: str, approvers: str) -> str:
+    return (
+        f"<@{user}> may not sync {version} before it is approved; only an approver "
+        f"({approvers}) may, or anyone with the sync role once it is promoted"
+    )
+
+
+def sync_refused_settled(version: str, state: str, reason: str) -> str:
+    why = f" ({reason})" if reason else ""
+    return (
+        f"{version} is {state}{why}: it was never promoted, so nobody may sync it to a "
+        "mirror; cut a new release"
+    )
+
+
+def sync_refused_not_yet(version: str, state: str) -> str:
+    return (
+        f"{version} is {state}; it can be synced once it is promoted (anyone with the sync "
+        f"role), or once it is ready by an approver with `/aibrix sync {version} MIRROR --ready`"
+    )
+
+
+def sync_refused_no_digests(version: str) -> str:
+    return f"{version} has no verified digest of every component; nothing can be synced"
+
+
+def sync_refused_moved(version: str, sentences: Sequence[str]) -> str:
+    return f"{version} was not synced: " + "; ".join(sentences)
+
+
+def sync_failed_unexpectedly(error: str) -> str:
+    return f"the sync stopped: {error}; ask again to resume (what is on the mirror is kept)"
+
+
+# ---- released versions are immutable (issue 10 item 2) -----------------------------------
+
+
+def _when(at: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _who(users: Sequence[str]) -> str:
+    return ", ".join(u if u.startswith("cli:") else f"<@{u}>" for u in users) or "nobody"
+
+
+def release_immutable(
+    version: str, promoted_by: Sequence[str], promoted_at: float, digests: Sequence[tuple[str, str]]
+) -> str:
+    held = "; ".join(f"{component} {digest}" for component, digest in digests)
+    return (
+        f"{version} was promoted by {_who(promoted_by)} on {_when(promoted_at)} and is "
+        f"immutable: its tags hold {held}. Cut a new version instead (an approver may "
+        "`release VERSION --supersede` in an emergency)"
+    )
+
+
+def tag_kept(subject: str, digest: str) -> str:
+    return f"{subject} already holds {digest}, verified by an earlier run; it is kept as it is"
+
+
+def tag_changed_by_someone_else(subject: str, held: str, wrote: str | None) -> str:
+    if wrote is None:
+        return (
+            f"{subject} holds {held}, which no run of this version wrote; it is not "
+            "overwritten (someone else wrote it)"
+        )
+    return (
+        f"{subject} holds {held}, but this version's runs last wrote {wrote}; it is not "
+        "overwritten (someone else changed it)"
+    )
+
+
+def tag_removed(subject: str, wrote: str) -> str:
+    return (
+        f"{subject} no longer exists, but {wrote} was written and verified there; it is not "
+        "written again (someone removed it)"
+    )
+
+
+def supersede_requested(version: str, digests: Sequence[tuple[str, str]]) -> str:
+    held = "; ".join(f"{component} {digest}" for component, digest in digests) or "nothing"
+    return f"supersede of promoted {version} (held {held})"

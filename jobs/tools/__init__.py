@@ -1,0 +1,2 @@
+"""Subprocess tools: the bounded process runner, git (source), buildx (build) and
+imagetools (merge)."""

@@ -1,0 +1,220 @@
+"""One component for one platform, built and pushed by `docker buildx build`.
+
+A build never writes the release tag: with a builder that can push by digest it
+pushes untagged (`push-by-digest=true`); with the docker driver, which refuses that,
+it pushes a per-platform staging tag such as `v0.3.0-arm64`. The digest comes from
+the metadata file Buildx writes. Everything goes through python-on-whales with
+argument lists, never a shell; every value was validated by the config and the
+release request before it gets here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from python_on_whales import DockerException, docker
+
+from jobs.domain.platforms import Platform, parse_platform
+from jobs.domain.references import validate_digest
+
+LOG_TAIL_LINES = 30
+_STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\]")
+_STEP_HEADER = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\]")
+_PUSHING = re.compile(r"^#\d+ (?:pushing|exporting to image)", re.IGNORECASE)
+
+
+class BuildError(RuntimeError):
+    """A build failed; `log_tail` holds the last lines of its log."""
+
+    def __init__(self, message: str, log_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class BuilderError(RuntimeError):
+    """The Buildx builder cannot be used for the requested platform."""
+
+
+class BuildCancelled(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A build's progress as the notifier shows it: step N of M, or a phase."""
+
+    phase: str  # "building", "pushing"
+    step: int = 0
+    total: int = 0
+
+
+_OUTPUT = re.compile(r"^#(\d+) \d+\.\d+ (.*\S)")
+_ERROR = re.compile(r"^#(\d+) ERROR")
+
+
+def failure_summary(tail: tuple[str, ...] | list[str]) -> str | None:
+    """The step that failed and its last line of output, from a plain build log:
+    "step 7/9 failed: runtime: unsupported on aarch64"."""
+    steps: dict[str, str] = {}
+    output: dict[str, str] = {}
+    for line in tail:
+        if match := _STEP_HEADER.match(line):
+            steps[match.group(1)] = match.group(2)
+        elif match := _OUTPUT.match(line):
+            output[match.group(1)] = match.group(2)
+        elif match := _ERROR.match(line):
+            vertex = match.group(1)
+            step = steps.get(vertex)
+            what = output.get(vertex, line.split("ERROR", 1)[1].lstrip(": ").strip())
+            return f"step {step} failed: {what}" if step else what
+    return None
+
+
+def parse_progress(line: str) -> Progress | None:
+    """Progress from a line of Buildx's plain log (`#7 [3/5] RUN ...`, `#9 pushing ...`)."""
+    match = _STEP.match(line)
+    if match:
+        return Progress("building", int(match.group(1)), int(match.group(2)))
+    if _PUSHING.match(line):
+        return Progress("pushing")
+    return None
+
+
+@dataclass(frozen=True)
+class BuilderInfo:
+    name: str
+    driver: str
+    platforms: tuple[Platform, ...]
+
+    @property
+    def can_push_by_digest(self) -> bool:
+        # The docker driver refuses push-by-digest ("please create a new builder instance").
+        return self.driver != "docker"
+
+
+def inspect_builder(name: str | None) -> BuilderInfo:
+    try:
+        builder = docker.buildx.inspect(name)
+    except DockerException as error:
+        stderr = (error.stderr or "").strip()
+        raise BuilderError(
+            f"the Buildx builder {name or '(default)'} cannot be used: {stderr}"
+        ) from None
+    platforms: list[Platform] = []
+    for node in builder.nodes or []:
+        for text in node.platforms or []:
+            try:
+                platforms.append(parse_platform(text.strip().rstrip("*")))
+            except ValueError:
+                continue
+    return BuilderInfo(
+        builder.name or (name or "default"), builder.driver or "", tuple(dict.fromkeys(platforms))
+    )
+
+
+def check_builder(name: str | None, platform: Platform) -> BuilderInfo:
+    """Refuse, with the reason, a builder that cannot build `platform`."""
+    info = inspect_builder(name)
+    if platform not in info.platforms:
+        available = ", ".join(str(p) for p in info.platforms) or "none"
+        raise BuilderError(
+            f"the Buildx builder {info.name} cannot build {platform}; it can build {available}. "
+            "Enable QEMU binfmt for that architecture or choose another builder with --builder"
+        )
+    return info
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: Path
+    dockerfile: Path
+    platform: Platform
+    image: str  # repository without tag, e.g. 127.0.0.1:5000/aibrix/runtime
+    staging_tag: str
+    metadata_file: Path
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    builder: str | None = None
+    push_by_digest: bool = False
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    digest: str
+    pushed_as: str  # what was pushed: repo:staging-tag, or repo@digest
+    log_tail: tuple[str, ...]
+
+
+def _build_kwargs(request: BuildRequest) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "file": request.dockerfile,
+        "platforms": [str(request.platform)],
+        "build_args": dict(request.build_args),
+        "metadata_file": request.metadata_file,
+        "progress": "plain",
+        "stream_logs": True,
+        "provenance": False,
+    }
+    if request.target:
+        kwargs["target"] = request.target
+    if request.builder:
+        kwargs["builder"] = request.builder
+    if request.push_by_digest:
+        kwargs["output"] = {
+            "type": "image",
+            "name": request.image,
+            "push-by-digest": "true",
+            "name-canonical": "true",
+            "push": "true",
+        }
+    else:
+        kwargs["tags"] = [f"{request.image}:{request.staging_tag}"]
+        kwargs["push"] = True
+    return kwargs
+
+
+def run_build(
+    request: BuildRequest,
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> BuildResult:
+    """Build and push; blocking (run it in a thread from asyncio code)."""
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    request.metadata_file.unlink(missing_ok=True)
+    try:
+        lines = docker.buildx.build(request.context, **_build_kwargs(request))
+        assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
+        for line in lines:
+            line = line.rstrip("\n")
+            tail.append(line)
+            progress = parse_progress(line)
+            if progress is not None:
+                on_progress(progress)
+            if should_stop():
+                raise BuildCancelled("the release was cancelled")
+    except DockerException as error:
+        for line in (error.stderr or "").splitlines()[-LOG_TAIL_LINES:]:
+            tail.append(line)
+        summary = failure_summary(tuple(tail))
+        raise BuildError(
+            summary
+            or f"docker buildx build for {request.platform} exited with {error.return_code}",
+            tuple(tail),
+        ) from None
+    try:
+        metadata = json.loads(request.metadata_file.read_text())
+        digest = validate_digest(str(metadata["containerimage.digest"]))
+    except (OSError, ValueError, KeyError):
+        raise BuildError("Buildx wrote no image digest to its metadata file", tuple(tail)) from None
+    pushed = (
+        f"{request.image}@{digest}"
+        if request.push_by_digest
+        else f"{request.image}:{request.staging_tag}"
+    )
+    return BuildResult(digest, pushed, tuple(tail))

@@ -1,0 +1,515 @@
+"""The release pipeline: what a request, a build, a merge, a cancel and a retry do.
+
+One code path for the CLI, the Slack bot and the workers. Input is validated by
+`plan_release` (pure) before anything touches Redis; the queue and the release store
+make every effect atomic and once-only; the fan-in enqueues exactly one merge per
+component; `settle` decides ready or blocked once every component is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from jobs.domain import messages
+from jobs.domain.config import Config, ConfigError
+from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
+from jobs.domain.platforms import Platform, PlatformError, parse_platform, unique
+from jobs.domain.references import parse_reference
+from jobs.domain.release import BuildState, Event, Release, State, VersionImmutable
+from jobs.domain.verdict import Outcome
+from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
+from jobs.registry.client import NotFoundError, RegistryClient
+from jobs.registry.inspection import verify_published
+from jobs.store.keys import Keys
+from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
+from jobs.store.releases import ReleaseStore, RunStart
+from jobs.tools.merge import MergeError, merge_sources, write_index
+from jobs.tools.source import SourceError, resolve_revision
+
+log = logging.getLogger("aibrix.pipeline")
+
+EVENTS_MAXLEN = 10_000
+# The channel of a run asked for from the command line: it has no Slack message.
+CLI_CHANNEL = "cli"
+
+
+class ReleaseInputError(ValueError):
+    """Invalid release input; the message says what was wrong and what is accepted."""
+
+
+class ReleaseNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    version: Version
+    components: tuple[str, ...]
+    platforms: tuple[Platform, ...]
+
+
+def plan_release(
+    config: Config,
+    version_text: str,
+    components: Sequence[str] = (),
+    platforms: Sequence[str] = (),
+) -> ReleasePlan:
+    """Validate a release request. Raises ReleaseInputError; touches nothing."""
+    try:
+        version = parse_version(version_text)
+        config.check_version(version)
+        chosen = tuple(dict.fromkeys(config.component(name).name for name in components))
+    except (VersionError, ComponentError, ConfigError) as error:
+        raise ReleaseInputError(str(error)) from None
+    try:
+        wanted = unique(parse_platform(text) for text in platforms)
+    except PlatformError as error:
+        raise ReleaseInputError(str(error)) from None
+    for platform in wanted:
+        if platform not in config.platforms:
+            raise ReleaseInputError(
+                messages.platform_not_configured(str(platform), config.platforms)
+            )
+    return ReleasePlan(version, chosen or config.component_names, wanted or config.platforms)
+
+
+def parse_release_version(version_text: str) -> str:
+    try:
+        return str(parse_version(version_text))
+    except VersionError as error:
+        raise ReleaseInputError(str(error)) from None
+
+
+def queue_settings(config: Config) -> QueueSettings:
+    return QueueSettings(
+        lease_ms=config.queue.lease_seconds * 1000,
+        max_attempts=config.queue.max_attempts,
+        backoff_base_s=config.queue.backoff_base_seconds,
+        backoff_cap_s=config.queue.backoff_cap_seconds,
+    )
+
+
+def component_outcome(release: Release, component: str) -> str:
+    """pending, merged, or failed: where one component of a release stands."""
+    if component in release.indexes:
+        return "merged"
+    records = [release.builds.get((component, p)) for p in release.platforms]
+    if any(r is not None and r.state in (BuildState.FAILED, BuildState.CANCELLED) for r in records):
+        # A component with a failed platform is never merged: its tag stays as it was.
+        return "failed"
+    return "pending"
+
+
+def block_reasons(release: Release) -> list[str]:
+    """One sentence per reason a settled release cannot be promoted."""
+    reasons = []
+    for component in release.components:
+        for platform in release.platforms:
+            record = release.builds.get((component, platform))
+            if record is not None and record.state is BuildState.FAILED:
+                reasons.append(
+                    messages.build_failed(component, release.version, platform, record.error)
+                )
+        index = release.indexes.get(component)
+        if index is not None and index.verdict != Outcome.OK.value:
+            reasons.append(
+                index.detail or messages.verdict_not_ok(component, release.version, index.verdict)
+            )
+    return reasons
+
+
+def retry_refusal(release: Release) -> str | None:
+    """Why `release` cannot be retried (None: it can): only a blocked or failed run with
+    failed builds. Decided before anything is written (a refused click claims nothing)."""
+    failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
+    if release.state not in (State.BLOCKED, State.FAILED) or not failed:
+        return messages.nothing_to_retry(release.version, release.state.value)
+    return None
+
+
+class Pipeline:
+    def __init__(self, redis: aioredis.Redis, config: Config) -> None:
+        self.redis = redis
+        self.config = config
+        self.keys = Keys(config.queue.key_prefix)
+        self.queue = Queue(
+            redis, self.keys, queue_settings(config), on_dead_letter=self._dead_lettered
+        )
+        self.store = ReleaseStore(
+            redis, self.keys, retention_seconds=config.queue.retention_seconds
+        )
+
+    # -- requests (CLI and Slack)
+
+    async def request_release(
+        self,
+        plan: ReleasePlan,
+        requested_by: str,
+        channel: str = CLI_CHANNEL,
+        *,
+        supersede: bool = False,
+        request_id: str = "",
+    ) -> tuple[Release, bool]:
+        """Start a run of `plan`, or return the version's active run (a duplicate request).
+
+        True when the run is this request's: created now, or by an earlier delivery of the
+        same `request_id` (a Slack redelivery after a crash gets its run back). The run
+        and every job it starts are written in one atomic step. A promoted version is
+        immutable: refused (ReleaseInputError saying who promoted it, when, and the
+        digests) unless `supersede`, which the caller has authorized.
+        """
+        version = str(plan.version)
+        existing = await self.store.load(version)
+        if existing is not None and existing.state is State.QUEUED:
+            existing = await self.resume_unstarted(existing)
+        if existing is not None and not existing.settled:
+            return existing, bool(request_id) and existing.request_id == request_id
+        record = await self.store.version_record(version)
+        refusal = release_refusal(version, record.promoted if record else None, supersede=supersede)
+        if refusal is not None:
+            raise ReleaseInputError(refusal)
+        try:
+            revision = await asyncio.to_thread(resolve_revision, self.config.source, plan.version)
+        except SourceError as error:
+            raise ReleaseInputError(str(error)) from None
+        components = list(plan.components)
+        platforms = [str(p) for p in plan.platforms]
+
+        async def start(run_id: str, current: str) -> RunStart:
+            previous = await self.store.load(version, current) if current else None
+            return self.run_start(run_id, version, revision, components, platforms, previous)
+
+        try:
+            return await self.store.create_or_get(
+                version,
+                requested_by,
+                channel,
+                platforms,
+                components,
+                revision,
+                supersede=supersede,
+                request_id=request_id,
+                announce=channel != CLI_CHANNEL,
+                start=start,
+            )
+        except VersionImmutable as error:  # promoted between our read and the script
+            raise ReleaseInputError(
+                release_refusal(version, error.promoted, supersede=False) or str(error)
+            ) from None
+
+    async def resume_unstarted(self, release: Release) -> Release:
+        """Start a run left queued with no jobs: written by an older bot killed between
+        creating a run and starting it (runs are created started now, in one step). Such
+        a run never had a job enqueued (the older bot marked it building first). Each step
+        is idempotent (job idempotency keys, digests recorded once, merge claims) and the
+        run leaves `queued` only after its builds are enqueued, so a crash here is
+        repaired by the next request."""
+        version, run_id = release.version, release.run_id
+        previous = None
+        if release.previous_run_id:
+            previous = await self.store.load(version, release.previous_run_id)
+        start = self.run_start(
+            run_id, version, release.source_ref, release.components, release.platforms, previous
+        )
+        log.warning("run %s of %s was left without jobs; starting it", run_id, version)
+        await self.queue.enqueue_many(
+            self.build_job(release, component, platform)
+            for (component, platform) in release.builds
+            if (component, platform) not in start.reused
+        )
+        for (component, platform), digest in start.reused.items():
+            await self.store.record_build_digest(version, run_id, component, platform, digest, 0)
+        await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
+        for component in start.merges:
+            await self.after_build(version, run_id, component, claimer="request")
+        return await self._load(version, run_id)
+
+    async def retry(
+        self, version_text: str, actor: str, where: str = CLI_CHANNEL, *, request_id: str = ""
+    ) -> tuple[Release, int]:
+        """A new run of a blocked or failed release that rebuilds only the failed builds.
+        `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
+        version = parse_release_version(version_text)
+        release = await self.store.load(version)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        if request_id and release.request_id == request_id and release.previous_run_id:
+            # A redelivery of the retry that started this run: the same answer again.
+            previous = await self._load(version, release.previous_run_id)
+            failed = [k for k, r in previous.builds.items() if r.state is BuildState.FAILED]
+            return release, len(failed)
+        refusal = retry_refusal(release)
+        if refusal is not None:
+            raise ReleaseInputError(refusal)
+        failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
+        plan = ReleasePlan(
+            parse_version(version),
+            release.components,
+            tuple(parse_platform(p) for p in release.platforms),
+        )
+        new, created = await self.request_release(
+            plan, actor, release.channel, request_id=request_id
+        )
+        if created:
+            await self.store.audit(
+                new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds", where
+            )
+        return new, len(failed)
+
+    async def cancel(self, version_text: str, actor: str, where: str = "cli") -> Release:
+        version = parse_release_version(version_text)
+        release = await self.store.load(version)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        if release.state in (State.PROMOTING, State.PROMOTED, State.FAILED, State.CANCELLED):
+            raise ReleaseInputError(messages.cannot_cancel(version, release.state.value))
+        await self.queue.cancel(version, release.run_id)
+        # Builds first: once the run is cancelled (terminal) its records are frozen.
+        for (component, platform), record in release.builds.items():
+            if record.state in (BuildState.QUEUED, BuildState.BUILDING, BuildState.FAILED):
+                await self.store.update_build(
+                    version, release.run_id, component, platform, BuildState.CANCELLED
+                )
+        await self.store.apply(
+            version,
+            release.run_id,
+            Event.CANCEL,
+            actor=actor or "cli",
+            reason="cancelled",
+            where=where,
+        )
+        return await self._load(version, release.run_id)
+
+    async def status(self, version_text: str | None) -> list[Release]:
+        if version_text is None:
+            return await self.store.list_releases()
+        version = parse_release_version(version_text)
+        release = await self.store.load(version)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        return [release]
+
+    # -- the run
+
+    async def _load(self, version: str, run_id: str) -> Release:
+        release = await self.store.load(version, run_id)
+        if release is None:
+            raise ReleaseNotFound(messages.release_not_found(version))
+        return release
+
+    def build_job(self, release: Release, component: str, platform: str) -> Job:
+        return Job(
+            JobKind.BUILD,
+            release.version,
+            component,
+            release.source_ref,
+            platform=platform,
+            run_id=release.run_id,
+        )
+
+    def merge_job(self, release: Release, component: str) -> Job:
+        return Job(
+            JobKind.MERGE, release.version, component, release.source_ref, run_id=release.run_id
+        )
+
+    def run_start(
+        self,
+        run_id: str,
+        version: str,
+        revision: str,
+        components: Sequence[str],
+        platforms: Sequence[str],
+        previous: Release | None,
+    ) -> RunStart:
+        """What a new run starts with: its build jobs, reusing digests a previous run of
+        the same revision already pushed (so a retry rebuilds only what failed), and the
+        merge of every component all of whose platforms are reused."""
+        reused: dict[tuple[str, str], str] = {}
+        if previous is not None and previous.source_ref == revision:
+            for key, record in previous.builds.items():
+                if record.state is BuildState.PUSHED and record.digest:
+                    reused[key] = record.digest
+        reused = {(c, p): d for (c, p), d in reused.items() if c in components and p in platforms}
+        jobs: list[Job] = [
+            Job(JobKind.BUILD, version, c, revision, platform=p, run_id=run_id)
+            for c in components
+            for p in platforms
+            if (c, p) not in reused
+        ]
+        merges = tuple(c for c in components if all((c, p) in reused for p in platforms))
+        jobs += [Job(JobKind.MERGE, version, c, revision, run_id=run_id) for c in merges]
+        return RunStart(
+            state=State.MERGING if merges else State.BUILDING,
+            reused=reused,
+            merges=merges,
+            jobs=[self.queue.enqueue_call(job) for job in jobs],
+        )
+
+    async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
+        """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
+        if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
+            release = await self._load(version, run_id)
+            await self.queue.enqueue(self.merge_job(release, component))
+            await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+
+    async def build_failed(self, job: Job, reason: str) -> None:
+        """A build ran out of attempts: mark it failed; the component will not be merged."""
+        if job.platform is None:
+            return
+        await self.store.update_build(
+            job.release, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
+        )
+        await self.settle(job.release, job.run_id)
+
+    async def _dead_lettered(self, dead: DeadLetter) -> None:
+        job = dead.job
+        if job is None:
+            return
+        if job.kind is JobKind.BUILD:
+            await self.build_failed(job, dead.reason)
+        elif job.kind is JobKind.MERGE:
+            await self.store.apply(job.release, job.run_id, Event.FAIL, reason=dead.reason)
+
+    async def merge(self, job: Job, client: RegistryClient) -> str:
+        """Write the component's release tag from its pinned digests and verify it, unless
+        the tag already holds this version's verified digest (kept) or something this
+        version never wrote (left alone; the run blocks): see `jobs.domain.immutability`."""
+        release = await self._load(job.release, job.run_id)
+        digests = release.built_digests(job.component)
+        if digests is None:
+            raise MergeError(f"{job.component} has no pushed digest for every platform")
+        builds = {parse_platform(p): d for p, d in digests.items()}
+        required = [parse_platform(p) for p in release.platforms]
+        image = self.config.image(job.component)
+        subject = f"{job.component} {release.version}"
+        sources = merge_sources(image, builds, required)
+        held, decision = await self._tag_decision(release, job.component, image, builds, client)
+        if decision.action is TagAction.REFUSE:
+            await self._refuse_tag(release, job.component, held, decision.reason)
+            return held or ""
+        if decision.action is TagAction.WRITE:
+            await asyncio.to_thread(write_index, image, release.version, sources)
+        else:
+            log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
+        await self.store.transition(job.release, job.run_id, [State.MERGING], State.VERIFYING)
+        published = await verify_published(client, image, release.version, builds, required)
+        inspection = published.inspection
+        # A kept tag holds an earlier run's builds by design: only its platforms are judged.
+        mismatch = () if decision.action is TagAction.KEEP else published.problems
+        problems = [*mismatch, *messages.verdict_problems(subject, inspection.verdict)]
+        outcome = inspection.verdict.outcome.value if not mismatch else Outcome.MISMATCH.value
+        digest = inspection.digest or ""
+        if not digest:
+            raise MergeError(
+                f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
+            )
+        if decision.action is not TagAction.KEEP:
+            await self.store.record_tag(
+                release.version,
+                release.run_id,
+                job.component,
+                digest,
+                verified=outcome == Outcome.OK.value,
+            )
+        await self.store.record_index(
+            job.release, job.run_id, job.component, digest, outcome, "; ".join(problems)
+        )
+        await self.settle(job.release, job.run_id)
+        return digest
+
+    async def _tag_decision(
+        self,
+        release: Release,
+        component: str,
+        image: str,
+        builds: Mapping[Platform, str],
+        client: RegistryClient,
+    ) -> tuple[str | None, TagDecision]:
+        """Read the release tag (the compare of the compare-and-set) and decide. A registry
+        that cannot be read raises: the job is retried, nothing is written meanwhile."""
+        reference = parse_reference(f"{image}:{release.version}")
+        try:
+            held: str | None = (await client.get_manifest(reference)).digest
+        except NotFoundError:
+            held = None
+        record = await self.store.version_record(release.version)
+        wrote = record.tags.get(component) if record else None
+        holds_this_run = False
+        if held is not None and (wrote is None or wrote.digest != held):
+            found = await verify_published(client, image, release.version, builds, list(builds))
+            children = {
+                e.platform: e.digest for e in found.inspection.verdict.entries if e.platform
+            }
+            holds_this_run = found.inspection.digest == held and children == dict(builds)
+        subject = f"{component} {release.version}"
+        decision = decide_tag_write(
+            subject, held, wrote, holds_this_run=holds_this_run, supersede=release.supersede
+        )
+        return held, decision
+
+    async def _refuse_tag(
+        self, release: Release, component: str, held: str | None, reason: str
+    ) -> None:
+        """The tag holds what this version did not write: leave it, block the run."""
+        version, run_id = release.version, release.run_id
+        log.warning("%s", reason)
+        if held is not None:
+            await self.store.record_index(
+                version, run_id, component, held, Outcome.MISMATCH.value, reason
+            )
+            await self.settle(version, run_id)
+            return
+        # No digest to record as the component's index: block the run with the sentence.
+        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        await self.store.transition(
+            version, run_id, [State.VERIFYING], State.BLOCKED, reason=reason
+        )
+
+    async def settle(self, version: str, run_id: str) -> State | None:
+        """When every component is merged or failed, decide: ready, or blocked with reasons."""
+        release = await self.store.load(version, run_id)
+        if release is None or release.state not in (State.BUILDING, State.MERGING, State.VERIFYING):
+            return None
+        outcomes = {c: component_outcome(release, c) for c in release.components}
+        if "pending" in outcomes.values():
+            return None
+        # Walk the table's path; each step is a compare-and-set, so racing callers agree.
+        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        settled = await self._load(version, run_id)
+        reasons = block_reasons(settled)
+        if reasons:
+            await self.store.transition(
+                version, run_id, [State.VERIFYING], State.BLOCKED, reason="; ".join(reasons)
+            )
+            return State.BLOCKED
+        await self.store.transition(version, run_id, [State.VERIFYING], State.READY)
+        return State.READY
+
+    # -- progress events (what the live message shows between state changes)
+
+    async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
+        await self.redis.xadd(
+            self.keys.events,
+            {
+                "version": job.release,
+                "run_id": job.run_id,
+                "type": "progress",
+                "component": job.component,
+                "platform": job.platform or "",
+                "phase": phase,
+                "step": str(step),
+                "total": str(total),
+            },
+            maxlen=EVENTS_MAXLEN,
+            approximate=True,
+        )
+
+    def digests_of(self, release: Release) -> Mapping[str, str]:
+        return {c: i.digest for c, i in release.indexes.items()}

@@ -1,0 +1,403 @@
+"""A sync of a release to a mirror asked from Slack: a job on the control stream, run by
+a worker with the one copy engine (`jobs.usecases.sync.sync_release`), never in the bot process.
+
+    job = sync_job(release, "lab-mirror", decision.digests, user, channel, decision.mode)
+    outcome = await request_sync(pipeline, job, location)  # added, or the one running
+    ... a worker: await run_sync(pipeline, lease_job, client, deliveries=..., ...)
+
+One sync of a version to a mirror at a time: the job's idempotency key is the version,
+run and mirror (the queue holds one pending job per key, atomically), and it is acked
+without a done record, so a later request may sync again (what is there is skipped).
+
+Its record (`Keys.sync(job id)`, a hash with a TTL) holds who asked, what may be copied
+(the approved, or for an approver's `--ready` sync the verified, digests), the live
+message's place, and the progress the worker writes while it copies; each write appends
+a `sync` event to the events stream, which the notifier follows to keep the message
+current. The copy is gated on those digests: a source tag that moved is refused with
+the drift sentence, and only the digests judged are copied.
+
+A worker killed mid-copy leaves the job in its stream's pending list; once the lease
+expires another worker reclaims it and runs it again: components whose mirror tag holds
+the digest are up to date, and blobs and child manifests already on the mirror are
+skipped (the engine HEADs each before copying), so the resumed run sends only what is
+missing. The mirror tag is written last, after its content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from jobs.domain import messages
+from jobs.domain.release import Release
+from jobs.domain.sync_gate import SyncMode
+from jobs.domain.sync_report import ComponentReport, ComponentStatus, ProgressEvent, ProgressKind
+from jobs.domain.sync_request import Mirror
+from jobs.domain.versions import parse_version
+from jobs.registry.client import RegistryClient
+from jobs.store.queue import EnqueueResult, Job, JobKind
+from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.sync import sync_release
+
+log = logging.getLogger("aibrix.sync")
+
+SYNC_RECORD_TTL_S = 30 * 24 * 3600  # long enough to see what happened; bounded
+PROGRESS_INTERVAL_S = 0.5  # at most this often a running sync writes its progress
+COMPONENT_PREFIX = "sync-to-"
+
+
+class SyncState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SYNCED = "synced"
+    FAILED = "failed"
+    REFUSED = "refused"  # the gate: a source tag moved, or a mirror tag holds another digest
+
+
+FINISHED = frozenset({SyncState.SYNCED, SyncState.FAILED, SyncState.REFUSED})
+
+
+@dataclass(frozen=True)
+class SyncComponent:
+    component: str
+    status: str
+    digest: str
+    detail: str = ""
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+
+
+@dataclass(frozen=True)
+class SyncRecord:
+    id: str
+    version: str
+    run_id: str
+    mirror: str
+    location: str
+    requested_by: str
+    channel: str
+    mode: str
+    digests: Mapping[str, str]
+    state: SyncState
+    status_channel: str = ""
+    status_ts: str = ""
+    components_total: int = 0
+    components_done: int = 0
+    bytes_planned: int = 0
+    bytes_sent: int = 0
+    deliveries: int = 0
+    resumed: bool = False
+    detail: str = ""
+    results: tuple[SyncComponent, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+def sync_job(
+    release: Release,
+    mirror: str,
+    digests: Mapping[str, str],
+    requested_by: str,
+    channel: str,
+    mode: SyncMode,
+) -> Job:
+    """The job of syncing `release` (its digests `digests`) to the configured `mirror`."""
+    return Job(
+        JobKind.SYNC,
+        release.version,
+        f"{COMPONENT_PREFIX}{mirror}",
+        release.source_ref,
+        run_id=release.run_id,
+        payload={
+            "mirror": mirror,
+            "mode": mode.value,
+            "requested_by": requested_by,
+            "channel": channel,
+            "digests": json.dumps(dict(digests), sort_keys=True),
+        },
+    )
+
+
+def _record_fields(job: Job, location: str) -> dict[str, str]:
+    digests = json.loads(job.payload["digests"])
+    return {
+        "id": job.id,
+        "version": job.release,
+        "run_id": job.run_id,
+        "mirror": job.payload["mirror"],
+        "location": location,
+        "requested_by": job.payload["requested_by"],
+        "channel": job.payload["channel"],
+        "mode": job.payload["mode"],
+        "digests": job.payload["digests"],
+        "state": SyncState.QUEUED.value,
+        "components_total": str(len(digests)),
+        "components_done": "0",
+        "bytes_planned": "0",
+        "bytes_sent": "0",
+        "deliveries": "0",
+        "resumed": "0",
+        "results": "[]",
+    }
+
+
+def _record(fields: Mapping[str, str]) -> SyncRecord:
+    results = tuple(
+        SyncComponent(
+            str(r.get("component", "")),
+            str(r.get("status", "")),
+            str(r.get("digest", "")),
+            str(r.get("detail", "")),
+            int(r.get("blobs_copied", 0)),
+            int(r.get("blobs_skipped", 0)),
+        )
+        for r in json.loads(fields.get("results") or "[]")
+    )
+    return SyncRecord(
+        id=fields["id"],
+        version=fields["version"],
+        run_id=fields["run_id"],
+        mirror=fields["mirror"],
+        location=fields.get("location", ""),
+        requested_by=fields["requested_by"],
+        channel=fields["channel"],
+        mode=fields["mode"],
+        digests=MappingProxyType(json.loads(fields["digests"])),
+        state=SyncState(fields["state"]),
+        status_channel=fields.get("status_channel", ""),
+        status_ts=fields.get("status_ts", ""),
+        components_total=int(fields.get("components_total") or 0),
+        components_done=int(fields.get("components_done") or 0),
+        bytes_planned=int(fields.get("bytes_planned") or 0),
+        bytes_sent=int(fields.get("bytes_sent") or 0),
+        deliveries=int(fields.get("deliveries") or 0),
+        resumed=fields.get("resumed") == "1",
+        detail=fields.get("detail", ""),
+        results=results,
+    )
+
+
+async def load_sync(pipeline: Pipeline, sync_id: str) -> SyncRecord | None:
+    fields = await pipeline.redis.hgetall(pipeline.keys.sync(sync_id))
+    if not fields or "id" not in fields:
+        return None
+    return _record({str(k): str(v) for k, v in fields.items()})
+
+
+async def _write(
+    pipeline: Pipeline, sync_id: str, version: str, run_id: str, fields: Mapping[str, str]
+) -> None:
+    """Update the record and tell the notifier, in one round trip."""
+    key = pipeline.keys.sync(sync_id)
+    async with pipeline.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=dict[Any, Any](fields))
+        pipe.expire(key, SYNC_RECORD_TTL_S)
+        pipe.xadd(
+            pipeline.keys.events,
+            {"version": version, "run_id": run_id, "type": "sync", "sync": sync_id},
+            maxlen=pipeline.store.events_maxlen,
+            approximate=True,
+        )
+        await pipe.execute()
+
+
+@dataclass(frozen=True)
+class SyncRequested:
+    """`added`: this request's job is queued; else `existing` is the sync already queued
+    or running for the version and mirror (None if its record is gone)."""
+
+    added: bool
+    record: SyncRecord | None
+    enqueued: EnqueueResult
+
+
+async def request_sync(pipeline: Pipeline, job: Job, location: str) -> SyncRequested:
+    """Record and queue `job`, unless a sync of the same version to the same mirror is
+    queued or running: then nothing of this request is left behind."""
+    key = pipeline.keys.sync(job.id)
+    # The record first, so a worker that claims the job at once finds it.
+    async with pipeline.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=dict[Any, Any](_record_fields(job, location)))
+        pipe.expire(key, SYNC_RECORD_TTL_S)
+        await pipe.execute()
+    enqueued = await pipeline.queue.enqueue(job)
+    if enqueued.added:
+        return SyncRequested(True, await load_sync(pipeline, job.id), enqueued)
+    await pipeline.redis.delete(key)
+    return SyncRequested(False, await load_sync(pipeline, enqueued.job_id), enqueued)
+
+
+async def set_sync_message(pipeline: Pipeline, record: SyncRecord, channel: str, ts: str) -> None:
+    await _write(
+        pipeline,
+        record.id,
+        record.version,
+        record.run_id,
+        {"status_channel": channel, "status_ts": ts},
+    )
+
+
+# ---- the worker's side --------------------------------------------------------------
+
+
+class _Tracker:
+    """Collects the engine's progress events (called in the event loop, synchronously)."""
+
+    def __init__(self) -> None:
+        self.planned: dict[str, int] = {}
+        self.sent = 0
+        self.done: dict[str, ComponentReport] = {}
+        self.changed = asyncio.Event()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind is ProgressKind.PLANNED:
+            self.planned[event.component] = event.total
+        elif event.kind is ProgressKind.BYTES:
+            self.sent += event.delta
+        elif event.kind is ProgressKind.DONE and event.report is not None:
+            self.done[event.component] = event.report
+        self.changed.set()
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "components_done": str(len(self.done)),
+            "bytes_planned": str(sum(self.planned.values())),
+            "bytes_sent": str(max(0, self.sent)),
+            "results": json.dumps([_result(r) for r in self.done.values()]),
+        }
+
+
+def _result(report: ComponentReport) -> dict[str, Any]:
+    return {
+        "component": report.component,
+        "status": report.status.value,
+        "digest": report.final_digest or "",
+        "detail": report.reason or "",
+        "blobs_copied": report.blobs.copied + report.blobs.mounted,
+        "blobs_skipped": report.blobs.skipped,
+    }
+
+
+async def _report_progress(
+    pipeline: Pipeline, record: SyncRecord, tracker: _Tracker, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PROGRESS_INTERVAL_S):
+                await tracker.changed.wait()
+        if tracker.changed.is_set():
+            tracker.changed.clear()
+            await _write(pipeline, record.id, record.version, record.run_id, tracker.fields())
+            await asyncio.sleep(PROGRESS_INTERVAL_S)  # coalesce: one write per interval
+
+
+def _outcome(statuses: list[ComponentStatus], gate_passed: bool) -> SyncState:
+    if not gate_passed or ComponentStatus.REFUSED in statuses:
+        return SyncState.REFUSED
+    if all(s in (ComponentStatus.COPIED, ComponentStatus.UP_TO_DATE) for s in statuses):
+        return SyncState.SYNCED
+    return SyncState.FAILED
+
+
+async def run_sync(
+    pipeline: Pipeline,
+    job: Job,
+    client: RegistryClient,
+    *,
+    deliveries: int,
+    reclaimed: bool,
+    worker: str,
+) -> SyncState | None:
+    """Run a sync job to its end: copy the recorded digests with the engine, keep the
+    record (and so the live message) current, record and audit the outcome. None: the
+    record is gone or already finished (a redelivery after the end), nothing done."""
+    record = await load_sync(pipeline, job.id)
+    if record is None or record.finished:
+        log.info("sync %s has no open record; nothing to do", job.id)
+        return None
+    config = pipeline.config
+    location = config.mirrors.get(record.mirror)
+    if location is None:
+        detail = messages.sync_mirror_names_only(record.mirror, sorted(config.mirrors))
+        return await _finish(pipeline, record, SyncState.REFUSED, detail)
+    await _write(
+        pipeline,
+        record.id,
+        record.version,
+        record.run_id,
+        {
+            "state": SyncState.RUNNING.value,
+            "deliveries": str(deliveries),
+            "resumed": "1" if reclaimed or deliveries > 1 else "0",
+            "worker": worker,
+            "bytes_sent": "0",
+        },
+    )
+    tracker = _Tracker()
+    stop = asyncio.Event()
+    reporter = asyncio.create_task(_report_progress(pipeline, record, tracker, stop))
+    try:
+        report = await sync_release(
+            client,
+            config,
+            parse_version(record.version),
+            [Mirror(record.mirror, location)],
+            components=list(record.digests),
+            expected_digests=record.digests,
+            progress=tracker,
+        )
+    finally:
+        stop.set()
+        tracker.changed.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+    components = [c for m in report.mirrors for c in m.components]
+    state = _outcome([c.status for c in components], report.gate_passed)
+    if not report.gate_passed:
+        sentences = [s for problem in report.gate for s in problem.sentences]
+        detail = messages.sync_refused_moved(record.version, sentences)
+    else:
+        detail = "; ".join(c.reason for c in components if c.reason)
+    tracker.done.update({c.component: c for c in components})
+    await _write(pipeline, record.id, record.version, record.run_id, tracker.fields())
+    return await _finish(pipeline, record, state, detail)
+
+
+async def _finish(
+    pipeline: Pipeline, record: SyncRecord, state: SyncState, detail: str
+) -> SyncState:
+    await _write(
+        pipeline,
+        record.id,
+        record.version,
+        record.run_id,
+        {"state": state.value, "detail": detail[:4000]},
+    )
+    await pipeline.store.audit(
+        record.version,
+        record.run_id,
+        record.requested_by,
+        f"sync-{state.value}",
+        detail[:1000],
+        "worker",
+        extra={"mirror": record.mirror, "outcome": state.value, "mode": record.mode},
+    )
+    log.info("sync %s of %s to %s: %s", record.id, record.version, record.mirror, state)
+    return state
+
+
+async def fail_sync(pipeline: Pipeline, job: Job, error: str) -> None:
+    """Record a sync that stopped on an unexpected error (the job is retried, or
+    dead-lettered, by the queue; a new request resumes it)."""
+    record = await load_sync(pipeline, job.id)
+    if record is not None and not record.finished:
+        await _finish(pipeline, record, SyncState.FAILED, messages.sync_failed_unexpectedly(error))
