@@ -96,9 +96,12 @@ class LatencyProxy:
 FaultRule = Callable[[str, str, int], int | None]
 
 
-def every_other_path_faults(method: str, path: str, seen: int) -> int | None:
-    """The first two tries of every other path fail: 500, then 429; the third passes."""
-    if (sum(path.encode()) % 2) == 0 and seen < 2:
+def manifest_reads_fault_twice(method: str, path: str, seen: int) -> int | None:
+    """The first two tries of every manifest read fail: 500, then 429; the third passes.
+    Every inspection reads at least one manifest, so both faults are always injected
+    (an earlier rule picked paths by the parity of their bytes, and a random repository
+    name could leave every path unfaulted: the test then failed for no fault of the code)."""
+    if "/manifests/" in path and seen < 2:
         return 500 if seen == 0 else 429
     return None
 
@@ -106,7 +109,7 @@ def every_other_path_faults(method: str, path: str, seen: int) -> int | None:
 class FaultProxy:
     """HTTP forwarder that answers some requests with 500 or 429 before serving them."""
 
-    def __init__(self, target: str, rule: FaultRule = every_other_path_faults) -> None:
+    def __init__(self, target: str, rule: FaultRule = manifest_reads_fault_twice) -> None:
         self.target = f"http://{target}"
         self.rule = rule
         self.seen: Counter[tuple[str, str]] = Counter()
