@@ -24,7 +24,7 @@ _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^
 DEFAULT_TOKEN_LIFETIME = 60
 
 
-class AuthFlowError(Unavailable, RuntimeError):
+class AuthFlowError(Unavailable):
     """The registry's challenge or token answer could not be used."""
 
 

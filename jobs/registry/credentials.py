@@ -23,7 +23,7 @@ DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
-class CredentialsError(Unavailable, RuntimeError):
+class CredentialsError(Unavailable):
     """The docker config or a credential helper could not give credentials."""
 
 

@@ -426,5 +426,5 @@ class Worker:
         await self.pipeline.queue.ack(lease, result=digest)
 
 
-class VerifyError(Failed, RuntimeError):
+class VerifyError(Failed):
     pass

@@ -30,7 +30,7 @@ _STEP_HEADER = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\]")
 _PUSHING = re.compile(r"^#\d+ (?:pushing|exporting to image)", re.IGNORECASE)
 
 
-class BuildError(Failed, RuntimeError):
+class BuildError(Failed):
     """A build failed; `log_tail` holds the last lines of its log."""
 
     def __init__(self, message: str, log_tail: tuple[str, ...] = ()) -> None:
@@ -38,7 +38,7 @@ class BuildError(Failed, RuntimeError):
         self.log_tail = log_tail
 
 
-class BuilderError(Refused, RuntimeError):
+class BuilderError(Refused):
     """The Buildx builder cannot be used for the requested platform."""
 
 

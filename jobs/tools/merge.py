@@ -17,7 +17,7 @@ from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference, validate_digest, validate_tag
 
 
-class MergeError(Failed, RuntimeError):
+class MergeError(Failed):
     pass
 
 

@@ -17,7 +17,7 @@ from jobs.domain.errors import Failed
 STDERR_TAIL_CHARS = 4000
 
 
-class CommandError(Failed, RuntimeError):
+class CommandError(Failed):
     def __init__(self, command: Sequence[str], returncode: int | None, stderr: str) -> None:
         self.command = list(command)
         self.returncode = returncode

@@ -23,7 +23,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _SKIP_DIRS = {".git", "__pycache__", ".venv", ".lab"}
 
 
-class SourceError(Unavailable, RuntimeError):
+class SourceError(Unavailable):
     """The source could not be read or checked out; the message says why."""
 
 

@@ -43,7 +43,7 @@ class ReleaseInputError(InvalidInput, ValueError):
     """Invalid release input; the message says what was wrong and what is accepted."""
 
 
-class ReleaseNotFound(NotFound, LookupError):
+class ReleaseNotFound(NotFound):
     pass
 
 
