@@ -42,7 +42,6 @@ LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
 
 EXIT_OK = 0
 EXIT_NOT_OK = 1
-EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 
 
