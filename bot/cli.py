@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+# The one exception tree (a leaf module of the standard library only): every command's
+# failure is an `AibrixError` that `main` maps to its exit status once.
+from jobs.domain.errors import AibrixError, InvalidInput, Refused, UsageError
+
 # Start-up is part of every `inspect` and `sync` run (CI gates both, a warm sync takes a
 # few hundred milliseconds in all), so this module imports only argparse and the
 # standard library at the top: each command imports what it uses when it runs. The
@@ -36,13 +40,8 @@ if TYPE_CHECKING:
 LOCAL_COMMANDS = frozenset({"inspect", "sync", "demo"})
 
 
-class UsageError(Exception):
-    """Invalid input: reported on stderr with exit status 2, before any I/O."""
-
-
 EXIT_OK = 0
 EXIT_NOT_OK = 1
-EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 
 
@@ -180,13 +179,9 @@ async def _inspect(
 
 
 def _load_config(args: argparse.Namespace) -> Config:
-    from jobs.domain.config import ConfigError
     from jobs.domain.config_reader import load_config
 
-    try:
-        return load_config(Path(args.config) if args.config else None)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    return load_config(Path(args.config) if args.config else None)
 
 
 def _release_inputs(
@@ -196,22 +191,16 @@ def _release_inputs(
     component_texts: Sequence[str] | None = None,
 ) -> tuple[Config, SyncRequest, frozenset[str]]:
     """Config, the validated request and insecure hosts, all before any I/O."""
-    from jobs.domain.references import InvalidReferenceError
-    from jobs.domain.sync_request import SyncInputError, parse_sync_request
+    from jobs.domain.sync_request import parse_sync_request
     from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
 
     config = _load_config(args)
-    try:
-        request = parse_sync_request(config, version_text, mirror_texts, component_texts)
-        insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
-    except (SyncInputError, InvalidReferenceError) as error:
-        raise UsageError(str(error)) from None
+    request = parse_sync_request(config, version_text, mirror_texts, component_texts)
+    insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
     return config, request, insecure
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from jobs.domain.platforms import PlatformError
-    from jobs.domain.references import InvalidReferenceError
     from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
 
     if args.across is not None:
@@ -222,12 +211,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError("--to goes with --across VERSION")
     if not args.refs:
         raise UsageError("give at least one REF (or --across VERSION)")
-    try:
-        required = _required_platforms(args)
-        refs = _parse_refs(args.refs)
-        insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
-    except (PlatformError, InvalidReferenceError) as error:
-        raise UsageError(str(error)) from None
+    required = _required_platforms(args)
+    refs = _parse_refs(args.refs)
+    insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
     _connect_early([ref.api_host for ref in refs], insecure)
     import asyncio
 
@@ -415,14 +401,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 async def _open_audit(url: str, config: Config) -> Any:
     """The release store on the bot's Redis, to audit a command-line sync in."""
-    from jobs.store.connections import RedisSettings, RedisSettingsError, connect
+    from jobs.store.connections import RedisSettings, connect
     from jobs.store.keys import Keys
     from jobs.store.releases import ReleaseStore
 
-    try:
-        settings = RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
-    except RedisSettingsError as error:
-        raise UsageError(str(error)) from None
+    settings = RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
     return ReleaseStore(await connect(settings), Keys(config.queue.key_prefix))
 
 
@@ -468,9 +451,10 @@ def _command_word(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    pipeline = sys.modules.get("bot.cli_pipeline")
-    return (UsageError,) if pipeline is None else (UsageError, pipeline.UsageError)
+def _error_prefix(command: str, error: AibrixError) -> str:
+    """Input and refusals name the command the user typed; a service that cannot be
+    reached or a release that does not exist is the tool's to say (as it always was)."""
+    return f"aibrix-bot {command}" if isinstance(error, InvalidInput | Refused) else "aibrix-bot"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -485,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers.update(pipeline_commands.COMMANDS)
     try:
         return handlers[args.command](args)
-    except _usage_errors() as error:
-        print(f"aibrix-bot {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except AibrixError as error:
+        print(f"{_error_prefix(args.command, error)}: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,8 @@
 """The pipeline's subcommands: release, status, cancel, retry, worker.
 
 They run the same `jobs.usecases.pipeline` code the Slack bot calls. Invalid input raises
-`UsageError` (exit 2) before Redis is touched. Release, cancel and retry ask the same
+an `InvalidInput` (exit 2) before Redis is touched; `bot.cli.main` maps every
+`AibrixError` to its exit status. Release, cancel and retry ask the same
 permission table as Slack (`jobs.domain.permissions.authorize`), as the operator (`cli:$USER`),
 and are audited with `where` = `cli`.
 """
@@ -23,27 +24,23 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.follow import Display, release_lines
-from jobs.domain.config import Config, ConfigError
+from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
+from jobs.domain.errors import Refused, UsageError
 from jobs.domain.messages import short_digest
 from jobs.domain.permissions import Action, Actor, authorize, operator
-from jobs.domain.platforms import PlatformError, parse_platform
+from jobs.domain.platforms import parse_platform
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, State
 from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
-from jobs.store.connections import RedisConnectError, RedisSettings, RedisSettingsError, connect
-from jobs.tools.build import BuilderError
-from jobs.usecases.pipeline import Pipeline, ReleaseInputError, ReleaseNotFound, plan_release
+from jobs.store.connections import RedisSettings, connect
+from jobs.usecases.pipeline import Pipeline, plan_release
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FINAL_STATES = {State.READY, State.BLOCKED, State.FAILED, State.CANCELLED, State.PROMOTED}
-
-
-class UsageError(Exception):
-    """Invalid input: exit status 2, nothing touched."""
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -94,18 +91,12 @@ def add_commands(commands: Any) -> None:
 
 
 def load(args: argparse.Namespace) -> Config:
-    try:
-        return load_config(Path(args.config) if args.config else None)
-    except ConfigError as error:
-        raise UsageError(str(error)) from None
+    return load_config(Path(args.config) if args.config else None)
 
 
 def redis_settings(args: argparse.Namespace, config: Config) -> RedisSettings:
     url = args.redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    try:
-        return RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
-    except RedisSettingsError as error:
-        raise UsageError(str(error)) from None
+    return RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
 
 
 @contextlib.asynccontextmanager
@@ -131,21 +122,14 @@ def authorized(config: Config, action: Action) -> Actor:
     actor = cli_actor()
     refusal = authorize(config.permissions, action, actor)
     if refusal is not None:
-        raise UsageError(refusal)
+        raise Refused(refusal)
     return actor
 
 
 def run(coro_factory: Callable[[], Any]) -> int:
-    try:
-        return int(asyncio.run(coro_factory()))
-    except RedisConnectError as error:
-        print(f"aibrix-bot: {error}", file=sys.stderr)
-        return 3
-    except ReleaseNotFound as error:
-        print(f"aibrix-bot: {error}", file=sys.stderr)
-        return 1
-    except ReleaseInputError as error:
-        raise UsageError(str(error)) from None
+    # Redis unreachable (3), no such release (1), bad input or a refusal (2): each is an
+    # `AibrixError` that `bot.cli.main` maps to its exit status.
+    return int(asyncio.run(coro_factory()))
 
 
 async def follow(pipeline: Pipeline, release: Release, timeout: float | None) -> Release:
@@ -174,10 +158,7 @@ def release_exit(release: Release) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     config = load(args)
-    try:
-        plan = plan_release(config, args.version, args.component, args.platform)
-    except ReleaseInputError as error:
-        raise UsageError(str(error)) from None
+    plan = plan_release(config, args.version, args.component, args.platform)
     settings = redis_settings(args, config)
     actor = authorized(config, Action.RELEASE)
 
@@ -264,10 +245,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     config = load(args)
-    try:
-        platform = parse_platform(args.platform)
-    except PlatformError as error:
-        raise UsageError(str(error)) from None
+    platform = parse_platform(args.platform)
     if args.concurrency < 1 or args.concurrency > 16:
         raise UsageError("--concurrency must be between 1 and 16")
     if not 0 <= args.metrics_port < 65536:
@@ -292,11 +270,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             worker = Worker(
                 pipeline, worker_settings, RegistrySettings(insecure_registries=insecure_from_env())
             )
-            try:
-                await worker.check()
-            except BuilderError as error:
-                print(f"aibrix-bot worker: {error}", file=sys.stderr)
-                return 2
+            await worker.check()  # BuilderError: Refused, exit 2
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
-from bot.settings import BotSettings, SettingsError
+from bot.settings import BotSettings
 from jobs.runtime import logs
-from jobs.store.connections import RedisSettingsError
 
 
 def add_serve_command(commands: Any) -> None:
@@ -27,28 +25,21 @@ def add_serve_command(commands: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bot.cli_pipeline import UsageError, load
+    from bot.cli_pipeline import load
+    from jobs.domain.errors import UsageError
 
     if not 0 <= args.port < 65536:
         raise UsageError("--port must be between 0 and 65535")
-    try:
-        settings = BotSettings.from_env(socket_mode=args.socket_mode)
-    except SettingsError as error:
-        print(f"aibrix-bot serve: {error}", file=sys.stderr)
-        return 2
+    # SettingsError (a missing secret, or Slack refusing the app-level token at start) and
+    # RedisSettingsError are InvalidInput: `bot.cli.main` prints them and exits 2.
+    settings = BotSettings.from_env(socket_mode=args.socket_mode)
     if args.config is None and settings.config_path is not None:
         args.config = str(settings.config_path)
     config = load(args)
     logs.configure()
     from bot.server import serve
 
-    try:
-        asyncio.run(
-            serve(settings, config, host=args.host, port=args.port, socket_mode=args.socket_mode)
-        )
-    except RedisSettingsError as error:
-        raise UsageError(str(error)) from None
-    except SettingsError as error:  # Slack refused the app-level token at start
-        print(f"aibrix-bot serve: {error}", file=sys.stderr)
-        return 2
+    asyncio.run(
+        serve(settings, config, host=args.host, port=args.port, socket_mode=args.socket_mode)
+    )
     return 0

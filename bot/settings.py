@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.domain.errors import InvalidInput
+
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class SettingsError(ValueError):
+class SettingsError(InvalidInput, ValueError):
     """The bot cannot start with these settings; the message names what is wrong."""
 
 

@@ -55,10 +55,11 @@ from jobs.domain.approvals import (
     tally,
 )
 from jobs.domain.approvals import needs_groups as needs_approver_groups
+from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.permissions import APPROVER_ACTIONS, Action, Actor
 from jobs.domain.permissions import needs_groups as needs_permission_groups
 from jobs.domain.release import Release, State, pending_overwrites
-from jobs.usecases.pipeline import ReleaseInputError, ReleaseNotFound, retry_refusal
+from jobs.usecases.pipeline import retry_refusal
 from jobs.usecases.promote import promote_job
 
 log = logging.getLogger("aibrix.bot")
@@ -337,7 +338,7 @@ async def on_retry(
         retried, failed = await deps.pipeline.retry(
             release.version, origin.user, origin.channel, request_id=identity or ""
         )
-    except (ReleaseInputError, ReleaseNotFound) as error:
+    except (InvalidInput, NotFound) as error:  # the branches: bad input, no such release
         await forget_delivery(deps, identity)  # the run moved under us: nothing was written
         await _answer(respond, blocks.error_message(str(error)))
         return

@@ -42,11 +42,11 @@ from handlers.parse import (
 )
 from handlers.sync import audit_sync_refusal, run_sync_command
 from jobs.domain.config import Config
+from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
 from jobs.registry.client import RegistryClient
 from jobs.registry.inspection import inspect_reference
-from jobs.usecases.pipeline import ReleaseInputError, ReleaseNotFound
 
 log = logging.getLogger("aibrix.bot")
 
@@ -176,7 +176,7 @@ async def on_command(
             await confirm_delivery(deps, identity)
         else:
             await forget_delivery(deps, identity)
-    except (ReleaseInputError, ReleaseNotFound) as error:
+    except (InvalidInput, NotFound) as error:  # the branches: bad input, no such release
         await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
     except SlackApiError as error:

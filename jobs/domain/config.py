@@ -42,6 +42,7 @@ from jobs.domain.config_grammar import (
     staging_pattern,
     version_values,
 )
+from jobs.domain.errors import InvalidInput
 from jobs.domain.permissions import Permissions
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform
 from jobs.domain.versions import (
@@ -59,7 +60,7 @@ SourceKind = Literal["git", "path"]
 # ---- the configuration ------------------------------------------------------------
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput, ValueError):
     """A configuration that cannot be used. `file` is the file (or "built-in defaults"),
     `key` the dotted path of the offending key ("" for the file as a whole), `reason`
     what is wrong and what is accepted."""
@@ -71,7 +72,7 @@ class ConfigError(ValueError):
         self.reason = reason
 
 
-class MirrorError(ValueError):
+class MirrorError(InvalidInput, ValueError):
     """Neither a configured mirror name nor a valid registry location."""
 
 

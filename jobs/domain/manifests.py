@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from jobs.domain.errors import InvalidInput
 from jobs.domain.platforms import Platform, platform_from_json
 from jobs.domain.references import InvalidReferenceError, validate_digest
 
@@ -31,7 +32,7 @@ ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 ATTESTATION_VALUE = "attestation-manifest"
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidInput, ValueError):
     """Bytes that are not a manifest this tool understands."""
 
 

@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from jobs.domain.errors import InvalidInput
+
 _PART = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 _ARCH_ALIASES = {
@@ -37,7 +39,7 @@ _OS_ALIASES = {"macos": "darwin"}
 UNKNOWN_OS = "unknown"
 
 
-class PlatformError(ValueError):
+class PlatformError(InvalidInput, ValueError):
     """A platform string that cannot be parsed; the message says what is accepted."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from jobs.domain.errors import InvalidInput
+
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API_HOST = "registry-1.docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
@@ -28,7 +30,7 @@ _DIGEST_HEX_LENGTH = {"sha256": 64, "sha512": 128}
 NAME_MAX_LENGTH = 255
 
 
-class InvalidReferenceError(ValueError):
+class InvalidReferenceError(InvalidInput, ValueError):
     """An image reference that cannot be parsed; the message says what is accepted."""
 
 

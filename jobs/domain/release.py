@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from jobs.domain.errors import Refused
 from jobs.domain.platforms import PlatformError, parse_platform
 
 # Pure logic ---------------------------------------------------------------------------
@@ -91,7 +92,7 @@ EVENT_TARGETS: Mapping[Event, State] = {
 }
 
 
-class InvalidTransition(ValueError):
+class InvalidTransition(Refused, ValueError):
     def __init__(self, current: State, target: State, event: Event | None = None) -> None:
         self.current, self.target, self.event = current, target, event
         what = f"{event.value} ({target.value})" if event else target.value
@@ -296,7 +297,7 @@ class VersionRecord:
     promoted: Promoted | None
 
 
-class VersionImmutable(Exception):
+class VersionImmutable(Refused):
     """A new run of a promoted version was asked for without supersede."""
 
     def __init__(self, version: str, promoted: Promoted) -> None:

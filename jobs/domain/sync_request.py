@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from jobs.domain import messages
 from jobs.domain.config import Config, MirrorError
+from jobs.domain.errors import InvalidInput
 from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 
@@ -51,7 +52,7 @@ def resolve_mirrors(config: Config, texts: Sequence[str]) -> tuple[Mirror, ...]:
     return tuple(mirrors.values())
 
 
-class SyncInputError(ValueError):
+class SyncInputError(InvalidInput, ValueError):
     """A sync request that cannot be run: `str()` is the sentence to show (exit 2)."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from jobs.domain import messages
+from jobs.domain.errors import InvalidInput
 
 MAX_VERSION_LENGTH = 128
 """The longest docker tag, so a version is always a tag."""
@@ -36,12 +37,12 @@ COMPONENT_NAME_MAX_LENGTH = 64
 _COMPONENT_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 
-class VersionError(ValueError):
+class VersionError(InvalidInput, ValueError):
     """Text that is not a release version; the message says what is wrong and what is
     accepted, quoting at most 80 characters of the text with control characters escaped."""
 
 
-class ComponentError(ValueError):
+class ComponentError(InvalidInput, ValueError):
     """A component name that is not configured; the message lists the configured names."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from jobs.domain import messages
+from jobs.domain.errors import Unavailable
 from jobs.registry.credentials import Credentials
 from jobs.registry.endpoints import scheme_for
 
@@ -23,7 +24,7 @@ _PARAM = re.compile(r'([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^
 DEFAULT_TOKEN_LIFETIME = 60
 
 
-class AuthFlowError(RuntimeError):
+class AuthFlowError(Unavailable):
     """The registry's challenge or token answer could not be used."""
 
 

@@ -55,6 +55,7 @@ from typing import cast
 from urllib.parse import urljoin, urlsplit
 
 from jobs.domain import messages
+from jobs.domain.errors import Unavailable
 from jobs.domain.manifests import (
     MANIFEST_ACCEPT,
     Descriptor,
@@ -93,7 +94,7 @@ MAX_ERROR_BYTES = 64 * 1024
 CHUNK_BYTES = 1024 * 1024
 
 
-class RegistryError(Exception):
+class RegistryError(Unavailable):
     """A registry operation failed; `str()` is a sentence fit for a user."""
 
     def __init__(self, reference: str, message: str) -> None:

@@ -16,13 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.domain.errors import Unavailable
 from jobs.tools import process
 
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 _HUB_HOSTS = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(Unavailable):
     """The docker config or a credential helper could not give credentials."""
 
 

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from jobs.domain.errors import Unavailable
 from jobs.registry import preconnect
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ Origin = tuple[str, str, int]  # scheme, host, port
 Body = bytes | AsyncIterator[bytes] | None
 
 
-class HttpError(Exception):
+class HttpError(Unavailable):
     """The connection failed or the peer broke HTTP: a transport error, worth a retry."""
 
 

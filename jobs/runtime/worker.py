@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from jobs.domain import messages
 from jobs.domain.config import ConfigError
+from jobs.domain.errors import Failed
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import parse_reference
 from jobs.domain.release import BuildState, State
@@ -425,5 +426,5 @@ class Worker:
         await self.pipeline.queue.ack(lease, result=digest)
 
 
-class VerifyError(RuntimeError):
+class VerifyError(Failed):
     pass

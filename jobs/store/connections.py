@@ -18,16 +18,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from jobs.domain.errors import InvalidInput, Unavailable
 from jobs.store.keys import DEFAULT_PREFIX, Keys, check_prefix
 
 _SCHEMES = {"redis": False, "rediss": True}
 
 
-class RedisSettingsError(ValueError):
+class RedisSettingsError(InvalidInput, ValueError):
     """A Redis URL or setting that cannot be used; the message never shows the password."""
 
 
-class RedisConnectError(ConnectionError):
+class RedisConnectError(Unavailable, ConnectionError):
     """Redis did not answer (or refused us) when connecting."""
 
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from jobs.domain.errors import InvalidInput
 from jobs.domain.platforms import PlatformError, parse_platform
 from jobs.store.connections import Arg, Batch, Script
 from jobs.store.keys import CONSUMER_GROUP, Keys
@@ -57,7 +58,7 @@ class JobKind(StrEnum):
     SYNC = "sync"
 
 
-class JobFormatError(ValueError):
+class JobFormatError(InvalidInput, ValueError):
     """Stream fields that are not a job this code can run."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from python_on_whales import DockerException, docker
 
+from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
 
@@ -29,7 +30,7 @@ _STEP_HEADER = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\]")
 _PUSHING = re.compile(r"^#\d+ (?:pushing|exporting to image)", re.IGNORECASE)
 
 
-class BuildError(RuntimeError):
+class BuildError(Failed):
     """A build failed; `log_tail` holds the last lines of its log."""
 
     def __init__(self, message: str, log_tail: tuple[str, ...] = ()) -> None:
@@ -37,7 +38,7 @@ class BuildError(RuntimeError):
         self.log_tail = log_tail
 
 
-class BuilderError(RuntimeError):
+class BuilderError(Refused):
     """The Buildx builder cannot be used for the requested platform."""
 
 

@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 
 from python_on_whales import DockerException, docker
 
+from jobs.domain.errors import Failed
 from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference, validate_digest, validate_tag
 
 
-class MergeError(RuntimeError):
+class MergeError(Failed):
     pass
 
 

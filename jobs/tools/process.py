@@ -12,10 +12,12 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from jobs.domain.errors import Failed
+
 STDERR_TAIL_CHARS = 4000
 
 
-class CommandError(RuntimeError):
+class CommandError(Failed):
     def __init__(self, command: Sequence[str], returncode: int | None, stderr: str) -> None:
         self.command = list(command)
         self.returncode = returncode

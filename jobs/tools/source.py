@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.domain.config import Source
+from jobs.domain.errors import Unavailable
 from jobs.domain.versions import Version
 from jobs.tools import process
 
@@ -22,7 +23,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _SKIP_DIRS = {".git", "__pycache__", ".venv", ".lab"}
 
 
-class SourceError(RuntimeError):
+class SourceError(Unavailable):
     """The source could not be read or checked out; the message says why."""
 
 

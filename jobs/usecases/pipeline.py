@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from jobs.domain import messages
 from jobs.domain.config import Config, ConfigError
+from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
 from jobs.domain.platforms import Platform, PlatformError, parse_platform, unique
 from jobs.domain.references import parse_reference
@@ -38,11 +39,11 @@ EVENTS_MAXLEN = 10_000
 CLI_CHANNEL = "cli"
 
 
-class ReleaseInputError(ValueError):
+class ReleaseInputError(InvalidInput, ValueError):
     """Invalid release input; the message says what was wrong and what is accepted."""
 
 
-class ReleaseNotFound(LookupError):
+class ReleaseNotFound(NotFound):
     pass
 
 
