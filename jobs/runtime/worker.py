@@ -234,7 +234,7 @@ class Worker:
             BuildState.BUILDING,
             attempt=job.attempt,
         ):
-            record = (await pipeline._load(job.release, job.run_id)).builds.get(
+            record = (await pipeline.load_run(job.release, job.run_id)).builds.get(
                 (job.component, job.platform)
             )
             if record is not None and record.state is BuildState.PUSHED and record.digest:

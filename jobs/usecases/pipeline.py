@@ -26,6 +26,7 @@ from jobs.domain.versions import ComponentError, Version, VersionError, parse_ve
 from jobs.registry.client import NotFoundError, RegistryClient
 from jobs.registry.inspection import verify_published
 from jobs.store.keys import Keys
+from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
 from jobs.store.releases import ReleaseStore, RunStart
 from jobs.tools.merge import MergeError, merge_sources, write_index
@@ -143,6 +144,8 @@ class Pipeline:
         self.store = ReleaseStore(
             redis, self.keys, retention_seconds=config.queue.retention_seconds
         )
+        # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
+        self.notices = NoticeStore(redis, self.keys)
 
     # -- requests (CLI and Slack)
 
@@ -227,7 +230,7 @@ class Pipeline:
         await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
         for component in start.merges:
             await self.after_build(version, run_id, component, claimer="request")
-        return await self._load(version, run_id)
+        return await self.load_run(version, run_id)
 
     async def retry(
         self, version_text: str, actor: str, where: str = CLI_CHANNEL, *, request_id: str = ""
@@ -240,7 +243,7 @@ class Pipeline:
             raise ReleaseNotFound(messages.release_not_found(version))
         if request_id and release.request_id == request_id and release.previous_run_id:
             # A redelivery of the retry that started this run: the same answer again.
-            previous = await self._load(version, release.previous_run_id)
+            previous = await self.load_run(version, release.previous_run_id)
             failed = [k for k, r in previous.builds.items() if r.state is BuildState.FAILED]
             return release, len(failed)
         refusal = retry_refusal(release)
@@ -283,7 +286,7 @@ class Pipeline:
             reason="cancelled",
             where=where,
         )
-        return await self._load(version, release.run_id)
+        return await self.load_run(version, release.run_id)
 
     async def status(self, version_text: str | None) -> list[Release]:
         if version_text is None:
@@ -296,7 +299,8 @@ class Pipeline:
 
     # -- the run
 
-    async def _load(self, version: str, run_id: str) -> Release:
+    async def load_run(self, version: str, run_id: str) -> Release:
+        """The run, or ReleaseNotFound (with the sentence that says so)."""
         release = await self.store.load(version, run_id)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
@@ -353,7 +357,7 @@ class Pipeline:
     async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
         if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
-            release = await self._load(version, run_id)
+            release = await self.load_run(version, run_id)
             await self.queue.enqueue(self.merge_job(release, component))
             await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
 
@@ -379,7 +383,7 @@ class Pipeline:
         """Write the component's release tag from its pinned digests and verify it, unless
         the tag already holds this version's verified digest (kept) or something this
         version never wrote (left alone; the run blocks): see `jobs.domain.immutability`."""
-        release = await self._load(job.release, job.run_id)
+        release = await self.load_run(job.release, job.run_id)
         digests = release.built_digests(job.component)
         if digests is None:
             raise MergeError(f"{job.component} has no pushed digest for every platform")
@@ -482,7 +486,7 @@ class Pipeline:
         # Walk the table's path; each step is a compare-and-set, so racing callers agree.
         await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
         await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
-        settled = await self._load(version, run_id)
+        settled = await self.load_run(version, run_id)
         reasons = block_reasons(settled)
         if reasons:
             await self.store.transition(
