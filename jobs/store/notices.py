@@ -2,9 +2,9 @@
 
 The notifier's lease (one of several bot replicas sends updates), its cursor in the
 events stream, the outbox of runs whose live message is not posted yet, the claim on
-posting one, the claims on failure replies, and the claims on Slack deliveries. They lived in `bot.notifier` and
-`handlers` as raw Redis calls and Lua; here the store owns every key and
-script, so nothing above the store touches `.redis` or key names.
+posting one, the claims on failure replies, and the claims on Slack deliveries. They
+lived in `bot.notifier` and `handlers` as raw Redis calls and Lua; here the store owns
+every key and script, so nothing above the store touches `.redis` or key names.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from jobs.domain.release import (
     EVENT_TARGETS,
     SETTLED,
     TERMINAL,
-    Approval,
+    ApprovalRecord,
     ApprovalResult,
     BuildRecord,
     BuildState,
@@ -1062,7 +1062,7 @@ def _release(
     approval_records = {}
     for user, raw in approvals.items():
         data = json.loads(raw)
-        approval_records[user] = Approval(user, _ms(data.get("at")), dict(data["digests"]))
+        approval_records[user] = ApprovalRecord(user, _ms(data.get("at")), dict(data["digests"]))
     promotion_records = {}
     for target, raw in promotions.items():
         data = json.loads(raw)

@@ -27,7 +27,7 @@ from jobs.registry.client import NotFoundError, RegistryClient
 from jobs.registry.inspection import verify_published
 from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
-from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
+from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
@@ -86,15 +86,6 @@ def parse_release_version(version_text: str) -> str:
         raise ReleaseInputError(str(error)) from None
 
 
-def queue_settings(config: Config) -> QueueSettings:
-    return QueueSettings(
-        lease_ms=config.queue.lease_seconds * 1000,
-        max_attempts=config.queue.max_attempts,
-        backoff_base_s=config.queue.backoff_base_seconds,
-        backoff_cap_s=config.queue.backoff_cap_seconds,
-    )
-
-
 def component_outcome(release: Release, component: str) -> str:
     """pending, merged, or failed: where one component of a release stands."""
     if component in release.indexes:
@@ -138,9 +129,8 @@ class Pipeline:
         self.redis = redis
         self.config = config
         self.keys = Keys(config.queue.key_prefix)
-        self.queue = Queue(
-            redis, self.keys, queue_settings(config), on_dead_letter=self._dead_lettered
-        )
+        tuning = QueueTuning.from_settings(config.queue)
+        self.queue = Queue(redis, self.keys, tuning, on_dead_letter=self._dead_lettered)
         self.store = ReleaseStore(
             redis, self.keys, retention_seconds=config.queue.retention_seconds
         )
@@ -366,9 +356,9 @@ class Pipeline:
         if job.platform is None:
             return
         await self.store.update_build(
-            job.release, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
+            job.version, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
         )
-        await self.settle(job.release, job.run_id)
+        await self.settle(job.version, job.run_id)
 
     async def _dead_lettered(self, dead: DeadLetter) -> None:
         job = dead.job
@@ -377,13 +367,13 @@ class Pipeline:
         if job.kind is JobKind.BUILD:
             await self.build_failed(job, dead.reason)
         elif job.kind is JobKind.MERGE:
-            await self.store.apply(job.release, job.run_id, Event.FAIL, reason=dead.reason)
+            await self.store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
         """Write the component's release tag from its pinned digests and verify it, unless
         the tag already holds this version's verified digest (kept) or something this
         version never wrote (left alone; the run blocks): see `jobs.domain.immutability`."""
-        release = await self.load_run(job.release, job.run_id)
+        release = await self.load_run(job.version, job.run_id)
         digests = release.built_digests(job.component)
         if digests is None:
             raise MergeError(f"{job.component} has no pushed digest for every platform")
@@ -400,7 +390,7 @@ class Pipeline:
             await asyncio.to_thread(write_index, image, release.version, sources)
         else:
             log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
-        await self.store.transition(job.release, job.run_id, [State.MERGING], State.VERIFYING)
+        await self.store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
         published = await verify_published(client, image, release.version, builds, required)
         inspection = published.inspection
         # A kept tag holds an earlier run's builds by design: only its platforms are judged.
@@ -421,9 +411,9 @@ class Pipeline:
                 verified=outcome == Outcome.OK.value,
             )
         await self.store.record_index(
-            job.release, job.run_id, job.component, digest, outcome, "; ".join(problems)
+            job.version, job.run_id, job.component, digest, outcome, "; ".join(problems)
         )
-        await self.settle(job.release, job.run_id)
+        await self.settle(job.version, job.run_id)
         return digest
 
     async def _tag_decision(
@@ -502,7 +492,7 @@ class Pipeline:
         await self.redis.xadd(
             self.keys.events,
             {
-                "version": job.release,
+                "version": job.version,
                 "run_id": job.run_id,
                 "type": "progress",
                 "component": job.component,

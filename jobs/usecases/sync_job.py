@@ -131,7 +131,7 @@ def _record_fields(job: Job, location: str) -> dict[str, str]:
     digests = json.loads(job.payload["digests"])
     return {
         "id": job.id,
-        "version": job.release,
+        "version": job.version,
         "run_id": job.run_id,
         "mirror": job.payload["mirror"],
         "location": location,
