@@ -99,7 +99,7 @@ class Worker:
 
     @property
     def build_stream(self) -> str:
-        return self.pipeline.keys.job_stream(str(self.settings.platform))
+        return self.pipeline.queue.platform_stream(str(self.settings.platform))
 
     async def check(self) -> BuilderInfo:
         """Refuse to start, with the reason, when the builder cannot build the platform."""
@@ -125,7 +125,7 @@ class Worker:
             if self.settings.control:
                 loops.append(
                     self._loop(
-                        self.pipeline.keys.control_stream,
+                        self.pipeline.queue.platform_stream(None),
                         self.settings.control_consumer,
                         stop,
                         client,
@@ -143,14 +143,14 @@ class Worker:
         while not stop.is_set():
             try:
                 await self.pipeline.queue.ensure_group(self.build_stream)
-                await self.pipeline.queue.ensure_group(self.pipeline.keys.control_stream)
+                await self.pipeline.queue.ensure_group(self.pipeline.queue.platform_stream(None))
                 return
             except RedisError as error:
                 log.warning("Redis unavailable at start (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1)
 
     async def _watch_depth(self, stop: asyncio.Event) -> None:
-        streams = {"build": self.build_stream, "control": self.pipeline.keys.control_stream}
+        streams = {"build": self.build_stream, "control": self.pipeline.queue.platform_stream(None)}
         while not stop.is_set():
             with contextlib.suppress(RedisError):
                 for kind, stream in streams.items():

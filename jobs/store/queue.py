@@ -600,6 +600,10 @@ class Queue:
     def stream_for(self, job: Job) -> str:
         return self.keys.job_stream(job.platform)
 
+    def platform_stream(self, platform: str | None) -> str:
+        """The stream a worker claims jobs of `platform` from (None: the control stream)."""
+        return self.keys.job_stream(platform)
+
     async def ensure_group(self, stream: str) -> None:
         """Create the stream and its consumer group if missing; safe to call any time."""
         try:

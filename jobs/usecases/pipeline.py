@@ -29,6 +29,7 @@ from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
+from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 
@@ -136,6 +137,7 @@ class Pipeline:
         )
         # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
         self.notices = NoticeStore(redis, self.keys)
+        self.syncs = SyncRecords(redis, self.keys, events_maxlen=self.store.events_maxlen)
 
     # -- requests (CLI and Slack)
 
