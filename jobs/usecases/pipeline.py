@@ -133,7 +133,10 @@ class Pipeline:
         tuning = QueueTuning.from_settings(config.queue)
         self.queue = Queue(redis, self.keys, tuning, on_dead_letter=self._dead_lettered)
         self.store = ReleaseStore(
-            redis, self.keys, retention_seconds=config.queue.retention_seconds
+            redis,
+            self.keys,
+            retention_seconds=config.queue.retention_seconds,
+            events_maxlen=EVENTS_MAXLEN,
         )
         # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
         self.notices = NoticeStore(redis, self.keys)
@@ -491,20 +494,8 @@ class Pipeline:
     # -- progress events (what the live message shows between state changes)
 
     async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
-        await self.redis.xadd(
-            self.keys.events,
-            {
-                "version": job.version,
-                "run_id": job.run_id,
-                "type": "progress",
-                "component": job.component,
-                "platform": job.platform or "",
-                "phase": phase,
-                "step": str(step),
-                "total": str(total),
-            },
-            maxlen=EVENTS_MAXLEN,
-            approximate=True,
+        await self.store.record_progress(
+            job.version, job.run_id, job.component, job.platform or "", phase, step, total
         )
 
     def digests_of(self, release: Release) -> Mapping[str, str]:
