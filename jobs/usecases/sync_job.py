@@ -386,3 +386,45 @@ async def fail_sync(pipeline: Pipeline, job: Job, error: str) -> None:
     record = await load_sync(pipeline, job.id)
     if record is not None and not record.finished:
         await _finish(pipeline, record, SyncState.FAILED, messages.sync_failed_unexpectedly(error))
+
+
+REFUSAL_AUDIT_TTL_S = 3600  # one audit entry per user, version, mirror and reason an hour
+
+
+async def record_sync_refusal(
+    pipeline: Pipeline,
+    version: str,
+    run_id: str,
+    mirror: str,
+    mode: str,
+    user: str,
+    where: str,
+    reason: str,
+) -> None:
+    """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
+    await pipeline.store.audit_once(
+        f"sync-refused|{user}|{version}|{mirror}|{reason}",
+        REFUSAL_AUDIT_TTL_S,
+        version,
+        run_id,
+        user,
+        "sync-refused",
+        reason[:1000],
+        where,
+        extra={"mirror": mirror, "outcome": "refused", "mode": mode},
+    )
+
+
+async def record_sync_request(
+    pipeline: Pipeline, release: Release, job: Job, mirror: str, mode: str, user: str, where: str
+) -> None:
+    """A queued sync, in the audit stream."""
+    await pipeline.store.audit(
+        release.version,
+        release.run_id,
+        user,
+        "sync-requested",
+        f"job {job.id}",
+        where,
+        extra={"mirror": mirror, "outcome": "queued", "mode": mode},
+    )
