@@ -283,9 +283,7 @@ class Notifier:
             try:
                 if self.after is None:
                     self.after = await self._resume_point()
-                events = await self.pipeline.store.events(
-                    self.after, count=500, block_ms=self.block_ms
-                )
+                events = await self.pipeline.events(self.after, count=500, block_ms=self.block_ms)
             except RedisError as error:
                 log.warning("events stream unreadable (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
@@ -325,7 +323,7 @@ class Notifier:
                 continue
             version, _, run_id = member.partition(" ")
             try:
-                release = await self.pipeline.store.load(version, run_id)
+                release = await self.pipeline.find_run(version, run_id)
             except ValueError:
                 release = None  # not a run id this code wrote
             if release is None or not needs_live_message(release):
@@ -404,7 +402,7 @@ class Notifier:
         version, run_id = key
         unshown, run.unshown_after = run.unshown_after, None
         try:
-            release = await self.pipeline.store.load(version, run_id)
+            release = await self.pipeline.find_run(version, run_id)
         except BaseException:
             run.unshown_after = _earlier(unshown, run.unshown_after)
             raise

@@ -143,13 +143,12 @@ async def _open_click(
     if isinstance(value, ParseError):
         await _answer(respond, blocks.error_message(value.message))
         return None
-    store = deps.pipeline.store
-    clicked = await store.load(value.version, value.run_id)
+    clicked = await deps.pipeline.find_run(value.version, value.run_id)
     if clicked is None:
         # No run to hold an audit entry: a forged run id leaves nothing behind.
         await _answer(respond, blocks.error_message(messages.slack_bad_button("no such run")))
         return None
-    active = await store.load(value.version)
+    active = await deps.pipeline.find_run(value.version)
     if active is None or active.run_id != clicked.run_id:
         # A stale button, clicked in good faith: said, not audited.
         reason = core_messages.approval_superseded(clicked.version)

@@ -107,7 +107,7 @@ async def post_live_message(
     if not await notices.claim_post(version, run_id, token, pipeline.config.queue.claim_seconds):
         return None
     try:
-        current = await pipeline.store.load(version, run_id)  # another may have finished
+        current = await pipeline.find_run(version, run_id)  # another may have finished
         if current is not None and current.status_ts:
             return current.status_ts
         if current is None or not needs_live_message(current):
@@ -125,7 +125,7 @@ async def post_live_message(
                 metadata=metadata(current),
             )
             found = (str(posted.get("channel") or current.channel), str(posted["ts"]))
-        await pipeline.store.set_status_message(version, run_id, *found)
+        await pipeline.record_status_message(version, run_id, *found)
         return found[1]
     finally:
         await notices.drop_post_claim(version, run_id, token)

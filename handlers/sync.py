@@ -91,7 +91,7 @@ async def run_sync_command(
     """True when a sync job was queued."""
     pipeline = deps.pipeline
     config = deps.config
-    release = await pipeline.store.load(command.version)
+    release = await pipeline.find_run(command.version)
     approver = False
     if command.ready and release is not None:
         approver = await permission_refusal(deps, client, Action.APPROVE, user, channel) is None

@@ -20,7 +20,14 @@ from jobs.domain.config import Config, ConfigError
 from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
 from jobs.domain.platforms import Platform, PlatformError, parse_platform, unique
 from jobs.domain.references import parse_reference
-from jobs.domain.release import BuildState, Event, Release, State, VersionImmutable
+from jobs.domain.release import (
+    BuildState,
+    Event,
+    Release,
+    ReleaseEvent,
+    State,
+    VersionImmutable,
+)
 from jobs.domain.verdict import Outcome
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 from jobs.registry.client import NotFoundError, RegistryClient
@@ -293,6 +300,20 @@ class Pipeline:
         return [release]
 
     # -- the run
+
+    async def find_run(self, version: str, run_id: str | None = None) -> Release | None:
+        """The version's active run (or the given run), or None."""
+        return await self.store.load(version, run_id)
+
+    async def events(
+        self, after: str = "0-0", count: int = 100, block_ms: int | None = None
+    ) -> list[ReleaseEvent]:
+        """What happened after stream id `after`, oldest first (what live views show)."""
+        return await self.store.events(after, count=count, block_ms=block_ms)
+
+    async def record_status_message(self, version: str, run_id: str, channel: str, ts: str) -> bool:
+        """Where the run's live message is (so it can be updated)."""
+        return await self.store.set_status_message(version, run_id, channel, ts)
 
     async def load_run(self, version: str, run_id: str) -> Release:
         """The run, or ReleaseNotFound (with the sentence that says so)."""
