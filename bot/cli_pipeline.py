@@ -139,13 +139,13 @@ async def follow(pipeline: Pipeline, release: Release, timeout: float | None) ->
     deadline = None if timeout is None else time.monotonic() + timeout
     current = release
     while True:
-        loaded = await pipeline.store.load(release.version, release.run_id)
+        loaded = await pipeline.find_run(release.version, release.run_id)
         if loaded is not None:
             current = loaded
         display.show(release_lines(current, progress))
         if current.state in FINAL_STATES or (deadline and time.monotonic() > deadline):
             return current
-        events = await pipeline.store.events(after, count=500, block_ms=1000)
+        events = await pipeline.events(after, count=500, block_ms=1000)
         for event in events:
             after = event.id
             if event.run_id == release.run_id:

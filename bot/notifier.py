@@ -62,21 +62,6 @@ LEASE_MS = 10_000  # how long a silent leader keeps the lease (the failover dela
 OUTBOX_INTERVAL = 1.0  # how often the leader looks for runs whose message is missing
 OUTBOX_BACKOFF = 60.0  # after Slack refused a live message, before trying it again
 
-# Take the lease when free, or renew it when it is this notifier's; 1 when leading.
-_LEAD = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-# Hand the lease back, only if it is still this notifier's.
-_RESIGN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:
     """A Redis stream id as a sortable pair ("1700000000000-3" -> (1700000000000, 3))."""
@@ -159,6 +144,7 @@ class Notifier:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
+        self.notices = pipeline.notices
         self.client = client
         self.interval = interval
         self.block_ms = block_ms
@@ -216,8 +202,7 @@ class Notifier:
 
     async def lead(self) -> bool:
         """Take or renew the lease; True while this notifier is the one that sends."""
-        key = self.pipeline.keys.notifier_leader
-        won = await self.pipeline.redis.eval(_LEAD, 1, key, self.instance, LEASE_MS)
+        won = await self.notices.lead(self.instance, LEASE_MS)
         if bool(won) and not self.leading:
             log.info("this bot now sends the release messages' updates")
             for run in self.runs.values():  # what the previous leader may not have shown
@@ -228,17 +213,14 @@ class Notifier:
         return self.leading
 
     async def resign(self) -> None:
-        key = self.pipeline.keys.notifier_leader
-        await self.pipeline.redis.eval(_RESIGN, 1, key, self.instance)
+        await self.notices.resign(self.instance)
         self.leading = False
 
     async def _resume_point(self) -> str:
         """The saved cursor, else the newest event (a first start shows nothing old)."""
-        keys = self.pipeline.keys
-        saved = valid_stream_id(await self.pipeline.redis.get(keys.notifier_cursor))
+        saved = valid_stream_id(await self.notices.saved_cursor())
         if saved is None:
-            newest = await self.pipeline.redis.xrevrange(keys.events, count=1)
-            saved = str(newest[0][0]) if newest else "0-0"
+            saved = await self.notices.newest_event_id() or "0-0"
         # Nothing to write until an event is shown: a restart would start here anyway.
         self.saved = saved
         return saved
@@ -255,7 +237,7 @@ class Notifier:
         cursor = self.cursor()
         if cursor is None or cursor == self.saved:
             return
-        await self.pipeline.redis.set(self.pipeline.keys.notifier_cursor, cursor)
+        await self.notices.save_cursor(cursor)
         self.saved = cursor
 
     # -- marking
@@ -301,9 +283,7 @@ class Notifier:
             try:
                 if self.after is None:
                     self.after = await self._resume_point()
-                events = await self.pipeline.store.events(
-                    self.after, count=500, block_ms=self.block_ms
-                )
+                events = await self.pipeline.events(self.after, count=500, block_ms=self.block_ms)
             except RedisError as error:
                 log.warning("events stream unreadable (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1.0)
@@ -337,18 +317,17 @@ class Notifier:
         if not force and now < self._outbox_due:
             return 0
         self._outbox_due = now + OUTBOX_INTERVAL
-        redis, keys = self.pipeline.redis, self.pipeline.keys
         posted = 0
-        for member in sorted(str(m) for m in await redis.smembers(keys.status_outbox)):
+        for member in await self.notices.outbox():
             if now < self._outbox_backoff.get(member, 0.0):
                 continue
             version, _, run_id = member.partition(" ")
             try:
-                release = await self.pipeline.store.load(version, run_id)
+                release = await self.pipeline.find_run(version, run_id)
             except ValueError:
                 release = None  # not a run id this code wrote
             if release is None or not needs_live_message(release):
-                await redis.srem(keys.status_outbox, member)
+                await self.notices.leave_outbox(member)
                 continue
             try:
                 ts = await post_live_message(self.pipeline, self.client, release)
@@ -423,7 +402,7 @@ class Notifier:
         version, run_id = key
         unshown, run.unshown_after = run.unshown_after, None
         try:
-            release = await self.pipeline.store.load(version, run_id)
+            release = await self.pipeline.find_run(version, run_id)
         except BaseException:
             run.unshown_after = _earlier(unshown, run.unshown_after)
             raise
@@ -472,11 +451,11 @@ class Notifier:
         Each reply is claimed in Redis before it is posted: after a crash between the
         two, that reply is missing rather than doubled (the message still shows the
         failure)."""
-        replies = self.pipeline.keys.failure_replies(release.version, release.run_id)
+        version, run_id = release.version, release.run_id
         while run.failures:
             component, platform = run.failures[0]
             member = f"{component}@{platform}"
-            if not await self.pipeline.redis.sadd(replies, member):
+            if not await self.notices.claim_failure_reply(version, run_id, member):
                 run.failures.pop(0)  # another notifier replied, or this one before a restart
                 run.replied.add((component, platform))
                 continue
@@ -494,13 +473,17 @@ class Notifier:
             except SlackApiError as error_:
                 wait = retry_after(error_)
                 if wait is not None:
-                    await self.pipeline.redis.srem(replies, member)  # to be sent later
+                    await self.notices.release_failure_reply(
+                        version, run_id, member
+                    )  # to be sent later
                     run.not_before = self.clock() + wait
                     run.dirty = True
                     return False
                 log.warning("thread reply failed: %s", error_.response.get("error"))
             except Exception:
-                await self.pipeline.redis.srem(replies, member)  # not sent: the flush retries
+                await self.notices.release_failure_reply(
+                    version, run_id, member
+                )  # not sent: the flush retries
                 raise
             run.failures.pop(0)
             run.replied.add((component, platform))

@@ -58,9 +58,9 @@ from jobs.domain.approvals import needs_groups as needs_approver_groups
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.permissions import APPROVER_ACTIONS, Action, Actor
 from jobs.domain.permissions import needs_groups as needs_permission_groups
-from jobs.domain.release import Release, State, pending_overwrites
+from jobs.domain.release import Release, pending_overwrites
+from jobs.usecases import approval
 from jobs.usecases.pipeline import retry_refusal
-from jobs.usecases.promote import promote_job
 
 log = logging.getLogger("aibrix.bot")
 
@@ -100,8 +100,8 @@ async def _refuse(
     reason: str,
 ) -> None:
     """Answer a refused click, audited once per run, user and action; no delivery key."""
-    await deps.pipeline.store.audit_refusal(
-        release.version, release.run_id, origin.user, REFUSED[action], reason, origin.channel
+    await approval.audit_refusal(
+        deps.pipeline, release, origin.user, REFUSED[action], reason, origin.channel
     )
     await _answer(respond, blocks.refusal(reason))
 
@@ -144,13 +144,12 @@ async def _open_click(
     if isinstance(value, ParseError):
         await _answer(respond, blocks.error_message(value.message))
         return None
-    store = deps.pipeline.store
-    clicked = await store.load(value.version, value.run_id)
+    clicked = await deps.pipeline.find_run(value.version, value.run_id)
     if clicked is None:
         # No run to hold an audit entry: a forged run id leaves nothing behind.
         await _answer(respond, blocks.error_message(messages.slack_bad_button("no such run")))
         return None
-    active = await store.load(value.version)
+    active = await deps.pipeline.find_run(value.version)
     if active is None or active.run_id != clicked.run_id:
         # A stale button, clicked in good faith: said, not audited.
         reason = core_messages.approval_superseded(clicked.version)
@@ -202,7 +201,6 @@ async def on_approve(
         return
     origin, click, release = opened.origin, opened.click, opened.release
     user, where = origin.user, origin.channel
-    store = deps.pipeline.store
     policy = deps.config.approval
     decision = decide_approval(policy, click)
     if decision.verdict is Verdict.REFUSE:
@@ -233,16 +231,7 @@ async def on_approve(
     drift = recheck.drift
     if drift:
         reason = "; ".join(drift)
-        await store.transition(
-            release.version,
-            release.run_id,
-            [State.READY, State.APPROVED],
-            State.BLOCKED,
-            actor=user,
-            reason=reason,
-            where=where,
-        )
-        await store.audit(release.version, release.run_id, user, "approval-refused", reason, where)
+        await approval.block_on_drift(deps.pipeline, release, user, reason, where)
         await confirm_delivery(deps, action_delivery(body))
         deps.touch(release)
         await _answer(
@@ -252,12 +241,11 @@ async def on_approve(
             ),
         )
         return
-    result = await store.add_approval(release.version, release.run_id, user, click.verified, where)
+    result, updated = await approval.approve(deps.pipeline, release, user, click.verified, where)
     if not result.accepted:
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(respond, blocks.error_message(result.reason))
         return
-    updated = await store.load(release.version, release.run_id)
     assert updated is not None
     counted = tally(policy, updated.approvals, click.verified, now, updated.requested_by)
     lines = [counted.text()]
@@ -265,10 +253,7 @@ async def on_approve(
         lines.append(decision.note)
     if counted.expired:
         lines.append(messages.approval_expired(counted.expired, policy.approval_ttl_seconds))
-    if counted.complete and await store.transition(
-        release.version, release.run_id, [State.READY], State.APPROVED, actor=user, where=where
-    ):
-        await deps.pipeline.queue.enqueue(promote_job(updated))
+    if counted.complete and await approval.start_promotion(deps.pipeline, updated, user, where):
         lines.append(messages.promotion_queued(release.version))
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
@@ -294,21 +279,8 @@ async def on_reject(
         return
     if not await first_delivery(deps, action_delivery(body)):
         return
-    store = deps.pipeline.store
     reason = messages.rejected_by(origin.user)
-    moved = await store.transition(
-        release.version,
-        release.run_id,
-        [State.READY, State.APPROVED],
-        State.BLOCKED,
-        actor=origin.user,
-        reason=reason,
-        where=origin.channel,
-    )
-    if moved:
-        await store.audit(
-            release.version, release.run_id, origin.user, "rejected", reason, origin.channel
-        )
+    await approval.reject(deps.pipeline, release, origin.user, reason, origin.channel)
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(f"{release.version}: {reason}"))
@@ -372,8 +344,9 @@ async def on_confirm_overwrite(
         return
     if not await first_delivery(deps, action_delivery(body)):
         return
-    store = deps.pipeline.store
-    if not await store.confirm_overwrites(release.version, release.run_id, pending):
+    if not await approval.confirm_overwrite(
+        deps.pipeline, release, pending, origin.user, origin.channel
+    ):
         # This very decision (these targets holding these digests) is confirmed already:
         # a double click, or a second approver; its one promotion is queued.
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded
@@ -382,11 +355,6 @@ async def on_confirm_overwrite(
             blocks.plain(messages.overwrite_already_confirmed(release.version, sorted(pending))),
         )
         return
-    detail = "; ".join(f"{target} held {digest}" for target, digest in sorted(pending.items()))
-    await store.audit(
-        release.version, release.run_id, origin.user, "overwrite-confirmed", detail, origin.channel
-    )
-    await deps.pipeline.queue.enqueue(promote_job(release, pending))
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(messages.overwrite_confirmed(origin.user, sorted(pending))))

@@ -77,15 +77,13 @@ async def first_delivery(deps: Deps, identity: str | None) -> bool:
     finds no claim, so it is handled, once."""
     if identity is None:
         return True
-    key = deps.pipeline.keys.slack_delivery(identity)
     lease = claim_ttl(Claim.HANDLING, deps.config.queue.claim_seconds)
-    redis = deps.pipeline.redis
-    if await redis.set(key, Claim.HANDLING.value, nx=True, ex=lease):
+    notices = deps.pipeline.notices
+    if await notices.claim_delivery(identity, Claim.HANDLING.value, lease):
         return True
-    stored = await redis.get(key)
-    seen = on_delivery(None if stored is None else str(stored))
+    seen = on_delivery(await notices.delivery_claim(identity))
     if seen == "handle":  # the claim expired between the two calls: take it now
-        return bool(await redis.set(key, Claim.HANDLING.value, nx=True, ex=lease))
+        return await notices.claim_delivery(identity, Claim.HANDLING.value, lease)
     if seen == "in-progress":
         log.info("delivery is being handled; this one is acked and dropped")
     else:
@@ -97,16 +95,15 @@ async def confirm_delivery(deps: Deps, identity: str | None) -> None:
     """The delivery's work is durable (written, or answered): remember it for an hour, so
     that a redelivery does nothing."""
     if identity is not None:
-        key = deps.pipeline.keys.slack_delivery(identity)
         ttl = claim_ttl(Claim.CONFIRMED, deps.config.queue.claim_seconds)
-        await deps.pipeline.redis.set(key, Claim.CONFIRMED.value, ex=ttl)
+        await deps.pipeline.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
 
 
 async def forget_delivery(deps: Deps, identity: str | None) -> None:
     """Drop the claim of a delivery that changed nothing (its answer was an error), so
     that the delivery leaves nothing behind, and a redelivery answers the same again."""
     if identity is not None:
-        await deps.pipeline.redis.delete(deps.pipeline.keys.slack_delivery(identity))
+        await deps.pipeline.notices.drop_delivery_claim(identity)
 
 
 def table_groups(deps: Deps) -> tuple[str, ...]:

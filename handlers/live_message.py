@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks
 from jobs.domain.release import TERMINAL, Release
+from jobs.store.notices import outbox_member
 from jobs.usecases.pipeline import CLI_CHANNEL, Pipeline
 
 log = logging.getLogger("aibrix.notifier")
@@ -39,12 +40,6 @@ TRIED_TTL_SECONDS = 7 * 24 * 3600
 HISTORY_SLACK_SECONDS = 60
 HISTORY_LIMIT = 200
 
-# Drop the claim only if it is still this poster's.
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def needs_live_message(release: Release) -> bool:
     """Whether the run should have a live message it does not have yet: it is the active
@@ -55,10 +50,6 @@ def needs_live_message(release: Release) -> bool:
         and release.state not in TERMINAL
         and release.channel != CLI_CHANNEL
     )
-
-
-def outbox_member(version: str, run_id: str) -> str:
-    return f"{version} {run_id}"
 
 
 def metadata(release: Release) -> dict[str, Any]:
@@ -111,21 +102,19 @@ async def post_live_message(
     if release.status_ts:
         return release.status_ts
     version, run_id = release.version, release.run_id
-    keys, redis = pipeline.keys, pipeline.redis
-    claim = keys.status_post(version, run_id)
+    notices = pipeline.notices
     token = uuid.uuid4().hex
-    if not await redis.set(claim, token, nx=True, ex=pipeline.config.queue.claim_seconds):
+    if not await notices.claim_post(version, run_id, token, pipeline.config.queue.claim_seconds):
         return None
     try:
-        current = await pipeline.store.load(version, run_id)  # another may have finished
+        current = await pipeline.find_run(version, run_id)  # another may have finished
         if current is not None and current.status_ts:
             return current.status_ts
         if current is None or not needs_live_message(current):
-            await redis.srem(keys.status_outbox, outbox_member(version, run_id))
+            await notices.leave_outbox(outbox_member(version, run_id))
             return None
         found = None
-        tried = keys.status_post_tried(version, run_id)
-        if not await redis.set(tried, "1", nx=True, ex=TRIED_TTL_SECONDS):
+        if not await notices.first_post_try(version, run_id, TRIED_TTL_SECONDS):
             found = await find_live_message(client, current)
         if found is None:
             message = blocks.release_message(current)
@@ -136,7 +125,7 @@ async def post_live_message(
                 metadata=metadata(current),
             )
             found = (str(posted.get("channel") or current.channel), str(posted["ts"]))
-        await pipeline.store.set_status_message(version, run_id, *found)
+        await pipeline.record_status_message(version, run_id, *found)
         return found[1]
     finally:
-        await redis.eval(_RELEASE_CLAIM, 1, claim, token)
+        await notices.drop_post_claim(version, run_id, token)

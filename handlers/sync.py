@@ -22,13 +22,17 @@ from jobs.domain import messages as core_messages
 from jobs.domain.permissions import Action
 from jobs.domain.release import Release
 from jobs.domain.sync_gate import sync_decision
-from jobs.usecases.sync_job import request_sync, set_sync_message, sync_job
+from jobs.usecases.sync_job import (
+    record_sync_refusal,
+    record_sync_request,
+    request_sync,
+    set_sync_message,
+    sync_job,
+)
 
 log = logging.getLogger("aibrix.bot")
 
 Answer = Callable[[blocks.Message], Awaitable[None]]
-
-REFUSAL_AUDIT_TTL_S = 3600  # one audit entry per user, version, mirror and reason an hour
 
 
 async def audit_sync_refusal(
@@ -40,16 +44,15 @@ async def audit_sync_refusal(
     release: Release | None = None,
 ) -> None:
     """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
-    await deps.pipeline.store.audit_once(
-        f"sync-refused|{user}|{command.version}|{command.mirror}|{reason}",
-        REFUSAL_AUDIT_TTL_S,
+    await record_sync_refusal(
+        deps.pipeline,
         command.version,
         release.run_id if release is not None else "",
+        command.mirror,
+        _mode_word(command),
         user,
-        "sync-refused",
-        reason[:1000],
         where,
-        extra={"mirror": command.mirror, "outcome": "refused", "mode": _mode_word(command)},
+        reason,
     )
 
 
@@ -88,7 +91,7 @@ async def run_sync_command(
     """True when a sync job was queued."""
     pipeline = deps.pipeline
     config = deps.config
-    release = await pipeline.store.load(command.version)
+    release = await pipeline.find_run(command.version)
     approver = False
     if command.ready and release is not None:
         approver = await permission_refusal(deps, client, Action.APPROVE, user, channel) is None
@@ -124,14 +127,8 @@ async def run_sync_command(
         )
         return False
     assert record is not None
-    await pipeline.store.audit(
-        release.version,
-        release.run_id,
-        user,
-        "sync-requested",
-        f"job {job.id}",
-        channel,
-        extra={"mirror": command.mirror, "outcome": "queued", "mode": decision.mode.value},
+    await record_sync_request(
+        pipeline, release, job, command.mirror, decision.mode.value, user, channel
     )
     message = blocks.sync_message(record)
     posted = await client.chat_postMessage(

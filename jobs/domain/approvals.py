@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from jobs.domain import messages
-from jobs.domain.config import Approval as Policy
-from jobs.domain.release import Approval, State
+from jobs.domain.config import ApprovalPolicy
+from jobs.domain.release import ApprovalRecord, State
 
 
 class Verdict(StrEnum):
@@ -33,7 +33,7 @@ class Click:
     active_run_id: str | None  # the version's active run now
     state: State  # the clicked run's state
     requested_by: str
-    approvals: Mapping[str, Approval]
+    approvals: Mapping[str, ApprovalRecord]
     verified: Mapping[str, str]  # component -> verified index digest
     now: float  # seconds since the epoch
 
@@ -59,14 +59,14 @@ class Tally:
         return messages.approval_tally(len(self.counted), self.required, self.counted)
 
 
-def is_current(approval: Approval, verified: Mapping[str, str], now: float, ttl: int) -> bool:
+def is_current(approval: ApprovalRecord, verified: Mapping[str, str], now: float, ttl: int) -> bool:
     """An approval counts while it is younger than the TTL and covers the verified digests."""
     return now - approval.at <= ttl and dict(approval.digests) == dict(verified)
 
 
 def tally(
-    policy: Policy,
-    click_approvals: Mapping[str, Approval],
+    policy: ApprovalPolicy,
+    click_approvals: Mapping[str, ApprovalRecord],
     verified: Mapping[str, str],
     now: float,
     requested_by: str = "",
@@ -84,11 +84,11 @@ def tally(
     return Tally(tuple(counted), tuple(expired), policy.approvals_required)
 
 
-def may_act(policy: Policy, user: str, groups: frozenset[str]) -> bool:
+def may_act(policy: ApprovalPolicy, user: str, groups: frozenset[str]) -> bool:
     return policy.is_approver(user, groups)
 
 
-def needs_groups(policy: Policy, user: str) -> bool:
+def needs_groups(policy: ApprovalPolicy, user: str) -> bool:
     """Whether the clicker's user groups must be looked up to decide."""
     return user not in policy.approvers and bool(policy.approver_groups)
 
@@ -99,7 +99,7 @@ def _run_refusal(click: Click) -> str | None:
     return None
 
 
-def decide_approval(policy: Policy, click: Click) -> Decision:
+def decide_approval(policy: ApprovalPolicy, click: Click) -> Decision:
     superseded = _run_refusal(click)
     if superseded:
         return Decision(Verdict.REFUSE, superseded)
@@ -117,7 +117,7 @@ def decide_approval(policy: Policy, click: Click) -> Decision:
     return Decision(Verdict.RECORD)
 
 
-def decide_rejection(policy: Policy, click: Click) -> Decision:
+def decide_rejection(policy: ApprovalPolicy, click: Click) -> Decision:
     superseded = _run_refusal(click)
     if superseded:
         return Decision(Verdict.REFUSE, superseded)
@@ -128,7 +128,7 @@ def decide_rejection(policy: Policy, click: Click) -> Decision:
     return Decision(Verdict.RECORD)
 
 
-def decide_overwrite(policy: Policy, click: Click, pending: Mapping[str, str]) -> Decision:
+def decide_overwrite(policy: ApprovalPolicy, click: Click, pending: Mapping[str, str]) -> Decision:
     """Confirming that promotion may overwrite mirror tags that hold other digests: an
     approver's decision, with the same self-approval rule as an approval."""
     superseded = _run_refusal(click)

@@ -124,7 +124,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Approval:
+class ApprovalPolicy:
     """Who may approve a promotion. With no approvers and no groups, nobody can."""
 
     approvers: tuple[str, ...] = ()
@@ -180,7 +180,7 @@ class Config:
     repository: str
     platforms: tuple[Platform, ...] = DEFAULT_PLATFORMS
     mirrors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-    approval: Approval = Approval()
+    approval: ApprovalPolicy = ApprovalPolicy()
     permissions: Permissions = field(default_factory=Permissions)
     promotion: Promotion = Promotion()
     queue: QueueSettings = QueueSettings()

@@ -20,7 +20,7 @@ from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
     MAX_RETENTION_DAYS,
-    Approval,
+    ApprovalPolicy,
     Component,
     Config,
     ConfigError,
@@ -475,7 +475,7 @@ class _Reader:
                 self.fail(mirror_key, messages.config_mirror_is_repository(mirrors[name]))
         return MappingProxyType(mirrors)
 
-    def approval(self, value: object, key: str) -> Approval:
+    def approval(self, value: object, key: str) -> ApprovalPolicy:
         table = self.table(
             value,
             key,
@@ -513,7 +513,7 @@ class _Reader:
         required = self.integer(table.get("approvals_required", 1), required_key, 1, 100)
         if approvers and not groups and required > len(approvers):
             self.fail(required_key, messages.config_approvals_unreachable(required, len(approvers)))
-        return Approval(
+        return ApprovalPolicy(
             approvers=approvers,
             approver_groups=groups,
             approvals_required=required,
@@ -532,7 +532,7 @@ class _Reader:
             self.fail(item_key, messages.config_bad_slack_principal(text))
         return text
 
-    def permissions(self, value: object, key: str, approval: Approval) -> Permissions:
+    def permissions(self, value: object, key: str, approval: ApprovalPolicy) -> Permissions:
         roles_keys = tuple(action.value for action in ROLES)
         table = self.table(value, key, ("channels", *roles_keys))
 

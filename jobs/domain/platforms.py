@@ -8,6 +8,7 @@ the normalised forms: a release that needs linux/arm64 is not satisfied by linux
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -88,6 +89,17 @@ def parse_platform(text: str) -> Platform:
             "linux/amd64, linux/arm64 or linux/arm/v7"
         )
     return normalize(*parts)
+
+
+@functools.lru_cache(maxsize=256)
+def canonical_platform(text: str) -> str:
+    """`text` if it is a platform in its one spelling (so one stream and one key per
+    platform); raise PlatformError, saying the spelling to use, otherwise. The one
+    check the queue and the release store share."""
+    canonical = str(parse_platform(text))
+    if canonical != text:
+        raise PlatformError(f"platform {text!r} must be written {canonical}")
+    return text
 
 
 def parse_platform_list(text: str) -> tuple[Platform, ...]:

@@ -24,7 +24,8 @@ from enum import StrEnum
 from typing import Literal
 
 from jobs.domain.errors import Refused
-from jobs.domain.platforms import PlatformError, parse_platform
+from jobs.domain.platforms import PlatformError, canonical_platform
+from jobs.domain.versions import parse_version
 
 # Pure logic ---------------------------------------------------------------------------
 
@@ -144,14 +145,14 @@ def build_field(component: str, platform: str) -> str:
     return f"{component}@{platform}"
 
 
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha512:[0-9a-f]{128}$")
 
 
 def check_version(version: str) -> str:
-    if not _VERSION.match(version):
-        raise ValueError(f"{version!r} is not a release version such as v0.3.0-rc.2")
+    """`version` if the one version grammar (`jobs.domain.versions`) accepts it; raises
+    VersionError (a ValueError) otherwise."""
+    parse_version(version)
     return version
 
 
@@ -171,12 +172,9 @@ def check_digest(digest: str) -> str:
 
 def check_platform(platform: str) -> str:
     try:
-        canonical = str(parse_platform(platform))
+        return canonical_platform(platform)
     except PlatformError as error:
         raise ValueError(str(error)) from None
-    if canonical != platform:
-        raise ValueError(f"platform {platform!r} must be written {canonical}")
-    return platform
 
 
 # Snapshot -----------------------------------------------------------------------------
@@ -204,7 +202,9 @@ class ComponentIndex:
 
 
 @dataclass(frozen=True)
-class Approval:
+class ApprovalRecord:
+    """One approver's click as the run records it (state; the rule is `ApprovalPolicy`)."""
+
     user: str
     at: float
     digests: Mapping[str, str] = field(hash=False)
@@ -244,7 +244,7 @@ class Release:
     builds: Mapping[tuple[str, str], BuildRecord] = field(hash=False)
     indexes: Mapping[str, ComponentIndex] = field(hash=False)
     merges_claimed: frozenset[str] = frozenset()
-    approvals: Mapping[str, Approval] = field(default_factory=dict, hash=False)
+    approvals: Mapping[str, ApprovalRecord] = field(default_factory=dict, hash=False)
     promotions: Mapping[str, PromotionResult] = field(default_factory=dict, hash=False)
     supersede: bool = False  # an approver's supersede of a promoted version
     # What asked for this run (a Slack delivery's identity; "" from the command line):

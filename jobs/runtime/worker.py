@@ -100,7 +100,7 @@ class Worker:
 
     @property
     def build_stream(self) -> str:
-        return self.pipeline.keys.job_stream(str(self.settings.platform))
+        return self.pipeline.queue.platform_stream(str(self.settings.platform))
 
     async def check(self) -> BuilderInfo:
         """Refuse to start, with the reason, when the builder cannot build the platform."""
@@ -126,7 +126,7 @@ class Worker:
             if self.settings.control:
                 loops.append(
                     self._loop(
-                        self.pipeline.keys.control_stream,
+                        self.pipeline.queue.platform_stream(None),
                         self.settings.control_consumer,
                         stop,
                         client,
@@ -144,14 +144,14 @@ class Worker:
         while not stop.is_set():
             try:
                 await self.pipeline.queue.ensure_group(self.build_stream)
-                await self.pipeline.queue.ensure_group(self.pipeline.keys.control_stream)
+                await self.pipeline.queue.ensure_group(self.pipeline.queue.platform_stream(None))
                 return
             except RedisError as error:
                 log.warning("Redis unavailable at start (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1)
 
     async def _watch_depth(self, stop: asyncio.Event) -> None:
-        streams = {"build": self.build_stream, "control": self.pipeline.keys.control_stream}
+        streams = {"build": self.build_stream, "control": self.pipeline.queue.platform_stream(None)}
         while not stop.is_set():
             with contextlib.suppress(RedisError):
                 for kind, stream in streams.items():
@@ -178,7 +178,7 @@ class Worker:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
                 job = lease.job
-                with job_context(job.release, job.component, job.platform or ""):
+                with job_context(job.version, job.component, job.platform or ""):
                     try:
                         await self.handle(lease, client)
                     except RedisError as error:
@@ -198,7 +198,7 @@ class Worker:
             # A sync copies a settled (promoted) run: not dropped like its other jobs.
             await self._sync(lease, client)
             return
-        release = await self.pipeline.store.load(job.release, job.run_id)
+        release = await self.pipeline.store.load(job.version, job.run_id)
         if release is None or not release.active or release.state in SETTLED_STATES:
             log.info("job %s belongs to a superseded or settled run; dropped", job.id)
             await self.pipeline.queue.ack(lease)
@@ -228,14 +228,14 @@ class Worker:
             await self._record(lease, done)
             return
         if not await pipeline.store.update_build(
-            job.release,
+            job.version,
             job.run_id,
             job.component,
             job.platform,
             BuildState.BUILDING,
             attempt=job.attempt,
         ):
-            record = (await pipeline._load(job.release, job.run_id)).builds.get(
+            record = (await pipeline.load_run(job.version, job.run_id)).builds.get(
                 (job.component, job.platform)
             )
             if record is not None and record.state is BuildState.PUSHED and record.digest:
@@ -253,7 +253,7 @@ class Worker:
         except BuildCancelled:
             keeper.cancel()
             await pipeline.store.update_build(
-                job.release, job.run_id, job.component, job.platform, BuildState.CANCELLED
+                job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
             )
             await pipeline.queue.ack(lease)
             self.metrics.builds.labels(platform=job.platform, outcome="cancelled").inc()
@@ -275,7 +275,7 @@ class Worker:
         config = pipeline.config
         assert job.platform is not None
         platform = parse_platform(job.platform)
-        version = parse_version(job.release)
+        version = parse_version(job.version)
         work = await asyncio.to_thread(
             checkout, config.source, version, job.source_revision, self.settings.workdir
         )
@@ -321,7 +321,7 @@ class Worker:
 
     async def _watch_cancel(self, job: Job, stopper: _Stopper) -> None:
         while not stopper():
-            if await self.pipeline.queue.is_cancelled(job.release, job.run_id):
+            if await self.pipeline.queue.is_cancelled(job.version, job.run_id):
                 stopper.stop("the release was cancelled")
                 return
             await asyncio.sleep(self.settings.cancel_poll_s)
@@ -356,12 +356,12 @@ class Worker:
         pipeline = self.pipeline
         assert job.platform is not None
         recorded = await pipeline.store.record_build_digest(
-            job.release, job.run_id, job.component, job.platform, digest, job.attempt
+            job.version, job.run_id, job.component, job.platform, digest, job.attempt
         )
         if recorded.status == "conflict":
             log.warning("a different digest %s is already recorded; keeping it", recorded.digest)
         await pipeline.queue.ack(lease, result=recorded.digest or digest)
-        await pipeline.after_build(job.release, job.run_id, job.component, claimer=job.id)
+        await pipeline.after_build(job.version, job.run_id, job.component, claimer=job.id)
 
     async def _fail(self, lease: Lease, reason: str, tail: tuple[str, ...]) -> None:
         job = lease.job
@@ -369,7 +369,7 @@ class Worker:
         if job.platform is not None and job.kind is JobKind.BUILD:
             # Keep the log tail with the build, so the failure report can show it.
             await pipeline.store.update_build(
-                job.release,
+                job.version,
                 job.run_id,
                 job.component,
                 job.platform,

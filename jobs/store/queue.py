@@ -25,7 +25,6 @@ to lose.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -41,8 +40,9 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from jobs.domain.config import QueueSettings
 from jobs.domain.errors import InvalidInput
-from jobs.domain.platforms import PlatformError, parse_platform
+from jobs.domain.platforms import PlatformError, canonical_platform
 from jobs.store.connections import Arg, Batch, Script
 from jobs.store.keys import CONSUMER_GROUP, Keys
 
@@ -142,7 +142,8 @@ def _check_text(name: str, value: object, *, allow_empty: bool = False) -> str:
 @dataclass(frozen=True)
 class Job:
     kind: JobKind
-    release: str
+    # The release version; written "release" on the wire (format 1), as jobs in flight are.
+    version: str
     component: str
     source_revision: str
     platform: str | None = None
@@ -157,7 +158,7 @@ class Job:
         except ValueError:
             kinds = ", ".join(k.value for k in JobKind)
             raise JobFormatError(f"job kind {self.kind!r} is not one of {kinds}") from None
-        _check_text("release", self.release)
+        _check_text("release", self.version)
         _check_text("component", self.component)
         _check_text("source_revision", self.source_revision)
         _check_text("run_id", self.run_id, allow_empty=True)
@@ -166,10 +167,10 @@ class Job:
         if self.platform is not None:
             if not isinstance(self.platform, str):
                 raise JobFormatError("job platform must be a string")
-            canonical = _canonical_platform(self.platform)
-            if canonical != self.platform:
-                # One spelling per platform, so one stream and one key per platform.
-                raise JobFormatError(f"job platform {self.platform!r} must be written {canonical}")
+            try:
+                canonical_platform(self.platform)
+            except PlatformError as error:
+                raise JobFormatError(str(error)) from None
         if self.kind is JobKind.BUILD and self.platform is None:
             raise JobFormatError("a build job needs a platform")
         if isinstance(self.attempt, bool) or not isinstance(self.attempt, int) or self.attempt < 1:
@@ -181,7 +182,7 @@ class Job:
         object.__setattr__(self, "payload", dict(self.payload))
         key = idempotency_key(
             self.kind,
-            self.release,
+            self.version,
             self.run_id,
             self.component,
             self.platform,
@@ -197,7 +198,7 @@ class Job:
     def next_attempt(self) -> Job:
         return Job(
             kind=self.kind,
-            release=self.release,
+            version=self.version,
             component=self.component,
             source_revision=self.source_revision,
             platform=self.platform,
@@ -212,7 +213,7 @@ class Job:
             "v": FORMAT_VERSION,
             "id": self.id,
             "kind": self.kind.value,
-            "release": self.release,
+            "release": self.version,
             "run_id": self.run_id,
             "component": self.component,
             "platform": self.platform,
@@ -254,7 +255,7 @@ class Job:
             raise JobFormatError("job payload is not an object")
         job = cls(
             kind=kind,
-            release=doc["release"],
+            version=doc["release"],
             component=doc["component"],
             source_revision=doc["source_revision"],
             platform=doc["platform"],
@@ -268,19 +269,16 @@ class Job:
         return job
 
 
-@functools.lru_cache(maxsize=256)
-def _canonical_platform(platform: str) -> str:
-    try:
-        return str(parse_platform(platform))
-    except PlatformError as error:
-        raise JobFormatError(str(error)) from None
-
-
 # Redis side ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class QueueSettings:
+class QueueTuning:
+    """How the Redis queue runs: the user's `QueueSettings` (`[queue]`, in seconds) in
+    the queue's own units (a lease in milliseconds, as Redis stream idle times are), plus
+    the limits no user sets. Its own name, so that one `QueueSettings` exists; the
+    defaults serve a queue built without a config (the queue's own tests)."""
+
     lease_ms: int = 60_000
     max_attempts: int = 5
     backoff_base_s: float = 5.0
@@ -306,6 +304,16 @@ class QueueSettings:
             raise ValueError("TTLs must be positive")
         backoff_seconds(1, self.backoff_base_s, self.backoff_cap_s)
         jittered(0.0, self.jitter, 0.0)
+
+    @classmethod
+    def from_settings(cls, settings: QueueSettings) -> QueueTuning:
+        """The tuning the configured `[queue]` asks for."""
+        return cls(
+            lease_ms=settings.lease_seconds * 1000,
+            max_attempts=settings.max_attempts,
+            backoff_base_s=settings.backoff_base_seconds,
+            backoff_cap_s=settings.backoff_cap_seconds,
+        )
 
     @property
     def maintenance_interval_s(self) -> float:
@@ -575,14 +583,14 @@ class Queue:
         self,
         redis: aioredis.Redis,
         keys: Keys,
-        settings: QueueSettings | None = None,
+        settings: QueueTuning | None = None,
         *,
         on_dead_letter: DeadLetterCallback | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.redis = redis
         self.keys = keys
-        self.settings = settings or QueueSettings()
+        self.settings = settings or QueueTuning()
         self.on_dead_letter = on_dead_letter
         self.stats = QueueStats()
         self._rng = rng
@@ -592,6 +600,10 @@ class Queue:
 
     def stream_for(self, job: Job) -> str:
         return self.keys.job_stream(job.platform)
+
+    def platform_stream(self, platform: str | None) -> str:
+        """The stream a worker claims jobs of `platform` from (None: the control stream)."""
+        return self.keys.job_stream(platform)
 
     async def ensure_group(self, stream: str) -> None:
         """Create the stream and its consumer group if missing; safe to call any time."""
@@ -613,7 +625,7 @@ class Queue:
             self.keys.pending(idem),
             self.keys.done(idem),
             self.keys.job_streams,
-            self.keys.cancelled(job.release, job.run_id),
+            self.keys.cancelled(job.version, job.run_id),
         ]
         return keys, [job.id, self.settings.pending_ttl_s * 1000, *_flat(job.to_fields())]
 
@@ -731,7 +743,7 @@ class Queue:
         flag_keys: list[str] = []
         for _, job, _, _, _ in parsed:
             if job is not None:
-                flag_keys.append(self.keys.cancelled(job.release, job.run_id))
+                flag_keys.append(self.keys.cancelled(job.version, job.run_id))
                 flag_keys.append(self.keys.done(job.idempotency_key))
         checks_batch = Batch(self.redis)
         if flag_keys:
@@ -960,7 +972,7 @@ class Queue:
 
 def _placeholder() -> Job:
     """A stand-in job for an unreadable entry, only so it can be dead-lettered."""
-    return Job(kind=JobKind.SYNC, release="unreadable", component="unreadable", source_revision="-")
+    return Job(kind=JobKind.SYNC, version="unreadable", component="unreadable", source_revision="-")
 
 
 def _dead_letter_from(entry_id: str, fields: Mapping[str, str]) -> DeadLetter:

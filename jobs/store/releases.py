@@ -27,7 +27,7 @@ from jobs.domain.release import (
     EVENT_TARGETS,
     SETTLED,
     TERMINAL,
-    Approval,
+    ApprovalRecord,
     ApprovalResult,
     BuildRecord,
     BuildState,
@@ -1003,6 +1003,33 @@ class ReleaseStore:
         """Every run of `version`, oldest first."""
         return [str(r) for r in await self.redis.zrange(self.keys.runs(version), 0, -1)]
 
+    async def record_progress(
+        self,
+        version: str,
+        run_id: str,
+        component: str,
+        platform: str,
+        phase: str,
+        step: int = 0,
+        total: int = 0,
+    ) -> None:
+        """A progress event (what the live message shows between state changes)."""
+        await self.redis.xadd(
+            self.keys.events,
+            {
+                "version": version,
+                "run_id": run_id,
+                "type": "progress",
+                "component": component,
+                "platform": platform,
+                "phase": phase,
+                "step": str(step),
+                "total": str(total),
+            },
+            maxlen=self.events_maxlen,
+            approximate=True,
+        )
+
     async def events(
         self, after: str = "0-0", count: int = 100, block_ms: int | None = None
     ) -> list[ReleaseEvent]:
@@ -1062,7 +1089,7 @@ def _release(
     approval_records = {}
     for user, raw in approvals.items():
         data = json.loads(raw)
-        approval_records[user] = Approval(user, _ms(data.get("at")), dict(data["digests"]))
+        approval_records[user] = ApprovalRecord(user, _ms(data.get("at")), dict(data["digests"]))
     promotion_records = {}
     for target, raw in promotions.items():
         data = json.loads(raw)

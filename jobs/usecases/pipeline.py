@@ -21,14 +21,23 @@ from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
 from jobs.domain.platforms import Platform, PlatformError, parse_platform, unique
 from jobs.domain.references import parse_reference
-from jobs.domain.release import BuildState, Event, Release, State, VersionImmutable
+from jobs.domain.release import (
+    BuildState,
+    Event,
+    Release,
+    ReleaseEvent,
+    State,
+    VersionImmutable,
+)
 from jobs.domain.verdict import Outcome
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 from jobs.registry.client import NotFoundError, RegistryClient
 from jobs.registry.inspection import verify_published
 from jobs.store.keys import Keys
-from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueSettings
+from jobs.store.notices import NoticeStore
+from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
+from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 
@@ -86,15 +95,6 @@ def parse_release_version(version_text: str) -> str:
         raise ReleaseInputError(str(error)) from None
 
 
-def queue_settings(config: Config) -> QueueSettings:
-    return QueueSettings(
-        lease_ms=config.queue.lease_seconds * 1000,
-        max_attempts=config.queue.max_attempts,
-        backoff_base_s=config.queue.backoff_base_seconds,
-        backoff_cap_s=config.queue.backoff_cap_seconds,
-    )
-
-
 def component_outcome(release: Release, component: str) -> str:
     """pending, merged, or failed: where one component of a release stands."""
     if component in release.indexes:
@@ -138,12 +138,17 @@ class Pipeline:
         self.redis = redis
         self.config = config
         self.keys = Keys(config.queue.key_prefix)
-        self.queue = Queue(
-            redis, self.keys, queue_settings(config), on_dead_letter=self._dead_lettered
-        )
+        tuning = QueueTuning.from_settings(config.queue)
+        self.queue = Queue(redis, self.keys, tuning, on_dead_letter=self._dead_lettered)
         self.store = ReleaseStore(
-            redis, self.keys, retention_seconds=config.queue.retention_seconds
+            redis,
+            self.keys,
+            retention_seconds=config.queue.retention_seconds,
+            events_maxlen=EVENTS_MAXLEN,
         )
+        # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
+        self.notices = NoticeStore(redis, self.keys)
+        self.syncs = SyncRecords(redis, self.keys, events_maxlen=self.store.events_maxlen)
 
     # -- requests (CLI and Slack)
 
@@ -228,7 +233,7 @@ class Pipeline:
         await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
         for component in start.merges:
             await self.after_build(version, run_id, component, claimer="request")
-        return await self._load(version, run_id)
+        return await self.load_run(version, run_id)
 
     async def retry(
         self, version_text: str, actor: str, where: str = CLI_CHANNEL, *, request_id: str = ""
@@ -241,7 +246,7 @@ class Pipeline:
             raise ReleaseNotFound(messages.release_not_found(version))
         if request_id and release.request_id == request_id and release.previous_run_id:
             # A redelivery of the retry that started this run: the same answer again.
-            previous = await self._load(version, release.previous_run_id)
+            previous = await self.load_run(version, release.previous_run_id)
             failed = [k for k, r in previous.builds.items() if r.state is BuildState.FAILED]
             return release, len(failed)
         refusal = retry_refusal(release)
@@ -284,7 +289,7 @@ class Pipeline:
             reason="cancelled",
             where=where,
         )
-        return await self._load(version, release.run_id)
+        return await self.load_run(version, release.run_id)
 
     async def status(self, version_text: str | None) -> list[Release]:
         if version_text is None:
@@ -297,7 +302,22 @@ class Pipeline:
 
     # -- the run
 
-    async def _load(self, version: str, run_id: str) -> Release:
+    async def find_run(self, version: str, run_id: str | None = None) -> Release | None:
+        """The version's active run (or the given run), or None."""
+        return await self.store.load(version, run_id)
+
+    async def events(
+        self, after: str = "0-0", count: int = 100, block_ms: int | None = None
+    ) -> list[ReleaseEvent]:
+        """What happened after stream id `after`, oldest first (what live views show)."""
+        return await self.store.events(after, count=count, block_ms=block_ms)
+
+    async def record_status_message(self, version: str, run_id: str, channel: str, ts: str) -> bool:
+        """Where the run's live message is (so it can be updated)."""
+        return await self.store.set_status_message(version, run_id, channel, ts)
+
+    async def load_run(self, version: str, run_id: str) -> Release:
+        """The run, or ReleaseNotFound (with the sentence that says so)."""
         release = await self.store.load(version, run_id)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
@@ -354,7 +374,7 @@ class Pipeline:
     async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
         if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
-            release = await self._load(version, run_id)
+            release = await self.load_run(version, run_id)
             await self.queue.enqueue(self.merge_job(release, component))
             await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
 
@@ -363,9 +383,9 @@ class Pipeline:
         if job.platform is None:
             return
         await self.store.update_build(
-            job.release, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
+            job.version, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
         )
-        await self.settle(job.release, job.run_id)
+        await self.settle(job.version, job.run_id)
 
     async def _dead_lettered(self, dead: DeadLetter) -> None:
         job = dead.job
@@ -374,13 +394,13 @@ class Pipeline:
         if job.kind is JobKind.BUILD:
             await self.build_failed(job, dead.reason)
         elif job.kind is JobKind.MERGE:
-            await self.store.apply(job.release, job.run_id, Event.FAIL, reason=dead.reason)
+            await self.store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
         """Write the component's release tag from its pinned digests and verify it, unless
         the tag already holds this version's verified digest (kept) or something this
         version never wrote (left alone; the run blocks): see `jobs.domain.immutability`."""
-        release = await self._load(job.release, job.run_id)
+        release = await self.load_run(job.version, job.run_id)
         digests = release.built_digests(job.component)
         if digests is None:
             raise MergeError(f"{job.component} has no pushed digest for every platform")
@@ -397,7 +417,7 @@ class Pipeline:
             await asyncio.to_thread(write_index, image, release.version, sources)
         else:
             log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
-        await self.store.transition(job.release, job.run_id, [State.MERGING], State.VERIFYING)
+        await self.store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
         published = await verify_published(client, image, release.version, builds, required)
         inspection = published.inspection
         # A kept tag holds an earlier run's builds by design: only its platforms are judged.
@@ -418,9 +438,9 @@ class Pipeline:
                 verified=outcome == Outcome.OK.value,
             )
         await self.store.record_index(
-            job.release, job.run_id, job.component, digest, outcome, "; ".join(problems)
+            job.version, job.run_id, job.component, digest, outcome, "; ".join(problems)
         )
-        await self.settle(job.release, job.run_id)
+        await self.settle(job.version, job.run_id)
         return digest
 
     async def _tag_decision(
@@ -483,7 +503,7 @@ class Pipeline:
         # Walk the table's path; each step is a compare-and-set, so racing callers agree.
         await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
         await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
-        settled = await self._load(version, run_id)
+        settled = await self.load_run(version, run_id)
         reasons = block_reasons(settled)
         if reasons:
             await self.store.transition(
@@ -496,20 +516,8 @@ class Pipeline:
     # -- progress events (what the live message shows between state changes)
 
     async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
-        await self.redis.xadd(
-            self.keys.events,
-            {
-                "version": job.release,
-                "run_id": job.run_id,
-                "type": "progress",
-                "component": job.component,
-                "platform": job.platform or "",
-                "phase": phase,
-                "step": str(step),
-                "total": str(total),
-            },
-            maxlen=EVENTS_MAXLEN,
-            approximate=True,
+        await self.store.record_progress(
+            job.version, job.run_id, job.component, job.platform or "", phase, step, total
         )
 
     def digests_of(self, release: Release) -> Mapping[str, str]:

@@ -170,16 +170,16 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
     """Promote the run `job` names; returns where it ended (None: nothing to do)."""
     store = pipeline.store
     config = pipeline.config
-    release = await store.load(job.release, job.run_id)
+    release = await store.load(job.version, job.run_id)
     if release is None:
         return None
     if release.state is State.APPROVED:
-        await store.transition(job.release, job.run_id, [State.APPROVED], State.PROMOTING)
-        release = await store.load(job.release, job.run_id)
+        await store.transition(job.version, job.run_id, [State.APPROVED], State.PROMOTING)
+        release = await store.load(job.version, job.run_id)
         if release is None:
             return None
     if release.state is not State.PROMOTING:
-        log.info("%s is %s; not promoting", job.release, release.state)
+        log.info("%s is %s; not promoting", job.version, release.state)
         return None
     tags = config.promotion_tags_for(parse_version(release.version))
     failures: list[str] = []
@@ -200,7 +200,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
                 detail = "" if got == index.digest else f"it reads back as {got or 'nothing'}"
             ok = got == index.digest
             await store.record_promotion(
-                job.release, job.run_id, target, ok=ok, digest=got or "", detail=detail
+                job.version, job.run_id, target, ok=ok, digest=got or "", detail=detail
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
@@ -208,14 +208,14 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
     failures += mirror_failures
     if failures:
         await store.transition(
-            job.release, job.run_id, [State.PROMOTING], State.FAILED, reason="; ".join(failures)
+            job.version, job.run_id, [State.PROMOTING], State.FAILED, reason="; ".join(failures)
         )
         return State.FAILED
     if waiting:
-        log.info("%s waits for an approver to confirm overwriting a mirror tag", job.release)
+        log.info("%s waits for an approver to confirm overwriting a mirror tag", job.version)
         return State.PROMOTING
     reason = "" if tags else messages.promotion_none(release.version)
     await store.transition(
-        job.release, job.run_id, [State.PROMOTING], State.PROMOTED, reason=reason
+        job.version, job.run_id, [State.PROMOTING], State.PROMOTED, reason=reason
     )
     return State.PROMOTED

@@ -48,7 +48,6 @@ from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.sync")
 
-SYNC_RECORD_TTL_S = 30 * 24 * 3600  # long enough to see what happened; bounded
 PROGRESS_INTERVAL_S = 0.5  # at most this often a running sync writes its progress
 COMPONENT_PREFIX = "sync-to-"
 
@@ -131,7 +130,7 @@ def _record_fields(job: Job, location: str) -> dict[str, str]:
     digests = json.loads(job.payload["digests"])
     return {
         "id": job.id,
-        "version": job.release,
+        "version": job.version,
         "run_id": job.run_id,
         "mirror": job.payload["mirror"],
         "location": location,
@@ -187,27 +186,17 @@ def _record(fields: Mapping[str, str]) -> SyncRecord:
 
 
 async def load_sync(pipeline: Pipeline, sync_id: str) -> SyncRecord | None:
-    fields = await pipeline.redis.hgetall(pipeline.keys.sync(sync_id))
+    fields = await pipeline.syncs.fields(sync_id)
     if not fields or "id" not in fields:
         return None
-    return _record({str(k): str(v) for k, v in fields.items()})
+    return _record(fields)
 
 
 async def _write(
     pipeline: Pipeline, sync_id: str, version: str, run_id: str, fields: Mapping[str, str]
 ) -> None:
     """Update the record and tell the notifier, in one round trip."""
-    key = pipeline.keys.sync(sync_id)
-    async with pipeline.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=dict[Any, Any](fields))
-        pipe.expire(key, SYNC_RECORD_TTL_S)
-        pipe.xadd(
-            pipeline.keys.events,
-            {"version": version, "run_id": run_id, "type": "sync", "sync": sync_id},
-            maxlen=pipeline.store.events_maxlen,
-            approximate=True,
-        )
-        await pipe.execute()
+    await pipeline.syncs.update(sync_id, version, run_id, fields)
 
 
 @dataclass(frozen=True)
@@ -223,16 +212,12 @@ class SyncRequested:
 async def request_sync(pipeline: Pipeline, job: Job, location: str) -> SyncRequested:
     """Record and queue `job`, unless a sync of the same version to the same mirror is
     queued or running: then nothing of this request is left behind."""
-    key = pipeline.keys.sync(job.id)
     # The record first, so a worker that claims the job at once finds it.
-    async with pipeline.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=dict[Any, Any](_record_fields(job, location)))
-        pipe.expire(key, SYNC_RECORD_TTL_S)
-        await pipe.execute()
+    await pipeline.syncs.create(job.id, _record_fields(job, location))
     enqueued = await pipeline.queue.enqueue(job)
     if enqueued.added:
         return SyncRequested(True, await load_sync(pipeline, job.id), enqueued)
-    await pipeline.redis.delete(key)
+    await pipeline.syncs.delete(job.id)
     return SyncRequested(False, await load_sync(pipeline, enqueued.job_id), enqueued)
 
 
@@ -401,3 +386,45 @@ async def fail_sync(pipeline: Pipeline, job: Job, error: str) -> None:
     record = await load_sync(pipeline, job.id)
     if record is not None and not record.finished:
         await _finish(pipeline, record, SyncState.FAILED, messages.sync_failed_unexpectedly(error))
+
+
+REFUSAL_AUDIT_TTL_S = 3600  # one audit entry per user, version, mirror and reason an hour
+
+
+async def record_sync_refusal(
+    pipeline: Pipeline,
+    version: str,
+    run_id: str,
+    mirror: str,
+    mode: str,
+    user: str,
+    where: str,
+    reason: str,
+) -> None:
+    """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
+    await pipeline.store.audit_once(
+        f"sync-refused|{user}|{version}|{mirror}|{reason}",
+        REFUSAL_AUDIT_TTL_S,
+        version,
+        run_id,
+        user,
+        "sync-refused",
+        reason[:1000],
+        where,
+        extra={"mirror": mirror, "outcome": "refused", "mode": mode},
+    )
+
+
+async def record_sync_request(
+    pipeline: Pipeline, release: Release, job: Job, mirror: str, mode: str, user: str, where: str
+) -> None:
+    """A queued sync, in the audit stream."""
+    await pipeline.store.audit(
+        release.version,
+        release.run_id,
+        user,
+        "sync-requested",
+        f"job {job.id}",
+        where,
+        extra={"mirror": mirror, "outcome": "queued", "mode": mode},
+    )

@@ -28,7 +28,7 @@ from jobs.store.queue import (
     JobKind,
     Lease,
     Queue,
-    QueueSettings,
+    QueueTuning,
 )
 from tests.support.queue import build_job as _job
 
@@ -62,7 +62,7 @@ def make_queue(
 
     values: dict[str, Any] = {"jitter": 0.0}
     values.update(settings)
-    return Queue(redis, keys, QueueSettings(**values), on_dead_letter=record)
+    return Queue(redis, keys, QueueTuning(**values), on_dead_letter=record)
 
 
 async def eventually(
@@ -358,9 +358,9 @@ async def test_jobs_outside_a_run_queue_and_cancel_on_their_own(
     queue = make_queue(redis, keys)
     loose = _job(kind=JobKind.SYNC, platform=None, run_id="")
     in_run = _job(kind=JobKind.SYNC, platform=None)
-    assert keys.cancelled(loose.release, "") != keys.cancelled(loose.release, "-")
+    assert keys.cancelled(loose.version, "") != keys.cancelled(loose.version, "-")
     assert (await queue.enqueue(loose)).added and (await queue.enqueue(in_run)).added
-    assert await queue.cancel(loose.release, "") == 1
+    assert await queue.cancel(loose.version, "") == 1
     assert [lease.job for lease in await queue.claim(keys.control_stream, "w", 10)] == [in_run]
 
 

@@ -16,11 +16,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.notifier import Notifier
 from handlers.context import Deps, confirm_delivery, first_delivery, forget_delivery
-from handlers.live_message import metadata, outbox_member, post_live_message
+from handlers.live_message import metadata, post_live_message
 from jobs.domain.config_reader import load_config
 from jobs.domain.release import BuildState, State
 from jobs.registry.client import RegistrySettings
 from jobs.store.connections import RedisSettings, connect
+from jobs.store.notices import outbox_member
 from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, COMPONENTS, REQUESTER, TOKEN, config_text

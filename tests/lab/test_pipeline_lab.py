@@ -127,7 +127,7 @@ async def test_arm64_failure_blocks_and_leaves_the_tag_untouched(setup: Setup, l
     pipeline = await setup.pipeline()
     try:
         dead = [
-            d for d in await pipeline.queue.dead_letters() if d.job and d.job.release == "v0.4.1"
+            d for d in await pipeline.queue.dead_letters() if d.job and d.job.version == "v0.4.1"
         ]
         assert [(d.job.component, d.job.platform) for d in dead if d.job] == [
             ("runtime", "linux/arm64")

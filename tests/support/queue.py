@@ -10,7 +10,7 @@ from jobs.store.queue import Job, JobKind
 def build_job(**overrides: Any) -> Job:
     values: dict[str, Any] = {
         "kind": JobKind.BUILD,
-        "release": "v0.3.0-rc.2",
+        "version": "v0.3.0-rc.2",
         "run_id": "run1",
         "component": "runtime",
         "source_revision": "0123abc",

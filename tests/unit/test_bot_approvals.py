@@ -16,12 +16,12 @@ from jobs.domain.approvals import (
     needs_groups,
     tally,
 )
-from jobs.domain.config import Approval as Policy
-from jobs.domain.release import Approval, State
+from jobs.domain.config import ApprovalPolicy
+from jobs.domain.release import ApprovalRecord, State
 
 DIGESTS = {"runtime": "sha256:" + "a" * 64, "gateway-plugins": "sha256:" + "b" * 64}
 NOW = 1_000_000.0
-POLICY = Policy(
+POLICY = ApprovalPolicy(
     approvers=("U0APPROVER1", "U0APPROVER2", "U0REQUESTER"),
     approver_groups=("S0RELEASE",),
     approvals_required=2,
@@ -37,7 +37,7 @@ def click(
     state: State = State.READY,
     run_id: str = "run-b",
     active: str | None = "run-b",
-    approvals: dict[str, Approval] | None = None,
+    approvals: dict[str, ApprovalRecord] | None = None,
     verified: dict[str, str] | None = None,
 ) -> Click:
     return Click(
@@ -54,8 +54,8 @@ def click(
     )
 
 
-def approval(user: str, age: float = 10, digests: dict[str, str] | None = None) -> Approval:
-    return Approval(user, NOW - age, DIGESTS if digests is None else digests)
+def approval(user: str, age: float = 10, digests: dict[str, str] | None = None) -> ApprovalRecord:
+    return ApprovalRecord(user, NOW - age, DIGESTS if digests is None else digests)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def approval(user: str, age: float = 10, digests: dict[str, str] | None = None) 
         ("requester", POLICY, click("U0REQUESTER"), Verdict.REFUSE, "self-approval is off"),
         (
             "requester, self-approval on",
-            Policy(approvers=("U0REQUESTER",), allow_self_approval=True),
+            ApprovalPolicy(approvers=("U0REQUESTER",), allow_self_approval=True),
             click("U0REQUESTER"),
             Verdict.RECORD,
             "",
@@ -117,11 +117,17 @@ def approval(user: str, age: float = 10, digests: dict[str, str] | None = None) 
         ("blocked", POLICY, click("U0APPROVER1", state=State.BLOCKED), Verdict.REFUSE, "blocked"),
         ("building", POLICY, click("U0APPROVER1", state=State.BUILDING), Verdict.REFUSE, "ready"),
         ("approved", POLICY, click("U0APPROVER1", state=State.APPROVED), Verdict.REFUSE, "ready"),
-        ("nobody listed", Policy(), click("U0APPROVER1"), Verdict.REFUSE, "is not an approver"),
+        (
+            "nobody listed",
+            ApprovalPolicy(),
+            click("U0APPROVER1"),
+            Verdict.REFUSE,
+            "is not an approver",
+        ),
     ],
 )
 def test_approval_matrix(
-    name: str, policy: Policy, the_click: Click, verdict: Verdict, reason: str
+    name: str, policy: ApprovalPolicy, the_click: Click, verdict: Verdict, reason: str
 ) -> None:
     decision = decide_approval(policy, the_click)
     assert decision.verdict is verdict, name
@@ -172,7 +178,7 @@ def test_renewing_an_expired_approval_says_so() -> None:
     ],
 )
 def test_tally(
-    approvals: dict[str, Approval],
+    approvals: dict[str, ApprovalRecord],
     counted: tuple[str, ...],
     expired: tuple[str, ...],
     complete: bool,
@@ -237,7 +243,7 @@ def test_overwrite_confirmation_matrix(
 def test_groups_are_looked_up_only_when_they_can_decide() -> None:
     assert not needs_groups(POLICY, "U0APPROVER1")
     assert needs_groups(POLICY, "U0GROUPIE")
-    assert not needs_groups(Policy(approvers=("U0A",)), "U0GROUPIE")
+    assert not needs_groups(ApprovalPolicy(approvers=("U0A",)), "U0GROUPIE")
 
 
 def test_drift_problems_name_each_moved_or_removed_component_not_an_unreadable_one() -> None:

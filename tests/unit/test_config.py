@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
-    Approval,
+    ApprovalPolicy,
     Component,
     ConfigError,
     MirrorError,
@@ -60,7 +60,7 @@ def test_the_defaults_describe_aibrix() -> None:
         "beijing": "aibrix-container-registry-cn-beijing.cr.volces.com/aibrix",
         "shanghai": "aibrix-container-registry-cn-shanghai.cr.volces.com/aibrix",
     }
-    assert config.approval == Approval()
+    assert config.approval == ApprovalPolicy()
     assert config.approval.approvers == () and config.approval.approver_groups == ()
     assert config.approval.approvals_required == 1
     assert config.approval.allow_self_approval is False
@@ -210,7 +210,7 @@ def test_the_small_file_is_valid_and_fills_in_defaults(tmp_path: Path) -> None:
     )
     assert config.platforms == DEFAULT_PLATFORMS
     assert dict(config.mirrors) == {}
-    assert config.approval == Approval()
+    assert config.approval == ApprovalPolicy()
     assert config.queue == QueueSettings()
     assert config.staging_tag == "{version}-{arch}"
 
@@ -264,7 +264,7 @@ build_args = { PYTHON_VERSION = "3.11", EMPTY = "", "lower_case" = "x y z $(not 
     assert config.source.ref_for(version) == "release-0.3"
     assert config.mirror("tokyo") == "registry.tokyo.example.com:5443/aibrix/mirror"
     assert config.mirror("local") == "localhost:5002"
-    assert config.approval == Approval(
+    assert config.approval == ApprovalPolicy(
         approvers=("U012AB3CD", "W0ENTERPRISE"),
         approver_groups=("S0RELEASERS",),
         approvals_required=2,
@@ -710,11 +710,11 @@ def test_a_version_that_makes_a_bad_git_ref_cannot_be_released() -> None:
 
 
 def test_approvers_and_groups() -> None:
-    approval = Approval(approvers=("U1AA",), approver_groups=("S1GG",))
+    approval = ApprovalPolicy(approvers=("U1AA",), approver_groups=("S1GG",))
     assert approval.is_approver("U1AA")
     assert approval.is_approver("U2BB", ["S0XX", "S1GG"])
     assert not approval.is_approver("U2BB", ["S0XX"])
-    assert not Approval().is_approver("U1AA", ["S1GG"])
+    assert not ApprovalPolicy().is_approver("U1AA", ["S1GG"])
 
 
 # ---- build paths inside a checked-out source ----------------------------------------

@@ -197,7 +197,7 @@ def jobs(draw: st.DrawFn) -> Job:
         platform = ARM
     return Job(
         kind=kind,
-        release=draw(_text),
+        version=draw(_text),
         component=draw(_text),
         source_revision=draw(_text),
         platform=platform,
@@ -219,7 +219,7 @@ def test_job_round_trips_through_stream_fields(job: Job) -> None:
 def test_idempotency_key_changes_with_every_identity_field(job: Job, name: str) -> None:
     parts: dict[str, Any] = {
         "kind": job.kind.value,
-        "release": job.release,
+        "release": job.version,
         "run_id": job.run_id,
         "component": job.component,
         "platform": job.platform,
