@@ -930,8 +930,3 @@ def tag_removed(subject: str, wrote: str) -> str:
         f"{subject} no longer exists, but {wrote} was written and verified there; it is not "
         "written again (someone removed it)"
     )
-
-
-def supersede_requested(version: str, digests: Sequence[tuple[str, str]]) -> str:
-    held = "; ".join(f"{component} {digest}" for component, digest in digests) or "nothing"
-    return f"supersede of promoted {version} (held {held})"

@@ -363,7 +363,8 @@ class Worker:
         await pipeline.queue.ack(lease, result=recorded.digest or digest)
         await pipeline.after_build(job.version, job.run_id, job.component, claimer=job.id)
 
-    async def _fail(self, lease: Lease, reason: str, tail: tuple[str, ...]) -> None:
+    async def _fail(self, lease: Lease, reason: str, tail: tuple[str, ...]) -> str:
+        """Fail the attempt (retried with backoff, or dead-lettered); the queue's outcome."""
         job = lease.job
         pipeline = self.pipeline
         if job.platform is not None and job.kind is JobKind.BUILD:
@@ -381,13 +382,14 @@ class Worker:
         log.warning("attempt %d failed (%s): %s", job.attempt, outcome.status, reason)
         if outcome.status == "dead":
             self.metrics.dead_lettered.labels(stream=lease.stream).inc()
+        return outcome.status
 
     # -- syncs to mirrors
 
     async def _sync(self, lease: Lease, client: RegistryClient) -> None:
         """Run a sync job while keeping its lease; if the lease is lost (this worker
         stalled), stop: the worker that reclaimed it carries on from what is there."""
-        from jobs.usecases.sync_job import run_sync
+        from jobs.usecases.sync_job import fail_sync, run_sync
 
         stopper = _Stopper()
         work = asyncio.create_task(
@@ -409,6 +411,12 @@ class Worker:
                 log.warning("sync %s: lease lost; the worker holding it now goes on", lease.job.id)
                 return
             raise
+        except Exception as error:  # retried by the queue; once dead, the sync says so
+            log.exception("sync %s failed unexpectedly", lease.job.id)
+            reason = f"{type(error).__name__}: {error}"
+            if await self._fail(lease, reason, ()) == "dead":
+                await fail_sync(self.pipeline, lease.job, reason)
+            return
         finally:
             keeper.cancel()
         await self.pipeline.queue.ack(lease)  # no done record: a later request may sync again
