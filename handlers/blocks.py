@@ -16,9 +16,9 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
+from jobs.domain.platforms import Platform, satisfies
 from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildState, Release, State, pending_overwrites
-from jobs.domain.platforms import Platform, satisfies
 from jobs.domain.verdict import EntryStatus
 from jobs.registry.inspection import Inspection
 from jobs.usecases.sync_job import SyncRecord

@@ -37,6 +37,9 @@ entry of any build; an entry's os.features must all be in the required platform'
 except `win32k` on Windows, which containerd ignores when matching. Compatibility
 fallbacks (`linux/arm64` running `arm/v7`, amd64/v3 running v2) are not used: the gate
 asks whether the platform is in the index, not whether something else could stand in.
+An image config agrees with its entry (`agrees`) when os/arch/variant are equal and the
+os.version and os.features the entry names (win32k aside) are the config's too.
+The same rules, for readers of docs rather than code: docs/platforms.md.
 """
 
 from __future__ import annotations
@@ -149,21 +152,27 @@ def satisfies(entry: Platform, required: Platform) -> bool:
         return False
     if required.os_version and entry.os_version != required.os_version:
         return False
-    features = set(entry.os_features)
-    if entry.os == "windows":
-        features.discard("win32k")
-    return features <= set(required.os_features)
+    return _claimed_features(entry) <= set(required.os_features)
 
 
 def agrees(declared: Platform, actual: Platform) -> bool:
     """Whether an image config (`actual`) is the platform its index entry declares: the
-    same os/arch/variant, and the same os.version and os.features where the entry names
-    them (an entry that leaves them out claims nothing about them)."""
+    same os/arch/variant, the same os.version if the entry names one, and every os.feature
+    the entry names (but `win32k` on Windows) in the config. An entry that leaves them out
+    claims nothing about them."""
     if declared.base != actual.base:
         return False
     if declared.os_version and declared.os_version != actual.os_version:
         return False
-    return not declared.os_features or declared.os_features == actual.os_features
+    return _claimed_features(declared) <= set(actual.os_features)
+
+
+def _claimed_features(platform: Platform) -> set[str]:
+    """The os.features matching looks at: containerd ignores `win32k` on Windows."""
+    features = set(platform.os_features)
+    if platform.os == "windows":
+        features.discard("win32k")
+    return features
 
 
 def parse_platform(text: str) -> Platform:

@@ -322,3 +322,14 @@ def test_a_config_agrees_with_what_its_entry_declares() -> None:
     assert other is not None and not agrees(win, other)
     assert agrees(Platform("linux", "arm64", "v8.0"), Platform("linux", "arm64"))
     assert not agrees(Platform("linux", "arm", "v7"), Platform("linux", "arm64"))
+
+
+def test_declared_features_must_be_in_the_config_but_win32k() -> None:
+    win = Platform("windows", "amd64", os_version="10.0.17763.1234")
+    assert agrees(Platform("windows", "amd64", "", "10.0.17763.1234", ("win32k",)), win)
+    assert not agrees(Platform("windows", "amd64", "", "10.0.17763.1234", ("x",)), win)
+    assert agrees(
+        Platform("linux", "amd64", os_features=("x",)),
+        Platform("linux", "amd64", os_features=("x", "y")),
+    )
+    assert not agrees(Platform("linux", "amd64", os_features=("x",)), Platform("linux", "amd64"))

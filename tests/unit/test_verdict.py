@@ -113,10 +113,16 @@ def test_verdict_laws(required: list[Platform], entries: list[EntryFacts]) -> No
 # Each entry is built from the raw JSON an index and a config carry, as inspection does.
 
 
-def raw(os: str, arch: str, variant: str = "", **extra: object) -> Platform:
-    data: dict[str, object] = {"os": os, "architecture": arch, **extra}
+def raw(
+    os: str, arch: str, variant: str = "", *, version: str = "", features: tuple[str, ...] = ()
+) -> Platform:
+    data: dict[str, object] = {"os": os, "architecture": arch}
     if variant:
         data["variant"] = variant
+    if version:
+        data["os.version"] = version
+    if features:
+        data["os.features"] = list(features)
     found = platform_from_json(data)
     assert found is not None
     return found
@@ -205,8 +211,8 @@ def test_entries_v8_and_none_are_one_platform_twice() -> None:
 # ---- Windows entries: os.version and os.features (issue 12, item 8) -----------------------
 
 WIN = parse_platform("windows/amd64")
-WIN_2019 = raw("windows", "amd64", **{"os.version": "10.0.17763.1234"})
-WIN_2022 = raw("windows", "amd64", **{"os.version": "10.0.20348.2227"})
+WIN_2019 = raw("windows", "amd64", version="10.0.17763.1234")
+WIN_2022 = raw("windows", "amd64", version="10.0.20348.2227")
 
 
 def test_two_windows_entries_differing_in_os_version_are_two_platforms() -> None:
@@ -244,9 +250,9 @@ def test_an_entry_without_os_version_agrees_with_any_config_build() -> None:
 
 
 def test_os_features_win32k_is_windows_amd64_and_others_are_not() -> None:
-    win32k = raw("windows", "amd64", **{"os.version": "10.0.17763.1234", "os.features": ["win32k"]})
+    win32k = raw("windows", "amd64", version="10.0.17763.1234", features=("win32k",))
     assert judge((WIN,), [ok(win32k)]).ok
-    odd = raw("linux", "amd64", **{"os.features": ["sgx"]})
+    odd = raw("linux", "amd64", features=("sgx",))
     v = judge((AMD,), [ok(odd)])
     assert v.missing == (AMD,)
     assert verdict_problems("x", v) == [
