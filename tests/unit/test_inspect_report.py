@@ -41,3 +41,23 @@ def test_each_windows_build_has_its_own_row_and_arm64_v8_0_reads_as_arm64() -> N
             "  attestations: 0",
         ]
     )
+
+
+def test_a_second_entry_of_the_same_platform_is_marked() -> None:
+    arm = parse_platform("linux/arm64")
+    arm_v8 = platform_from_json({"os": "linux", "architecture": "arm64", "variant": "v8"})
+    assert arm_v8 == arm
+    facts = [
+        EntryFacts("sha256:" + "1" * 64, arm, arm),
+        EntryFacts("sha256:" + "2" * 64, arm_v8, arm),
+    ]
+    verdict = judge((arm,), facts)
+    assert verdict.ok and verdict.duplicates == (arm,)
+    ref = parse_reference("127.0.0.1:5000/x/runtime:v1")
+    table = inspection_table(Inspection(ref, "sha256:" + "5" * 64, None, verdict))
+    assert table.splitlines()[4:7] == [
+        "  PLATFORM     DIGEST               STATUS  DETAIL",
+        "  linux/arm64  sha256:111111111111  ok",
+        "  linux/arm64  sha256:222222222222  ok      "
+        "the same platform as an earlier entry; docker pull takes the first",
+    ]
