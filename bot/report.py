@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jobs.domain.messages import short_digest, verdict_headline, verdict_problems
+from jobs.domain.messages import (
+    duplicate_entry,
+    short_digest,
+    verdict_headline,
+    verdict_problems,
+)
+from jobs.domain.platforms import Platform
 from jobs.registry.inspection import Inspection
 
 
@@ -18,10 +24,13 @@ def inspection_table(inspection: Inspection) -> str:
     ]
     if verdict.entries:
         rows = [("PLATFORM", "DIGEST", "STATUS", "DETAIL")]
+        seen: set[Platform | None] = set()
         for entry in verdict.entries:
-            rows.append(
-                (entry.label, short_digest(entry.digest), entry.status.value, entry.reason or "")
-            )
+            detail = entry.reason or ""
+            if not detail and entry.platform is not None and entry.platform in seen:
+                detail = duplicate_entry()
+            seen.add(entry.platform)
+            rows.append((entry.label, short_digest(entry.digest), entry.status.value, detail))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(3)] + [row[3]]

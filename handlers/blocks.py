@@ -16,6 +16,7 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
+from jobs.domain.platforms import Platform, satisfies
 from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildState, Release, State, pending_overwrites
 from jobs.domain.verdict import EntryStatus
@@ -301,17 +302,33 @@ def failure_reply(component: str, platform: str, error: str, log_tail: Sequence[
 def inspection_lines(inspection: Inspection) -> list[str]:
     verdict = inspection.verdict
     rows = [("PLATFORM", "STATUS", "DIGEST")]
-    entries = {e.label: e for e in verdict.entries}
+    # Entries are matched to required platforms by the gate's rule, not by label, and
+    # every entry keeps its own row: two Windows entries that differ only in os.version
+    # are two rows (both "present" when windows/amd64 is required), and a second entry of
+    # the very same platform reads "duplicate".
+    remaining = list(verdict.entries)
+    shown: set[Platform | None] = set()
     for platform in verdict.required:
-        entry = entries.pop(str(platform), None)
+        candidates = [e for e in remaining if e.platform and satisfies(e.platform, platform)]
+        good = [e for e in candidates if e.status is EntryStatus.OK]
+        entry = next(iter(good or candidates), None)
         if entry is None:
             rows.append((str(platform), "missing", "-"))
         else:
+            remaining.remove(entry)
+            shown.add(entry.platform)
             status = "present" if entry.status is EntryStatus.OK else entry.status.value
-            rows.append((str(platform), status, core_messages.short_digest(entry.digest)))
-    for label, entry in entries.items():
-        status = "extra" if entry.status is EntryStatus.OK else entry.status.value
-        rows.append((label, status, core_messages.short_digest(entry.digest)))
+            rows.append((entry.label, status, core_messages.short_digest(entry.digest)))
+    for entry in remaining:
+        status = entry.status.value
+        if entry.status is EntryStatus.OK and entry.platform in shown:
+            status = "duplicate"
+        elif entry.status is EntryStatus.OK:
+            claimed = entry.platform
+            wanted = claimed is not None and any(satisfies(claimed, p) for p in verdict.required)
+            status = "present" if wanted else "extra"
+        shown.add(entry.platform)
+        rows.append((entry.label, status, core_messages.short_digest(entry.digest)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return [
         escape("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()) for r in rows

@@ -61,6 +61,12 @@ def verdict_problems(subject: str, verdict: Verdict) -> list[str]:
     return problems
 
 
+def duplicate_entry() -> str:
+    """Beside an index entry whose platform an earlier entry already has (os.version and
+    os.features included, so two Windows builds are never duplicates)."""
+    return "the same platform as an earlier entry; docker pull takes the first"
+
+
 def verdict_headline(outcome: Outcome) -> str:
     return {
         Outcome.OK: "ok: every required platform is present",

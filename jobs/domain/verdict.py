@@ -3,6 +3,11 @@
 The inspection engine gathers `EntryFacts` (what the index entry declares, and what
 the child's image config really says, or why it could not be read); `judge` turns
 them and the required platforms into a `Verdict`. No I/O here.
+
+Platforms arrive normalised (`jobs.domain.platforms`), so an entry declaring arm64 `v8.0`
+and a config saying plain arm64 agree. An entry is judged by `agrees` (its config is what
+it declares) and a required platform is present when an agreeing entry `satisfies` it;
+both rules, and how os.version/os.features take part, are in the platforms module.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from jobs.domain.platforms import Platform
+from jobs.domain.platforms import Platform, agrees, satisfies
 
 
 class EntryStatus(StrEnum):
@@ -69,6 +74,16 @@ class Verdict:
         """Platforms with an entry whose config agrees, in index order."""
         return tuple(e.platform for e in self.entries if e.status is EntryStatus.OK and e.platform)
 
+    @property
+    def duplicates(self) -> tuple[Platform, ...]:
+        """Platforms claimed by more than one entry, by full identity (os.version and
+        os.features included): containerd pulls the first, the later ones are never used."""
+        counts: dict[Platform, int] = {}
+        for entry in self.entries:
+            if entry.platform is not None:
+                counts[entry.platform] = counts.get(entry.platform, 0) + 1
+        return tuple(p for p, n in counts.items() if n > 1)
+
 
 def judge_entry(facts: EntryFacts) -> EntryVerdict:
     if facts.actual is None:
@@ -80,7 +95,7 @@ def judge_entry(facts: EntryFacts) -> EntryVerdict:
             facts.problem or "the child manifest or its config could not be read",
         )
     claimed = facts.declared if facts.declared is not None else facts.actual
-    if claimed != facts.actual:
+    if not agrees(claimed, facts.actual):
         return EntryVerdict(
             claimed,
             facts.digest,
@@ -100,8 +115,8 @@ def judge(
 ) -> Verdict:
     """The verdict for one published reference against the required platforms."""
     judged = tuple(judge_entry(e) for e in entries)
-    satisfied = {e.platform for e in judged if e.status is EntryStatus.OK}
-    missing = tuple(p for p in required if p not in satisfied)
+    satisfied = [e.platform for e in judged if e.status is EntryStatus.OK and e.platform]
+    missing = tuple(p for p in required if not any(satisfies(s, p) for s in satisfied))
     if any(e.status is not EntryStatus.OK for e in judged):
         outcome = Outcome.MISMATCH
     elif missing:

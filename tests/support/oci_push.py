@@ -82,9 +82,14 @@ class OciPusher:
         oci: bool = True,
         tag: str | None = None,
         payload: bytes = b"layer",
+        os_version: str = "",
+        os_features: tuple[str, ...] = (),
     ) -> Pushed:
-        """A one-layer image whose config says os/arch/variant, pushed by digest (or tag)."""
+        """A one-layer image whose config says os/arch/variant (and os.version and
+        os.features when given), pushed by digest (or tag)."""
         layer = payload + f" {os}/{arch}/{variant}".encode()
+        if os_version or os_features:  # other images keep the layer bytes they always had
+            layer += f" {os_version} {'+'.join(os_features)}".encode()
         layer_digest = await self.blob(session, repo, layer)
         config: dict[str, object] = {
             "os": os,
@@ -94,6 +99,10 @@ class OciPusher:
         }
         if variant:
             config["variant"] = variant
+        if os_version:
+            config["os.version"] = os_version
+        if os_features:
+            config["os.features"] = list(os_features)
         config_raw = json.dumps(config).encode()
         config_digest = await self.blob(session, repo, config_raw)
         body = {
@@ -165,10 +174,22 @@ class OciPusher:
         return await self.manifest(session, repo, tag, body)
 
 
-def entry(pushed: Pushed, os: str, arch: str, variant: str = "") -> dict[str, object]:
-    platform = {"os": os, "architecture": arch}
+def entry(
+    pushed: Pushed,
+    os: str,
+    arch: str,
+    variant: str = "",
+    *,
+    os_version: str = "",
+    os_features: tuple[str, ...] = (),
+) -> dict[str, object]:
+    platform: dict[str, object] = {"os": os, "architecture": arch}
     if variant:
         platform["variant"] = variant
+    if os_version:
+        platform["os.version"] = os_version
+    if os_features:
+        platform["os.features"] = list(os_features)
     return {
         "mediaType": pushed.media_type,
         "digest": pushed.digest,

@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks
-from jobs.domain.platforms import parse_platform
+from jobs.domain.platforms import parse_platform, platform_from_json
 from jobs.domain.progress import StepProgress
 from jobs.domain.references import parse_reference
 from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
 from jobs.domain.verdict import EntryFacts, judge
+from jobs.registry.inspection import Inspection
 from tests.support.blocks import assert_within_limits
 from tests.support.slack_standin import SlackStandIn
 
@@ -173,6 +174,43 @@ def test_inspection_table_names_the_missing_platform() -> None:
     assert "linux/amd64  missing" in shown
     assert "1 attestation manifests" in shown
     assert "runtime v0.3.0-rc.2 is missing linux/amd64; the index has linux/arm64 only" in shown
+
+
+def windows_inspection() -> Inspection:
+    amd, arm = parse_platform("linux/amd64"), parse_platform("linux/arm64")
+    win_2019 = platform_from_json(
+        {"os": "windows", "architecture": "amd64", "os.version": "10.0.17763.1234"}
+    )
+    win_2022 = platform_from_json(
+        {"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2227"}
+    )
+    arm_v8 = platform_from_json({"os": "linux", "architecture": "arm64", "variant": "v8.0"})
+    assert win_2019 and win_2022 and arm_v8
+    facts = [
+        EntryFacts("sha256:" + "1" * 64, amd, amd),
+        EntryFacts("sha256:" + "2" * 64, win_2019, win_2019),
+        EntryFacts("sha256:" + "3" * 64, win_2022, win_2022),
+        EntryFacts("sha256:" + "4" * 64, arm_v8, arm),
+        EntryFacts("sha256:" + "5" * 64, arm, arm),
+    ]
+    verdict = judge([amd, parse_platform("windows/amd64")], facts, is_index=True)
+    ref = parse_reference("127.0.0.1:5000/x/runtime:v1")
+    return Inspection(ref, "sha256:" + "6" * 64, None, verdict)
+
+
+def test_inspection_card_lists_each_windows_build_and_marks_a_duplicate() -> None:
+    inspection = windows_inspection()
+    assert blocks.inspection_lines(inspection) == [
+        "PLATFORM                       STATUS     DIGEST",
+        "linux/amd64                    present    sha256:111111111111",
+        "windows/amd64 10.0.17763.1234  present    sha256:222222222222",
+        "windows/amd64 10.0.20348.2227  present    sha256:333333333333",
+        "linux/arm64                    extra      sha256:444444444444",
+        "linux/arm64                    duplicate  sha256:555555555555",
+    ]
+    message = blocks.inspection_message(["runtime v1"], [inspection])
+    assert_within_limits(message)
+    assert "ok: every required platform is present" in json.dumps(message.blocks)
 
 
 def test_many_inspections_fit() -> None:
