@@ -66,8 +66,8 @@ async def test_issue12_item6_inspect_reads_each_child_and_config_once(
     [shown] = json.loads(result.stdout)
     assert shown["error"] is None and len(shown["platforms"]) == ENTRIES
     expected = {f"/v2/{unique_repo}/manifests/many": 1}
-    for child, config in configs.items():
-        expected[f"/v2/{unique_repo}/manifests/{child}"] = 1
+    for child_digest, config in configs.items():
+        expected[f"/v2/{unique_repo}/manifests/{child_digest}"] = 1
         expected[f"/v2/{unique_repo}/blobs/{config}"] = 1
     assert _gets(proxy) == expected  # 5 GETs, not 20,001
 
