@@ -7,12 +7,13 @@ decide, the engine writes. Nothing here touches the network.
   or allowed to be overwritten (copy), or holding another digest that must not be
   overwritten (refused)?
 - `plan_mirror`: for every component going to one registry, each distinct blob is
-  skipped when the destination repository has it, mounted when a repository of that
+  left out when it names its own download `urls` (`is_external`: reported, never
+  copied), skipped when the destination repository has it, mounted when a repository of that
   registry is known to have it (the source repository when source and destination share
   a registry), mounted after another component of the same run uploads it, or uploaded;
   child manifests the repository lacks are put, children before parents, and the root
   (the index) is put last, by tag, so a tag never points at missing content.
-- `tally`: copied, mounted and skipped blobs and bytes, for the reports.
+- `tally`: copied, mounted, skipped and external blobs and bytes, for the reports.
 """
 
 from __future__ import annotations
@@ -24,16 +25,6 @@ from types import MappingProxyType
 from typing import TypedDict
 
 from jobs.domain.manifests import Descriptor
-
-# Layers a registry is not expected to hold (Windows base layers): the manifest lists
-# where they are downloaded from instead.
-_EXTERNAL_LAYER_TYPES = frozenset(
-    {
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar",
-    }
-)
-_NONDISTRIBUTABLE_PREFIX = "application/vnd.oci.image.layer.nondistributable."
 
 
 class TagDecision(StrEnum):
@@ -90,16 +81,21 @@ def unique_blobs(root: ManifestNode) -> tuple[Descriptor, ...]:
 
 
 def is_external(blob: Descriptor) -> bool:
-    return blob.media_type in _EXTERNAL_LAYER_TYPES or blob.media_type.startswith(
-        _NONDISTRIBUTABLE_PREFIX
-    )
+    """Whether a mirror leaves the blob where it is: it names its own download `urls`
+    (a Windows base layer, say). Decided by the `urls`, not the media type, as skopeo
+    (containers/image: a layer with URLs is not copied) and regclient (`ImageCopy` skips
+    layers with URLs unless asked to include them) decide: a "foreign" or
+    "non-distributable" layer without `urls` can be fetched from nowhere but the registry,
+    so it is copied; an ordinary layer that carries `urls` is fetched from them by every
+    client that pulls it, so it is not."""
+    return bool(blob.urls)
 
 
 class BlobAction(StrEnum):
     SKIP = "skip"  # the destination repository has it
     MOUNT = "mount"  # another repository of the destination registry has it (or will)
     UPLOAD = "upload"  # stream it from the source
-    EXTERNAL = "external"  # a foreign layer: registries do not hold it
+    EXTERNAL = "external"  # it names its own download URLs: left where it is
 
 
 @dataclass(frozen=True)
@@ -196,7 +192,8 @@ def plan_copy(item: PlanInput) -> CopyPlan:
 class BlobOutcome(StrEnum):
     COPIED = "copied"  # streamed from the source
     MOUNTED = "mounted"  # the registry linked it from another repository
-    SKIPPED = "skipped"  # already there (or a foreign layer)
+    SKIPPED = "skipped"  # already there
+    EXTERNAL = "external"  # not copied: it names its own download URLs
 
 
 @dataclass(frozen=True)
@@ -207,6 +204,8 @@ class BlobTally:
     mounted_bytes: int = 0
     skipped: int = 0
     skipped_bytes: int = 0
+    external: int = 0  # layers left where their URLs say (the mirror does not hold them)
+    external_bytes: int = 0
 
     def __add__(self, other: BlobTally) -> BlobTally:
         return BlobTally(
@@ -216,15 +215,17 @@ class BlobTally:
             self.mounted_bytes + other.mounted_bytes,
             self.skipped + other.skipped,
             self.skipped_bytes + other.skipped_bytes,
+            self.external + other.external,
+            self.external_bytes + other.external_bytes,
         )
 
     @property
     def blobs(self) -> int:
-        return self.copied + self.mounted + self.skipped
+        return self.copied + self.mounted + self.skipped + self.external
 
     @property
     def bytes(self) -> int:
-        return self.copied_bytes + self.mounted_bytes + self.skipped_bytes
+        return self.copied_bytes + self.mounted_bytes + self.skipped_bytes + self.external_bytes
 
 
 def tally(outcomes: Iterable[tuple[BlobOutcome, int]]) -> BlobTally:
@@ -240,6 +241,8 @@ def tally(outcomes: Iterable[tuple[BlobOutcome, int]]) -> BlobTally:
         mounted_bytes=counts[BlobOutcome.MOUNTED][1],
         skipped=counts[BlobOutcome.SKIPPED][0],
         skipped_bytes=counts[BlobOutcome.SKIPPED][1],
+        external=counts[BlobOutcome.EXTERNAL][0],
+        external_bytes=counts[BlobOutcome.EXTERNAL][1],
     )
 
 
@@ -262,6 +265,8 @@ class TallyData(TypedDict):
     mounted_bytes: int
     skipped: int
     skipped_bytes: int
+    external: int  # layers not copied because they name their own download URLs
+    external_bytes: int
 
 
 def tally_data(value: BlobTally) -> TallyData:
@@ -272,6 +277,8 @@ def tally_data(value: BlobTally) -> TallyData:
         mounted_bytes=value.mounted_bytes,
         skipped=value.skipped,
         skipped_bytes=value.skipped_bytes,
+        external=value.external,
+        external_bytes=value.external_bytes,
     )
 
 

@@ -2,6 +2,12 @@
 
 Accepted: OCI image index, OCI image manifest, Docker manifest list v2 and Docker
 image manifest v2. Schema 1 manifests are refused with a clear reason.
+
+What a manifest is: its `mediaType` field, else the Content-Type it was served with when
+that names a manifest type, else its content (`classify_manifest`): a registry or a
+static file server may send `application/octet-stream` or nothing, and OCI lets the field
+be absent. Content is read as regclient does: `manifests` makes an index, `config` and
+`layers` an image manifest, Docker or OCI by the media types of what they list.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ DOCKER_SCHEMA1 = (
 KNOWN_UNSUPPORTED = ("application/vnd.oci.artifact.manifest.v1+json",)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+MANIFEST_TYPES = (*INDEX_TYPES, *IMAGE_TYPES, *DOCKER_SCHEMA1, *KNOWN_UNSUPPORTED)
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+_DOCKER_PREFIX = "application/vnd.docker."
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
@@ -54,6 +64,9 @@ class Descriptor:
     size: int
     platform: Platform | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # Where the content may be downloaded from instead (a foreign or non-distributable
+    # layer); a mirror copy leaves such a layer where it is.
+    urls: tuple[str, ...] = ()
 
     @property
     def is_attestation(self) -> bool:
@@ -94,13 +107,50 @@ def _descriptor(data: object, where: str) -> Descriptor:
         raise ManifestError(f"{where} has a bad mediaType or size")
     if not isinstance(annotations, dict):
         raise ManifestError(f"{where} has bad annotations")
+    urls = data.get("urls") or []
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise ManifestError(f"{where} has a bad 'urls' list")
     return Descriptor(
         media_type=media_type,
         digest=digest,
         size=size,
         platform=platform_from_json(data.get("platform")),
         annotations={str(k): str(v) for k, v in annotations.items()},
+        urls=tuple(urls),
     )
+
+
+def _media_types(items: object) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    return [str(i.get("mediaType") or "") for i in items if isinstance(i, dict)]
+
+
+def classify_manifest(data: Mapping[str, object]) -> str | None:
+    """The media type of a manifest that does not name one (no `mediaType`, no manifest
+    Content-Type), from its content; None when it is no manifest this tool knows.
+
+    - `schemaVersion` 1 or `fsLayers`: Docker schema 1 (refused by the caller).
+    - a `manifests` list: an index; a Docker manifest list when every entry is a Docker
+      type, else an OCI index.
+    - a `config` object (with `layers`): an image manifest; Docker when its config is a
+      Docker image config, or (no config type) every layer is a Docker type; else OCI."""
+    if data.get("schemaVersion") == 1 or "fsLayers" in data:
+        return DOCKER_SCHEMA1[0]
+    if isinstance(data.get("manifests"), list):
+        entries = _media_types(data["manifests"])
+        docker = bool(entries) and all(t.startswith(_DOCKER_PREFIX) for t in entries)
+        return DOCKER_LIST if docker else OCI_INDEX
+    config = data.get("config")
+    if isinstance(config, dict):
+        config_type = config.get("mediaType") or ""
+        if config_type == DOCKER_CONFIG:
+            return DOCKER_MANIFEST
+        layers = _media_types(data.get("layers"))
+        if not config_type and layers and all(t.startswith(_DOCKER_PREFIX) for t in layers):
+            return DOCKER_MANIFEST
+        return OCI_MANIFEST
+    return None
 
 
 def parse_manifest(raw: bytes, digest: str, content_type: str = "") -> Manifest:
@@ -111,14 +161,14 @@ def parse_manifest(raw: bytes, digest: str, content_type: str = "") -> Manifest:
         raise ManifestError("the manifest is not JSON") from None
     if not isinstance(data, dict):
         raise ManifestError("the manifest is not a JSON object")
-    media_type = data.get("mediaType") or content_type.split(";")[0].strip()
+    served = content_type.split(";")[0].strip().lower()
+    media_type = data.get("mediaType") or (served if served in MANIFEST_TYPES else None)
+    if media_type is None:
+        media_type = classify_manifest(data) or ""
     if media_type in DOCKER_SCHEMA1 or data.get("schemaVersion") == 1:
         raise ManifestError(
             "Docker schema 1 manifests are not supported; push with a current client"
         )
-    if not media_type or media_type == "application/json":
-        # OCI allows mediaType to be absent: tell an index from a manifest by shape.
-        media_type = OCI_INDEX if "manifests" in data else OCI_MANIFEST
     if media_type in INDEX_TYPES:
         entries = data.get("manifests")
         if not isinstance(entries, list):

@@ -614,6 +614,10 @@ def sync_report_text(data: SyncData) -> str:
         for c in components:
             if c["reason"]:
                 lines.append(f"  - {c['component']}: {c['reason']}")
+            left_out = c["blobs"].get("external", 0)
+            if left_out:
+                sentence = sync_layers_left_out(left_out, c["blobs"].get("external_bytes", 0))
+                lines.append(f"  - {c['component']}: {sentence}")
         blocks.append("\n".join(lines))
     total = data["blobs"]
     blocks.append(
@@ -622,6 +626,21 @@ def sync_report_text(data: SyncData) -> str:
         f"{_count_bytes(total['skipped'], total['skipped_bytes'])} in {data['seconds']:.1f} s"
     )
     return "\n\n".join(blocks)
+
+
+def sync_layers_left_out(count: int, size: int) -> str:
+    """Layers a copy did not take because they name their own download URLs (foreign
+    layers: skopeo and regclient leave them too). Shown per component in the CLI report
+    and in the Slack sync message."""
+    if count == 1:
+        return (
+            f"1 layer ({human_bytes(size)}) not copied: it names its own download URLs "
+            "(a foreign layer), so the mirror does not hold it and pulls fetch it from there"
+        )
+    return (
+        f"{count} layers ({human_bytes(size)}) not copied: they name their own download URLs "
+        "(foreign layers), so the mirror does not hold them and pulls fetch them from there"
+    )
 
 
 def sync_progress_line(

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -47,7 +48,14 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -231,6 +239,8 @@ class _Fetched:
 class _HostAuth:
     challenge_header: str | None = None
     headers: dict[str, tuple[str, float]] = field(default_factory=dict)  # scope -> header, expiry
+    # scope -> the token request under way: concurrent requests for one scope await it
+    pending: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
 
 class _RetryTransfer(Exception):
@@ -266,6 +276,39 @@ def _unreachable(ref: Reference, error: BaseException) -> UnreachableError:
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 
 
+_ReadKey = tuple[str, str, str]  # (registry API host, repository, what was read)
+
+
+@dataclass
+class _SharedReads:
+    """One `RegistryClient.shared_reads` scope: the reads made or under way in it."""
+
+    client: RegistryClient
+    reads: dict[_ReadKey, asyncio.Future[object]]
+    outer: _SharedReads | None  # another client's scope, further out
+
+
+_SHARED_READS: contextvars.ContextVar[_SharedReads | None] = contextvars.ContextVar(
+    "registry_shared_reads", default=None
+)
+
+
+def _scope_for(client: RegistryClient) -> _SharedReads | None:
+    scope = _SHARED_READS.get()
+    while scope is not None and scope.client is not client:
+        scope = scope.outer
+    return scope
+
+
+def _forget_failed(
+    reads: dict[_ReadKey, asyncio.Future[object]], key: _ReadKey, done: asyncio.Future[object]
+) -> None:
+    """A failed shared read is not kept: the next caller tries again."""
+    failed = done.cancelled() or done.exception() is not None
+    if failed and reads.get(key) is done:
+        del reads[key]
+
+
 class RegistryClient:
     """Read and write manifests and blobs on OCI registries. Use as `async with RegistryClient()`.
 
@@ -281,8 +324,6 @@ class RegistryClient:
         self.settings = settings or RegistrySettings()
         self._docker_config = docker_config
         self._http: HttpClient | None = None
-        self._shared: dict[tuple[str, str, str], asyncio.Future[object]] | None = None
-        self._sharing = 0
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._auth: dict[str, _HostAuth] = {}
         self._credentials: dict[str, Credentials | None] = {}
@@ -315,34 +356,43 @@ class RegistryClient:
     def shared_reads(self) -> Iterator[None]:
         """Within the block, concurrent and repeated reads of one manifest (same registry,
         repository and tag or digest) or config blob are one request, and a manifest put
-        through this client is read afresh. For one piece of work that pins what it read (the sync:
-        its gate and its copy read the same source trees at the same time)."""
-        if self._sharing == 0:
-            self._shared = {}
-        self._sharing += 1
+        through this client is read afresh. For one command, or one piece of work that pins
+        what it read (an inspection: an index whose entries name the same child many times;
+        the sync: its gate and its copy read the same source trees at the same time).
+
+        The scope is the block's task and the tasks it starts (a context variable), not the
+        client: another command running at the same time on the same client (the worker's
+        loops share one) reads for itself. A read that fails (or is cancelled) is dropped
+        from the scope as soon as it fails: the callers waiting on it at that moment get its
+        error, and the next ask sends a new request. Blocks nest; the outermost one for this
+        client is the scope."""
+        if _scope_for(self) is not None:
+            yield
+            return
+        token = _SHARED_READS.set(_SharedReads(self, {}, _SHARED_READS.get()))
         try:
             yield
         finally:
-            self._sharing -= 1
-            if self._sharing == 0:
-                self._shared = None
+            _SHARED_READS.reset(token)
 
     async def get_manifest(self, ref: Reference) -> Manifest:
         """Fetch and verify the manifest `ref` names (by tag or digest)."""
-        if self._shared is None:
-            return await self._read_manifest(ref)
         key = (ref.api_host, ref.repository, ref.identifier)
-        shared = self._shared.get(key)
-        if shared is None:
-            shared = self._shared[key] = asyncio.ensure_future(self._read_manifest(ref))
-            shared.add_done_callback(lambda done: self._forget_failed(key, done))
-        return cast(Manifest, await asyncio.shield(shared))
+        return cast(Manifest, await self._shared_read(key, lambda: self._read_manifest(ref)))
 
-    def _forget_failed(self, key: tuple[str, str, str], done: asyncio.Future[object]) -> None:
-        """A failed shared read is not kept: the next caller tries again."""
-        failed = done.cancelled() or done.exception() is not None
-        if failed and self._shared is not None and self._shared.get(key) is done:
-            del self._shared[key]
+    async def _shared_read(
+        self, key: tuple[str, str, str], read: Callable[[], Awaitable[object]]
+    ) -> object:
+        """`read()`, or the result of the same read already made or under way in this
+        command's `shared_reads` scope."""
+        scope = _scope_for(self)
+        if scope is None:
+            return await read()
+        shared = scope.reads.get(key)
+        if shared is None:
+            shared = scope.reads[key] = asyncio.ensure_future(read())
+            shared.add_done_callback(lambda done: _forget_failed(scope.reads, key, done))
+        return await asyncio.shield(shared)
 
     async def _read_manifest(self, ref: Reference) -> Manifest:
         fetched = await self._get(
@@ -363,16 +413,10 @@ class RegistryClient:
         self, ref: Reference, digest: str, max_bytes: int = MAX_CONFIG_BYTES
     ) -> bytes:
         """Fetch a small blob (an image config) and verify its digest."""
-        if self._shared is None:
-            return await self._read_blob(ref, digest, max_bytes)
         key = (ref.api_host, ref.repository, f"blob {digest} {max_bytes}")
-        shared = self._shared.get(key)
-        if shared is None:
-            shared = self._shared[key] = asyncio.ensure_future(
-                self._read_blob(ref, digest, max_bytes)
-            )
-            shared.add_done_callback(lambda done: self._forget_failed(key, done))
-        return cast(bytes, await asyncio.shield(shared))
+        return cast(
+            bytes, await self._shared_read(key, lambda: self._read_blob(ref, digest, max_bytes))
+        )
 
     async def _read_blob(self, ref: Reference, digest: str, max_bytes: int) -> bytes:
         fetched = await self._get(ref, f"/v2/{ref.repository}/blobs/{digest}", "*/*", max_bytes)
@@ -447,9 +491,10 @@ class RegistryClient:
             raise DigestMismatchError(
                 str(ref), f"the registry stored the manifest as {announced}, not {digest}"
             )
-        if self._shared is not None:
+        scope = _scope_for(self)
+        if scope is not None:
             for identifier in (ref.tag, ref.digest, digest):
-                self._shared.pop((ref.api_host, ref.repository, identifier or ""), None)
+                scope.reads.pop((ref.api_host, ref.repository, identifier or ""), None)
         return digest
 
     async def copy_blob(
@@ -782,13 +827,18 @@ class RegistryClient:
         attempt: int,
         authenticated: bool,
         attempts: int,
+        sent: str | None,
     ) -> str:
         """After a non-final answer: "auth" (challenge met, send again), "retry" (after
-        the backoff it slept) or "fail"."""
+        the backoff it slept) or "fail". `sent` is the Authorization the request carried:
+        when another request has meanwhile got a newer one for the scope, that is used
+        rather than asking the token service again."""
         if status == 401 and not authenticated:
             host_auth.challenge_header = headers.get("WWW-Authenticate", "")
-            host_auth.headers.pop(scope, None)
-            await self._authorize(ref, host_auth, scope)
+            current = self._cached_header(host_auth, scope)
+            if current is None or current == sent:
+                host_auth.headers.pop(scope, None)
+                await self._authorize(ref, host_auth, scope)
             return "auth"
         if status in RETRY_STATUSES and attempt < attempts:
             await asyncio.sleep(
@@ -820,14 +870,9 @@ class RegistryClient:
         attempt = 0
         while True:
             attempt += 1
+            request_headers = self._headers(ref, url, host_auth, scope, headers)
             fetched = await self._send(
-                ref,
-                method,
-                url,
-                self._headers(ref, url, host_auth, scope, headers),
-                max_bytes,
-                attempt,
-                data=data,
+                ref, method, url, request_headers, max_bytes, attempt, data=data
             )
             if fetched is None:
                 continue  # retried after a dropped connection
@@ -842,6 +887,7 @@ class RegistryClient:
                 attempt,
                 authenticated,
                 self.settings.max_attempts,
+                request_headers.get("Authorization"),
             )
             if step == "auth":
                 authenticated = True
@@ -873,14 +919,12 @@ class RegistryClient:
             attempt += 1
             handed_over = False
             answer: tuple[int, Mapping[str, str], bytes] | None = None
+            request_headers = self._headers(ref, url, host_auth, scope, headers)
             try:
                 async with self._semaphore_for(ref.api_host):
                     self._count(method)
                     async with http.request(
-                        method,
-                        url,
-                        headers=self._headers(ref, url, host_auth, scope, headers),
-                        body=data,
+                        method, url, headers=request_headers, body=data
                     ) as response:
                         if response.status in final:
                             handed_over = True
@@ -901,7 +945,15 @@ class RegistryClient:
                 continue
             status, answer_headers, body = answer
             step = await self._next_step(
-                ref, host_auth, scope, status, answer_headers, attempt, authenticated, limit
+                ref,
+                host_auth,
+                scope,
+                status,
+                answer_headers,
+                attempt,
+                authenticated,
+                limit,
+                request_headers.get("Authorization"),
             )
             if step == "auth" and attempts is None:
                 authenticated = True
@@ -943,6 +995,30 @@ class RegistryClient:
         return None
 
     async def _authorize(self, ref: Reference, host_auth: _HostAuth, scope: str) -> None:
+        """Get an Authorization header for `scope` into the host's cache. One token request
+        per scope at a time: concurrent callers await the one under way (a burst of reads
+        of one repository asks the token service once). A failed one is not kept: its
+        waiters get its error (about their own reference), the next caller asks again."""
+        pending = host_auth.pending.get(scope)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch_authorization(ref, host_auth, scope))
+            host_auth.pending[scope] = pending
+
+            def forget(done: asyncio.Future[None]) -> None:
+                if host_auth.pending.get(scope) is done:
+                    del host_auth.pending[scope]
+                if not done.cancelled():
+                    done.exception()  # retrieved: each waiter re-raises it for itself
+
+            pending.add_done_callback(forget)
+        try:
+            await asyncio.shield(pending)
+        except RegistryError as error:
+            if error.reference == str(ref):
+                raise
+            raise type(error)(str(ref), error.message) from None
+
+    async def _fetch_authorization(self, ref: Reference, host_auth: _HostAuth, scope: str) -> None:
         challenge = parse_challenge(host_auth.challenge_header or "")
         if challenge is None:
             raise AuthenticationError(str(ref), "the registry refused access without a challenge")

@@ -4,6 +4,10 @@ For an index, every real entry's child manifest and image config are fetched
 concurrently and the config's os/architecture/variant compared with the entry;
 attestation manifests are counted apart. A tag that names a single image manifest
 has the platform its config says.
+
+One inspection (and `inspect_many`, one command) reads each distinct manifest and config
+once (`RegistryClient.shared_reads`): an index whose entries name the same child many
+times costs one read of that child and of its config, not one per entry.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ async def _entry_facts(client: RegistryClient, ref: Reference, entry: Descriptor
 async def inspect_reference(
     client: RegistryClient, ref: Reference, required: Sequence[Platform]
 ) -> Inspection:
+    with client.shared_reads():
+        return await _inspect(client, ref, required)
+
+
+async def _inspect(
+    client: RegistryClient, ref: Reference, required: Sequence[Platform]
+) -> Inspection:
     try:
         top = await client.get_manifest(ref)
     except RegistryError as error:
@@ -78,8 +89,10 @@ async def inspect_reference(
 async def inspect_many(
     client: RegistryClient, refs: Sequence[Reference], required: Sequence[Platform]
 ) -> list[Inspection]:
-    """Inspect all references concurrently; results in argument order."""
-    return list(await asyncio.gather(*(inspect_reference(client, r, required) for r in refs)))
+    """Inspect all references concurrently, each distinct manifest and config read once;
+    results in argument order."""
+    with client.shared_reads():
+        return list(await asyncio.gather(*(_inspect(client, r, required) for r in refs)))
 
 
 def inspection_json(inspection: Inspection) -> dict[str, object]:

@@ -17,7 +17,8 @@ the promotion step after approval:
    attestations: read while the gate runs, the same requests as the gate's within
    `RegistryClient.shared_reads`, and used only if it is the digest the gate judged) is
    read, every blob and child manifest HEADed at the mirror (reads only: nothing is
-   written before the gate passes), and `jobs.domain.copy_plan.plan_mirror` decides: skip,
+   written before the gate passes), and `jobs.domain.copy_plan.plan_mirror` decides: leave
+   out (a layer that names its own download URLs, as skopeo and regclient do), skip,
    mount (from the source repository when it is on the same registry, or from another
    component of this run that uploads the blob first: no blob byte is sent twice to a
    registry), or upload (streamed and digest-checked by `RegistryClient.copy_blob`).
@@ -30,7 +31,8 @@ the promotion step after approval:
 3. Verify: the mirror tag is read back through the inspection engine (its children and
    configs read at the same time as the tag); its digest must be the source's and its
    verdict ok.
-4. Report: per mirror and component, copied/mounted/skipped blobs and bytes, time and
+4. Report: per mirror and component, copied/mounted/skipped blobs and bytes, the layers
+   left out for their URLs (named in the report: the mirror does not hold them), time and
    final digest (`SyncReport`, `sync_report_data`: values in `jobs.domain.sync_report`).
 
 Drift: `gather_drift` HEADs the release tag at the source and at every mirror and
@@ -58,6 +60,7 @@ from jobs.domain.copy_plan import (
     PlanInput,
     TagDecision,
     decide_tag,
+    is_external,
     plan_mirror,
     tally,
     unique_blobs,
@@ -340,8 +343,9 @@ class _Engine:
         return await self._plan_input(job, await fetch_tree(self.client, source))
 
     async def _plan_input(self, job: CopyJob, root: ManifestNode) -> PlanInput:
-        """HEAD what the mirror repository holds of the tree."""
-        blobs = unique_blobs(root)
+        """HEAD what the mirror repository holds of the tree (not the layers that name
+        their own download URLs: those are never copied)."""
+        blobs = [b for b in unique_blobs(root) if not is_external(b)]
         self.client.preconnect(job.source, min(len(blobs), self.parallel_blobs))
         children = [n for n in _nodes(root) if n.digest != root.digest]
         destination = job.destination
@@ -590,8 +594,11 @@ class _Engine:
         outcomes: dict[str, tuple[BlobOutcome, int]],
     ) -> None:
         blob = step.blob
-        if step.action in (BlobAction.SKIP, BlobAction.EXTERNAL):
+        if step.action is BlobAction.SKIP:
             outcomes[blob.digest] = (BlobOutcome.SKIPPED, blob.size)
+            return
+        if step.action is BlobAction.EXTERNAL:
+            outcomes[blob.digest] = (BlobOutcome.EXTERNAL, blob.size)
             return
         mount_from = step.mount_from
         if step.wait:

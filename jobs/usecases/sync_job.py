@@ -262,11 +262,16 @@ class _Tracker:
 
 
 def _result(report: ComponentReport) -> dict[str, Any]:
+    notes = [report.reason] if report.reason else []
+    if report.blobs.external:
+        notes.append(
+            messages.sync_layers_left_out(report.blobs.external, report.blobs.external_bytes)
+        )
     return {
         "component": report.component,
         "status": report.status.value,
         "digest": report.final_digest or "",
-        "detail": report.reason or "",
+        "detail": "; ".join(notes),
         "blobs_copied": report.blobs.copied + report.blobs.mounted,
         "blobs_skipped": report.blobs.skipped,
     }

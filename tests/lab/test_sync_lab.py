@@ -29,6 +29,8 @@ from jobs.registry.client import RegistryClient
 from jobs.registry.credentials import DockerConfig
 from jobs.usecases.sync import resolve_mirrors, sync_release
 from tests.conftest import REPO, Lab
+from tests.support.distribution import TokenRegistry
+from tests.support.distribution import token_registry as start_token_registry
 from tests.support.oci_push import OciPusher, Pushed, entry
 from tests.support.sync import (
     VERSION,
@@ -926,113 +928,10 @@ async def test_a_200_mb_layer_is_streamed_in_bounded_memory(
 # ---- a token-auth registry: a cross-repository mount needs pull on the source repository ----
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-@dataclass
-class TokenRegistry:
-    """A real distribution registry with token authentication, and the token service it
-    trusts (RS256 JWTs signed by openssl, granting exactly the scopes asked for)."""
-
-    host: str
-    scopes_asked: list[list[str]] = field(default_factory=list)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 async def token_registry(lab: Lab, tmp_path: Path) -> AsyncIterator[TokenRegistry]:
-    import time
-
-    key, cert = tmp_path / "token.key", tmp_path / "token.crt"
-    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    subprocess.run(
-        [*request, "-subj", "/CN=aibrix-test-token", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    der = subprocess.run(
-        ["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True
-    ).stdout
-    registry = TokenRegistry(host=f"127.0.0.1:{_free_port()}")
-
-    async def token(request: web.Request) -> web.Response:
-        scopes = request.query.getall("scope", [])
-        registry.scopes_asked.append(list(scopes))
-        access = []
-        for scope in scopes:
-            kind, name, actions = scope.split(":")
-            access.append({"type": kind, "name": name, "actions": actions.split(",")})
-        now = int(time.time())
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
-        claims = {
-            "iss": "aibrix-test-issuer",
-            "sub": "",
-            "aud": "aibrix-test-registry",
-            "exp": now + 300,
-            "nbf": now - 10,
-            "iat": now,
-            "jti": uuid.uuid4().hex,
-            "access": access,
-        }
-        signing_input = (
-            f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        )
-        signed = await asyncio.create_subprocess_exec(
-            "openssl", "dgst", "-sha256", "-sign", str(key),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        signature, _ = await signed.communicate(signing_input.encode())
-        jwt = f"{signing_input}.{_b64url(signature)}"
-        return web.json_response({"token": jwt, "expires_in": 300})
-
-    app = web.Application()
-    app.router.add_get("/token", token)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    realm_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error, accesslog: {disabled: true}}\n"
-        f"storage: {{filesystem: {{rootdirectory: {tmp_path / 'storage'}}}}}\n"
-        f"http: {{addr: {registry.host}}}\n"
-        "auth:\n"
-        "  token:\n"
-        f"    realm: http://127.0.0.1:{realm_port}/token\n"
-        "    service: aibrix-test-registry\n"
-        "    issuer: aibrix-test-issuer\n"
-        f"    rootcertbundle: {cert}\n"
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"http://{registry.host}/v2/") as response:
-                        if response.status == 401:
-                            break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the token registry did not start")
+    async with start_token_registry(tmp_path) as registry:
         yield registry
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        await runner.cleanup()
 
 
 async def test_a_mount_on_a_token_registry_asks_pull_on_the_source_repository(

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -219,15 +219,77 @@ def test_mount_from_the_repository_itself_is_an_upload() -> None:
     assert actions(plan.blobs)[BASE.digest] is BlobAction.UPLOAD
 
 
-def test_foreign_layers_are_not_copied() -> None:
-    foreign = blob(200, 9999, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip")
-    nondist = blob(201, 9999, "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+URLS = ("https://mcr.microsoft.com/v2/windows/servercore/blobs/sha256:00",)
+
+
+def test_issue12_item9_a_foreign_or_nondistributable_layer_without_urls_is_copied() -> None:
+    # The registry is the only place such a layer can be fetched from: the mirror must
+    # hold it (skopeo and regclient copy it; deciding by media type left it out).
+    foreign = blob(200, 9999, FOREIGN)
+    nondist = blob(201, 9999, NONDISTRIBUTABLE)
     plan = plan_copy(PlanInput("m/w", image(20, CFG_AMD, foreign, nondist)))
     assert actions(plan.blobs) == {
         CFG_AMD.digest: BlobAction.UPLOAD,
-        foreign.digest: BlobAction.EXTERNAL,
-        nondist.digest: BlobAction.EXTERNAL,
+        foreign.digest: BlobAction.UPLOAD,
+        nondist.digest: BlobAction.UPLOAD,
     }
+    assert plan.upload_bytes == CFG_AMD.size + 2 * 9999
+
+
+def test_issue12_item9_a_layer_that_names_urls_is_left_out_whatever_its_type() -> None:
+    ordinary = replace(blob(202, 777), urls=URLS)
+    foreign = replace(blob(203, 888, FOREIGN), urls=URLS)
+    plan = plan_copy(
+        PlanInput("m/w", image(21, CFG_AMD, ordinary, foreign), present_blobs=frozenset())
+    )
+    assert actions(plan.blobs) == {
+        CFG_AMD.digest: BlobAction.UPLOAD,
+        ordinary.digest: BlobAction.EXTERNAL,
+        foreign.digest: BlobAction.EXTERNAL,
+    }
+    assert plan.transfer_bytes == CFG_AMD.size  # nothing of them is streamed
+
+
+def test_issue12_item9_left_out_layers_are_counted_and_named_in_both_reports() -> None:
+    counted = tally([(BlobOutcome.COPIED, 5), (BlobOutcome.EXTERNAL, 1500)])
+    assert (counted.copied, counted.external, counted.external_bytes) == (1, 1, 1500)
+    assert counted.skipped == 0 and counted.blobs == 2
+    report = component("windows", ComponentStatus.COPIED, blobs=counted)
+    data = sync_report_data(
+        SyncReport("v1.0.0", (), (MirrorReport(MIRROR, (report,), 1.0),), seconds=1.0)
+    )
+    sentence = (
+        "1 layer (1.5 kB) not copied: it names its own download URLs (a foreign layer), "
+        "so the mirror does not hold it and pulls fetch it from there"
+    )
+    assert messages.sync_layers_left_out(1, 1500) == sentence
+    assert f"  - windows: {sentence}" in messages.sync_report_text(data)
+    assert data["blobs"]["external"] == 1 and data["blobs"]["external_bytes"] == 1500
+    # The Slack sync message: the component's line carries the same sentence.
+    from handlers.blocks import sync_message
+    from jobs.usecases.sync_job import SyncRecord, SyncState, _record, _Tracker
+
+    tracker = _Tracker()
+    tracker.done["windows"] = replace(report, final_digest=d(9))
+    fields = {
+        "id": "s1",
+        "version": "v1.0.0",
+        "run_id": "r1",
+        "mirror": "lab-mirror",
+        "requested_by": "U1",
+        "channel": "C1",
+        "mode": "approved",
+        "digests": json.dumps({"windows": d(9)}),
+        "state": SyncState.SYNCED.value,
+        **tracker.fields(),
+    }
+    record: SyncRecord = _record(fields)
+    shown = json.dumps(sync_message(record).blocks)
+    assert sentence in shown
+    many = messages.sync_layers_left_out(2, 3000)
+    assert many.startswith("2 layers (3.0 kB) not copied: they name their own download URLs")
 
 
 def test_a_shared_blob_is_uploaded_once_per_registry() -> None:
@@ -428,6 +490,8 @@ def test_report_data_and_text_of_a_complete_sync() -> None:
         "mounted_bytes": 20,
         "skipped": 2,
         "skipped_bytes": 500,
+        "external": 0,
+        "external_bytes": 0,
     }
     [mirror] = data["mirrors"]
     assert mirror["mirror"] == "lab-mirror" and mirror["location"] == "127.0.0.1:5002/ns"
