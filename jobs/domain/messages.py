@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jobs.domain.copy_plan import DriftData, SyncData
+from jobs.domain.elf import BinaryCheck, BinaryStatus
 from jobs.domain.platforms import Platform
 from jobs.domain.verdict import EntryStatus, Outcome, Verdict
 
@@ -68,6 +69,47 @@ def verdict_headline(outcome: Outcome) -> str:
         Outcome.MISMATCH: "MISMATCH: an entry is not what it claims or cannot be resolved",
         Outcome.ERROR: "ERROR: the reference could not be read",
     }[outcome]
+
+
+# ---- the binary architecture check (jobs/usecases/binaries.py) ---------------------------
+
+
+def binary_problems(subject: str, checks: Sequence[BinaryCheck]) -> list[str]:
+    """One sentence per file of the wrong architecture, missing or unreadable, e.g.
+    "gateway-plugins v0.7.0: the linux/arm64 image's /gateway-plugins (entrypoint) is an
+    x86-64 binary, not arm64"."""
+    problems = []
+    for check in checks:
+        image = f"the {check.platform} image"
+        for found in check.problems:
+            if found.status is BinaryStatus.MISMATCH and found.header is not None:
+                problems.append(
+                    f"{subject}: {image}'s {found.path} ({found.via}) is a "
+                    f"{found.header.label} binary, not {check.platform.architecture}"
+                )
+            elif found.status is BinaryStatus.MISSING:
+                problems.append(f"{subject}: {image} has no {found.path} ({found.via})")
+            else:
+                problems.append(
+                    f"{subject}: {image}'s binaries could not be checked: {found.detail}"
+                )
+    return problems
+
+
+def config_binary_path_not_absolute(value: str) -> str:
+    return f"{quote_input(value)} is not an absolute path in the image; write it as /usr/bin/NAME"
+
+
+def config_binary_path_not_normal(value: str, normal: str) -> str:
+    return f"{quote_input(value)} is not a plain path; write it as {quote_input(normal)}"
+
+
+def config_bad_base_image(value: str, error: str) -> str:
+    return f"{quote_input(value)} is not an image reference: {error}"
+
+
+def config_base_image_same(name: str) -> str:
+    return f"{quote_input(name)} is mapped to the image it names"
 
 
 # ---- release inputs: versions, component names, mirrors ----------------------------------
