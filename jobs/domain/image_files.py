@@ -62,14 +62,12 @@ class Entry:
 
 
 def normalize_member(name: str) -> str | None:
-    """A tar member name as an absolute, normalised path; None for the root itself or a
-    name that leaves it."""
-    path = posixpath.normpath("/" + name.lstrip("./").lstrip("/"))
-    if name.strip("./") == "":
-        return None
+    """A tar member name as an absolute, normalised path (`./usr/bin/x` -> `/usr/bin/x`;
+    `..` stops at the root); None for the root itself."""
+    path = posixpath.normpath("/" + name)
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
-    return path if path != "/" else None
+    return None if path == "/" else path
 
 
 @dataclass
@@ -90,8 +88,15 @@ class ImageTree:
         if old is not None and old.kind is Kind.DIR and entry.kind is not Kind.DIR:
             self._remove(entry.path)
         self.nodes[entry.path] = entry
-        parent = posixpath.dirname(entry.path)
-        self.children.setdefault(parent, set()).add(entry.path)
+        path = entry.path
+        # A layer may list a file without its directories: they exist all the same.
+        while path != "/":
+            parent = posixpath.dirname(path)
+            self.children.setdefault(parent, set()).add(path)
+            if parent == "/" or parent in self.nodes:
+                break
+            self.nodes[parent] = Entry(parent, Kind.DIR)
+            path = parent
 
     def apply_layer(self, entries: Sequence[Entry]) -> None:
         """Apply one layer: its whiteouts remove from the layers below, then its entries
@@ -253,7 +258,8 @@ def judge_tree(
     """Judge the entrypoint chain and the configured paths of a fully applied tree."""
     findings: dict[str, BinaryFinding] = {}
     need: set[str] = set()
-    # (the path as named, how it was reached, how deep in a script chain)
+    # (the path as named, how it was reached, how deep in a script chain, whether its
+    # absence is a finding)
     todo: list[tuple[str, str, int, bool]] = []
     if run.argv:
         todo.append((run.argv[0], "entrypoint", 0, True))
@@ -295,11 +301,13 @@ def judge_tree(
         interpreter = interpreter_of(node.head)
         if interpreter is None or depth >= MAX_SCRIPT_DEPTH:
             continue
-        todo.append((interpreter, f"interpreter of {where}", depth + 1, True))
+        # A missing interpreter breaks the entrypoint; a script under a configured path
+        # that nothing runs (a perl tool in /usr/bin of an image without perl) does not.
+        todo.append((interpreter, f"interpreter of {where}", depth + 1, required))
         if posixpath.basename(interpreter) == "env":
             program = shebang_argument(node.head)
             if program is not None:
-                todo.append((program, f"program {where} runs", depth + 1, True))
+                todo.append((program, f"program {where} runs", depth + 1, required))
     if need:
         return Walk(None, frozenset(need))
     return Walk(BinaryCheck(platform, digest, tuple(findings.values())))

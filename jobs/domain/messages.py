@@ -76,16 +76,16 @@ def verdict_headline(outcome: Outcome) -> str:
 
 def binary_problems(subject: str, checks: Sequence[BinaryCheck]) -> list[str]:
     """One sentence per file of the wrong architecture, missing or unreadable, e.g.
-    "gateway-plugins v0.7.0: the linux/arm64 image's /gateway-plugins (entrypoint) is an
-    x86-64 binary, not arm64"."""
+    "gateway-plugins v0.7.0: the linux/arm64 image's /gateway-plugins (entrypoint) is built
+    for x86-64, not arm64"."""
     problems = []
     for check in checks:
         image = f"the {check.platform} image"
         for found in check.problems:
             if found.status is BinaryStatus.MISMATCH and found.header is not None:
                 problems.append(
-                    f"{subject}: {image}'s {found.path} ({found.via}) is a "
-                    f"{found.header.label} binary, not {check.platform.architecture}"
+                    f"{subject}: {image}'s {found.path} ({found.via}) is built for "
+                    f"{found.header.label}, not {check.platform.architecture}"
                 )
             elif found.status is BinaryStatus.MISSING:
                 problems.append(f"{subject}: {image} has no {found.path} ({found.via})")
