@@ -82,18 +82,51 @@ def binary_problems(subject: str, checks: Sequence[BinaryCheck]) -> list[str]:
     for check in checks:
         image = f"the {check.platform} image"
         for found in check.problems:
+            path, via = _image_text(found.path), _image_text(found.via)
             if found.status is BinaryStatus.MISMATCH and found.header is not None:
                 problems.append(
-                    f"{subject}: {image}'s {found.path} ({found.via}) is built for "
+                    f"{subject}: {image}'s {path} ({via}) is built for "
                     f"{found.header.label}, not {check.platform.architecture}"
                 )
             elif found.status is BinaryStatus.MISSING:
-                problems.append(f"{subject}: {image} has no {found.path} ({found.via})")
+                problems.append(f"{subject}: {image} has no {path} ({via})")
             else:
                 problems.append(
                     f"{subject}: {image}'s binaries could not be checked: {found.detail}"
                 )
     return problems
+
+
+def _image_text(text: str, limit: int = 160) -> str:
+    """A path read from an image (a tar member, a `#!` line) as a sentence may show it:
+    printable ASCII, bounded; anything else is escaped as `quote_input` escapes it."""
+    if text.isascii() and text.isprintable() and len(text) <= limit and "`" not in text:
+        return text
+    return quote_input(text, limit)
+
+
+def binary_layer_zstd() -> str:
+    return "a layer is zstd-compressed, which this check cannot read"
+
+
+def binary_layer_not_tar() -> str:
+    return "a layer is not a valid tar archive"
+
+
+def binary_layer_gzip_corrupt() -> str:
+    return "a layer's gzip stream is corrupt"
+
+
+def binary_layer_too_many(limit: int) -> str:
+    return f"a layer has more than {limit} entries"
+
+
+def binary_not_an_image() -> str:
+    return "the index entry is an index, not an image"
+
+
+def binary_files_unsettled(passes: int) -> str:
+    return f"the files to check were still not all read after {passes} reads of the layers"
 
 
 def config_binary_path_not_absolute(value: str) -> str:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import tarfile
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
+from jobs.domain import messages
 from jobs.domain.elf import HEAD_BYTES
 from jobs.domain.errors import Failed
 from jobs.domain.image_files import MAX_ENTRIES, Entry, HeadPlan, ImageTree, Kind, normalize_member
@@ -29,8 +31,10 @@ from jobs.registry.client import RegistryClient
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# The most decompressed bytes handed to the tar reader per read.
+# The most decompressed bytes handed to the tar reader per read; input piece; output piece.
 _READ_MAX = 1024 * 1024
+_PIECE = 64 * 1024
+_OUT_PIECE = 256 * 1024
 
 
 class LayerError(Failed):
@@ -40,15 +44,18 @@ class LayerError(Failed):
 class _LayerStream:
     """A file-like `read(n)` over a layer's chunks: sniffs gzip, zstd or plain tar from
     the first bytes and decompresses gzip (every member of a multi-member stream)
-    incrementally, never more than `n` bytes out per call."""
+    incrementally. Input is cut into small pieces and output made in bounded pieces, so no
+    step copies more than a piece (tarfile reads 10 KiB at a time)."""
 
     def __init__(self, next_chunk: Callable[[], bytes | None]) -> None:
         self._next_chunk = next_chunk
-        self._pending = b""  # compressed input not yet fed
-        self._out = b""  # decompressed output not yet read
-        self._inflate: zlib._Decompress | None = None
+        self._pieces: deque[bytes] = deque()  # input not yet fed to the decompressor
+        self._out = b""  # decompressed output; `_pos` is how much was read
+        self._pos = 0
+        self._inflate: zlib._Decompress | None = None  # None between gzip members
         self._mode = ""  # "", "gzip", "tar"
         self._ended = False
+        self.content = False  # whether any byte other than NUL came out
 
     def _fill(self) -> bool:
         """More input; False at the end of the blob."""
@@ -58,66 +65,81 @@ class _LayerStream:
         if chunk is None:
             self._ended = True
             return False
-        self._pending += chunk
+        view = memoryview(chunk)
+        for start in range(0, len(chunk), _PIECE):
+            self._pieces.append(bytes(view[start : start + _PIECE]))
         return True
 
+    def _take(self) -> bytes | None:
+        """The next piece of input (maybe empty); None at the end of the blob."""
+        if not self._pieces and not self._fill():
+            return None
+        return self._pieces.popleft() if self._pieces else b""
+
     def _sniff(self) -> None:
-        while len(self._pending) < 4 and self._fill():
-            pass
-        if self._pending.startswith(ZSTD_MAGIC):
-            raise LayerError("the layer is zstd-compressed, which this check cannot read")
-        if self._pending.startswith(GZIP_MAGIC):
-            self._mode = "gzip"
-            self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        else:
-            self._mode = "tar"
+        head = b""
+        while len(head) < 4 and (piece := self._take()) is not None:
+            head += piece
+        if head:
+            self._pieces.appendleft(head)
+        if head.startswith(ZSTD_MAGIC):
+            raise LayerError(messages.binary_layer_zstd())
+        self._mode = "gzip" if head.startswith(GZIP_MAGIC) else "tar"
+
+    def _produce(self) -> bytes | None:
+        """The next decompressed bytes; None at the end."""
+        while True:
+            if self._mode == "tar":
+                return self._take()
+            if self._inflate is None:  # before a gzip member: skip NUL padding
+                piece = self._take()
+                if piece is None:
+                    return None
+                piece = piece.lstrip(b"\0")
+                if not piece:
+                    continue
+                self._pieces.appendleft(piece)
+                self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            inflate = self._inflate
+            if inflate.eof:
+                if inflate.unused_data:
+                    self._pieces.appendleft(inflate.unused_data)
+                self._inflate = None
+                continue
+            source = inflate.unconsumed_tail
+            if not source:
+                taken = self._take()
+                if taken is None:
+                    return None  # a cut stream ends here; the tar reader says so
+                source = taken
+            try:
+                out = inflate.decompress(source, _OUT_PIECE)
+            except zlib.error:
+                raise LayerError(messages.binary_layer_gzip_corrupt()) from None
+            if out:
+                return out
 
     def read(self, size: int = -1) -> bytes:
         if not self._mode:
             self._sniff()
         want = _READ_MAX if size is None or size < 0 else min(size, _READ_MAX)
-        while len(self._out) < want:
-            if not self._step(want - len(self._out)):
+        while len(self._out) - self._pos < want:
+            more = self._produce()
+            if more is None:
                 break
-        data, self._out = self._out[:want], self._out[want:]
+            self._out = self._out[self._pos :] + more
+            self._pos = 0
+        data = self._out[self._pos : self._pos + want]
+        self._pos += len(data)
+        if not self.content and data.strip(b"\0"):
+            self.content = True
         return data
-
-    def _step(self, room: int) -> bool:
-        """Move some bytes to `_out`; False when there are none left."""
-        if self._mode == "tar":
-            if not self._pending and not self._fill():
-                return False
-            self._out += self._pending
-            self._pending = b""
-            return True
-        inflate = self._inflate
-        assert inflate is not None
-        if inflate.eof:
-            rest = inflate.unused_data + self._pending
-            self._pending = b""
-            if not rest.strip(b"\0"):
-                if self._fill():
-                    self._pending = rest + self._pending
-                    return True
-                return False
-            inflate = self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            self._pending = rest
-        source = inflate.unconsumed_tail or self._pending
-        if not inflate.unconsumed_tail:
-            self._pending = b""
-        if not source:
-            return self._fill()
-        try:
-            out = inflate.decompress(source, room)
-        except zlib.error:
-            raise LayerError("the layer's gzip stream is corrupt") from None
-        self._out += out
-        return True
 
     def drain(self) -> None:
         """Read the blob to its end (so its digest is checked)."""
+        self._pieces.clear()
         while self._fill():
-            self._pending = b""
+            self._pieces.clear()
 
 
 def read_members(
@@ -130,24 +152,23 @@ def read_members(
         # Closed by the `with` below; opening reads the first member, which may fail.
         tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115
     except tarfile.ReadError:
+        # An empty layer (no bytes, or only the end-of-archive blocks) is a valid layer.
+        if stream.content:
+            raise LayerError(messages.binary_layer_not_tar()) from None
         stream.drain()
-        # An empty layer (no members at all) is a valid layer.
         return entries
     with tar:
-        while True:
-            try:
-                member = tar.next()
-            except tarfile.ReadError:
-                raise LayerError("the layer is not a valid tar archive") from None
-            if member is None:
-                break
-            tar.members.clear()  # stream mode keeps every member otherwise
-            path = normalize_member(member.name)
-            if path is None:
-                continue
-            if len(entries) >= max_entries:
-                raise LayerError(f"the layer has more than {max_entries} entries")
-            entries.append(_entry(tar, member, path, plan))
+        try:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # stream mode keeps every member otherwise
+                path = normalize_member(member.name)
+                if path is None:
+                    continue
+                if len(entries) >= max_entries:
+                    raise LayerError(messages.binary_layer_too_many(max_entries))
+                entries.append(_entry(tar, member, path, plan))
+        except (tarfile.TarError, EOFError):
+            raise LayerError(messages.binary_layer_not_tar()) from None
     stream.drain()
     return entries
 

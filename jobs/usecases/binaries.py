@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from jobs.domain import messages
 from jobs.domain.elf import BinaryCheck, BinaryFinding, BinaryStatus
 from jobs.domain.image_files import HeadPlan, first_plan, judge_tree, run_config_from
 from jobs.domain.manifests import ManifestError
@@ -29,6 +30,11 @@ log = logging.getLogger("aibrix.binaries")
 MAX_PASSES = 3
 
 
+def unreadable(reason: str) -> BinaryFinding:
+    """A finding for an image whose files could not be read: it blocks, with the reason."""
+    return BinaryFinding("", "", BinaryStatus.UNREADABLE, detail=reason)
+
+
 async def check_image(
     client: RegistryClient,
     ref: Reference,
@@ -40,8 +46,10 @@ async def check_image(
     try:
         manifest = await client.get_manifest(ref)
         if manifest.is_index or manifest.config is None:
-            raise ManifestError("the entry is an index, not an image")
+            raise ManifestError(messages.binary_not_an_image())
         run = run_config_from(await client.get_blob(ref, manifest.config.digest, MAX_CONFIG_BYTES))
+        if not run.argv and not paths:
+            return BinaryCheck(platform, digest, ())  # nothing runs, nothing configured
         plan: HeadPlan = first_plan(run, paths)
         for _ in range(MAX_PASSES):
             tree = await read_tree(client, ref, manifest.layers, plan)
@@ -49,17 +57,12 @@ async def check_image(
             if walk.check is not None:
                 return walk.check
             plan = plan.with_exact(walk.need)
-        return BinaryCheck(
-            platform,
-            digest,
-            (BinaryFinding("", "", BinaryStatus.UNREADABLE, detail="its files kept moving"),),
-        )
+        unsettled = unreadable(messages.binary_files_unsettled(MAX_PASSES))
+        return BinaryCheck(platform, digest, (unsettled,))
     except (RegistryError, LayerError, ManifestError) as error:
         reason = error.message if isinstance(error, RegistryError) else str(error)
         log.warning("binary check of %s failed: %s", ref, reason)
-        return BinaryCheck(
-            platform, digest, (BinaryFinding("", "", BinaryStatus.UNREADABLE, detail=reason),)
-        )
+        return BinaryCheck(platform, digest, (unreadable(reason),))
 
 
 async def check_index(

@@ -174,14 +174,17 @@ def test_run_config_takes_entrypoint_then_cmd_path_and_workdir() -> None:
 def test_gzip_with_several_members_plain_tar_and_empty_layers_are_read() -> None:
     raw = tar_bytes([Member("a", b"x"), Member("b", b"y")], compress=False)
     half = len(raw) // 2
-    two_members = gzip.compress(raw[:half]) + gzip.compress(raw[half:])
+    two_members = gzip.compress(raw[:half]) + b"\0" * 3 + gzip.compress(raw[half:])
     for data in (two_members, raw, gzip.compress(raw) + b"\0" * 9):
         entries = read_members(chunks_of(data, 5), EVERYTHING)
         assert [(e.path, e.head) for e in entries] == [("/a", b"x"), ("/b", b"y")]
     assert read_members(chunks_of(b"", 5), EVERYTHING) == []
+    assert read_members(chunks_of(gzip.compress(bytes(1024)), 5), EVERYTHING) == []
 
 
 def test_unreadable_layers_say_why() -> None:
+    with pytest.raises(LayerError, match="not a valid tar"):
+        read_members(chunks_of(b"first run linux/amd64/", 8), EVERYTHING)
     with pytest.raises(LayerError, match="zstd"):
         read_members(chunks_of(b"\x28\xb5\x2f\xfd" + bytes(100), 8), EVERYTHING)
     corrupt = bytearray(tar_bytes([Member("a", b"x" * 5000)]))
@@ -228,3 +231,22 @@ def test_the_release_sentence_names_the_file() -> None:
     )
     assert walk.check.checked[0].status is BinaryStatus.MISMATCH
     assert isinstance(tree.nodes["/gateway-plugins"], Entry)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2000), st.binary(min_size=1, max_size=64))
+def test_a_cut_or_damaged_layer_is_a_layer_error_never_a_crash(cut: int, noise: bytes) -> None:
+    raw = tar_bytes([Member("a", b"x" * 700), Member("b", b"y" * 900)], compress=False)
+    damaged = raw[:cut] + noise + raw[cut + len(noise) :]
+    for blob in (raw[:cut], damaged, gzip.compress(raw)[: cut // 2]):
+        with contextlib.suppress(LayerError):
+            read_members(chunks_of(blob, 50), EVERYTHING)
+
+
+def test_paths_read_from_an_image_are_shown_escaped_and_bounded() -> None:
+    name = "evil\n<!channel>" + "x" * 300
+    tree = tree_of([Member(name, elf_header("amd64"))])
+    walk = judge_tree(tree, RunConfig(argv=("/" + name,)), (), ARM64, "sha256:" + "a" * 64)
+    assert walk.check is not None
+    [sentence] = messages.binary_problems("runtime v1.0.0", [walk.check])
+    assert "\n" not in sentence and "\\n" in sentence and len(sentence) < 300
