@@ -6,6 +6,7 @@ streamed from the registry exactly as after a merge."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -28,7 +29,7 @@ async def push_image(
     repo: str,
     arch: str,
     layers: list[tuple[str, bytes]],
-    run: dict[str, object],
+    run: Mapping[str, object],
 ) -> Pushed:
     descriptors = []
     for media_type, blob in layers:
