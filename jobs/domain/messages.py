@@ -121,6 +121,10 @@ def binary_layer_too_many(limit: int) -> str:
     return f"a layer has more than {limit} entries"
 
 
+def binary_layer_stalled(seconds: float) -> str:
+    return f"a layer stopped arriving for {seconds:g} seconds"
+
+
 def binary_not_an_image() -> str:
     return "the index entry is an index, not an image"
 

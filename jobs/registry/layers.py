@@ -201,10 +201,19 @@ async def read_layer(
 ) -> list[Entry]:
     """One layer's entries, streamed from the registry."""
     loop = asyncio.get_running_loop()
+    # The client's read timeout bounds each chunk; the margin covers a retried request. A
+    # reader thread left behind by a cancelled check (a worker shutting down) thus ends
+    # instead of waiting for a loop that no longer runs.
+    wait = client.settings.timeout * 2 + 5
     async with client.stream_blob(ref, layer) as chunks:
 
         def next_chunk() -> bytes | None:
-            return asyncio.run_coroutine_threadsafe(_next(chunks), loop).result()
+            future = asyncio.run_coroutine_threadsafe(_next(chunks), loop)
+            try:
+                return future.result(timeout=wait)
+            except TimeoutError:
+                future.cancel()
+                raise LayerError(messages.binary_layer_stalled(wait)) from None
 
         return await asyncio.to_thread(read_members, next_chunk, plan)
 
