@@ -86,6 +86,9 @@ class Component:
     context: str = "."
     build_args: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     target: str | None = None
+    # Absolute paths in the image (files, or directories checked file by file) whose ELF
+    # binaries must be of each platform's architecture, besides the entrypoint.
+    binaries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,10 @@ class Config:
     promotion: Promotion = Promotion()
     queue: QueueSettings = QueueSettings()
     staging_tag: str = "{version}-{arch}"
+    # Whether a merged index's binaries are checked against its platforms (ELF headers).
+    check_binaries: bool = True
+    # Images named in FROM -> the reference to build from instead (a mirror).
+    base_images: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     path: Path | None = None
     """The file this was loaded from; None for the built-in defaults."""
 

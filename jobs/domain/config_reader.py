@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import NoReturn, TypeVar
 
 from jobs.domain import messages
+from jobs.domain.base_images import context_name
 from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
@@ -56,6 +57,7 @@ from jobs.domain.config_grammar import (
 )
 from jobs.domain.permissions import ROLES, Action, Grant, Permissions, build_permissions
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform
+from jobs.domain.references import InvalidReferenceError
 from jobs.domain.versions import (
     COMPONENT_NAME_MAX_LENGTH,
     is_component_name,
@@ -259,6 +261,8 @@ class _Reader:
                 "permissions",
                 "promotion",
                 "queue",
+                "check_binaries",
+                "base_images",
             ),
         )
         for required in ("repository", "source", "components"):
@@ -289,6 +293,8 @@ class _Reader:
             promotion=promotion,
             queue=queue,
             staging_tag=staging_tag,
+            check_binaries=self.boolean(top.get("check_binaries", True), "check_binaries"),
+            base_images=self.base_images(top.get("base_images", {}), "base_images"),
             path=path,
         )
 
@@ -386,7 +392,9 @@ class _Reader:
         return tuple(components)
 
     def component(self, value: object, key: str) -> Component:
-        table = self.table(value, key, ("name", "dockerfile", "context", "target", "build_args"))
+        table = self.table(
+            value, key, ("name", "dockerfile", "context", "target", "build_args", "binaries")
+        )
         if "name" not in table:
             self.fail(self.join(key, "name"), messages.config_missing_key())
         name = self.name(table["name"], self.join(key, "name"), "component")
@@ -406,9 +414,53 @@ class _Reader:
             if not STAGE.fullmatch(target):
                 self.fail(target_key, messages.config_bad_target(target))
         build_args = self.build_args(table.get("build_args", {}), self.join(key, "build_args"))
-        return Component(
-            name=name, dockerfile=dockerfile, context=context, build_args=build_args, target=target
+        binaries = self.unique_items(
+            table.get("binaries", []), self.join(key, "binaries"), self.image_path, non_empty=False
         )
+        return Component(
+            name=name,
+            dockerfile=dockerfile,
+            context=context,
+            build_args=build_args,
+            target=target,
+            binaries=binaries,
+        )
+
+    def image_path(self, value: object, key: str) -> str:
+        """An absolute, plain path inside an image (`/usr/local/bin`)."""
+        text = self.text(value, key)
+        if not text.startswith("/"):
+            self.fail(key, messages.config_binary_path_not_absolute(text))
+        normal = posixpath.normpath(text)
+        if normal != text.rstrip("/") and text != "/":
+            self.fail(key, messages.config_binary_path_not_normal(text, normal))
+        return normal
+
+    def base_images(self, value: object, key: str) -> Mapping[str, str]:
+        """`"golang:1.22" = "mirror.example/library/golang:1.22"`: both image references,
+        keyed by the name BuildKit looks them up by."""
+        if not isinstance(value, dict):
+            self.fail(key, messages.config_wrong_type("a table", _type_name(value)))
+        mapped: dict[str, str] = {}
+        seen: dict[str, str] = {}
+        for name, target in value.items():
+            item_key = self.join(key, name)
+            try:
+                self.text(name, item_key)
+                familiar = context_name(name)
+            except InvalidReferenceError as error:
+                self.fail(item_key, messages.config_bad_base_image(name, str(error)))
+            text = self.text(target, item_key)
+            try:
+                if context_name(text) == familiar:
+                    self.fail(item_key, messages.config_base_image_same(name))
+            except InvalidReferenceError as error:
+                self.fail(item_key, messages.config_bad_base_image(text, str(error)))
+            if familiar in seen:
+                self.fail(item_key, messages.config_duplicate(familiar, seen[familiar]))
+            seen[familiar] = item_key
+            mapped[name] = text
+        return MappingProxyType(mapped)
 
     def build_args(self, value: object, key: str) -> Mapping[str, str]:
         if not isinstance(value, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from jobs.domain.copy_plan import DriftData, SyncData
+from jobs.domain.elf import BinaryCheck, BinaryStatus
 from jobs.domain.platforms import Platform
 from jobs.domain.verdict import EntryStatus, Outcome, Verdict
 
@@ -74,6 +75,84 @@ def verdict_headline(outcome: Outcome) -> str:
         Outcome.MISMATCH: "MISMATCH: an entry is not what it claims or cannot be resolved",
         Outcome.ERROR: "ERROR: the reference could not be read",
     }[outcome]
+
+
+# ---- the binary architecture check (jobs/usecases/binaries.py) ---------------------------
+
+
+def binary_problems(subject: str, checks: Sequence[BinaryCheck]) -> list[str]:
+    """One sentence per file of the wrong architecture, missing or unreadable, e.g.
+    "gateway-plugins v0.7.0: the linux/arm64 image's /gateway-plugins (entrypoint) is built
+    for x86-64, not arm64"."""
+    problems = []
+    for check in checks:
+        image = f"the {check.platform} image"
+        for found in check.problems:
+            path, via = _image_text(found.path), _image_text(found.via)
+            if found.status is BinaryStatus.MISMATCH and found.header is not None:
+                problems.append(
+                    f"{subject}: {image}'s {path} ({via}) is built for "
+                    f"{found.header.label}, not {check.platform.architecture}"
+                )
+            elif found.status is BinaryStatus.MISSING:
+                problems.append(f"{subject}: {image} has no {path} ({via})")
+            else:
+                problems.append(
+                    f"{subject}: {image}'s binaries could not be checked: {found.detail}"
+                )
+    return problems
+
+
+def _image_text(text: str, limit: int = 160) -> str:
+    """A path read from an image (a tar member, a `#!` line) as a sentence may show it:
+    printable ASCII, bounded; anything else is escaped as `quote_input` escapes it."""
+    if text.isascii() and text.isprintable() and len(text) <= limit and "`" not in text:
+        return text
+    return quote_input(text, limit)
+
+
+def binary_layer_zstd() -> str:
+    return "a layer is zstd-compressed, which this check cannot read"
+
+
+def binary_layer_not_tar() -> str:
+    return "a layer is not a valid tar archive"
+
+
+def binary_layer_gzip_corrupt() -> str:
+    return "a layer's gzip stream is corrupt"
+
+
+def binary_layer_too_many(limit: int) -> str:
+    return f"a layer has more than {limit} entries"
+
+
+def binary_layer_stalled(seconds: float) -> str:
+    return f"a layer stopped arriving for {seconds:g} seconds"
+
+
+def binary_not_an_image() -> str:
+    return "the index entry is an index, not an image"
+
+
+def binary_files_unsettled(passes: int) -> str:
+    return f"the files to check were still not all read after {passes} reads of the layers"
+
+
+def config_binary_path_not_absolute(value: str) -> str:
+    return f"{quote_input(value)} is not an absolute path in the image; write it as /usr/bin/NAME"
+
+
+def config_binary_path_not_normal(value: str, normal: str) -> str:
+    return f"{quote_input(value)} is not a plain path; write it as {quote_input(normal)}"
+
+
+def config_bad_base_image(value: str, error: str) -> str:
+    return f"{quote_input(value)} is not an image reference: {error}"
+
+
+def config_base_image_same(name: str) -> str:
+    return f"{quote_input(name)} is mapped to the image it names"
 
 
 # ---- release inputs: versions, component names, mirrors ----------------------------------

@@ -423,6 +423,53 @@ class RegistryClient:
         self._verify(ref, fetched.body, digest, "blob")
         return fetched.body
 
+    @asynccontextmanager
+    async def stream_blob(
+        self, ref: Reference, blob: Descriptor
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A blob's bytes in chunks as they arrive (a layer read without holding it whole).
+        Its size and digest are checked on the way: a longer blob, or one that does not
+        match, raises DigestMismatchError, before the last chunk is handed over."""
+        url = self._url(ref, f"/v2/{ref.repository}/blobs/{blob.digest}")
+        async with self._exchange(
+            ref,
+            "GET",
+            url,
+            scope=scope_for(ref.repository),
+            headers={"Accept": "*/*"},
+            final=(200,),
+        ) as response:
+            yield self._checked_chunks(ref, response, blob)
+
+    async def _checked_chunks(
+        self, ref: Reference, response: Response, blob: Descriptor
+    ) -> AsyncIterator[bytes]:
+        algorithm = blob.digest.split(":", 1)[0]
+        try:
+            hasher = hashlib.new(algorithm)
+        except ValueError:
+            raise ProtocolError(str(ref), f"unsupported digest {blob.digest}") from None
+        held: bytes | None = None
+        received = 0
+        async for chunk in response.iter_chunks(CHUNK_BYTES):
+            received += len(chunk)
+            if received > blob.size:
+                raise DigestMismatchError(
+                    str(ref), f"the blob {blob.digest} is longer than its {blob.size} bytes"
+                )
+            hasher.update(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if received != blob.size or actual != blob.digest:
+            raise DigestMismatchError(
+                str(ref),
+                f"the blob {blob.digest} does not match its digest (got {received} bytes)",
+            )
+        if held is not None:
+            yield held
+
     async def head_manifest(self, ref: Reference) -> str | None:
         """The digest `ref` (tag or digest) resolves to, read with one HEAD; None when the
         registry has no such manifest."""

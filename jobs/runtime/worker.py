@@ -295,6 +295,7 @@ class Worker:
                 target=component.target,
                 builder=self.settings.builder,
                 push_by_digest=bool(self.builder and self.builder.can_push_by_digest),
+                base_images=config.base_images,
             )
             loop = asyncio.get_running_loop()
             last: list[Progress] = []

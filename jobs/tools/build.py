@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 
 from python_on_whales import DockerException, docker
 
+from jobs.domain.base_images import build_contexts, rewrite_from_lines, supports_named_contexts
 from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
@@ -92,6 +94,7 @@ class BuilderInfo:
     name: str
     driver: str
     platforms: tuple[Platform, ...]
+    buildkit: str = ""  # the BuildKit version its first node reports, e.g. v0.8+unknown
 
     @property
     def can_push_by_digest(self) -> bool:
@@ -114,8 +117,12 @@ def inspect_builder(name: str | None) -> BuilderInfo:
                 platforms.append(parse_platform(text.strip().rstrip("*")))
             except ValueError:
                 continue
+    nodes = builder.nodes or []
     return BuilderInfo(
-        builder.name or (name or "default"), builder.driver or "", tuple(dict.fromkeys(platforms))
+        builder.name or (name or "default"),
+        builder.driver or "",
+        tuple(dict.fromkeys(platforms)),
+        (nodes[0].version or "") if nodes else "",
     )
 
 
@@ -143,6 +150,8 @@ class BuildRequest:
     target: str | None = None
     builder: str | None = None
     push_by_digest: bool = False
+    # Images named in FROM -> the reference to build from instead (validated by the config).
+    base_images: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,31 @@ class BuildResult:
     digest: str
     pushed_as: str  # what was pushed: repo:staging-tag, or repo@digest
     log_tail: tuple[str, ...]
+
+
+def redirect_base_images(request: BuildRequest, named_contexts: bool) -> dict[str, Any]:
+    """The build's arguments that take its base images from the configured references:
+    named build contexts when the builder has them, else a copy of the Dockerfile (beside
+    the metadata file, never in the source) whose mapped FROM lines name them."""
+    if not request.base_images:
+        return {}
+    if named_contexts:
+        return {"build_contexts": build_contexts(request.base_images)}
+    try:
+        text = request.dockerfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise BuildError(f"the Dockerfile cannot be read: {error}") from None
+    rewritten, redirected = rewrite_from_lines(text, request.base_images, request.build_args)
+    if not redirected:
+        return {}
+    folder = request.metadata_file.parent / "dockerfile"
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / request.dockerfile.name
+    copy.write_text(rewritten, encoding="utf-8")
+    ignore = request.dockerfile.with_name(request.dockerfile.name + ".dockerignore")
+    if ignore.is_file():  # BuildKit reads a Dockerfile's own ignore file from beside it
+        shutil.copyfile(ignore, folder / ignore.name)
+    return {"file": copy}
 
 
 def _build_kwargs(request: BuildRequest) -> dict[str, Any]:
@@ -188,8 +222,12 @@ def run_build(
     """Build and push; blocking (run it in a thread from asyncio code)."""
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     request.metadata_file.unlink(missing_ok=True)
+    kwargs = _build_kwargs(request)
+    if request.base_images:
+        version = inspect_builder(request.builder).buildkit
+        kwargs.update(redirect_base_images(request, supports_named_contexts(version)))
     try:
-        lines = docker.buildx.build(request.context, **_build_kwargs(request))
+        lines = docker.buildx.build(request.context, **kwargs)
         assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
         for line in lines:
             line = line.rstrip("\n")

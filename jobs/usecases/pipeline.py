@@ -40,6 +40,7 @@ from jobs.store.releases import ReleaseStore, RunStart
 from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
+from jobs.usecases.binaries import check_index
 
 log = logging.getLogger("aibrix.pipeline")
 
@@ -429,6 +430,14 @@ class Pipeline:
             raise MergeError(
                 f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
             )
+        if outcome == Outcome.OK.value and self.config.check_binaries:
+            # The labels agree; now the bytes: the ELF headers of every platform's binaries.
+            paths = self.config.component(job.component).binaries
+            wrong = messages.binary_problems(
+                subject, await check_index(client, image, digest, paths)
+            )
+            problems += wrong
+            outcome = Outcome.MISMATCH.value if wrong else outcome
         if decision.action is not TagAction.KEEP:
             await self.store.record_tag(
                 release.version,
