@@ -38,6 +38,8 @@ class Problem:
     message: str
 
     def sentence(self) -> str:
+        if self.kind == MISSING:  # its message names the path already
+            return self.message
         return messages.problem_line(self.file, self.line, self.message)
 
 
