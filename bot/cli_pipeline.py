@@ -41,7 +41,7 @@ from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
 from jobs.usecases.pipeline import Pipeline, ReleasePlan, plan_release
-from jobs.usecases.plan import make_plan
+from jobs.usecases.plan import make_plan, shown_findings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -203,6 +203,12 @@ def cmd_release(args: argparse.Namespace) -> int:
                 f"{release.run_id[:8]}",
                 file=sys.stderr,
             )
+            if created:
+                shown = await shown_findings(
+                    config, plan.version, release.components, release.source_ref
+                )
+                if shown is not None:
+                    print(shown, file=sys.stderr)
             if args.no_follow:
                 return 0
             final = await follow(pipeline, release, args.timeout)

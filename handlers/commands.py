@@ -49,7 +49,7 @@ from jobs.domain.permissions import Action
 from jobs.registry.client import RegistryClient
 from jobs.registry.inspection import inspect_reference
 from jobs.tools.source import SourceError
-from jobs.usecases.plan import make_plan
+from jobs.usecases.plan import make_plan, shown_findings
 
 log = logging.getLogger("aibrix.bot")
 
@@ -235,9 +235,11 @@ async def run_command(
             )
             return False
         await post_status_message(deps, client, release)
-        await _answer(
-            respond, blocks.plain(messages.slack_release_started(release.version, release.run_id))
+        started = messages.slack_release_started(release.version, release.run_id)
+        shown = await shown_findings(
+            deps.config, command.plan.version, release.components, release.source_ref
         )
+        await _answer(respond, blocks.plain(started if shown is None else f"{started}\n{shown}"))
         return True
     if isinstance(command, InspectCommand):
         async with RegistryClient(deps.registry) as registry:

@@ -26,7 +26,7 @@ from jobs.domain.verdict import Outcome
 from jobs.domain.versions import Version
 from jobs.registry.client import RegistryClient, RegistrySettings
 from jobs.registry.inspection import inspect_many
-from jobs.tools.source import resolve_revision
+from jobs.tools.source import SourceError, resolve_revision
 from jobs.tools.tree import SourceTree, default_cache_dir, open_tree
 
 
@@ -139,3 +139,20 @@ async def check_request(
             )
         )
     return plan
+
+
+async def shown_findings(
+    config: Config, version: Version, components: Sequence[str], revision: str
+) -> str | None:
+    """What a started release's answer adds: the manifest findings the policy lets
+    through (a prerelease's, by default), as one sentence; None when there are none.
+    Reads the tree the request just read (cached: no fetch)."""
+    try:
+        problems, _ = await asyncio.to_thread(
+            _facts, config, version, revision, components, default_cache_dir()
+        )
+    except SourceError:  # the run is started; a lost note must not fail the answer
+        return None
+    if not problems:
+        return None
+    return messages.release_shown_problems(str(version), [p.sentence() for p in problems])

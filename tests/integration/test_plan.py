@@ -297,12 +297,21 @@ async def test_each_manifest_finding_names_the_file_the_line_and_what_it_should_
         assert f"{OVERLAY}:{line}: aibrix/runtime has newTag v0.6.0" in str(caught.value)
         assert f"{CHART}:{CHART_APP_VERSION_LINE}: appVersion is 0.6.0" in str(caught.value)
         assert await redis_keys() == []
-        release, created = await pipeline.request_release(
-            plan_release(config, "v0.7.1-rc.1"), "U0REQUESTER"
-        )
-        assert created and release.version == "v0.7.1-rc.1"
+    finally:
+        await redis.aclose()
+    code, _, err = await cli(config_path, cache, redis_url, "release", "v0.7.1-rc.1", "--no-follow")
+    assert code == 0, err
+    assert "v0.7.1-rc.1: started run" in err
+    assert (
+        f"v0.7.1-rc.1 is a prerelease, so it goes ahead, but its manifests disagree with it: "
+        f"{OVERLAY}:{overlay_line(candidate, 'gateway-plugins')}: aibrix/gateway-plugins has "
+        "newTag v0.7.1-rc.0"
+    ) in err
+    redis = await connect(RedisSettings.from_dsn(redis_url, key_prefix=key_prefix))
+    try:
+        pipeline = Pipeline(redis, config)
         depth = await pipeline.queue.depth(pipeline.keys.job_stream("linux/amd64"))
-        assert depth.lag == 6  # six components queued for amd64
+        assert depth.lag == 6  # the candidate's six components are queued for amd64
     finally:
         await redis.aclose()
 
@@ -399,7 +408,8 @@ async def test_slash_plan_shows_the_plan_and_slash_release_refuses_a_missing_pat
     monkeypatch.setenv("AIBRIX_SOURCE_CACHE", str(tmp_path / "cache"))
     broken = SampleRelease("v0.7.1", "new", chart=True, remove=("development/app",))
     repo = tmp_path / "aibrix"
-    commits = make_sample_repo(repo, [NEW, broken])
+    candidate = SampleRelease("v0.7.2-rc.1", "new", chart=True, overlay_tag="v0.7.2-rc.0")
+    commits = make_sample_repo(repo, [NEW, broken, candidate])
     config = write_config(tmp_path, plan_config(lab, repo, namespace, key_prefix))
     async with running_bot(lab, redis_url, config, key_prefix, namespace) as bot:
         try:
@@ -427,6 +437,12 @@ async def test_slash_plan_shows_the_plan_and_slash_release_refuses_a_missing_pat
             )
             assert await bot.keys() == []  # no run, no job, no kept delivery claim
             assert await bot.pipeline.find_run("v0.7.1") is None
+
+            # a prerelease whose overlay disagrees goes ahead, and its answer says so
+            await bot.slack.slash_command("release v0.7.2-rc.1", user_id=REQUESTER)
+            started = await bot.ephemeral(REQUESTER, lambda e: "started run" in e.text)
+            assert "v0.7.2-rc.1 is a prerelease, so it goes ahead" in started.text
+            assert "aibrix/runtime has newTag v0.7.2-rc.0" in started.text
 
             # refused in the ack itself, before anything is read
             response = await bot.slack.slash_command("plan v0.7.0 --json", user_id=STRANGER)
