@@ -316,3 +316,14 @@ def plan_bad_option(option: str) -> str:
         f"unknown option {quote_input(option)}: `plan` takes a version and component "
         "names, no options"
     )
+
+
+def approval_refused_dependencies(version: str) -> str:
+    return f"approval of {version} refused: a dependency image lacks a required platform"
+
+
+def approval_dependencies_unreadable(version: str, what: Sequence[str]) -> str:
+    return (
+        f"could not check the dependency images of {version}; try again ({'; '.join(what)}; "
+        "nothing was recorded and the release stays ready)"
+    )

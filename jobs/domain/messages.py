@@ -1033,3 +1033,15 @@ def dependency_line(reference: str, verdict: str, missing: Sequence[str], error:
     if missing:
         return f"{reference}: {verdict}: missing {', '.join(missing)}"
     return f"{reference}: {verdict}"
+
+
+def dependency_blocks(reference: str, verdict: str, missing: Sequence[str]) -> str:
+    if missing:
+        return (
+            f"dependency {reference} is missing {', '.join(missing)}: the release deploys it, "
+            "so it cannot be promoted until the image has every required platform"
+        )
+    return (
+        f"dependency {reference} is {verdict}: the release deploys it, so it cannot be "
+        "promoted until the image is right for every required platform"
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.domain import messages
@@ -156,3 +157,49 @@ async def shown_findings(
     if not problems:
         return None
     return messages.release_shown_problems(str(version), [p.sentence() for p in problems])
+
+
+@dataclass(frozen=True)
+class DependencyGate:
+    """The dependency images at the moment of promotion: `blocking`, one sentence per
+    image without a required platform (or of the wrong one); `unreadable`, what could not
+    be read (an image, or the source's manifests), which proves nothing either way."""
+
+    blocking: tuple[str, ...] = ()
+    unreadable: tuple[str, ...] = ()
+
+
+async def dependency_gate(
+    config: Config,
+    version: Version,
+    components: Sequence[str],
+    platforms: Sequence[Platform],
+    revision: str,
+    registry: RegistrySettings,
+) -> DependencyGate:
+    """Inspect the release's dependency images (its overlays' third-party images at the
+    run's revision, and the configured ones) for every required platform. A dependency
+    without arm64 (AIBrix #1094) blocks the promotion, with the reason."""
+    preflight = config.preflight
+    if not preflight.kustomizations and not preflight.dependencies:
+        return DependencyGate()
+    found: tuple[str, ...] = ()
+    if preflight.kustomizations:
+        try:
+            _, found = await asyncio.to_thread(
+                _facts, config, version, revision, components, default_cache_dir()
+            )
+        except SourceError as error:
+            return DependencyGate(unreadable=(str(error),))
+    judged = await _dependencies((*found, *preflight.dependencies), platforms, registry)
+    blocking = tuple(
+        messages.dependency_blocks(d.reference, d.verdict, d.missing)
+        for d in judged
+        if not d.ok and d.verdict != Outcome.ERROR.value
+    )
+    unreadable = tuple(
+        messages.dependency_line(d.reference, d.verdict, d.missing, d.error)
+        for d in judged
+        if d.verdict == Outcome.ERROR.value
+    )
+    return DependencyGate(blocking, unreadable)

@@ -17,11 +17,21 @@ import aiohttp
 import pytest
 
 from jobs.domain.config_reader import load_config
+from jobs.domain.release import State
 from jobs.store.connections import RedisSettings, connect
 from jobs.usecases.pipeline import Pipeline, plan_release
 from jobs.usecases.plan import PlanRefused
 from tests.conftest import REPO, Lab
-from tests.support.bot import APPROVER, CHANNEL, REQUESTER, STRANGER, answer, running_bot
+from tests.support.bot import (
+    APPROVER,
+    CHANNEL,
+    REQUESTER,
+    STRANGER,
+    answer,
+    click,
+    make_ready,
+    running_bot,
+)
 from tests.support.oci_push import OciPusher, entry
 from tests.support.sample_repo import (
     CHART_APP_VERSION_LINE,
@@ -449,6 +459,51 @@ async def test_slash_plan_shows_the_plan_and_slash_release_refuses_a_missing_pat
             bad = answer(response.body)
             assert bad["response_type"] == "ephemeral"
             assert "`plan` takes a version and component names" in bad["text"]
+        finally:
+            keys = await bot.server.redis.keys(f"{key_prefix}*")
+            if keys:
+                await bot.server.redis.delete(*keys)
+
+
+# ---- a dependency without arm64 blocks promotion ------------------------------------------
+
+
+async def test_a_dependency_without_arm64_blocks_promotion_with_the_reason(
+    lab: Lab,
+    redis_url: str,
+    key_prefix: str,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIBRIX_SOURCE_CACHE", str(tmp_path / "cache"))
+    pusher = OciPusher(lab.registry)
+    async with aiohttp.ClientSession() as session:
+        amd = await pusher.image(session, f"{namespace}/kuberay-operator", os="linux", arch="amd64")
+        await pusher.index(
+            session, f"{namespace}/kuberay-operator", "v1.2.1", [entry(amd, "linux", "amd64")]
+        )
+    kuberay = f"{lab.registry}/{namespace}/kuberay-operator"
+    release = SampleRelease("v0.7.0", "new", chart=True, dependencies=[(kuberay, "v1.2.1")])
+    repo = tmp_path / "aibrix"
+    commits = make_sample_repo(repo, [release])
+    config = write_config(tmp_path, plan_config(lab, repo, namespace, key_prefix))
+    async with running_bot(lab, redis_url, config, key_prefix, namespace) as bot:
+        try:
+            ready = await make_ready(bot, "v0.7.0", commits["v0.7.0"])
+            answer_text = await click(bot, "approve_release", APPROVER, ready.status_ts)
+            assert "approval of v0.7.0 refused: a dependency image lacks a required platform" in (
+                answer_text
+            )
+            reason = (
+                f"dependency {kuberay}:v1.2.1 is missing linux/arm64: the release deploys it, "
+                "so it cannot be promoted until the image has every required platform"
+            )
+            assert reason in answer_text
+            blocked = await bot.pipeline.find_run("v0.7.0")
+            assert blocked is not None and blocked.state is State.BLOCKED
+            assert blocked.state_reason == reason
+            assert not blocked.approvals
         finally:
             keys = await bot.server.redis.keys(f"{key_prefix}*")
             if keys:
