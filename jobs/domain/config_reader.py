@@ -140,15 +140,17 @@ def config_from_data(
 
 
 def _python_from_v05(old_dockerfile: str) -> list[dict[str, object]]:
-    # metadata-service and runtime became one build of Dockerfile.python in v0.5.0 (#1702).
+    # metadata-service and runtime became one build of Dockerfile.python in v0.5.0 (#1702),
+    # which landed between v0.5.0-rc.1 (still the old Dockerfiles) and v0.5.0-rc.2.
     return [
-        {"versions": "<v0.5.0", "dockerfile": old_dockerfile},
-        {"versions": ">=v0.5.0", "dockerfile": "build/container/Dockerfile.python"},
+        {"versions": "<v0.5.0-rc.2", "dockerfile": old_dockerfile},
+        {"versions": ">=v0.5.0-rc.2", "dockerfile": "build/container/Dockerfile.python"},
     ]
 
 
-# AIBrix at every tag (see docs: the components by version, the release overlay and
-# chart, the dependency images AIBrix mirrors by hand).
+# AIBrix at every tag, as its git history has it (checked against vllm-project/aibrix
+# v0.1.0 to v0.7.0: the components by version, the release overlay and chart, the
+# dependency images AIBrix mirrors by hand).
 _DEFAULTS: dict[str, object] = {
     "repository": "docker.io/aibrix",
     "platforms": ["linux/amd64", "linux/arm64"],
@@ -157,10 +159,17 @@ _DEFAULTS: dict[str, object] = {
         {"name": "controller-manager", "dockerfile": "build/container/Dockerfile"},
         {"name": "gateway-plugins", "dockerfile": "build/container/Dockerfile.gateway"},
         {
+            # before v0.2.0-rc.2 the metadata service was "users" (Dockerfile.users)
             "name": "metadata-service",
+            "versions": ">=v0.2.0-rc.2",
             "layout": _python_from_v05("build/container/Dockerfile.metadata"),
         },
-        {"name": "kvcache-watcher", "dockerfile": "build/container/Dockerfile.kvcache"},
+        {
+            # Dockerfile.kvcache first appears in v0.3.0-rc.1
+            "name": "kvcache-watcher",
+            "versions": ">=v0.3.0-rc.1",
+            "dockerfile": "build/container/Dockerfile.kvcache",
+        },
         {"name": "runtime", "layout": _python_from_v05("build/container/Dockerfile.runtime")},
         {
             "name": "vllm-mock",

@@ -21,7 +21,6 @@ DEFAULTS = default_config()
 ALWAYS = {
     "controller-manager": "build/container/Dockerfile",
     "gateway-plugins": "build/container/Dockerfile.gateway",
-    "kvcache-watcher": "build/container/Dockerfile.kvcache",
 }
 
 versions = st.builds(
@@ -29,7 +28,7 @@ versions = st.builds(
     st.integers(0, 2),
     st.integers(0, 9),
     st.integers(0, 3),
-    st.sampled_from(["", "rc.1", "rc.2", "alpha.0"]),
+    st.sampled_from(["", "rc.1", "rc.2", "rc.3", "alpha.0"]),
 )
 
 
@@ -58,7 +57,11 @@ def test_aibrix_from_v05_builds_dockerfile_python_and_from_v07_vllm_mock() -> No
     v05 = layout_of("v0.5.0")
     assert v05["metadata-service"] == v05["runtime"] == ("build/container/Dockerfile.python", ".")
     assert "vllm-mock" not in v05
-    assert layout_of("v0.5.0-rc.1")["runtime"][0] == "build/container/Dockerfile.python"
+    # #1702 landed between v0.5.0-rc.1 (old Dockerfiles) and v0.5.0-rc.2 (Dockerfile.python)
+    assert layout_of("v0.5.0-rc.1")["runtime"][0] == "build/container/Dockerfile.runtime"
+    assert layout_of("v0.5.0-rc.2")["runtime"][0] == "build/container/Dockerfile.python"
+    # vllm-mock was released from v0.7.0-rc.1 on
+    assert "vllm-mock" in layout_of("v0.7.0-rc.1")
     v07 = layout_of("v0.7.0")
     assert v07["vllm-mock"] == ("development/app/Dockerfile", "development/app")
     assert list(v07) == [
@@ -77,10 +80,13 @@ def test_the_defaults_follow_the_table_of_aibrix_md(version: Version) -> None:
     found = {c.name: c for c in components_for(DEFAULTS, version)}
     for name, dockerfile in ALWAYS.items():
         assert found[name].dockerfile_path == dockerfile
-    python = core >= (0, 5, 0)
+    python = version >= parse_version("v0.5.0-rc.2")
     for name, old in (("metadata-service", "metadata"), ("runtime", "runtime")):
         expected = "Dockerfile.python" if python else f"Dockerfile.{old}"
-        assert found[name].dockerfile_path == f"build/container/{expected}"
+        if name in found:
+            assert found[name].dockerfile_path == f"build/container/{expected}"
+    assert ("metadata-service" in found) == (version >= parse_version("v0.2.0-rc.2"))
+    assert ("kvcache-watcher" in found) == (version >= parse_version("v0.3.0-rc.1"))
     assert ("vllm-mock" in found) == (core >= (0, 7, 0))
     assert all(not c.layouts and c.versions is None for c in found.values())
 

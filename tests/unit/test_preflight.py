@@ -117,3 +117,69 @@ def test_a_manifest_that_cannot_be_read_is_a_finding_with_its_line(text: str, li
 def test_an_empty_manifest_says_nothing() -> None:
     assert check_kustomization(OVERLAY, "", V070, OWN).problems == ()
     assert check_chart(CHART, "", V070).problems == ()
+
+
+# AIBrix v0.6.0 as tagged (vllm-project/aibrix, Apache-2.0): the final release's overlay
+# and chart still named v0.5.0, the #2028 class. The preflight refuses it.
+AIBRIX_V060_OVERLAY = """\
+# this manifest is for public stable release.
+# Please override the tag with latest stable tags.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+
+resources:
+- ../../default
+- pdb.yaml
+
+patches:
+  - path: envoy_proxy_patch.yaml
+  - path: gateway_plugins_patch.yaml
+
+images:
+- name: quay.io/kuberay/operator
+  newName: aibrix/kuberay-operator
+  newTag: v1.2.1-patch-20250726
+- name: busybox
+  newTag: stable
+- name: redis
+  newTag: latest
+- name: aibrix/gateway-plugins
+  newTag: v0.5.0
+- name: aibrix/metadata-service
+  newTag: v0.5.0
+- name: aibrix/controller-manager
+  newTag: v0.5.0
+- name: aibrix/runtime
+  newTag: v0.5.0
+"""
+AIBRIX_V060_CHART = """\
+apiVersion: v2
+name: aibrix
+description: Cloud-native LLM inference infrastructure
+type: application
+version: 0.5.0
+appVersion: "0.5.0"
+"""
+
+
+def test_aibrix_v060_as_tagged_is_caught() -> None:
+    v060 = parse_version("v0.6.0")
+    found = check_kustomization(OVERLAY, AIBRIX_V060_OVERLAY, v060, OWN)
+    assert [(p.line, p.message) for p in found.problems] == [
+        (line, f"aibrix/{image} has newTag v0.5.0; a release of v0.6.0 must ship newTag v0.6.0")
+        for line, image in (
+            (23, "gateway-plugins"),
+            (25, "metadata-service"),
+            (27, "controller-manager"),
+            (29, "runtime"),
+        )
+    ]
+    assert found.dependencies == (
+        "aibrix/kuberay-operator:v1.2.1-patch-20250726",
+        "busybox:stable",
+        "redis:latest",
+    )
+    (chart,) = check_chart(CHART, AIBRIX_V060_CHART, v060).problems
+    assert chart.sentence() == (
+        f"{CHART}:6: appVersion is 0.5.0; a release of v0.6.0 must ship appVersion 0.6.0"
+    )
