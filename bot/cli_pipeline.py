@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -23,12 +24,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bot import messages as terminal
 from bot.follow import Display, release_lines
+from bot.report import plan_lines
 from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.errors import Refused, UsageError
 from jobs.domain.messages import short_digest
 from jobs.domain.permissions import Action, Actor, authorize, operator
+from jobs.domain.plan import plan_json
 from jobs.domain.platforms import parse_platform
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, State
@@ -36,7 +40,8 @@ from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
-from jobs.usecases.pipeline import Pipeline, plan_release
+from jobs.usecases.pipeline import Pipeline, ReleasePlan, plan_release
+from jobs.usecases.plan import make_plan, shown_findings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -62,6 +67,14 @@ def add_commands(commands: Any) -> None:
         "release tags; audited (see docs/security.md)",
     )
     release.add_argument("--no-follow", action="store_true", help="enqueue and return")
+    release.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the plan (components, builds, tags, preflight problems, dependency "
+        "images) and change nothing; exit 0 clean, 1 problems, 2 invalid input, 3 the "
+        "source cannot be read",
+    )
+    release.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     release.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(release)
 
@@ -156,9 +169,27 @@ def release_exit(release: Release) -> int:
     return 0 if release.state in (State.READY, State.PROMOTED) else 1
 
 
+def cmd_plan(args: argparse.Namespace, config: Config, plan: ReleasePlan) -> int:
+    """`release VERSION --dry-run`: the plan, read-only (no Redis, nothing written)."""
+    authorized(config, Action.PLAN)
+    registry = RegistrySettings(insecure_registries=insecure_from_env())
+    made = asyncio.run(
+        make_plan(config, plan.version, plan.components, plan.platforms, registry=registry)
+    )
+    if args.json:
+        print(json.dumps(plan_json(made), indent=2))
+    else:
+        print("\n".join(plan_lines(made)))
+    return 0 if made.clean else 1
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     config = load(args)
     plan = plan_release(config, args.version, args.component, args.platform)
+    if args.dry_run:
+        return cmd_plan(args, config, plan)
+    if args.json:
+        raise UsageError(terminal.json_needs_dry_run())
     settings = redis_settings(args, config)
     actor = authorized(config, Action.RELEASE)
 
@@ -172,6 +203,12 @@ def cmd_release(args: argparse.Namespace) -> int:
                 f"{release.run_id[:8]}",
                 file=sys.stderr,
             )
+            if created:
+                shown = await shown_findings(
+                    config, plan.version, release.components, release.source_ref
+                )
+                if shown is not None:
+                    print(shown, file=sys.stderr)
             if args.no_follow:
                 return 0
             final = await follow(pipeline, release, args.timeout)

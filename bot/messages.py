@@ -16,6 +16,25 @@ def slack_app_token_refused(error: str) -> str:
     )
 
 
+# ---- aibrix-bot release --dry-run (bot/cli_pipeline.py) -------------------------------------
+
+
+def json_needs_dry_run() -> str:
+    return "--json goes with --dry-run (a release itself prints its progress, not JSON)"
+
+
+def plan_heading(version: str, revision: str) -> str:
+    return f"plan of {version} at revision {revision}"
+
+
+def plan_clean() -> str:
+    return "no problems: the release can be queued"
+
+
+def plan_shared(components: str, build: str) -> str:
+    return f"  {components} are one build ({build}): built once per platform"
+
+
 # ---- aibrix-bot sync (bot/cli.py) -----------------------------------------------------------
 
 

@@ -1,15 +1,19 @@
-"""Terminal rendering of inspection results (the table `aibrix-bot inspect` prints)."""
+"""Terminal rendering of inspection results (the table `aibrix-bot inspect` prints) and
+of a release's plan (`aibrix-bot release VERSION --dry-run`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot import messages as terminal
 from jobs.domain.messages import (
+    dependency_line,
     duplicate_entry,
     short_digest,
     verdict_headline,
     verdict_problems,
 )
+from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform
 from jobs.registry.inspection import Inspection
 
@@ -44,3 +48,30 @@ def inspection_table(inspection: Inspection) -> str:
 
 def inspection_tables(inspections: Sequence[Inspection]) -> str:
     return "\n\n".join(inspection_table(i) for i in inspections)
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    lines = [terminal.plan_heading(str(plan.version), plan.revision), "components:"]
+    rows = [("NAME", "DOCKERFILE", "CONTEXT", "BUILD")]
+    rows += [(c.name, c.dockerfile, c.context, c.build) for c in plan.components]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        lines.append("  " + "  ".join([row[i].ljust(widths[i]) for i in range(3)] + [row[3]]))
+    for build, names in plan.shared_builds().items():
+        lines.append(terminal.plan_shared(", ".join(names), build))
+    lines.append("publish:")
+    for location, references in plan.publish:
+        lines.append(f"  {location}")
+        lines += [f"    {reference}" for reference in references]
+    if plan.dependencies:
+        lines.append("dependencies:")
+        lines += [
+            "  " + dependency_line(d.reference, d.verdict, d.missing, d.error)
+            for d in plan.dependencies
+        ]
+    if plan.problems:
+        lines.append("problems:")
+        lines += [f"  - {p.sentence()}" for p in plan.problems]
+    elif plan.clean:
+        lines.append(terminal.plan_clean())
+    return lines

@@ -58,9 +58,12 @@ from jobs.domain.approvals import needs_groups as needs_approver_groups
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.permissions import APPROVER_ACTIONS, Action, Actor
 from jobs.domain.permissions import needs_groups as needs_permission_groups
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import Release, pending_overwrites
+from jobs.domain.versions import parse_version
 from jobs.usecases import approval
 from jobs.usecases.pipeline import retry_refusal
+from jobs.usecases.plan import dependency_gate
 
 log = logging.getLogger("aibrix.bot")
 
@@ -238,6 +241,37 @@ async def on_approve(
             respond,
             blocks.error_message(
                 messages.approval_refused_drift(release.version) + "\n" + "\n".join(drift)
+            ),
+        )
+        return
+    gate = await dependency_gate(
+        deps.config,
+        parse_version(release.version),
+        release.components,
+        [parse_platform(p) for p in release.platforms],
+        release.source_ref,
+        deps.registry,
+    )
+    if gate.unreadable and not gate.blocking:
+        await forget_delivery(deps, action_delivery(body))  # proves nothing: stays ready
+        await _answer(
+            respond,
+            blocks.error_message(
+                messages.approval_dependencies_unreadable(release.version, gate.unreadable)
+            ),
+        )
+        return
+    if gate.blocking:
+        reason = "; ".join(gate.blocking)
+        await approval.block_on_drift(deps.pipeline, release, user, reason, where)
+        await confirm_delivery(deps, action_delivery(body))
+        deps.touch(release)
+        await _answer(
+            respond,
+            blocks.error_message(
+                messages.approval_refused_dependencies(release.version)
+                + "\n"
+                + "\n".join(gate.blocking)
             ),
         )
         return

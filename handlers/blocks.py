@@ -16,6 +16,7 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
+from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform, satisfies
 from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildState, Release, State, pending_overwrites
@@ -447,3 +448,43 @@ def status_message(releases: Sequence[Release]) -> Message:
         for r in releases
     ]
     return Message(f"{len(releases)} releases", text_sections(lines, MAX_BLOCKS))
+
+
+# ---- /aibrix plan -----------------------------------------------------------------------
+
+
+def plan_message(plan: Plan) -> Message:
+    """The plan of a release: its components and builds (shared ones said), the tags it
+    would write, the dependency images' verdicts and every problem, within Slack's limits."""
+    title = messages.plan_title(str(plan.version), plan.revision)
+    not_ok = [d for d in plan.dependencies if not d.ok]
+    summary = messages.plan_summary(
+        len(plan.components),
+        len({c.build for c in plan.components}),
+        len(plan.problems),
+        len(not_ok),
+    )
+    blocks: list[Block] = [header(title), context(escape(summary))]
+    rows = [("COMPONENT", "DOCKERFILE", "CONTEXT", "BUILD")]
+    rows += [(c.name, c.dockerfile, c.context, c.build) for c in plan.components]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    table = [escape("  ".join([r[i].ljust(widths[i]) for i in range(3)] + [r[3]])) for r in rows]
+    lines = [escape(p.sentence()) for p in plan.problems]
+    lines = [f":warning: {line}" for line in lines]
+    lines += [
+        escape(messages.plan_shared(", ".join(names), build))
+        for build, names in plan.shared_builds().items()
+    ]
+    lines += [
+        escape(core_messages.dependency_line(d.reference, d.verdict, d.missing, d.error))
+        for d in plan.dependencies
+    ]
+    lines += [f"*{escape(location)}*: {len(refs)} tags" for location, refs in plan.publish]
+    lines += [escape(messages.plan_nothing_changed())]
+    # Problems first: when Slack's limit cuts, it cuts the table's tail, not a finding.
+    problems_budget = MAX_BLOCKS - len(blocks) - 1
+    blocks.extend(text_sections(lines[: len(plan.problems)], problems_budget))
+    blocks.extend(table_sections(table, max(1, MAX_BLOCKS - len(blocks) - 1)))
+    blocks.extend(text_sections(lines[len(plan.problems) :], MAX_BLOCKS - len(blocks)))
+    text = _clip(f"{title}: {summary}", FALLBACK_LIMIT)
+    return Message(escape(text), blocks[:MAX_BLOCKS])

@@ -32,6 +32,7 @@ from handlers.parse import (
     HelpCommand,
     InspectCommand,
     ParseError,
+    PlanCommand,
     ReleaseCommand,
     RetryCommand,
     StatusCommand,
@@ -47,6 +48,8 @@ from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
 from jobs.registry.client import RegistryClient
 from jobs.registry.inspection import inspect_reference
+from jobs.tools.source import SourceError
+from jobs.usecases.plan import make_plan, shown_findings
 
 log = logging.getLogger("aibrix.bot")
 
@@ -71,6 +74,8 @@ def command_action(command: Command) -> Action:
         return Action.RETRY
     if isinstance(command, InspectCommand):
         return Action.INSPECT
+    if isinstance(command, PlanCommand):
+        return Action.PLAN  # read-only: whoever may inspect may see what a release would do
     return Action.STATUS
 
 
@@ -80,6 +85,8 @@ def ack_text(command: Command) -> str:
         return messages.slack_working(f"release {command.plan.version}{supersede}")
     if isinstance(command, InspectCommand):
         return messages.slack_working(f"inspect {command.reference}")
+    if isinstance(command, PlanCommand):
+        return messages.slack_working(f"plan {command.plan.version}")
     if isinstance(command, SyncCommand):
         return messages.slack_working(f"sync {command.version} to {command.mirror}")
     if isinstance(command, CancelCommand):
@@ -228,9 +235,11 @@ async def run_command(
             )
             return False
         await post_status_message(deps, client, release)
-        await _answer(
-            respond, blocks.plain(messages.slack_release_started(release.version, release.run_id))
+        started = messages.slack_release_started(release.version, release.run_id)
+        shown = await shown_findings(
+            deps.config, command.plan.version, release.components, release.source_ref
         )
+        await _answer(respond, blocks.plain(started if shown is None else f"{started}\n{shown}"))
         return True
     if isinstance(command, InspectCommand):
         async with RegistryClient(deps.registry) as registry:
@@ -241,6 +250,17 @@ async def run_command(
             else str(command.reference)
         )
         await _answer(respond, blocks.inspection_message([subject], [inspection]))
+        return False
+    if isinstance(command, PlanCommand):
+        plan = command.plan
+        try:
+            made = await make_plan(
+                deps.config, plan.version, plan.components, plan.platforms, registry=deps.registry
+            )
+        except SourceError as error:  # the source cannot be read: say why, nothing changed
+            await _answer(respond, blocks.error_message(str(error)))
+            return False
+        await _answer(respond, blocks.plan_message(made))
         return False
     if isinstance(command, StatusCommand):
         releases = await pipeline.status(command.version)

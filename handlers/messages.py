@@ -26,6 +26,7 @@ from jobs.domain.messages import (
 SLACK_USAGE = {
     "release": "/aibrix release VERSION [COMPONENT...] [--supersede]",
     "inspect": "/aibrix inspect COMPONENT TAG  or  /aibrix inspect IMAGE[:TAG]",
+    "plan": "/aibrix plan VERSION [COMPONENT...]",
     "status": "/aibrix status [VERSION]",
     "sync": "/aibrix sync VERSION MIRROR [--ready]",
     "cancel": "/aibrix cancel VERSION",
@@ -284,4 +285,45 @@ def overwrite_already_confirmed(version: str, targets: Sequence[str]) -> str:
     return (
         f"already confirmed: overwriting {', '.join(targets)} for {version}; its promotion "
         "is queued once"
+    )
+
+
+# ---- /aibrix plan (handlers/blocks.py) -------------------------------------------------------
+
+
+def plan_title(version: str, revision: str) -> str:
+    return f"Plan of {version} at {revision[:12]}"
+
+
+def plan_summary(components: int, builds: int, problems: int, dependencies_not_ok: int) -> str:
+    parts = [f"{components} components in {builds} builds"]
+    parts.append("no problems" if not problems else f"{problems} problems")
+    if dependencies_not_ok:
+        parts.append(f"{dependencies_not_ok} dependency images not ok")
+    return " · ".join(parts)
+
+
+def plan_shared(components: str, build: str) -> str:
+    return f"{components} are one build (`{build}`): built once per platform"
+
+
+def plan_nothing_changed() -> str:
+    return "A plan changes nothing: no build is queued, no tag is written"
+
+
+def plan_bad_option(option: str) -> str:
+    return (
+        f"unknown option {quote_input(option)}: `plan` takes a version and component "
+        "names, no options"
+    )
+
+
+def approval_refused_dependencies(version: str) -> str:
+    return f"approval of {version} refused: a dependency image lacks a required platform"
+
+
+def approval_dependencies_unreadable(version: str, what: Sequence[str]) -> str:
+    return (
+        f"could not check the dependency images of {version}; try again ({'; '.join(what)}; "
+        "nothing was recorded and the release stays ready)"
     )

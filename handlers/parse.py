@@ -45,6 +45,11 @@ class ReleaseCommand:
 
 
 @dataclass(frozen=True)
+class PlanCommand:
+    plan: ReleasePlan  # what `release` with the same words would do
+
+
+@dataclass(frozen=True)
 class InspectCommand:
     reference: Reference
     component: str | None  # set when the user named a configured component
@@ -82,6 +87,7 @@ class HelpCommand:
 
 Command = (
     ReleaseCommand
+    | PlanCommand
     | InspectCommand
     | StatusCommand
     | SyncCommand
@@ -118,6 +124,18 @@ def _release(args: Sequence[str], config: Config) -> Command | ParseError:
         return ReleaseCommand(plan_release(config, args[0], names), supersede=bool(options))
     except ReleaseInputError as error:
         return ParseError(f"{error}; {messages.slack_usage('release')}")
+
+
+def _plan(args: Sequence[str], config: Config) -> Command | ParseError:
+    if not args:
+        return ParseError(f"{core_messages.version_empty()}; {messages.slack_usage('plan')}")
+    for word in args:
+        if word.startswith("-"):  # no options: never taken for a component name either
+            return ParseError(f"{messages.plan_bad_option(word)}; {messages.slack_usage('plan')}")
+    try:
+        return PlanCommand(plan_release(config, args[0], args[1:]))
+    except ReleaseInputError as error:
+        return ParseError(f"{error}; {messages.slack_usage('plan')}")
 
 
 def _inspect(args: Sequence[str], config: Config) -> Command | ParseError:
@@ -194,6 +212,8 @@ def parse_command(text: str, config: Config) -> Command | ParseError:
         return HelpCommand() if not args else ParseError(messages.slack_usage("help"))
     if name == "release":
         return _release(args, config)
+    if name == "plan":
+        return _plan(args, config)
     if name == "inspect":
         return _inspect(args, config)
     if name == "status":

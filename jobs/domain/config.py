@@ -25,14 +25,16 @@ of local source directories and of `Config.build_paths`.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
 from jobs.domain import messages
 from jobs.domain.config_grammar import (
+    VersionRange,
     file_label,
     is_git_ref,
     is_location,
@@ -77,9 +79,27 @@ class MirrorError(InvalidInput, ValueError):
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where a component's build is for a range of versions: each field given replaces
+    the component's own (None: keep it). AIBrix's runtime moved from
+    `Dockerfile.runtime` to `Dockerfile.python` in v0.5.0."""
+
+    versions: VersionRange
+    dockerfile: str | None = None
+    context: str | None = None
+    build_args: Mapping[str, str] | None = field(default=None, hash=False)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
 class Component:
     """One image of the project. `context` is relative to the source root, `dockerfile`
-    relative to the context; both normalised, never absolute, never leaving their base."""
+    relative to the context; both normalised, never absolute, never leaving their base.
+
+    `versions` (None: every version) are the versions the component is released in;
+    `layouts` say where its build is for ranges of versions, the first whose range holds
+    wins, and none: the component's own fields. `at(version)` is the component as a
+    release of that version builds it."""
 
     name: str
     dockerfile: str = "Dockerfile"
@@ -89,6 +109,58 @@ class Component:
     # Absolute paths in the image (files, or directories checked file by file) whose ELF
     # binaries must be of each platform's architecture, besides the entrypoint.
     binaries: tuple[str, ...] = ()
+    versions: VersionRange | None = None
+    layouts: tuple[Layout, ...] = ()
+
+    def applies_to(self, version: Version) -> bool:
+        return self.versions is None or self.versions.contains(version)
+
+    def at(self, version: Version) -> Component:
+        """This component's build for `version`: the matching layout applied, no ranges."""
+        chosen = next((lay for lay in self.layouts if lay.versions.contains(version)), None)
+        resolved = replace(self, versions=None, layouts=())
+        if chosen is None:
+            return resolved
+        return replace(
+            resolved,
+            dockerfile=chosen.dockerfile if chosen.dockerfile is not None else self.dockerfile,
+            context=chosen.context if chosen.context is not None else self.context,
+            build_args=chosen.build_args if chosen.build_args is not None else self.build_args,
+            target=chosen.target if chosen.target is not None else self.target,
+        )
+
+    @property
+    def dockerfile_path(self) -> str:
+        """The Dockerfile relative to the source root, e.g. `development/app/Dockerfile`."""
+        return posixpath.normpath(posixpath.join(self.context, self.dockerfile))
+
+
+ComponentBuild = Component
+"""A component resolved for one version (`Component.at`): no ranges, no layouts."""
+
+
+PolicyChoice = Literal["refuse", "show"]
+POLICY_CHOICES: tuple[PolicyChoice, ...] = ("refuse", "show")
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What is checked in the source before a release is queued, besides the components'
+    paths: the release manifests (`kustomizations`: every `images[]` entry of one of the
+    release's images must carry `newTag` = the version; `charts`: `appVersion` = the
+    version without its `v`; a file that does not exist at the revision is skipped), and
+    the third-party images a release deploys (those other `images[]` entries, plus
+    `dependencies`), inspected for the required platforms on the plan. `final` and
+    `prerelease` say whether manifest findings refuse the release or only show."""
+
+    kustomizations: tuple[str, ...] = ()
+    charts: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    final: PolicyChoice = "refuse"
+    prerelease: PolicyChoice = "show"
+
+    def refuses(self, version: Version) -> bool:
+        return (self.prerelease if version.is_prerelease else self.final) == "refuse"
 
 
 @dataclass(frozen=True)
@@ -192,6 +264,7 @@ class Config:
     check_binaries: bool = True
     # Images named in FROM -> the reference to build from instead (a mirror).
     base_images: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    preflight: Preflight = Preflight()
     path: Path | None = None
     """The file this was loaded from; None for the built-in defaults."""
 
@@ -202,6 +275,11 @@ class Config:
     @property
     def component_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.components)
+
+    def at(self, version: Version) -> Config:
+        """This configuration as a release of `version` sees it: only the components
+        released in that version, each with its layout for that version applied."""
+        return replace(self, components=components_for(self, version))
 
     def component(self, name: str) -> Component:
         """The configured component of that name; `ComponentError` lists the names."""
@@ -301,3 +379,10 @@ class Config:
                 messages.config_path_missing(chosen.dockerfile, str(context)),
             )
         return BuildPaths(context=context, dockerfile=dockerfile)
+
+
+def components_for(config: Config, version: Version) -> tuple[ComponentBuild, ...]:
+    """The components a release of `version` builds, in configured order, each resolved
+    to its layout for that version (AIBrix v0.3.0: runtime from Dockerfile.runtime, no
+    vllm-mock; v0.7.0: runtime from Dockerfile.python, vllm-mock from development/app)."""
+    return tuple(c.at(version) for c in config.components if c.applies_to(version))

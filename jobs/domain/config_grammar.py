@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.domain import messages
@@ -130,3 +131,54 @@ def render(template: str, values: Mapping[str, str]) -> str:
     # Plain substitution of validated `{name}` placeholders: never str.format, so a
     # template cannot reach attributes of the values.
     return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+# ---- version ranges ------------------------------------------------------------------
+
+RANGE_OPERATORS = (">=", "<=", "==", ">", "<")
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """The versions a component or a layout applies to: bounds joined by commas, all of
+    which must hold (`>=v0.5.0`, `>=v0.2.0, <v0.5.0`, `==v0.3.0-rc.2`).
+
+    A bound without a prerelease compares on MAJOR.MINOR.PATCH only, so the release
+    candidates of a version belong to its layout (`>=v0.5.0` holds for v0.5.0-rc.1, as
+    the files of a release are those of its candidates); a bound with a prerelease
+    compares by semver precedence."""
+
+    bounds: tuple[tuple[str, Version], ...]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{op}{version}" for op, version in self.bounds)
+
+    def contains(self, version: Version) -> bool:
+        return all(_holds(op, version, bound) for op, bound in self.bounds)
+
+
+def _holds(op: str, version: Version, bound: Version) -> bool:
+    left: Version = version
+    if not bound.is_prerelease:
+        left = Version(version.major, version.minor, version.patch)
+    if op == ">=":
+        return left >= bound
+    if op == "<=":
+        return left <= bound
+    if op == ">":
+        return left > bound
+    if op == "<":
+        return left < bound
+    return left == bound
+
+
+def parse_range(text: str) -> VersionRange:
+    """Parse `>=v0.5.0, <v0.7.0`; raise `VersionError` saying what is accepted."""
+    bounds: list[tuple[str, Version]] = []
+    for piece in text.split(","):
+        bound = piece.strip()
+        op = next((o for o in RANGE_OPERATORS if bound.startswith(o)), None)
+        if op is None:
+            raise VersionError(messages.range_bad_bound(text, bound, RANGE_OPERATORS))
+        bounds.append((op, parse_version(bound[len(op) :].strip())))
+    return VersionRange(tuple(bounds))

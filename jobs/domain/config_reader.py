@@ -21,10 +21,14 @@ from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
     MAX_RETENTION_DAYS,
+    POLICY_CHOICES,
     ApprovalPolicy,
     Component,
     Config,
     ConfigError,
+    Layout,
+    PolicyChoice,
+    Preflight,
     Promotion,
     QueueSettings,
     Source,
@@ -46,20 +50,23 @@ from jobs.domain.config_grammar import (
     STAGING_PLACEHOLDERS,
     URL_USER,
     VERSION_PLACEHOLDERS,
+    VersionRange,
     file_label,
     is_git_ref,
     is_location,
     is_tag,
     is_version,
+    parse_range,
     platform_values,
     render,
     version_values,
 )
 from jobs.domain.permissions import ROLES, Action, Grant, Permissions, build_permissions
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, PlatformError, parse_platform
-from jobs.domain.references import InvalidReferenceError
+from jobs.domain.references import InvalidReferenceError, parse_reference
 from jobs.domain.versions import (
     COMPONENT_NAME_MAX_LENGTH,
+    VersionError,
     is_component_name,
 )
 
@@ -95,7 +102,30 @@ def parse_config(text: str, path: Path) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(label, "", messages.config_not_toml(str(error))) from None
     absolute = path.absolute()
+    if "extends" in data:
+        data = extend(data, label)
     return config_from_data(data, label, absolute.parent, absolute)
+
+
+def extend(data: Mapping[str, object], label: str) -> dict[str, object]:
+    """A file that says `extends = "aibrix"`: the built-in defaults, with every top-level
+    key the file names replaced by the file's, except `components`, which are merged by
+    name (a component the file names replaces the built-in one of that name, a new name
+    is added after them)."""
+    base = data["extends"]
+    if not isinstance(base, str) or base not in BASES:
+        shown = base if isinstance(base, str) else repr(base)
+        raise ConfigError(label, "extends", messages.config_bad_extends(shown, sorted(BASES)))
+    merged: dict[str, object] = {**BASES[base], **{k: v for k, v in data.items() if k != "extends"}}
+    if "components" in data and isinstance(data["components"], list):
+        own = [c for c in data["components"] if isinstance(c, dict)]
+        if len(own) == len(data["components"]):
+            named = {c.get("name"): c for c in own}
+            inherited = BASES[base]["components"]
+            assert isinstance(inherited, list)
+            kept = [named.pop(c["name"], c) for c in inherited]
+            merged["components"] = kept + [c for c in own if c.get("name") in named]
+    return merged
 
 
 def default_config() -> Config:
@@ -110,6 +140,18 @@ def config_from_data(
     return _Reader(label, base_dir).config(data, path)
 
 
+def _python_from_v05(old_dockerfile: str) -> list[dict[str, object]]:
+    # metadata-service and runtime became one build of Dockerfile.python in v0.5.0 (#1702),
+    # which landed between v0.5.0-rc.1 (still the old Dockerfiles) and v0.5.0-rc.2.
+    return [
+        {"versions": "<v0.5.0-rc.2", "dockerfile": old_dockerfile},
+        {"versions": ">=v0.5.0-rc.2", "dockerfile": "build/container/Dockerfile.python"},
+    ]
+
+
+# AIBrix at every tag, as its git history has it (checked against vllm-project/aibrix
+# v0.1.0 to v0.7.0: the components by version, the release overlay and chart, the
+# dependency images AIBrix mirrors by hand).
 _DEFAULTS: dict[str, object] = {
     "repository": "docker.io/aibrix",
     "platforms": ["linux/amd64", "linux/arm64"],
@@ -117,15 +159,48 @@ _DEFAULTS: dict[str, object] = {
     "components": [
         {"name": "controller-manager", "dockerfile": "build/container/Dockerfile"},
         {"name": "gateway-plugins", "dockerfile": "build/container/Dockerfile.gateway"},
-        {"name": "metadata-service", "dockerfile": "build/container/Dockerfile.metadata"},
-        {"name": "kvcache-watcher", "dockerfile": "build/container/Dockerfile.kvcache"},
-        {"name": "runtime", "dockerfile": "build/container/Dockerfile.runtime"},
+        {
+            # before v0.2.0-rc.2 the metadata service was "users" (Dockerfile.users)
+            "name": "metadata-service",
+            "versions": ">=v0.2.0-rc.2",
+            "layout": _python_from_v05("build/container/Dockerfile.metadata"),
+        },
+        {
+            # Dockerfile.kvcache first appears in v0.3.0-rc.1
+            "name": "kvcache-watcher",
+            "versions": ">=v0.3.0-rc.1",
+            "dockerfile": "build/container/Dockerfile.kvcache",
+        },
+        {"name": "runtime", "layout": _python_from_v05("build/container/Dockerfile.runtime")},
+        {
+            "name": "vllm-mock",
+            "versions": ">=v0.7.0",
+            "context": "development/app",
+            "dockerfile": "Dockerfile",
+        },
     ],
     "mirrors": {
         "beijing": "aibrix-container-registry-cn-beijing.cr.volces.com/aibrix",
         "shanghai": "aibrix-container-registry-cn-shanghai.cr.volces.com/aibrix",
     },
+    "preflight": {
+        "kustomizations": ["config/overlays/release/kustomization.yaml"],
+        "charts": ["dist/chart/Chart.yaml"],
+        "dependencies": [
+            "docker.io/library/redis:7.4",
+            "docker.io/valkey/valkey:8-alpine",
+            "docker.io/envoyproxy/envoy:v1.33.2",
+            "docker.io/envoyproxy/gateway:v1.2.8",
+            "docker.io/aibrix/kuberay-operator:v1.2.1-patch-20250726",
+            "docker.io/library/busybox:stable",
+        ],
+        "final": "refuse",
+        "prerelease": "show",
+    },
 }
+
+# What `extends` may name.
+BASES: Mapping[str, Mapping[str, object]] = MappingProxyType({"aibrix": _DEFAULTS})
 
 
 _MAX_INT = 2**31 - 1
@@ -263,6 +338,7 @@ class _Reader:
                 "queue",
                 "check_binaries",
                 "base_images",
+                "preflight",
             ),
         )
         for required in ("repository", "source", "components"):
@@ -282,6 +358,7 @@ class _Reader:
         permissions = self.permissions(top.get("permissions", {}), "permissions", approval)
         promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
         queue = self.queue(top.get("queue", {}), "queue")
+        preflight = self.preflight(top.get("preflight", {}), "preflight")
         return Config(
             components=components,
             source=source,
@@ -295,6 +372,7 @@ class _Reader:
             staging_tag=staging_tag,
             check_binaries=self.boolean(top.get("check_binaries", True), "check_binaries"),
             base_images=self.base_images(top.get("base_images", {}), "base_images"),
+            preflight=preflight,
             path=path,
         )
 
@@ -391,13 +469,39 @@ class _Reader:
             components.append(component)
         return tuple(components)
 
-    def component(self, value: object, key: str) -> Component:
-        table = self.table(
-            value, key, ("name", "dockerfile", "context", "target", "build_args", "binaries")
-        )
-        if "name" not in table:
-            self.fail(self.join(key, "name"), messages.config_missing_key())
-        name = self.name(table["name"], self.join(key, "name"), "component")
+    def version_range(self, value: object, key: str) -> VersionRange:
+        text = self.text(value, key)
+        try:
+            return parse_range(text)
+        except VersionError as error:
+            self.fail(key, messages.config_bad_range(str(error)))
+
+    def layouts(self, value: object, key: str) -> tuple[Layout, ...]:
+        layouts = []
+        for index, item in enumerate(self.array(value, key, non_empty=True)):
+            item_key = f"{key}[{index}]"
+            table = self.table(
+                item, item_key, ("versions", "dockerfile", "context", "target", "build_args")
+            )
+            if "versions" not in table:
+                self.fail(self.join(item_key, "versions"), messages.config_missing_key())
+            if len(table) == 1:
+                self.fail(item_key, messages.config_layout_needs_change())
+            versions = self.version_range(table["versions"], self.join(item_key, "versions"))
+            paths = self.build_fields(table, item_key)
+            layouts.append(
+                Layout(
+                    versions=versions,
+                    dockerfile=paths.dockerfile if "dockerfile" in table else None,
+                    context=paths.context if "context" in table else None,
+                    build_args=paths.build_args if "build_args" in table else None,
+                    target=paths.target,
+                )
+            )
+        return tuple(layouts)
+
+    def build_fields(self, table: Mapping[str, object], key: str) -> Component:
+        """The build keys of a component or a layout, checked (name unset)."""
         context = self.relative_path(
             table.get("context", "."), self.join(key, "context"), "the source", dot_ok=True
         )
@@ -414,16 +518,92 @@ class _Reader:
             if not STAGE.fullmatch(target):
                 self.fail(target_key, messages.config_bad_target(target))
         build_args = self.build_args(table.get("build_args", {}), self.join(key, "build_args"))
+        return Component(
+            name="", dockerfile=dockerfile, context=context, build_args=build_args, target=target
+        )
+
+    def component(self, value: object, key: str) -> Component:
+        table = self.table(
+            value,
+            key,
+            (
+                "name",
+                "dockerfile",
+                "context",
+                "target",
+                "build_args",
+                "versions",
+                "layout",
+                "binaries",
+            ),
+        )
+        if "name" not in table:
+            self.fail(self.join(key, "name"), messages.config_missing_key())
+        name = self.name(table["name"], self.join(key, "name"), "component")
+        versions = (
+            self.version_range(table["versions"], self.join(key, "versions"))
+            if "versions" in table
+            else None
+        )
+        layouts = (
+            self.layouts(table["layout"], self.join(key, "layout")) if "layout" in table else ()
+        )
+        built = self.build_fields(table, key)
         binaries = self.unique_items(
             table.get("binaries", []), self.join(key, "binaries"), self.image_path, non_empty=False
         )
         return Component(
             name=name,
-            dockerfile=dockerfile,
-            context=context,
-            build_args=build_args,
-            target=target,
+            dockerfile=built.dockerfile,
+            context=built.context,
+            build_args=built.build_args,
+            target=built.target,
+            versions=versions,
+            layouts=layouts,
             binaries=binaries,
+        )
+
+    def preflight(self, value: object, key: str) -> Preflight:
+        table = self.table(
+            value, key, ("kustomizations", "charts", "dependencies", "final", "prerelease")
+        )
+
+        def path(item: object, item_key: str) -> str:
+            return self.relative_path(item, item_key, "the source", dot_ok=False)
+
+        def image(item: object, item_key: str) -> str:
+            text = self.text(item, item_key)
+            try:
+                return str(parse_reference(text))
+            except InvalidReferenceError as error:
+                self.fail(item_key, str(error))
+
+        def policy(name: str, default: PolicyChoice) -> PolicyChoice:
+            policy_key = self.join(key, name)
+            text = self.text(table.get(name, default), policy_key)
+            for choice in POLICY_CHOICES:
+                if text == choice:
+                    return choice
+            self.fail(policy_key, messages.config_bad_policy(text, POLICY_CHOICES))
+
+        return Preflight(
+            kustomizations=self.unique_items(
+                table.get("kustomizations", []),
+                self.join(key, "kustomizations"),
+                path,
+                non_empty=False,
+            ),
+            charts=self.unique_items(
+                table.get("charts", []), self.join(key, "charts"), path, non_empty=False
+            ),
+            dependencies=self.unique_items(
+                table.get("dependencies", []),
+                self.join(key, "dependencies"),
+                image,
+                non_empty=False,
+            ),
+            final=policy("final", "refuse"),
+            prerelease=policy("prerelease", "show"),
         )
 
     def image_path(self, value: object, key: str) -> str:

@@ -1034,3 +1034,118 @@ def tag_removed(subject: str, wrote: str) -> str:
         f"{subject} no longer exists, but {wrote} was written and verified there; it is not "
         "written again (someone removed it)"
     )
+
+
+# ---- versioned layouts, the plan and the preflight ----------------------------------------
+
+
+def range_bad_bound(text: str, bound: str, operators: Sequence[str]) -> str:
+    return (
+        f"{quote_input(text)} is not a version range: {quote_input(bound)} does not start "
+        f"with one of {' '.join(operators)}; expected bounds joined by commas, such as "
+        "'>=v0.5.0' or '>=v0.2.0, <v0.5.0'"
+    )
+
+
+def config_bad_range(detail: str) -> str:
+    return detail
+
+
+def config_layout_needs_change() -> str:
+    return "a layout must name a dockerfile, a context, a target or build_args for its versions"
+
+
+def config_bad_extends(value: str, known: Sequence[str]) -> str:
+    return (
+        f"{quote_input(value)} is not a built-in configuration to extend; "
+        f"the ones that exist are: {name_list(known)}"
+    )
+
+
+def config_bad_policy(value: str, allowed: Sequence[str]) -> str:
+    return f"{quote_input(value)} is not a policy; expected one of {name_list(allowed)}"
+
+
+def component_not_in_version(name: str, version: str, versions: str, present: Sequence[str]) -> str:
+    return (
+        f"{name} is not part of {version} (it is released for {versions}); the components "
+        f"of {version} are: {name_list(present)}"
+    )
+
+
+def no_components_in_version(version: str) -> str:
+    return f"no configured component is released for {version}"
+
+
+def plan_path_missing(component: str, what: str, path: str, version: str, revision: str) -> str:
+    """`runtime: the Dockerfile build/container/Dockerfile.runtime does not exist in v0.7.0
+    at revision 1a2b3c4d5e6f`."""
+    return f"{component}: the {what} {path} does not exist in {version} at revision {revision[:12]}"
+
+
+def preflight_new_tag(image: str, found: str, expected: str) -> str:
+    return f"{image} has newTag {found}; a release of {expected} must ship newTag {expected}"
+
+
+def preflight_new_tag_missing(image: str, expected: str) -> str:
+    return f"{image} has no newTag; a release of {expected} must ship newTag {expected}"
+
+
+def preflight_app_version(found: str, version: str, expected: str) -> str:
+    return f"appVersion is {found}; a release of {version} must ship appVersion {expected}"
+
+
+def preflight_app_version_missing(version: str, expected: str) -> str:
+    return f"there is no appVersion; a release of {version} must ship appVersion {expected}"
+
+
+def preflight_not_yaml(detail: str) -> str:
+    return f"is not valid YAML: {detail}"
+
+
+def preflight_not_mapping(what: str) -> str:
+    return f"{what} is not a mapping, so the versions it ships cannot be read"
+
+
+def problem_line(file: str, line: int, message: str) -> str:
+    """`config/overlays/release/kustomization.yaml:12: aibrix/runtime has newTag v0.6.0; ...`."""
+    return (
+        f"{file}:{line}: {message}"
+        if file and line
+        else (f"{file}: {message}" if file else message)
+    )
+
+
+def release_refused_by_plan(version: str, revision: str, problems: Sequence[str]) -> str:
+    return (
+        f"{version} is not queued: the source at revision {revision[:12]} has "
+        f"{'a problem' if len(problems) == 1 else f'{len(problems)} problems'}, nothing was "
+        f"built: {'; '.join(problems)}"
+    )
+
+
+def release_shown_problems(version: str, problems: Sequence[str]) -> str:
+    return (
+        f"{version} is a prerelease, so it goes ahead, but its manifests disagree with it: "
+        f"{'; '.join(problems)}"
+    )
+
+
+def dependency_line(reference: str, verdict: str, missing: Sequence[str], error: str | None) -> str:
+    if error:
+        return f"{reference}: {verdict}: {error}"
+    if missing:
+        return f"{reference}: {verdict}: missing {', '.join(missing)}"
+    return f"{reference}: {verdict}"
+
+
+def dependency_blocks(reference: str, verdict: str, missing: Sequence[str]) -> str:
+    if missing:
+        return (
+            f"dependency {reference} is missing {', '.join(missing)}: the release deploys it, "
+            "so it cannot be promoted until the image has every required platform"
+        )
+    return (
+        f"dependency {reference} is {verdict}: the release deploys it, so it cannot be "
+        "promoted until the image is right for every required platform"
+    )

@@ -280,8 +280,10 @@ class Worker:
             checkout, config.source, version, job.source_revision, self.settings.workdir
         )
         try:
-            paths = config.build_paths(job.component, work.root)
-            component = config.component(job.component)
+            # The component's layout for this version (its Dockerfile moved in v0.5.0).
+            at_version = config.at(version)
+            paths = at_version.build_paths(job.component, work.root)
+            component = at_version.component(job.component)
             self.settings.workdir.mkdir(parents=True, exist_ok=True)
             meta_dir = Path(tempfile.mkdtemp(prefix="aibrix-meta-", dir=self.settings.workdir))
             request = BuildRequest(

@@ -18,7 +18,8 @@ from jobs.usecases.promote import promote_job
 async def block_on_drift(
     pipeline: Pipeline, release: Release, user: str, reason: str, where: str
 ) -> None:
-    """The click-time re-check found the published digests moved: block the run."""
+    """The click-time re-check found the published digests moved, or a dependency image
+    without a required platform: block the run with the reason (audited)."""
     await pipeline.store.transition(
         release.version,
         release.run_id,

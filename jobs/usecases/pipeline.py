@@ -41,6 +41,7 @@ from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
+from jobs.usecases.plan import check_request
 
 log = logging.getLogger("aibrix.pipeline")
 
@@ -77,6 +78,19 @@ def plan_release(
         chosen = tuple(dict.fromkeys(config.component(name).name for name in components))
     except (VersionError, ComponentError, ConfigError) as error:
         raise ReleaseInputError(str(error)) from None
+    present = config.at(version)  # the components released in this version, resolved
+    for name in chosen:
+        if name not in present.component_names:
+            raise ReleaseInputError(
+                messages.component_not_in_version(
+                    name,
+                    str(version),
+                    str(config.component(name).versions),
+                    present.component_names,
+                )
+            )
+    if not present.components:
+        raise ReleaseInputError(messages.no_components_in_version(str(version)))
     try:
         wanted = unique(parse_platform(text) for text in platforms)
     except PlatformError as error:
@@ -86,7 +100,7 @@ def plan_release(
             raise ReleaseInputError(
                 messages.platform_not_configured(str(platform), config.platforms)
             )
-    return ReleasePlan(version, chosen or config.component_names, wanted or config.platforms)
+    return ReleasePlan(version, chosen or present.component_names, wanted or config.platforms)
 
 
 def parse_release_version(version_text: str) -> str:
@@ -184,6 +198,9 @@ class Pipeline:
             revision = await asyncio.to_thread(resolve_revision, self.config.source, plan.version)
         except SourceError as error:
             raise ReleaseInputError(str(error)) from None
+        # Every Dockerfile and context at that revision, and the manifests: refused here,
+        # before anything is queued, rather than by a worker's checkout.
+        await check_request(self.config, plan.version, plan.components, plan.platforms, revision)
         components = list(plan.components)
         platforms = [str(p) for p in plan.platforms]
 

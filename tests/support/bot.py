@@ -182,13 +182,13 @@ def answer(body: str) -> dict[str, Any]:
 # ---- serving ------------------------------------------------------------------------
 
 
-async def make_ready(bot: Bot, version: str) -> Release:
+async def make_ready(bot: Bot, version: str, revision: str = "test") -> Release:
     """A run that reached ready for real: its indexes are in the lab registry and their
     digests are the verified ones (built by OciPusher instead of workers, for speed)."""
     store = bot.pipeline.store
     pusher = OciPusher(bot.lab.registry)
     release, created = await store.create_or_get(
-        version, REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), "test"
+        version, REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), revision
     )
     assert created
     await store.transition(version, release.run_id, [State.QUEUED], State.BUILDING)

@@ -47,11 +47,11 @@ def test_the_defaults_describe_aibrix() -> None:
     config = default_config()
     assert config.path is None
     assert config.label == DEFAULTS_LABEL
-    assert {c.name: c.dockerfile for c in config.components} == AIBRIX_COMPONENTS
-    assert config.component_names == tuple(AIBRIX_COMPONENTS)
-    assert all(
-        c.context == "." and not c.build_args and c.target is None for c in config.components
-    )
+    # AIBrix as it was up to v0.4.x (the layouts of later versions: test_config_layouts.py)
+    old = config.at(parse_version("v0.3.0-rc.2"))
+    assert {c.name: c.dockerfile for c in old.components} == AIBRIX_COMPONENTS
+    assert old.component_names == tuple(AIBRIX_COMPONENTS)
+    assert all(c.context == "." and not c.build_args and c.target is None for c in old.components)
     assert config.source == Source(kind="git", location="https://github.com/vllm-project/aibrix")
     assert config.source.ref_for(parse_version("v0.3.0-rc.2")) == "v0.3.0-rc.2"
     assert config.repository == "docker.io/aibrix"
@@ -618,7 +618,7 @@ def test_the_toml_error_says_where(tmp_path: Path) -> None:
 
 
 def test_component_lookup_lists_the_configured_names() -> None:
-    config = default_config()
+    config = default_config().at(parse_version("v0.3.0"))
     assert config.component("runtime").dockerfile == "build/container/Dockerfile.runtime"
     with pytest.raises(ComponentError) as caught:
         config.component("--rm")
@@ -727,7 +727,7 @@ def _source_tree(root: Path) -> None:
 
 def test_build_paths_are_resolved_inside_the_source(tmp_path: Path) -> None:
     _source_tree(tmp_path)
-    config = default_config()
+    config = default_config().at(parse_version("v0.3.0"))
     paths = config.build_paths("runtime", tmp_path)
     assert paths.context == tmp_path.resolve()
     assert paths.dockerfile == tmp_path.resolve() / "build/container/Dockerfile.runtime"
@@ -748,7 +748,7 @@ def test_a_symbolic_link_out_of_the_source_is_refused(tmp_path: Path) -> None:
     _source_tree(outside)
     (source / "build").symlink_to(outside / "build")
     with pytest.raises(ConfigError) as caught:
-        default_config().build_paths("runtime", source)
+        default_config().at(parse_version("v0.3.0")).build_paths("runtime", source)
     assert caught.value.key == "components[4].dockerfile"
     assert "outside" in caught.value.reason
 

@@ -18,7 +18,8 @@ D = "sha256:" + "a" * 64
 def test_plan_defaults_to_every_component_and_platform() -> None:
     plan = plan_release(CONFIG, "v0.3.0-rc.2")
     assert str(plan.version) == "v0.3.0-rc.2"
-    assert plan.components == CONFIG.component_names
+    assert plan.components == CONFIG.at(plan.version).component_names
+    assert "vllm-mock" not in plan.components  # released from v0.7.0
     assert plan.platforms == CONFIG.platforms
 
 
