@@ -214,7 +214,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     required = _required_platforms(args)
     refs = _parse_refs(args.refs)
     insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
-    _connect_early([ref.api_host for ref in refs], insecure)
     import asyncio
 
     from bot.report import inspection_tables
@@ -315,27 +314,12 @@ class _TerminalProgress:
             self.stream.flush()
 
 
-def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
-    """Input is valid: start a connection per first request to each registry, made while
-    the network code is imported (`jobs.registry.preconnect`)."""
-    from collections import Counter
-
-    from jobs.registry import preconnect
-    from jobs.registry.endpoints import default_port, scheme_for
-
-    preconnect.start(
-        (*preconnect.host_port(host, default_port(scheme_for(host, insecure))), count)
-        for host, count in Counter(api_hosts).items()
-    )
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     from jobs.domain.sync_request import release_jobs
 
     config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
-    jobs = release_jobs(config, request.version, request.mirrors, request.components)
-    sources = {job.component: job.source.api_host for job in jobs}  # one index read each
-    _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
+    # Unknown component names are refused before anything is read.
+    release_jobs(config, request.version, request.mirrors, request.components)
     from bot import messages
     from jobs.domain import messages as core_messages
     from jobs.domain.sync_report import SyncReport, sync_report_data

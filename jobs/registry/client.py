@@ -85,7 +85,7 @@ from jobs.registry.endpoints import insecure_from_env as insecure_from_env
 from jobs.registry.endpoints import is_loopback_host as is_loopback_host
 from jobs.registry.endpoints import parse_insecure_registries as parse_insecure_registries
 from jobs.registry.endpoints import scheme_for as scheme_for
-from jobs.registry.http import CertificateError, HttpClient, HttpError, Response
+from jobs.registry.http import CertificateError, HttpClient, HttpError, ProxyFor, Response
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -277,8 +277,10 @@ class RegistryClient:
         settings: RegistrySettings | None = None,
         *,
         docker_config: DockerConfig | None = None,
+        proxy_for: ProxyFor | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
+        self._proxy_for = proxy_for  # a request URL's proxy, or None: direct
         self._docker_config = docker_config
         self._http: HttpClient | None = None
         self._shared: dict[tuple[str, str, str], asyncio.Future[object]] | None = None
@@ -293,9 +295,11 @@ class RegistryClient:
     async def __aenter__(self) -> RegistryClient:
         self._http = HttpClient(
             connect_timeout=self.settings.timeout,
-            read_timeout=self.settings.timeout,
+            head_timeout=self.settings.timeout,
+            idle_timeout=self.settings.timeout,
             default_headers={"User-Agent": "aibrix-release-bot"},
             max_idle_per_origin=self.settings.max_concurrency,
+            proxy_for=self._proxy_for,
         )
         return self
 
@@ -405,13 +409,6 @@ class RegistryClient:
                 str(ref), f"the registry says the manifest is {digest}, not {ref.digest}"
             )
         return digest
-
-    def preconnect(self, ref: Reference, count: int) -> None:
-        """Open connections to `ref`'s registry in the background, up to `count` idle or
-        opening (capped by the per-host concurrency): a burst of requests that follows
-        then does not pay a connection set-up (a round trip, more with TLS) each."""
-        url = self._url(ref, "/v2/")
-        self._require_http().preconnect(url, min(count, self.settings.max_concurrency))
 
     async def blob_exists(self, ref: Reference, digest: str) -> bool:
         """Whether the repository of `ref` holds the blob (one HEAD)."""
