@@ -162,6 +162,15 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
     return DEFAULT_PLATFORMS
 
 
+def _registry_budget(args: argparse.Namespace) -> float:
+    """`registry.budget_seconds` of the configuration, when one is given."""
+    from jobs.domain.config import RegistryConfig
+
+    if args.config or os.environ.get("AIBRIX_CONFIG"):
+        return _load_config(args).registry.budget_seconds
+    return RegistryConfig().budget_seconds
+
+
 def _parse_refs(texts: Sequence[str]) -> list[Reference]:
     from jobs.domain.references import parse_reference
 
@@ -220,8 +229,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from jobs.registry.client import RegistrySettings
     from jobs.registry.inspection import inspection_json
 
+    budget = _registry_budget(args)
     inspections = asyncio.run(
-        _inspect(refs, required, RegistrySettings(insecure_registries=insecure))
+        _inspect(refs, required, RegistrySettings(insecure_registries=insecure, budget=budget))
     )
     if args.json:
         print(json.dumps([inspection_json(i) for i in inspections], indent=2))
@@ -248,7 +258,10 @@ def _inspect_across(args: argparse.Namespace) -> int:
     version, mirrors = request.version, request.mirrors
 
     async def gather() -> tuple[DriftRow, ...]:
-        async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+        settings = RegistrySettings(
+            insecure_registries=insecure, budget=config.registry.budget_seconds
+        )
+        async with RegistryClient(settings) as client:
             return await gather_drift(client, config, version, mirrors)
 
     import asyncio
@@ -341,7 +354,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if audit is not None:
                 # Before any copy: a sync that is cut short is still on record.
                 await _audit_sync(audit, request, actor, "sync-started", "started", "")
-            async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+            settings = RegistrySettings(
+                insecure_registries=insecure, budget=config.registry.budget_seconds
+            )
+            async with RegistryClient(settings) as client:
                 report = await sync_release(
                     client,
                     config,

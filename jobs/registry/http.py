@@ -80,6 +80,7 @@ FaultKind = Literal[
     "cut-short",
     "closed",
     "network",
+    "budget",  # the caller's: its time for a request or a reference ran out
 ]
 
 
