@@ -12,7 +12,6 @@ copy writes to the lab registry."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import hashlib
 import json
@@ -82,6 +81,7 @@ class RawServer:
     requests: list[bytes] = field(default_factory=list)
     address: str = ""
     _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def __aenter__(self) -> RawServer:
         self._server = await asyncio.start_server(self._handle, self.host, 0)
@@ -92,12 +92,16 @@ class RawServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        with contextlib.suppress(Exception):
-            self._server.close_clients()
+        for task in self._handlers:  # the ones still hanging or trickling
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         if self.greeting:
             writer.write(self.greeting)
         try:
