@@ -291,12 +291,14 @@ async def test_a_body_that_stalls_is_given_up_on() -> None:
     assert server.connections == 2
 
 
-async def test_a_503_is_asked_more_often_than_a_timeout() -> None:
+async def test_a_timed_out_request_is_tried_fewer_times_than_a_503() -> None:
     reply = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-    async with RawServer(once(reply, close=False)) as server:
-        said = await shown(server)
-    assert "the registry kept answering HTTP 503 after 4 attempts" in said, said
-    assert len(server.requests) == 4  # against 2 for the timeouts above
+    async with RawServer(once(reply, close=False)) as busy, RawServer(hang) as hung:
+        busy_said = await shown(busy)
+        hung_said = await shown(hung)
+    assert "the registry kept answering HTTP 503 after 4 attempts" in busy_said, busy_said
+    assert "sent no complete response head within 0.3 s (2 attempts)" in hung_said, hung_said
+    assert (hung.connections, len(busy.requests)) == (2, 4)
 
 
 async def test_the_budget_for_one_reference_ends_the_wait() -> None:
