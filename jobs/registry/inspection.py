@@ -55,6 +55,15 @@ async def _entry_facts(client: RegistryClient, ref: Reference, entry: Descriptor
 async def inspect_reference(
     client: RegistryClient, ref: Reference, required: Sequence[Platform]
 ) -> Inspection:
+    """Read `ref` (index, children, configs) and judge it, within the registry's time
+    budget for one reference (`RegistryClient.reference_budget`)."""
+    with client.reference_budget():
+        return await _inspect_reference(client, ref, required)
+
+
+async def _inspect_reference(
+    client: RegistryClient, ref: Reference, required: Sequence[Platform]
+) -> Inspection:
     try:
         top = await client.get_manifest(ref)
     except RegistryError as error:
@@ -78,14 +87,8 @@ async def inspect_reference(
 async def inspect_many(
     client: RegistryClient, refs: Sequence[Reference], required: Sequence[Platform]
 ) -> list[Inspection]:
-    """Inspect all references concurrently, each within the registry budget for one
-    reference; results in argument order."""
-
-    async def one(ref: Reference) -> Inspection:
-        with client.reference_budget():
-            return await inspect_reference(client, ref, required)
-
-    return list(await asyncio.gather(*(one(r) for r in refs)))
+    """Inspect all references concurrently; results in argument order."""
+    return list(await asyncio.gather(*(inspect_reference(client, r, required) for r in refs)))
 
 
 def inspection_json(inspection: Inspection) -> dict[str, object]:
