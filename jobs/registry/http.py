@@ -5,12 +5,19 @@ proxies (CONNECT for https) and TLS are a well-kept library's job, not this proj
 the hand-written HTTP/1.1 client this replaces accepted two different Content-Length
 headers and hung on bare-LF line endings. httpx (on httpcore and h11) refuses the
 first at once, reads the second, decodes gzip bodies and tunnels through proxies.
-Import cost, which every `aibrix-bot inspect` in CI pays: `python -X importtime -c
-'import httpx'` measured 87-113 ms here (cumulative; 143-154 ms for aiohttp, the other
-candidate, whose connector builds TLS contexts at import), of which 45 ms is httpx's own
-command line (click, rich), not imported here (see below): 45 ms. httpcore, anyio and h11
-follow on the first request (about 15-20 ms). h11 under asyncio streams would be cheaper
-still but leaves pooling, redirects, proxies and decoding to us again.
+Import cost, which every `aibrix-bot inspect` in CI pays (`python -X importtime`, the
+fastest of 7 runs on a shared 2-CPU machine): `import httpx` 87-91 ms, of which about
+45 ms is httpx's own command line (click, rich), not imported here (see below); with
+httpcore, anyio and h11, which follow on the first request, about 93 ms in all.
+aiohttp (the other candidate; its connector builds TLS contexts at import): 143-173 ms.
+h11 under asyncio streams would be cheaper still but leaves pooling, redirects, proxies
+and decoding to us again.
+
+Connections are no longer begun during start-up (the former `preconnect` module): httpx's
+pool opens connections on demand and takes no socket begun elsewhere without reaching
+into httpcore's private parts. Measured with `benchmarks/inspect_bench.py` (15
+references, 50 ms round trip, same loaded machine): 0.68 s before, 0.82 s after: the
+imports above, and one round trip no longer hidden behind them.
 
 What stays here, and why:
 - The facade the registry client uses: `HttpClient.request(method, url, headers=,
