@@ -162,6 +162,15 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
     return DEFAULT_PLATFORMS
 
 
+def _registry_budget(args: argparse.Namespace) -> float:
+    """`registry.budget_seconds` of the configuration, when one is given."""
+    from jobs.domain.config import RegistryConfig
+
+    if args.config or os.environ.get("AIBRIX_CONFIG"):
+        return _load_config(args).registry.budget_seconds
+    return RegistryConfig().budget_seconds
+
+
 def _parse_refs(texts: Sequence[str]) -> list[Reference]:
     from jobs.domain.references import parse_reference
 
@@ -214,15 +223,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     required = _required_platforms(args)
     refs = _parse_refs(args.refs)
     insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
-    _connect_early([ref.api_host for ref in refs], insecure)
     import asyncio
 
     from bot.report import inspection_tables
     from jobs.registry.client import RegistrySettings
     from jobs.registry.inspection import inspection_json
 
+    budget = _registry_budget(args)
     inspections = asyncio.run(
-        _inspect(refs, required, RegistrySettings(insecure_registries=insecure))
+        _inspect(refs, required, RegistrySettings(insecure_registries=insecure, budget=budget))
     )
     if args.json:
         print(json.dumps([inspection_json(i) for i in inspections], indent=2))
@@ -249,7 +258,10 @@ def _inspect_across(args: argparse.Namespace) -> int:
     version, mirrors = request.version, request.mirrors
 
     async def gather() -> tuple[DriftRow, ...]:
-        async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+        settings = RegistrySettings(
+            insecure_registries=insecure, budget=config.registry.budget_seconds
+        )
+        async with RegistryClient(settings) as client:
             return await gather_drift(client, config, version, mirrors)
 
     import asyncio
@@ -315,27 +327,12 @@ class _TerminalProgress:
             self.stream.flush()
 
 
-def _connect_early(api_hosts: Sequence[str], insecure: frozenset[str]) -> None:
-    """Input is valid: start a connection per first request to each registry, made while
-    the network code is imported (`jobs.registry.preconnect`)."""
-    from collections import Counter
-
-    from jobs.registry import preconnect
-    from jobs.registry.endpoints import default_port, scheme_for
-
-    preconnect.start(
-        (*preconnect.host_port(host, default_port(scheme_for(host, insecure))), count)
-        for host, count in Counter(api_hosts).items()
-    )
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     from jobs.domain.sync_request import release_jobs
 
     config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
-    jobs = release_jobs(config, request.version, request.mirrors, request.components)
-    sources = {job.component: job.source.api_host for job in jobs}  # one index read each
-    _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], insecure)
+    # Unknown component names are refused before anything is read.
+    release_jobs(config, request.version, request.mirrors, request.components)
     from bot import messages
     from jobs.domain import messages as core_messages
     from jobs.domain.sync_report import SyncReport, sync_report_data
@@ -357,7 +354,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if audit is not None:
                 # Before any copy: a sync that is cut short is still on record.
                 await _audit_sync(audit, request, actor, "sync-started", "started", "")
-            async with RegistryClient(RegistrySettings(insecure_registries=insecure)) as client:
+            settings = RegistrySettings(
+                insecure_registries=insecure, budget=config.registry.budget_seconds
+            )
+            async with RegistryClient(settings) as client:
                 report = await sync_release(
                     client,
                     config,

@@ -304,9 +304,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
-            worker = Worker(
-                pipeline, worker_settings, RegistrySettings(insecure_registries=insecure_from_env())
+            registry = RegistrySettings(
+                insecure_registries=insecure_from_env(), budget=config.registry.budget_seconds
             )
+            worker = Worker(pipeline, worker_settings, registry)
             await worker.check()  # BuilderError: Refused, exit 2
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

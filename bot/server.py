@@ -84,7 +84,10 @@ def make_server(
     notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
     deps = Deps(
         pipeline,
-        registry or RegistrySettings(insecure_registries=insecure_from_env()),
+        registry
+        or RegistrySettings(
+            insecure_registries=insecure_from_env(), budget=config.registry.budget_seconds
+        ),
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)

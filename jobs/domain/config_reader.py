@@ -20,6 +20,7 @@ from jobs.domain.base_images import context_name
 from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
+    MAX_REGISTRY_BUDGET_SECONDS,
     MAX_RETENTION_DAYS,
     POLICY_CHOICES,
     ApprovalPolicy,
@@ -31,6 +32,7 @@ from jobs.domain.config import (
     Preflight,
     Promotion,
     QueueSettings,
+    RegistryConfig,
     Source,
 )
 from jobs.domain.config_grammar import (
@@ -339,6 +341,7 @@ class _Reader:
                 "check_binaries",
                 "base_images",
                 "preflight",
+                "registry",
             ),
         )
         for required in ("repository", "source", "components"):
@@ -359,6 +362,7 @@ class _Reader:
         promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
         queue = self.queue(top.get("queue", {}), "queue")
         preflight = self.preflight(top.get("preflight", {}), "preflight")
+        registry = self.registry(top.get("registry", {}), "registry")
         return Config(
             components=components,
             source=source,
@@ -369,6 +373,7 @@ class _Reader:
             permissions=permissions,
             promotion=promotion,
             queue=queue,
+            registry=registry,
             staging_tag=staging_tag,
             check_binaries=self.boolean(top.get("check_binaries", True), "check_binaries"),
             base_images=self.base_images(top.get("base_images", {}), "base_images"),
@@ -820,6 +825,19 @@ class _Reader:
             table.get("mirrors", []), self.join(key, "mirrors"), mirror_name, non_empty=False
         )
         return Promotion(tags=tags, prereleases=prereleases, mirrors=to)
+
+    def registry(self, value: object, key: str) -> RegistryConfig:
+        table = self.table(value, key, ("budget_seconds",))
+        budget_key = self.join(key, "budget_seconds")
+        budget = self.seconds(
+            table.get("budget_seconds", RegistryConfig().budget_seconds), budget_key
+        )
+        if budget > MAX_REGISTRY_BUDGET_SECONDS:
+            self.fail(
+                budget_key,
+                messages.config_seconds_out_of_range(budget, int(MAX_REGISTRY_BUDGET_SECONDS)),
+            )
+        return RegistryConfig(budget_seconds=budget)
 
     def queue(self, value: object, key: str) -> QueueSettings:
         table = self.table(

@@ -873,8 +873,56 @@ def approval_check_failed(subject: str) -> str:
     return f"{subject} no longer passes the platform check"
 
 
-def registry_unreachable(host: str, error: BaseException, proxy_variables: Sequence[str]) -> str:
-    said = f"cannot reach {host} ({type(error).__name__})"
+def _seconds(seconds: float | None) -> str:
+    return "its time limit" if seconds is None else f"{seconds:g} s"
+
+
+def _tries(attempts: int) -> str:
+    return "" if attempts <= 1 else f" ({attempts} attempts)"
+
+
+def registry_transport_fault(
+    kind: str, host: str, detail: str, seconds: float | None, attempts: int
+) -> str:
+    """One sentence per transport failure, naming the host; `detail` is the HTTP
+    library's own words (never bytes the server sent)."""
+    if kind == "refused":
+        return f"cannot reach {host}: the connection was refused{_tries(attempts)}"
+    if kind == "dns":
+        return f"cannot reach {host}: the name does not resolve ({detail})"
+    if kind == "tls":
+        return f"cannot reach {host}: the TLS handshake failed ({detail})"
+    if kind == "connect-timeout":
+        return f"cannot reach {host}: no connection within {_seconds(seconds)}{_tries(attempts)}"
+    if kind == "head-timeout":
+        return (
+            f"{host} accepted the connection but sent no complete response head within "
+            f"{_seconds(seconds)}{_tries(attempts)}"
+        )
+    if kind == "idle-timeout":
+        return (
+            f"{host} stopped sending in the middle of a response for "
+            f"{_seconds(seconds)}{_tries(attempts)}"
+        )
+    if kind == "malformed":
+        return f"{host} sent a malformed HTTP response ({detail})"
+    if kind == "cut-short":
+        return (
+            f"{host} closed the connection before the response body ended "
+            f"({detail}){_tries(attempts)}"
+        )
+    if kind == "closed":
+        return f"{host} closed the connection without answering{_tries(attempts)}"
+    if kind == "budget":
+        return (
+            f"gave up on {host} after {_seconds(seconds)}, the time allowed for one "
+            "reference (registry.budget_seconds in the configuration)"
+        )
+    return f"cannot reach {host} ({detail or 'network error'}){_tries(attempts)}"
+
+
+def registry_unreachable(said: str, proxy_variables: Sequence[str]) -> str:
+    """`said` (a `registry_transport_fault` sentence), with a word on proxy variables."""
     if proxy_variables:
         # Only the variables' names: a proxy URL can hold a password.
         said += (

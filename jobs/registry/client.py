@@ -1,8 +1,10 @@
 """An OCI distribution client: manifests and blobs, verified by digest.
 
-One `jobs.registry.http.HttpClient` (one pool of keep-alive connections) per client, a
+One `jobs.registry.http.HttpClient` (httpx's pool of keep-alive connections) per client, a
 semaphore bounding requests in flight per registry host, retries with backoff on 429,
-5xx and dropped connections (honouring `Retry-After`), and Bearer/Basic authentication
+5xx and dropped connections (honouring `Retry-After`; a request that timed out is tried
+`timeout_attempts` times, fewer: a server that hung once hangs again), a time budget per
+request and, within `reference_budget`, per reference, and Bearer/Basic authentication
 driven by the pure flow in `jobs.registry.auth`. Every manifest and config read is hashed and
 compared with the digest it was asked for (or the one the registry announced) before it
 is parsed.
@@ -19,8 +21,9 @@ host.
 Where credentials go. The docker config's credentials for a reference's registry (looked
 up by that name) are sent only (a) to that registry's own origin: scheme, host and port
 exactly. `_headers` attaches the Authorization header only to URLs of the registry's API
-host, and `jobs.registry.http` drops it on any redirect that leaves the origin (another host,
-another port, https to http): blob and manifest reads redirected to storage go there
+host, and httpx (under `jobs.registry.http`) drops it on any redirect that leaves the
+origin (another host, another port, https to http; it keeps it only for an upgrade of
+http://host:80 to https://host:443): blob and manifest reads redirected to storage go there
 without it. (Go's net/http, under docker and containerd, keeps it for subdomains; this
 client does not.) And (b) to the Bearer token service the registry's challenge names,
 whatever its host, as docker and containerd do (registry-1.docker.io sends clients to
@@ -33,7 +36,13 @@ What a refusal shows. A registry's answer becomes a sentence in one place,
 upper-case identifier. Never its free text (`message`, `detail`) nor a header: a registry
 can put anything there, including the credentials it was sent, and the sentence goes to
 Slack. Digests a registry announces in a header are validated before any sentence may
-show them.
+show them. A transport failure becomes a sentence in `transport_fault`
+(`messages.registry_transport_fault`): the host and the cause (refused, name not resolved,
+TLS, timeout and which, malformed answer in the HTTP library's words, body cut short).
+
+Bodies: manifests and configs are read decoded (a server may gzip them although no
+Accept-Encoding is sent) and their digests computed on the decoded bytes; blob copies
+stream the raw bytes, stored as sent.
 """
 
 from __future__ import annotations
@@ -93,7 +102,7 @@ from jobs.registry.endpoints import insecure_from_env as insecure_from_env
 from jobs.registry.endpoints import is_loopback_host as is_loopback_host
 from jobs.registry.endpoints import parse_insecure_registries as parse_insecure_registries
 from jobs.registry.endpoints import scheme_for as scheme_for
-from jobs.registry.http import CertificateError, HttpClient, HttpError, Response
+from jobs.registry.http import CertificateError, HttpClient, HttpError, ProxyFor, Response
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -212,10 +221,17 @@ def same_origin(url: str, api_host: str) -> bool:
 class RegistrySettings:
     insecure_registries: frozenset[str] = frozenset()
     max_concurrency: int = 64  # requests in flight per registry host
-    max_attempts: int = 6
+    max_attempts: int = 6  # of a request answered 429/5xx or dropped
+    # A server that let a request time out is likely to again: fewer attempts.
+    timeout_attempts: int = 2
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
-    timeout: float = 30.0  # whole request for manifests and configs; per read for blobs
+    connect_timeout: float = 10.0
+    head_timeout: float = 15.0  # request sent (or its body ended) to the response head
+    idle_timeout: float = 30.0  # any one read or write of a body (a blob's included)
+    # All attempts of one request, and with `RegistryClient.reference_budget` all the
+    # requests made for one reference (not blob bodies, whose size sets their time).
+    budget: float = 35.0
 
 
 @dataclass(frozen=True)
@@ -260,9 +276,24 @@ class _StreamState:
 
 
 _TRANSPORT_ERRORS = (HttpError, OSError, TimeoutError)
+_TIMEOUTS = frozenset({"connect-timeout", "head-timeout", "idle-timeout"})
+# Within `RegistryClient.reference_budget`: the loop time by which a reference's requests
+# give up (tasks started inside inherit it).
+_REFERENCE_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "registry_reference_deadline", default=None
+)
 
 
-def _unreachable(ref: Reference, error: BaseException) -> UnreachableError:
+def transport_fault(host: str, error: BaseException, attempts: int) -> str:
+    """The sentence for a transport failure: what happened, on which host."""
+    if isinstance(error, HttpError):
+        return messages.registry_transport_fault(
+            error.kind, error.host or host, error.detail, error.seconds, attempts
+        )
+    return messages.registry_transport_fault("network", host, str(error), None, attempts)
+
+
+def _unreachable(ref: Reference, error: BaseException, attempts: int) -> UnreachableError:
     """What to say when the transport failed for good (after the retries, or at once for a
     certificate nobody here trusts, which no retry changes)."""
     if isinstance(error, CertificateError):
@@ -270,7 +301,8 @@ def _unreachable(ref: Reference, error: BaseException) -> UnreachableError:
             str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
         )
     proxies = [name for name in _PROXY_VARIABLES if os.environ.get(name)]
-    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error, proxies))
+    said = transport_fault(ref.api_host, error, attempts)
+    return UnreachableError(str(ref), messages.registry_unreachable(said, proxies))
 
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
@@ -320,8 +352,10 @@ class RegistryClient:
         settings: RegistrySettings | None = None,
         *,
         docker_config: DockerConfig | None = None,
+        proxy_for: ProxyFor | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
+        self._proxy_for = proxy_for  # a request URL's proxy, or None: direct
         self._docker_config = docker_config
         self._http: HttpClient | None = None
         self._semaphores: dict[str, asyncio.Semaphore] = {}
@@ -333,10 +367,12 @@ class RegistryClient:
 
     async def __aenter__(self) -> RegistryClient:
         self._http = HttpClient(
-            connect_timeout=self.settings.timeout,
-            read_timeout=self.settings.timeout,
+            connect_timeout=self.settings.connect_timeout,
+            head_timeout=self.settings.head_timeout,
+            idle_timeout=self.settings.idle_timeout,
             default_headers={"User-Agent": "aibrix-release-bot"},
             max_idle_per_origin=self.settings.max_concurrency,
+            proxy_for=self._proxy_for,
         )
         return self
 
@@ -374,6 +410,48 @@ class RegistryClient:
             yield
         finally:
             _SHARED_READS.reset(token)
+
+    @contextlib.contextmanager
+    def reference_budget(self) -> Iterator[None]:
+        """Within the block (and tasks started in it), requests give up once
+        `settings.budget` seconds have passed since it was entered: for the reads of one
+        reference (its index, children and configs), so that a server that hangs or
+        trickles costs a stated time, not the sum of every request's timeouts."""
+        deadline = asyncio.get_running_loop().time() + self.settings.budget
+        token = _REFERENCE_DEADLINE.set(deadline)
+        try:
+            yield
+        finally:
+            _REFERENCE_DEADLINE.reset(token)
+
+    def _deadline(self) -> float:
+        """When the request about to start must give up: its own budget, or the
+        reference's when that comes first."""
+        own = asyncio.get_running_loop().time() + self.settings.budget
+        shared = _REFERENCE_DEADLINE.get()
+        return own if shared is None else min(own, shared)
+
+    def _out_of_time(self, ref: Reference, deadline: float) -> HttpError:
+        return HttpError(
+            "out of time", kind="budget", host=ref.api_host, seconds=self.settings.budget
+        )
+
+    async def _backoff(
+        self, ref: Reference, error: BaseException, attempt: int, deadline: float
+    ) -> None:
+        """Sleep before another attempt after a transport failure, or give up: after the
+        last attempt (fewer when it timed out), on an untrusted certificate, or when the
+        sleep would pass the deadline."""
+        timed_out = isinstance(error, HttpError) and error.kind in _TIMEOUTS
+        limit = self.settings.timeout_attempts if timed_out else self.settings.max_attempts
+        if attempt >= limit or isinstance(error, CertificateError):
+            raise _unreachable(ref, error, attempt) from None
+        if isinstance(error, HttpError) and error.kind in ("malformed", "budget"):
+            raise _unreachable(ref, error, attempt) from None  # the same answer again
+        delay = retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
+        if asyncio.get_running_loop().time() + delay >= deadline:
+            raise _unreachable(ref, self._out_of_time(ref, deadline), attempt) from None
+        await asyncio.sleep(delay)
 
     async def get_manifest(self, ref: Reference) -> Manifest:
         """Fetch and verify the manifest `ref` names (by tag or digest)."""
@@ -496,13 +574,6 @@ class RegistryClient:
                 str(ref), f"the registry says the manifest is {digest}, not {ref.digest}"
             )
         return digest
-
-    def preconnect(self, ref: Reference, count: int) -> None:
-        """Open connections to `ref`'s registry in the background, up to `count` idle or
-        opening (capped by the per-host concurrency): a burst of requests that follows
-        then does not pay a connection set-up (a round trip, more with TLS) each."""
-        url = self._url(ref, "/v2/")
-        self._require_http().preconnect(url, min(count, self.settings.max_concurrency))
 
     async def blob_exists(self, ref: Reference, digest: str) -> bool:
         """Whether the repository of `ref` holds the blob (one HEAD)."""
@@ -699,9 +770,12 @@ class RegistryClient:
                 ) as put:
                     status, headers = put.status, put.headers
                     error_body = await self._read_error_body(put)
-            except (*_TRANSPORT_ERRORS, UnreachableError) as error:
+            except UnreachableError as error:
                 self._raise_stream_error(state)
-                raise _RetryTransfer(f"the connection dropped ({type(error).__name__})") from None
+                raise _RetryTransfer(error.message) from None
+            except _TRANSPORT_ERRORS as error:
+                self._raise_stream_error(state)
+                raise _RetryTransfer(transport_fault(destination.api_host, error, 1)) from None
             except DigestMismatchError:
                 raise
             except Exception:
@@ -726,7 +800,7 @@ class RegistryClient:
         if isinstance(error, RegistryError):
             raise error
         if isinstance(error, _TRANSPORT_ERRORS):
-            raise _RetryTransfer(f"the source connection dropped ({type(error).__name__})")
+            raise _RetryTransfer(transport_fault("the source registry", error, 1))
         raise error
 
     async def _verified_chunks(
@@ -748,7 +822,8 @@ class RegistryClient:
         held: bytes | None = None
         received = 0
         try:
-            async for chunk in response.iter_chunks(CHUNK_BYTES):
+            # As sent: a blob is stored as it is, whatever Content-Encoding is claimed.
+            async for chunk in response.iter_raw(CHUNK_BYTES):
                 received += len(chunk)
                 if received > blob.size:
                     raise DigestMismatchError(
@@ -914,12 +989,20 @@ class RegistryClient:
         """One request with a buffered body, retried and authenticated as needed; returns
         when the status is in `final`, raises a `RegistryError` otherwise."""
         host_auth, authenticated = await self._prepare(ref, scope)
+        deadline = self._deadline()
         attempt = 0
         while True:
             attempt += 1
             request_headers = self._headers(ref, url, host_auth, scope, headers)
             fetched = await self._send(
-                ref, method, url, request_headers, max_bytes, attempt, data=data
+                ref,
+                method,
+                url,
+                request_headers,
+                max_bytes,
+                attempt,
+                data=data,
+                deadline=deadline,
             )
             if fetched is None:
                 continue  # retried after a dropped connection
@@ -941,6 +1024,9 @@ class RegistryClient:
                 attempt -= 1  # a challenge is not a failure
             elif step == "fail":
                 raise self._status_error(ref, fetched.status, fetched.body)
+            # The server answered (and set the pace): the request's own time starts over;
+            # a reference's budget, when there is one, still holds.
+            deadline = self._deadline()
 
     @asynccontextmanager
     async def _exchange(
@@ -961,6 +1047,7 @@ class RegistryClient:
         http = self._require_http()
         host_auth, authenticated = await self._prepare(ref, scope)
         limit = attempts or self.settings.max_attempts
+        deadline = self._deadline()
         attempt = 0
         while True:
             attempt += 1
@@ -970,25 +1057,37 @@ class RegistryClient:
             try:
                 async with self._semaphore_for(ref.api_host):
                     self._count(method)
-                    async with http.request(
-                        method, url, headers=request_headers, body=data
-                    ) as response:
+                    # The budget bounds the wait for an answer, not the body that follows,
+                    # nor a streamed request body (a blob upload takes the time it takes;
+                    # the response-head timeout starts at its end).
+                    streamed = data is not None and not isinstance(data, bytes)
+                    waiting = asyncio.timeout_at(None if streamed else deadline)
+                    async with waiting:
+                        opened = http.request(
+                            method,
+                            url,
+                            headers=request_headers,
+                            body=data,
+                        )
+                        response = await opened.__aenter__()
+                        waiting.reschedule(None)
+                    try:
                         if response.status in final:
                             handed_over = True
                             yield response
                             return
                         body = await self._read_error_body(response)
                         answer = (response.status, response.headers, body)
+                    finally:
+                        await opened.__aexit__(None, None, None)
             except _TRANSPORT_ERRORS as error:
                 if handed_over:
                     raise
-                if attempt >= limit or isinstance(error, CertificateError):
-                    raise _unreachable(ref, error) from None
-                await asyncio.sleep(
-                    retry_delay(
-                        attempt, None, self.settings.backoff_base, self.settings.backoff_cap
-                    )
-                )
+                if isinstance(error, TimeoutError) and waiting.expired():
+                    error = self._out_of_time(ref, deadline)
+                if attempt >= limit:
+                    raise _unreachable(ref, error, attempt) from None
+                await self._backoff(ref, error, attempt, deadline)
                 continue
             status, answer_headers, body = answer
             step = await self._next_step(
@@ -1007,6 +1106,7 @@ class RegistryClient:
                 attempt -= 1
             elif step != "retry":
                 raise self._status_error(ref, status, body)
+            deadline = self._deadline()  # answered: as in `_call`
 
     def _require_http(self) -> HttpClient:
         assert self._http is not None, "use RegistryClient as an async context manager"
@@ -1081,7 +1181,13 @@ class RegistryClient:
             token_request = next(flow)
             while True:
                 fetched = await self._send(
-                    ref, "GET", token_request.url, token_request.headers, MAX_MANIFEST_BYTES, 1
+                    ref,
+                    "GET",
+                    token_request.url,
+                    token_request.headers,
+                    MAX_MANIFEST_BYTES,
+                    self.settings.max_attempts,
+                    deadline=self._deadline(),
                 )
                 response = (
                     TokenResponse(fetched.status, fetched.body)
@@ -1106,11 +1212,15 @@ class RegistryClient:
         attempt: int,
         *,
         data: bytes | None = None,
+        deadline: float | None = None,
     ) -> _Fetched | None:
-        """One HTTP exchange. None means the connection dropped and a retry is due."""
+        """One HTTP exchange, whole by `deadline`. None means the transport failed and a
+        retry is due (after the backoff it slept)."""
         http = self._require_http()
+        deadline = self._deadline() if deadline is None else deadline
+        whole = asyncio.timeout_at(deadline)
         try:
-            async with self._semaphore_for(ref.api_host), asyncio.timeout(self.settings.timeout):
+            async with self._semaphore_for(ref.api_host), whole:
                 self._count(method)
                 async with http.request(method, url, headers=headers, body=data) as response:
                     if method == "HEAD":
@@ -1121,11 +1231,9 @@ class RegistryClient:
                         body = await self._read_limited(ref, response, max_bytes)
                     return _Fetched(response.status, response.headers, body)
         except _TRANSPORT_ERRORS as error:
-            if attempt >= self.settings.max_attempts or isinstance(error, CertificateError):
-                raise _unreachable(ref, error) from None
-            await asyncio.sleep(
-                retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
-            )
+            if isinstance(error, TimeoutError) and whole.expired():
+                error = self._out_of_time(ref, deadline)
+            await self._backoff(ref, error, attempt, deadline)
             return None
 
     @staticmethod

@@ -59,11 +59,13 @@ async def _entry_facts(client: RegistryClient, ref: Reference, entry: Descriptor
 async def inspect_reference(
     client: RegistryClient, ref: Reference, required: Sequence[Platform]
 ) -> Inspection:
-    with client.shared_reads():
-        return await _inspect(client, ref, required)
+    """Read `ref` (index, children, configs) and judge it, within the registry's time
+    budget for one reference (`RegistryClient.reference_budget`)."""
+    with client.shared_reads(), client.reference_budget():
+        return await _inspect_reference(client, ref, required)
 
 
-async def _inspect(
+async def _inspect_reference(
     client: RegistryClient, ref: Reference, required: Sequence[Platform]
 ) -> Inspection:
     try:
@@ -92,7 +94,7 @@ async def inspect_many(
     """Inspect all references concurrently, each distinct manifest and config read once;
     results in argument order."""
     with client.shared_reads():
-        return list(await asyncio.gather(*(_inspect(client, r, required) for r in refs)))
+        return list(await asyncio.gather(*(inspect_reference(client, r, required) for r in refs)))
 
 
 def inspection_json(inspection: Inspection) -> dict[str, object]:

@@ -201,10 +201,10 @@ async def read_layer(
 ) -> list[Entry]:
     """One layer's entries, streamed from the registry."""
     loop = asyncio.get_running_loop()
-    # The client's read timeout bounds each chunk; the margin covers a retried request. A
+    # The client's idle timeout bounds each chunk; the margin covers a retried request. A
     # reader thread left behind by a cancelled check (a worker shutting down) thus ends
     # instead of waiting for a loop that no longer runs.
-    wait = client.settings.timeout * 2 + 5
+    wait = client.settings.idle_timeout * 2 + 5
     async with client.stream_blob(ref, layer) as chunks:
 
         def next_chunk() -> bytes | None:
