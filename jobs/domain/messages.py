@@ -930,3 +930,43 @@ def tag_removed(subject: str, wrote: str) -> str:
         f"{subject} no longer exists, but {wrote} was written and verified there; it is not "
         "written again (someone removed it)"
     )
+
+
+# ---- proxies ------------------------------------------------------------------------------
+# A proxy variable's value may hold a password: these sentences name the variable and,
+# at most, the proxy's scheme, host and port as `jobs.registry.proxies.Proxy.shown` gives them.
+
+
+def proxy_variable_invalid(variable: str, problem: str) -> str:
+    return (
+        f"{variable} is not a proxy this bot can use: {problem} "
+        "(expected http://[USER:PASSWORD@]HOST[:PORT] or https://...)"
+    )
+
+
+def proxy_scheme_unsupported(scheme: str | None) -> str:
+    if scheme:
+        return f"its scheme {scheme}:// is not supported (only http:// and https:// proxies are)"
+    return "its scheme is not supported (only http:// and https:// proxies are)"
+
+
+def proxy_url_malformed() -> str:
+    return "it is not a well-formed URL"
+
+
+def proxy_url_has_path() -> str:
+    return "it has a path, query or fragment after the host"
+
+
+def proxy_url_no_host() -> str:
+    return "it names no host"
+
+
+def proxy_url_bad_port() -> str:
+    return "its port is not a number from 1 to 65535"
+
+
+def registry_via_proxy(proxy: str, variable: str) -> str:
+    """Appended to a transport failure of a request sent through a proxy: which one
+    (`proxy` carries no credentials) and where it was configured."""
+    return f"through the proxy {proxy} (from {variable})"
