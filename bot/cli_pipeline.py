@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.follow import Display, release_lines
+from bot.registry_env import registry_settings
 from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.errors import Refused, UsageError
@@ -32,7 +33,6 @@ from jobs.domain.permissions import Action, Actor, authorize, operator
 from jobs.domain.platforms import parse_platform
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, State
-from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
@@ -254,6 +254,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if value is not None and not WORKER_NAME.match(value):
             raise UsageError(f"{flag} takes a name of letters, digits, '.', '_' and '-' (1-64)")
     settings = redis_settings(args, config)
+    registry = registry_settings(os.environ)  # a bad proxy value stops it here, exit 2
     worker_settings = WorkerSettings(
         platform=platform,
         builder=args.builder,
@@ -267,9 +268,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
-            worker = Worker(
-                pipeline, worker_settings, RegistrySettings(insecure_registries=insecure_from_env())
-            )
+            worker = Worker(pipeline, worker_settings, registry)
             await worker.check()  # BuilderError: Refused, exit 2
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

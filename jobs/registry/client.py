@@ -86,6 +86,7 @@ from jobs.registry.endpoints import is_loopback_host as is_loopback_host
 from jobs.registry.endpoints import parse_insecure_registries as parse_insecure_registries
 from jobs.registry.endpoints import scheme_for as scheme_for
 from jobs.registry.http import CertificateError, HttpClient, HttpError, Response
+from jobs.registry.proxies import ProxySettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -208,6 +209,8 @@ class RegistrySettings:
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
     timeout: float = 30.0  # whole request for manifests and configs; per read for blobs
+    # Read from the environment at the edge (`bot.registry_env`), never here.
+    proxies: ProxySettings = field(default_factory=ProxySettings)
 
 
 @dataclass(frozen=True)
