@@ -217,7 +217,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     required = _required_platforms(args)
     refs = _parse_refs(args.refs)
     settings = registry_settings(os.environ, parse_insecure_registries(args.insecure_registry))
-    _connect_early([ref.api_host for ref in refs], settings)
     import asyncio
 
     from bot.report import inspection_tables
@@ -315,31 +314,12 @@ class _TerminalProgress:
             self.stream.flush()
 
 
-def _connect_early(api_hosts: Sequence[str], settings: RegistrySettings) -> None:
-    """Input is valid: start a connection per first request to each registry, made while
-    the network code is imported (`jobs.registry.preconnect`). Not to a registry reached
-    through a proxy: a direct connection there would bypass it."""
-    from collections import Counter
-
-    from jobs.registry import preconnect
-    from jobs.registry.endpoints import default_port, scheme_for
-    from jobs.registry.proxies import proxy_for
-
-    insecure = settings.insecure_registries
-    preconnect.start(
-        (*preconnect.host_port(host, default_port(scheme_for(host, insecure))), count)
-        for host, count in Counter(api_hosts).items()
-        if proxy_for(f"{scheme_for(host, insecure)}://{host}/v2/", settings.proxies) is None
-    )
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     from jobs.domain.sync_request import release_jobs
 
     config, request, settings = _release_inputs(args, args.version, args.to, args.component)
-    jobs = release_jobs(config, request.version, request.mirrors, request.components)
-    sources = {job.component: job.source.api_host for job in jobs}  # one index read each
-    _connect_early([*sources.values(), *(job.destination.api_host for job in jobs)], settings)
+    # Unknown component names are refused before anything is read.
+    release_jobs(config, request.version, request.mirrors, request.components)
     from bot import messages
     from jobs.domain import messages as core_messages
     from jobs.domain.sync_report import SyncReport, sync_report_data

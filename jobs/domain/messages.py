@@ -769,15 +769,12 @@ def approval_check_failed(subject: str) -> str:
     return f"{subject} no longer passes the platform check"
 
 
-def registry_unreachable(host: str, error: BaseException, proxy_variables: Sequence[str]) -> str:
-    said = f"cannot reach {host} ({type(error).__name__})"
-    if proxy_variables:
-        # Only the variables' names: a proxy URL can hold a password.
-        said += (
-            f"; {', '.join(proxy_variables)} is set, but aibrix-bot connects to registries "
-            "directly (HTTP proxies are not supported yet)"
-        )
-    return said
+def registry_unreachable(host: str, error: BaseException, via_proxy: str | None = None) -> str:
+    """`via_proxy`: `registry_via_proxy(...)` when the request went through a proxy (never
+    the proxy's credentials)."""
+    if via_proxy:
+        return f"cannot reach {host} {via_proxy} ({type(error).__name__})"
+    return f"cannot reach {host} ({type(error).__name__})"
 
 
 def _status_said(status: int, code: str | None) -> str:

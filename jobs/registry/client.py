@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
 import random
 import re
 import time
@@ -85,8 +84,8 @@ from jobs.registry.endpoints import insecure_from_env as insecure_from_env
 from jobs.registry.endpoints import is_loopback_host as is_loopback_host
 from jobs.registry.endpoints import parse_insecure_registries as parse_insecure_registries
 from jobs.registry.endpoints import scheme_for as scheme_for
-from jobs.registry.http import CertificateError, HttpClient, HttpError, Response
-from jobs.registry.proxies import ProxySettings
+from jobs.registry.http import CertificateError, HttpClient, HttpError, ProxyFor, Response
+from jobs.registry.proxies import Proxy, ProxySettings, route
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -255,18 +254,18 @@ class _StreamState:
 _TRANSPORT_ERRORS = (HttpError, OSError, TimeoutError)
 
 
-def _unreachable(ref: Reference, error: BaseException) -> UnreachableError:
+def _unreachable(
+    ref: Reference, error: BaseException, via: Proxy | None = None
+) -> UnreachableError:
     """What to say when the transport failed for good (after the retries, or at once for a
-    certificate nobody here trusts, which no retry changes)."""
+    certificate nobody here trusts, which no retry changes). `via`: the proxy the request
+    went through, shown by scheme, host and port and the variable that named it."""
     if isinstance(error, CertificateError):
         return UnreachableError(
             str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
         )
-    proxies = [name for name in _PROXY_VARIABLES if os.environ.get(name)]
-    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error, proxies))
-
-
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    through = messages.registry_via_proxy(via.shown, via.variable) if via is not None else None
+    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error, through))
 
 
 class RegistryClient:
@@ -280,8 +279,12 @@ class RegistryClient:
         settings: RegistrySettings | None = None,
         *,
         docker_config: DockerConfig | None = None,
+        proxy_for: ProxyFor | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
+        if proxy_for is None and self.settings.proxies.any:
+            proxy_for = self._settings_proxy
+        self._proxy_for = proxy_for  # a request URL's proxy, or None: direct
         self._docker_config = docker_config
         self._http: HttpClient | None = None
         self._shared: dict[tuple[str, str, str], asyncio.Future[object]] | None = None
@@ -293,12 +296,18 @@ class RegistryClient:
         self.requests_by_method: Counter[str] = Counter()
         self.bytes_uploaded = 0
 
+    def _settings_proxy(self, url: str) -> str | None:
+        proxy = route(url, self.settings.proxies)
+        return proxy.url if proxy is not None else None
+
     async def __aenter__(self) -> RegistryClient:
         self._http = HttpClient(
             connect_timeout=self.settings.timeout,
-            read_timeout=self.settings.timeout,
+            head_timeout=self.settings.timeout,
+            idle_timeout=self.settings.timeout,
             default_headers={"User-Agent": "aibrix-release-bot"},
             max_idle_per_origin=self.settings.max_concurrency,
+            proxy_for=self._proxy_for,
         )
         return self
 
@@ -408,13 +417,6 @@ class RegistryClient:
                 str(ref), f"the registry says the manifest is {digest}, not {ref.digest}"
             )
         return digest
-
-    def preconnect(self, ref: Reference, count: int) -> None:
-        """Open connections to `ref`'s registry in the background, up to `count` idle or
-        opening (capped by the per-host concurrency): a burst of requests that follows
-        then does not pay a connection set-up (a round trip, more with TLS) each."""
-        url = self._url(ref, "/v2/")
-        self._require_http().preconnect(url, min(count, self.settings.max_concurrency))
 
     async def blob_exists(self, ref: Reference, digest: str) -> bool:
         """Whether the repository of `ref` holds the blob (one HEAD)."""
@@ -895,7 +897,7 @@ class RegistryClient:
                 if handed_over:
                     raise
                 if attempt >= limit or isinstance(error, CertificateError):
-                    raise _unreachable(ref, error) from None
+                    raise _unreachable(ref, error, route(url, self.settings.proxies)) from None
                 await asyncio.sleep(
                     retry_delay(
                         attempt, None, self.settings.backoff_base, self.settings.backoff_cap
@@ -1002,7 +1004,7 @@ class RegistryClient:
                     return _Fetched(response.status, response.headers, body)
         except _TRANSPORT_ERRORS as error:
             if attempt >= self.settings.max_attempts or isinstance(error, CertificateError):
-                raise _unreachable(ref, error) from None
+                raise _unreachable(ref, error, route(url, self.settings.proxies)) from None
             await asyncio.sleep(
                 retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
             )

@@ -26,7 +26,7 @@ the promotion step after approval:
    holds another digest is not overwritten unless `overwrite_allowed`; the tag is HEADed
    again once the blobs are in, as the children are put, before it is written. At most
    `parallel_blobs` blob copies per destination registry are in flight, across all
-   components; connections are opened ahead of the bursts (`RegistryClient.preconnect`).
+   components.
 3. Verify: the mirror tag is read back through the inspection engine (its children and
    configs read at the same time as the tag); its digest must be the source's and its
    verdict ok.
@@ -329,8 +329,6 @@ class _Engine:
             tree.cancel()
             await asyncio.gather(tree, return_exceptions=True)
             return None
-        # A copy follows: a burst of HEADs at the mirror, then uploads.
-        self.client.preconnect(job.destination, self.parallel_blobs)
         return await self._plan_input(job, await tree)
 
     async def _prepare(self, job: CopyJob, source_digest: str | None) -> PlanInput:
@@ -342,7 +340,6 @@ class _Engine:
     async def _plan_input(self, job: CopyJob, root: ManifestNode) -> PlanInput:
         """HEAD what the mirror repository holds of the tree."""
         blobs = unique_blobs(root)
-        self.client.preconnect(job.source, min(len(blobs), self.parallel_blobs))
         children = [n for n in _nodes(root) if n.digest != root.digest]
         destination = job.destination
         blob_checks = asyncio.gather(
@@ -678,13 +675,6 @@ async def _wait_for(
         await asyncio.gather(*waits)
 
 
-def _by_host(refs: Iterable[Reference]) -> dict[str, list[Reference]]:
-    found: dict[str, list[Reference]] = {}
-    for ref in refs:
-        found.setdefault(ref.api_host, []).append(ref)
-    return found
-
-
 def _first_registry_error(group: BaseExceptionGroup[RegistryError]) -> RegistryError:
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
@@ -746,10 +736,6 @@ async def _sync_jobs(
         progress=progress or _no_progress,
         parallel_blobs=parallel_blobs,
     )
-    # The gate reads each source index, then its children, then their configs: one round
-    # trip each. Connections for the children's width are opened meanwhile.
-    for refs in _by_host(sources.values()).values():
-        client.preconnect(refs[0], len(refs) * max(1, len(required)))
     heads = {job: asyncio.create_task(read_digest(client, job.destination)) for job in jobs}
     early = {job: asyncio.create_task(engine.read_ahead(job, heads[job])) for job in jobs}
     reads = [*heads.values(), *early.values()]

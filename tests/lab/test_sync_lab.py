@@ -555,12 +555,17 @@ async def test_a_missing_source_tag_exits_3(lab: Lab, docker_config: Path, tmp_p
 
 @pytest.fixture
 async def big_release(lab: Lab, tmp_path: Path) -> str:
-    """A release whose runtime images carry 24 MB random layers."""
+    """A release whose runtime images carry 24 MB random layers and gateway-plugins 12 MB
+    ones: neither component can be copied whole before 8 MB are sent, whichever the
+    copies' interleaving (with a small gateway-plugins, whether its tag was in before
+    the cancel depended on timing)."""
     source_ns = f"sync-big-{uuid.uuid4().hex[:8]}"
     pusher = OciPusher(lab.registry)
     async with aiohttp.ClientSession() as session:
         await craft_component(pusher, session, f"{source_ns}/runtime", layer_bytes=24 * 1024**2)
-        await craft_component(pusher, session, f"{source_ns}/gateway-plugins")
+        await craft_component(
+            pusher, session, f"{source_ns}/gateway-plugins", layer_bytes=12 * 1024**2
+        )
     return f"{lab.registry}/{source_ns}"
 
 

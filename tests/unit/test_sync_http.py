@@ -1,6 +1,6 @@
-"""The sync's HTTP/1.1 client (jobs/registry/http.py) against real HTTP servers (aiohttp's): body
-framings, keep-alive, redirects, early answers to a streamed upload, a stale pooled
-connection, connections begun during start-up."""
+"""The registry's HTTP client (jobs/registry/http.py, on httpx) against real HTTP servers
+(aiohttp's): body framings, keep-alive, redirects, early answers to a streamed upload, a
+stale pooled connection, the proxy hook."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from jobs.registry import preconnect
-from jobs.registry.http import HttpClient, HttpError
+from jobs.registry.http import HttpClient
 
 
 @dataclass
@@ -192,22 +191,47 @@ async def test_a_pooled_connection_the_server_dropped_is_replaced_at_once() -> N
     assert connections == 3
 
 
-async def test_connections_begun_at_start_up_serve_the_first_requests(
+async def test_each_request_goes_through_the_proxy_its_hook_names(
     servers: tuple[Server, Server],
 ) -> None:
+    """`proxy_for` decides per URL: a plain HTTP proxy (a socket server that answers
+    every request itself) gets the requests it is named for, in absolute form, and the
+    others go direct."""
     main, _ = servers
-    host, port = preconnect.host_port(main.url.removeprefix("http://"), 80)
-    preconnect.start([(host, port, 2), ("127.0.0.1", 1, 1)])  # port 1: refused, ignored
-    async with HttpClient() as http:
-        results = await asyncio.gather(
-            *(_read(http, main.url + "/sized") for _ in range(3)), return_exceptions=True
-        )
-        assert results == [PAYLOAD] * 3
-        assert http.connections_opened == 3
-    assert preconnect.take(host, port) is None, "both begun connections were used"
-    with pytest.raises(HttpError):
-        async with HttpClient() as http, http.request("GET", "http://127.0.0.1:1/"):
-            pass
+    seen: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                seen.append(head.split(b"\r\n", 1)[0])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nproxied")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    asked: list[str] = []
+
+    def proxy_for(url: str) -> str | None:
+        asked.append(url)
+        return proxy_url if "via-proxy" in url else None
+
+    try:
+        async with HttpClient(proxy_for=proxy_for) as http:
+            assert await _read(http, "http://registry.invalid:5000/v2/via-proxy") == b"proxied"
+            assert await _read(http, main.url + "/sized") == PAYLOAD
+            assert await _read(http, "http://registry.invalid:5000/v2/via-proxy") == b"proxied"
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert seen == [b"GET http://registry.invalid:5000/v2/via-proxy HTTP/1.1"] * 2
+    assert main.seen == [("GET", "/sized", None)]
+    assert asked == [
+        "http://registry.invalid:5000/v2/via-proxy",
+        main.url + "/sized",
+        "http://registry.invalid:5000/v2/via-proxy",
+    ]
 
 
 async def _read(http: HttpClient, url: str) -> bytes:
