@@ -294,3 +294,32 @@ def test_the_sentence_is_one_of_a_fixed_few_whatever_the_password(password: str)
         assert str(raised.value) in {
             messages.proxy_variable_invalid("HTTPS_PROXY", problem) for problem in FIXED_PROBLEMS
         }
+
+
+# -- the edge and the client -----------------------------------------------------------
+
+
+def test_the_edge_reads_proxies_and_insecure_hosts_from_the_environment_it_is_given() -> None:
+    from bot.registry_env import registry_settings
+
+    built = registry_settings(
+        {"HTTPS_PROXY": P, "NO_PROXY": "mirror.corp", "AIBRIX_INSECURE_REGISTRIES": "lan:5000"},
+        frozenset({"flag.lan"}),
+    )
+    assert built.insecure_registries == {"lan:5000", "flag.lan"}
+    assert proxy_for("https://r.test/v2/", built.proxies) == P
+    assert proxy_for("https://mirror.corp/v2/", built.proxies) is None
+    with pytest.raises(ProxyConfigError, match=r"^https_proxy is not"):
+        registry_settings({"https_proxy": "socks5://x"})
+
+
+def test_the_registry_client_routes_by_its_settings() -> None:
+    from jobs.registry.client import RegistryClient, RegistrySettings
+
+    proxied = RegistryClient(RegistrySettings(proxies=settings("mirror.corp")))
+    assert proxied._proxy_for is not None
+    assert proxied._proxy_for("https://r.test/v2/") == P
+    assert proxied._proxy_for("https://mirror.corp/v2/") is None
+    assert proxied._proxy_for("http://127.0.0.1:5000/v2/") is None
+    # No proxy configured: no hook at all, every request direct.
+    assert RegistryClient(RegistrySettings())._proxy_for is None
