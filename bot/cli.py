@@ -162,6 +162,15 @@ def _required_platforms(args: argparse.Namespace) -> tuple[Platform, ...]:
     return DEFAULT_PLATFORMS
 
 
+def _registry_budget(args: argparse.Namespace) -> float:
+    """`registry.budget_seconds` of the configuration, when one is given."""
+    from jobs.domain.config import RegistryConfig
+
+    if args.config or os.environ.get("AIBRIX_CONFIG"):
+        return _load_config(args).registry.budget_seconds
+    return RegistryConfig().budget_seconds
+
+
 def _parse_refs(texts: Sequence[str]) -> list[Reference]:
     from jobs.domain.references import parse_reference
 
@@ -198,7 +207,11 @@ def _release_inputs(
 
     config = _load_config(args)
     request = parse_sync_request(config, version_text, mirror_texts, component_texts)
-    settings = registry_settings(os.environ, parse_insecure_registries(args.insecure_registry))
+    settings = registry_settings(
+        os.environ,
+        parse_insecure_registries(args.insecure_registry),
+        budget=config.registry.budget_seconds,
+    )
     return config, request, settings
 
 
@@ -216,7 +229,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError("give at least one REF (or --across VERSION)")
     required = _required_platforms(args)
     refs = _parse_refs(args.refs)
-    settings = registry_settings(os.environ, parse_insecure_registries(args.insecure_registry))
+    settings = registry_settings(
+        os.environ, parse_insecure_registries(args.insecure_registry), budget=_registry_budget(args)
+    )
     import asyncio
 
     from bot.report import inspection_tables

@@ -254,7 +254,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if value is not None and not WORKER_NAME.match(value):
             raise UsageError(f"{flag} takes a name of letters, digits, '.', '_' and '-' (1-64)")
     settings = redis_settings(args, config)
-    registry = registry_settings(os.environ)  # a bad proxy value stops it here, exit 2
+    # Before Redis is touched: a bad proxy value stops the worker here (exit 2).
+    registry = registry_settings(os.environ, budget=config.registry.budget_seconds)
     worker_settings = WorkerSettings(
         platform=platform,
         builder=args.builder,

@@ -7,6 +7,7 @@ environment itself. A bad proxy value raises `ProxyConfigError` (exit 2) before 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,14 +15,19 @@ if TYPE_CHECKING:
 
 
 def registry_settings(
-    environ: Mapping[str, str], insecure: frozenset[str] = frozenset()
+    environ: Mapping[str, str],
+    insecure: frozenset[str] = frozenset(),
+    *,
+    budget: float | None = None,
 ) -> RegistrySettings:
-    """`insecure` (from `--insecure-registry`) joins the hosts the environment names."""
+    """`insecure` (from `--insecure-registry`) joins the hosts the environment names;
+    `budget`: the configuration's `registry.budget_seconds`, when there is one."""
     from jobs.registry.client import RegistrySettings
     from jobs.registry.endpoints import insecure_from_env
     from jobs.registry.proxies import ProxySettings
 
-    return RegistrySettings(
+    settings = RegistrySettings(
         insecure_registries=insecure | insecure_from_env(environ),
         proxies=ProxySettings.from_environ(environ),
     )
+    return settings if budget is None else replace(settings, budget=budget)

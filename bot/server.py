@@ -86,7 +86,7 @@ def make_server(
     notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
     deps = Deps(
         pipeline,
-        registry or registry_settings(os.environ),
+        registry or registry_settings(os.environ, budget=config.registry.budget_seconds),
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)

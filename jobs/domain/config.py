@@ -173,6 +173,16 @@ class QueueSettings:
         return max(1, int(self.retention_days * 86400))
 
 
+MAX_REGISTRY_BUDGET_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    # How long the reads of one reference (index, children, configs; every attempt) may
+    # take before the registry client gives up on a server that hangs or trickles.
+    budget_seconds: float = 35.0
+
+
 @dataclass(frozen=True)
 class Config:
     components: tuple[Component, ...]
@@ -184,6 +194,7 @@ class Config:
     permissions: Permissions = field(default_factory=Permissions)
     promotion: Promotion = Promotion()
     queue: QueueSettings = QueueSettings()
+    registry: RegistryConfig = RegistryConfig()
     staging_tag: str = "{version}-{arch}"
     path: Path | None = None
     """The file this was loaded from; None for the built-in defaults."""

@@ -19,6 +19,7 @@ from jobs.domain import messages
 from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
+    MAX_REGISTRY_BUDGET_SECONDS,
     MAX_RETENTION_DAYS,
     ApprovalPolicy,
     Component,
@@ -26,6 +27,7 @@ from jobs.domain.config import (
     ConfigError,
     Promotion,
     QueueSettings,
+    RegistryConfig,
     Source,
 )
 from jobs.domain.config_grammar import (
@@ -259,6 +261,7 @@ class _Reader:
                 "permissions",
                 "promotion",
                 "queue",
+                "registry",
             ),
         )
         for required in ("repository", "source", "components"):
@@ -278,6 +281,7 @@ class _Reader:
         permissions = self.permissions(top.get("permissions", {}), "permissions", approval)
         promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
         queue = self.queue(top.get("queue", {}), "queue")
+        registry = self.registry(top.get("registry", {}), "registry")
         return Config(
             components=components,
             source=source,
@@ -288,6 +292,7 @@ class _Reader:
             permissions=permissions,
             promotion=promotion,
             queue=queue,
+            registry=registry,
             staging_tag=staging_tag,
             path=path,
         )
@@ -588,6 +593,19 @@ class _Reader:
             table.get("mirrors", []), self.join(key, "mirrors"), mirror_name, non_empty=False
         )
         return Promotion(tags=tags, prereleases=prereleases, mirrors=to)
+
+    def registry(self, value: object, key: str) -> RegistryConfig:
+        table = self.table(value, key, ("budget_seconds",))
+        budget_key = self.join(key, "budget_seconds")
+        budget = self.seconds(
+            table.get("budget_seconds", RegistryConfig().budget_seconds), budget_key
+        )
+        if budget > MAX_REGISTRY_BUDGET_SECONDS:
+            self.fail(
+                budget_key,
+                messages.config_seconds_out_of_range(budget, int(MAX_REGISTRY_BUDGET_SECONDS)),
+            )
+        return RegistryConfig(budget_seconds=budget)
 
     def queue(self, value: object, key: str) -> QueueSettings:
         table = self.table(

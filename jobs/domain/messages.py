@@ -769,12 +769,58 @@ def approval_check_failed(subject: str) -> str:
     return f"{subject} no longer passes the platform check"
 
 
-def registry_unreachable(host: str, error: BaseException, via_proxy: str | None = None) -> str:
-    """`via_proxy`: `registry_via_proxy(...)` when the request went through a proxy (never
-    the proxy's credentials)."""
-    if via_proxy:
-        return f"cannot reach {host} {via_proxy} ({type(error).__name__})"
-    return f"cannot reach {host} ({type(error).__name__})"
+def _seconds(seconds: float | None) -> str:
+    return "its time limit" if seconds is None else f"{seconds:g} s"
+
+
+def _tries(attempts: int) -> str:
+    return "" if attempts <= 1 else f" ({attempts} attempts)"
+
+
+def registry_transport_fault(
+    kind: str, host: str, detail: str, seconds: float | None, attempts: int
+) -> str:
+    """One sentence per transport failure, naming the host; `detail` is the HTTP
+    library's own words (never bytes the server sent)."""
+    if kind == "refused":
+        return f"cannot reach {host}: the connection was refused{_tries(attempts)}"
+    if kind == "dns":
+        return f"cannot reach {host}: the name does not resolve ({detail})"
+    if kind == "tls":
+        return f"cannot reach {host}: the TLS handshake failed ({detail})"
+    if kind == "connect-timeout":
+        return f"cannot reach {host}: no connection within {_seconds(seconds)}{_tries(attempts)}"
+    if kind == "head-timeout":
+        return (
+            f"{host} accepted the connection but sent no complete response head within "
+            f"{_seconds(seconds)}{_tries(attempts)}"
+        )
+    if kind == "idle-timeout":
+        return (
+            f"{host} stopped sending in the middle of a response for "
+            f"{_seconds(seconds)}{_tries(attempts)}"
+        )
+    if kind == "malformed":
+        return f"{host} sent a malformed HTTP response ({detail})"
+    if kind == "cut-short":
+        return (
+            f"{host} closed the connection before the response body ended "
+            f"({detail}){_tries(attempts)}"
+        )
+    if kind == "closed":
+        return f"{host} closed the connection without answering{_tries(attempts)}"
+    if kind == "budget":
+        return (
+            f"gave up on {host} after {_seconds(seconds)}, the time allowed for one "
+            "reference (registry.budget_seconds in the configuration)"
+        )
+    return f"cannot reach {host} ({detail or 'network error'}){_tries(attempts)}"
+
+
+def registry_unreachable(said: str, via_proxy: str | None = None) -> str:
+    """`said` (a `registry_transport_fault` sentence), and `registry_via_proxy(...)` when
+    the request went through a proxy (never the proxy's credentials)."""
+    return f"{said}; {via_proxy}" if via_proxy else said
 
 
 def _status_said(status: int, code: str | None) -> str:
@@ -966,4 +1012,4 @@ def proxy_url_bad_port() -> str:
 def registry_via_proxy(proxy: str, variable: str) -> str:
     """Appended to a transport failure of a request sent through a proxy: which one
     (`proxy` carries no credentials) and where it was configured."""
-    return f"through the proxy {proxy} (from {variable})"
+    return f"sent through the proxy {proxy} (from {variable})"

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import random
@@ -204,10 +205,17 @@ def same_origin(url: str, api_host: str) -> bool:
 class RegistrySettings:
     insecure_registries: frozenset[str] = frozenset()
     max_concurrency: int = 64  # requests in flight per registry host
-    max_attempts: int = 6
+    max_attempts: int = 6  # of a request answered 429/5xx or dropped
+    # A server that let a request time out is likely to again: fewer attempts.
+    timeout_attempts: int = 2
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
-    timeout: float = 30.0  # whole request for manifests and configs; per read for blobs
+    connect_timeout: float = 10.0
+    head_timeout: float = 15.0  # request sent (or its body ended) to the response head
+    idle_timeout: float = 30.0  # any one read or write of a body (a blob's included)
+    # All attempts of one request, and with `RegistryClient.reference_budget` all the
+    # requests made for one reference (not blob bodies, whose size sets their time).
+    budget: float = 35.0
     # Read from the environment at the edge (`bot.registry_env`), never here.
     proxies: ProxySettings = field(default_factory=ProxySettings)
 
@@ -252,10 +260,25 @@ class _StreamState:
 
 
 _TRANSPORT_ERRORS = (HttpError, OSError, TimeoutError)
+_TIMEOUTS = frozenset({"connect-timeout", "head-timeout", "idle-timeout"})
+# Within `RegistryClient.reference_budget`: the loop time by which a reference's requests
+# give up (tasks started inside inherit it).
+_REFERENCE_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "registry_reference_deadline", default=None
+)
+
+
+def transport_fault(host: str, error: BaseException, attempts: int) -> str:
+    """The sentence for a transport failure: what happened, on which host."""
+    if isinstance(error, HttpError):
+        return messages.registry_transport_fault(
+            error.kind, error.host or host, error.detail, error.seconds, attempts
+        )
+    return messages.registry_transport_fault("network", host, str(error), None, attempts)
 
 
 def _unreachable(
-    ref: Reference, error: BaseException, via: Proxy | None = None
+    ref: Reference, error: BaseException, attempts: int, via: Proxy | None = None
 ) -> UnreachableError:
     """What to say when the transport failed for good (after the retries, or at once for a
     certificate nobody here trusts, which no retry changes). `via`: the proxy the request
@@ -264,8 +287,9 @@ def _unreachable(
         return UnreachableError(
             str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
         )
+    said = transport_fault(ref.api_host, error, attempts)
     through = messages.registry_via_proxy(via.shown, via.variable) if via is not None else None
-    return UnreachableError(str(ref), messages.registry_unreachable(ref.api_host, error, through))
+    return UnreachableError(str(ref), messages.registry_unreachable(said, through))
 
 
 class RegistryClient:
@@ -296,15 +320,20 @@ class RegistryClient:
         self.requests_by_method: Counter[str] = Counter()
         self.bytes_uploaded = 0
 
+    def _unreachable(self, ref: Reference, error: BaseException, attempts: int) -> UnreachableError:
+        """The sentence names the proxy the registry's requests go through, if any."""
+        via = route(self._url(ref, "/v2/"), self.settings.proxies)
+        return _unreachable(ref, error, attempts, via)
+
     def _settings_proxy(self, url: str) -> str | None:
         proxy = route(url, self.settings.proxies)
         return proxy.url if proxy is not None else None
 
     async def __aenter__(self) -> RegistryClient:
         self._http = HttpClient(
-            connect_timeout=self.settings.timeout,
-            head_timeout=self.settings.timeout,
-            idle_timeout=self.settings.timeout,
+            connect_timeout=self.settings.connect_timeout,
+            head_timeout=self.settings.head_timeout,
+            idle_timeout=self.settings.idle_timeout,
             default_headers={"User-Agent": "aibrix-release-bot"},
             max_idle_per_origin=self.settings.max_concurrency,
             proxy_for=self._proxy_for,
@@ -338,6 +367,48 @@ class RegistryClient:
             self._sharing -= 1
             if self._sharing == 0:
                 self._shared = None
+
+    @contextlib.contextmanager
+    def reference_budget(self) -> Iterator[None]:
+        """Within the block (and tasks started in it), requests give up once
+        `settings.budget` seconds have passed since it was entered: for the reads of one
+        reference (its index, children and configs), so that a server that hangs or
+        trickles costs a stated time, not the sum of every request's timeouts."""
+        deadline = asyncio.get_running_loop().time() + self.settings.budget
+        token = _REFERENCE_DEADLINE.set(deadline)
+        try:
+            yield
+        finally:
+            _REFERENCE_DEADLINE.reset(token)
+
+    def _deadline(self) -> float:
+        """When the request about to start must give up: its own budget, or the
+        reference's when that comes first."""
+        own = asyncio.get_running_loop().time() + self.settings.budget
+        shared = _REFERENCE_DEADLINE.get()
+        return own if shared is None else min(own, shared)
+
+    def _out_of_time(self, ref: Reference, deadline: float) -> HttpError:
+        return HttpError(
+            "out of time", kind="budget", host=ref.api_host, seconds=self.settings.budget
+        )
+
+    async def _backoff(
+        self, ref: Reference, error: BaseException, attempt: int, deadline: float
+    ) -> None:
+        """Sleep before another attempt after a transport failure, or give up: after the
+        last attempt (fewer when it timed out), on an untrusted certificate, or when the
+        sleep would pass the deadline."""
+        timed_out = isinstance(error, HttpError) and error.kind in _TIMEOUTS
+        limit = self.settings.timeout_attempts if timed_out else self.settings.max_attempts
+        if attempt >= limit or isinstance(error, CertificateError):
+            raise self._unreachable(ref, error, attempt) from None
+        if isinstance(error, HttpError) and error.kind in ("malformed", "budget"):
+            raise self._unreachable(ref, error, attempt) from None  # the same answer again
+        delay = retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
+        if asyncio.get_running_loop().time() + delay >= deadline:
+            raise self._unreachable(ref, self._out_of_time(ref, deadline), attempt) from None
+        await asyncio.sleep(delay)
 
     async def get_manifest(self, ref: Reference) -> Manifest:
         """Fetch and verify the manifest `ref` names (by tag or digest)."""
@@ -612,9 +683,12 @@ class RegistryClient:
                 ) as put:
                     status, headers = put.status, put.headers
                     error_body = await self._read_error_body(put)
-            except (*_TRANSPORT_ERRORS, UnreachableError) as error:
+            except UnreachableError as error:
                 self._raise_stream_error(state)
-                raise _RetryTransfer(f"the connection dropped ({type(error).__name__})") from None
+                raise _RetryTransfer(error.message) from None
+            except _TRANSPORT_ERRORS as error:
+                self._raise_stream_error(state)
+                raise _RetryTransfer(transport_fault(destination.api_host, error, 1)) from None
             except DigestMismatchError:
                 raise
             except Exception:
@@ -639,7 +713,7 @@ class RegistryClient:
         if isinstance(error, RegistryError):
             raise error
         if isinstance(error, _TRANSPORT_ERRORS):
-            raise _RetryTransfer(f"the source connection dropped ({type(error).__name__})")
+            raise _RetryTransfer(transport_fault("the source registry", error, 1))
         raise error
 
     async def _verified_chunks(
@@ -661,7 +735,8 @@ class RegistryClient:
         held: bytes | None = None
         received = 0
         try:
-            async for chunk in response.iter_chunks(CHUNK_BYTES):
+            # As sent: a blob is stored as it is, whatever Content-Encoding is claimed.
+            async for chunk in response.iter_raw(CHUNK_BYTES):
                 received += len(chunk)
                 if received > blob.size:
                     raise DigestMismatchError(
@@ -822,6 +897,7 @@ class RegistryClient:
         """One request with a buffered body, retried and authenticated as needed; returns
         when the status is in `final`, raises a `RegistryError` otherwise."""
         host_auth, authenticated = await self._prepare(ref, scope)
+        deadline = self._deadline()
         attempt = 0
         while True:
             attempt += 1
@@ -833,6 +909,7 @@ class RegistryClient:
                 max_bytes,
                 attempt,
                 data=data,
+                deadline=deadline,
             )
             if fetched is None:
                 continue  # retried after a dropped connection
@@ -873,6 +950,7 @@ class RegistryClient:
         http = self._require_http()
         host_auth, authenticated = await self._prepare(ref, scope)
         limit = attempts or self.settings.max_attempts
+        deadline = self._deadline()
         attempt = 0
         while True:
             attempt += 1
@@ -881,28 +959,34 @@ class RegistryClient:
             try:
                 async with self._semaphore_for(ref.api_host):
                     self._count(method)
-                    async with http.request(
-                        method,
-                        url,
-                        headers=self._headers(ref, url, host_auth, scope, headers),
-                        body=data,
-                    ) as response:
+                    # The budget bounds the wait for an answer, not the body that follows.
+                    waiting = asyncio.timeout_at(deadline)
+                    async with waiting:
+                        opened = http.request(
+                            method,
+                            url,
+                            headers=self._headers(ref, url, host_auth, scope, headers),
+                            body=data,
+                        )
+                        response = await opened.__aenter__()
+                        waiting.reschedule(None)
+                    try:
                         if response.status in final:
                             handed_over = True
                             yield response
                             return
                         body = await self._read_error_body(response)
                         answer = (response.status, response.headers, body)
+                    finally:
+                        await opened.__aexit__(None, None, None)
             except _TRANSPORT_ERRORS as error:
                 if handed_over:
                     raise
-                if attempt >= limit or isinstance(error, CertificateError):
-                    raise _unreachable(ref, error, route(url, self.settings.proxies)) from None
-                await asyncio.sleep(
-                    retry_delay(
-                        attempt, None, self.settings.backoff_base, self.settings.backoff_cap
-                    )
-                )
+                if isinstance(error, TimeoutError) and waiting.expired():
+                    error = self._out_of_time(ref, deadline)
+                if attempt >= limit:
+                    raise self._unreachable(ref, error, attempt) from None
+                await self._backoff(ref, error, attempt, deadline)
                 continue
             status, answer_headers, body = answer
             step = await self._next_step(
@@ -963,7 +1047,13 @@ class RegistryClient:
             token_request = next(flow)
             while True:
                 fetched = await self._send(
-                    ref, "GET", token_request.url, token_request.headers, MAX_MANIFEST_BYTES, 1
+                    ref,
+                    "GET",
+                    token_request.url,
+                    token_request.headers,
+                    MAX_MANIFEST_BYTES,
+                    self.settings.max_attempts,
+                    deadline=self._deadline(),
                 )
                 response = (
                     TokenResponse(fetched.status, fetched.body)
@@ -988,11 +1078,15 @@ class RegistryClient:
         attempt: int,
         *,
         data: bytes | None = None,
+        deadline: float | None = None,
     ) -> _Fetched | None:
-        """One HTTP exchange. None means the connection dropped and a retry is due."""
+        """One HTTP exchange, whole by `deadline`. None means the transport failed and a
+        retry is due (after the backoff it slept)."""
         http = self._require_http()
+        deadline = self._deadline() if deadline is None else deadline
+        whole = asyncio.timeout_at(deadline)
         try:
-            async with self._semaphore_for(ref.api_host), asyncio.timeout(self.settings.timeout):
+            async with self._semaphore_for(ref.api_host), whole:
                 self._count(method)
                 async with http.request(method, url, headers=headers, body=data) as response:
                     if method == "HEAD":
@@ -1003,11 +1097,9 @@ class RegistryClient:
                         body = await self._read_limited(ref, response, max_bytes)
                     return _Fetched(response.status, response.headers, body)
         except _TRANSPORT_ERRORS as error:
-            if attempt >= self.settings.max_attempts or isinstance(error, CertificateError):
-                raise _unreachable(ref, error, route(url, self.settings.proxies)) from None
-            await asyncio.sleep(
-                retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
-            )
+            if isinstance(error, TimeoutError) and whole.expired():
+                error = self._out_of_time(ref, deadline)
+            await self._backoff(ref, error, attempt, deadline)
             return None
 
     @staticmethod

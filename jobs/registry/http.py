@@ -80,6 +80,7 @@ FaultKind = Literal[
     "cut-short",
     "closed",
     "network",
+    "budget",  # the caller's: its time for a request or a reference ran out
 ]
 
 
@@ -182,7 +183,8 @@ def classify(error: BaseException, url: httpx.URL | str, *, in_body: bool) -> Ht
                 detail=str(cause.strerror or "connection refused"),
             )
         if isinstance(cause, ssl.SSLError):
-            detail = library_words(cause) if cause.reason is None else str(cause.reason)
+            # "[SSL: WRONG_VERSION_NUMBER] wrong version number", without "(_ssl.c:1006)"
+            detail = re.sub(r"\s*\(_ssl\.c:\d+\)", "", str(cause)).strip()[:200]
             return HttpError(f"{where}: TLS: {detail}", kind="tls", host=where, detail=detail)
     if isinstance(error, httpx.ConnectTimeout):
         return HttpError(f"{where}: connect timeout", kind="connect-timeout", host=where)

@@ -78,8 +78,14 @@ async def inspect_reference(
 async def inspect_many(
     client: RegistryClient, refs: Sequence[Reference], required: Sequence[Platform]
 ) -> list[Inspection]:
-    """Inspect all references concurrently; results in argument order."""
-    return list(await asyncio.gather(*(inspect_reference(client, r, required) for r in refs)))
+    """Inspect all references concurrently, each within the registry budget for one
+    reference; results in argument order."""
+
+    async def one(ref: Reference) -> Inspection:
+        with client.reference_budget():
+            return await inspect_reference(client, ref, required)
+
+    return list(await asyncio.gather(*(one(r) for r in refs)))
 
 
 def inspection_json(inspection: Inspection) -> dict[str, object]:

@@ -823,3 +823,23 @@ def test_the_defaults_do_not_depend_on_the_working_directory(
     before = default_config()
     monkeypatch.chdir(tmp_path)
     assert default_config() == before
+
+
+def test_the_registry_budget_is_read_and_checked() -> None:
+    """`registry.budget_seconds` (issue 12, item 4): the time one reference's reads may
+    take against a registry that hangs or trickles."""
+    assert parse_config(doc(), NOWHERE).registry.budget_seconds == 35.0
+    config = parse_config(doc(extra="[registry]\nbudget_seconds = 12.5"), NOWHERE)
+    assert config.registry.budget_seconds == 12.5
+    for bad, reason in (
+        ("0", "out of range"),
+        ("5000", "out of range"),
+        ('"35"', "a number of seconds"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(doc(extra=f"[registry]\nbudget_seconds = {bad}"), NOWHERE)
+        assert raised.value.key == "registry.budget_seconds"
+        assert reason in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc(extra="[registry]\nbudget = 3"), NOWHERE)
+    assert raised.value.key.startswith("registry")
