@@ -1009,7 +1009,21 @@ def proxy_url_bad_port() -> str:
     return "its port is not a number from 1 to 65535"
 
 
+def proxy_named(proxy: str, variable: str) -> str:
+    """A proxy as a sentence names it: `proxy` is its scheme, host and port (never its
+    credentials), `variable` the one that set it."""
+    return f"the proxy {proxy} (from {variable})"
+
+
+def proxy_refused_tunnel(proxy: str, variable: str, host: str, status: int, attempts: int) -> str:
+    """The proxy answered `CONNECT host` with an error status: only its number is shown
+    (the reason phrase is the proxy's own text)."""
+    return (
+        f"{proxy_named(proxy, variable)} did not open a tunnel to {host} "
+        f"(HTTP {status} to CONNECT){_tries(attempts)}"
+    )
+
+
 def registry_via_proxy(proxy: str, variable: str) -> str:
-    """Appended to a transport failure of a request sent through a proxy: which one
-    (`proxy` carries no credentials) and where it was configured."""
-    return f"sent through the proxy {proxy} (from {variable})"
+    """Appended to a transport failure of a request sent through a proxy."""
+    return f"sent through {proxy_named(proxy, variable)}"

@@ -287,9 +287,31 @@ def _unreachable(
         return UnreachableError(
             str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
         )
+    if via is not None and isinstance(error, HttpError) and error.kind in _PROXY_FAULTS:
+        # Through a proxy, the only connection made is to the proxy: it is the one that
+        # did not resolve, refused or did not answer, not the registry.
+        proxy = messages.proxy_named(via.shown, via.variable)
+        said = messages.registry_transport_fault(
+            error.kind, proxy, error.detail, error.seconds, attempts
+        )
+        return UnreachableError(str(ref), said)
+    if via is not None and isinstance(error, HttpError) and error.kind == "network":
+        # httpcore's ProxyError for a refused CONNECT reads "STATUS REASON".
+        refused = _CONNECT_REFUSED.fullmatch(error.detail or "")
+        if refused:
+            return UnreachableError(
+                str(ref),
+                messages.proxy_refused_tunnel(
+                    via.shown, via.variable, ref.api_host, int(refused[1]), attempts
+                ),
+            )
     said = transport_fault(ref.api_host, error, attempts)
     through = messages.registry_via_proxy(via.shown, via.variable) if via is not None else None
     return UnreachableError(str(ref), messages.registry_unreachable(said, through))
+
+
+_PROXY_FAULTS = frozenset({"dns", "refused", "connect-timeout"})
+_CONNECT_REFUSED = re.compile(r"([1-5][0-9][0-9]) [^\n]*")
 
 
 class RegistryClient:

@@ -84,7 +84,9 @@ async def test_https_registry_behind_the_proxy_inspect_and_sync_through_connect(
     before = connects(rig)
     direct = await run_bot("inspect", target, env={**NO_PROXIES, **base})
     assert direct.code == 3, said(direct)
-    assert f"cannot be read: cannot reach {rig.tls_host} (" in direct.stdout, said(direct)
+    assert (
+        f"cannot be read: cannot reach {rig.tls_host}: the name does not resolve (" in direct.stdout
+    ), said(direct)
     assert connects(rig) == before
 
     env = proxied(rig, **base)
@@ -178,10 +180,26 @@ async def test_no_proxy_sends_a_registry_direct(lab: Lab, rig: ProxyRig, tmp_pat
         before = connects(rig)
         direct = await run_bot("inspect", target, env={**env, "NO_PROXY": no_proxy})
         assert direct.code == 3, said(direct)
-        # The direct sentence: no proxy named (its cause in brackets is the transport's).
-        assert f"cannot be read: cannot reach {rig.tls_host} (" in direct.stdout, said(direct)
+        # The direct sentence: no proxy named.
+        assert (
+            f"cannot be read: cannot reach {rig.tls_host}: the name does not resolve ("
+            in direct.stdout
+        ), said(direct)
         assert "through the proxy" not in direct.stdout
         assert connects(rig) == before
+
+
+async def test_a_proxy_that_will_not_open_the_tunnel_is_named(lab: Lab, rig: ProxyRig) -> None:
+    # tinyproxy refuses CONNECT to a port its ConnectPort lines do not name.
+    closed_port = rig.tls_host.replace(":5121", ":5999")
+    refused = await run_bot("inspect", f"{closed_port}/px/runtime:{VERSION}", env=proxied(rig))
+    assert refused.code == 3, said(refused)
+    assert (
+        f"  - {closed_port}/px/runtime:{VERSION} cannot be read: the proxy {rig.proxy_url} "
+        f"(from HTTPS_PROXY) did not open a tunnel to {closed_port} (HTTP 403 to CONNECT) "
+        "(6 attempts)\n"
+    ) in refused.stdout, said(refused)
+    assert f"CONNECT {closed_port} " in rig.log_text()
 
 
 async def test_a_bad_proxy_value_is_refused_before_anything_is_read(tmp_path: Path) -> None:

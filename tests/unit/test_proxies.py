@@ -323,3 +323,43 @@ def test_the_registry_client_routes_by_its_settings() -> None:
     assert proxied._proxy_for("http://127.0.0.1:5000/v2/") is None
     # No proxy configured: no hook at all, every request direct.
     assert RegistryClient(RegistrySettings())._proxy_for is None
+
+
+# kind, detail, the sentence through the proxy (direct: the transport's own sentence).
+PROXIED_FAULTS = [
+    ("dns", "Name or service not known",
+     "cannot reach the proxy http://proxy.corp:3128 (from HTTPS_PROXY): the name does not "
+     "resolve (Name or service not known)"),
+    ("refused", "Connection refused",
+     "cannot reach the proxy http://proxy.corp:3128 (from HTTPS_PROXY): the connection was "
+     "refused (6 attempts)"),
+    ("network", "403 Access violation",
+     "the proxy http://proxy.corp:3128 (from HTTPS_PROXY) did not open a tunnel to "
+     "r.test:5000 (HTTP 403 to CONNECT) (6 attempts)"),
+    ("network", "Connection reset by peer",
+     "cannot reach r.test:5000 (Connection reset by peer) (6 attempts); sent through the "
+     "proxy http://proxy.corp:3128 (from HTTPS_PROXY)"),
+    ("cut-short", "peer closed connection without sending complete message body",
+     "r.test:5000 closed the connection before the response body ended (peer closed "
+     "connection without sending complete message body) (6 attempts); sent through the "
+     "proxy http://proxy.corp:3128 (from HTTPS_PROXY)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "detail", "sentence"), PROXIED_FAULTS)
+def test_a_fault_through_a_proxy_names_the_proxy_and_no_credentials(
+    kind: str, detail: str, sentence: str
+) -> None:
+    from jobs.domain.references import parse_reference
+    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.registry.http import HttpError
+
+    proxies = ProxySettings.from_environ({"HTTPS_PROXY": "http://bob:s3cret@proxy.corp:3128"})
+    client = RegistryClient(RegistrySettings(proxies=proxies))
+    ref = parse_reference("r.test:5000/a/b:v1")
+    error = HttpError("x", kind=kind, host="r.test:5000", detail=detail)  # type: ignore[arg-type]
+    assert str(client._unreachable(ref, error, 6)).endswith(sentence)
+    assert "s3cret" not in str(client._unreachable(ref, error, 6))
+    # Direct, no proxy is named.
+    direct = RegistryClient(RegistrySettings())._unreachable(ref, error, 6)
+    assert "proxy" not in str(direct)
