@@ -1,8 +1,10 @@
 """An OCI distribution client: manifests and blobs, verified by digest.
 
-One `jobs.registry.http.HttpClient` (one pool of keep-alive connections) per client, a
+One `jobs.registry.http.HttpClient` (httpx's pool of keep-alive connections) per client, a
 semaphore bounding requests in flight per registry host, retries with backoff on 429,
-5xx and dropped connections (honouring `Retry-After`), and Bearer/Basic authentication
+5xx and dropped connections (honouring `Retry-After`; a request that timed out is tried
+`timeout_attempts` times, fewer: a server that hung once hangs again), a time budget per
+request and, within `reference_budget`, per reference, and Bearer/Basic authentication
 driven by the pure flow in `jobs.registry.auth`. Every manifest and config read is hashed and
 compared with the digest it was asked for (or the one the registry announced) before it
 is parsed.
@@ -19,8 +21,9 @@ host.
 Where credentials go. The docker config's credentials for a reference's registry (looked
 up by that name) are sent only (a) to that registry's own origin: scheme, host and port
 exactly. `_headers` attaches the Authorization header only to URLs of the registry's API
-host, and `jobs.registry.http` drops it on any redirect that leaves the origin (another host,
-another port, https to http): blob and manifest reads redirected to storage go there
+host, and httpx (under `jobs.registry.http`) drops it on any redirect that leaves the
+origin (another host, another port, https to http; it keeps it only for an upgrade of
+http://host:80 to https://host:443): blob and manifest reads redirected to storage go there
 without it. (Go's net/http, under docker and containerd, keeps it for subdomains; this
 client does not.) And (b) to the Bearer token service the registry's challenge names,
 whatever its host, as docker and containerd do (registry-1.docker.io sends clients to
@@ -33,7 +36,13 @@ What a refusal shows. A registry's answer becomes a sentence in one place,
 upper-case identifier. Never its free text (`message`, `detail`) nor a header: a registry
 can put anything there, including the credentials it was sent, and the sentence goes to
 Slack. Digests a registry announces in a header are validated before any sentence may
-show them.
+show them. A transport failure becomes a sentence in `transport_fault`
+(`messages.registry_transport_fault`): the host and the cause (refused, name not resolved,
+TLS, timeout and which, malformed answer in the HTTP library's words, body cut short).
+
+Bodies: manifests and configs are read decoded (a server may gzip them although no
+Accept-Encoding is sent) and their digests computed on the decoded bytes; blob copies
+stream the raw bytes, stored as sent.
 """
 
 from __future__ import annotations
