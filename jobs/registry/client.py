@@ -961,6 +961,9 @@ class RegistryClient:
                 attempt -= 1  # a challenge is not a failure
             elif step == "fail":
                 raise self._status_error(ref, fetched.status, fetched.body)
+            # The server answered (and set the pace): the request's own time starts over;
+            # a reference's budget, when there is one, still holds.
+            deadline = self._deadline()
 
     @asynccontextmanager
     async def _exchange(
@@ -990,8 +993,11 @@ class RegistryClient:
             try:
                 async with self._semaphore_for(ref.api_host):
                     self._count(method)
-                    # The budget bounds the wait for an answer, not the body that follows.
-                    waiting = asyncio.timeout_at(deadline)
+                    # The budget bounds the wait for an answer, not the body that follows,
+                    # nor a streamed request body (a blob upload takes the time it takes;
+                    # the response-head timeout starts at its end).
+                    streamed = data is not None and not isinstance(data, bytes)
+                    waiting = asyncio.timeout_at(None if streamed else deadline)
                     async with waiting:
                         opened = http.request(
                             method,
@@ -1028,6 +1034,7 @@ class RegistryClient:
                 attempt -= 1
             elif step != "retry":
                 raise self._status_error(ref, status, body)
+            deadline = self._deadline()  # answered: as in `_call`
 
     def _require_http(self) -> HttpClient:
         assert self._http is not None, "use RegistryClient as an async context manager"

@@ -59,8 +59,8 @@ from urllib.parse import urlsplit
 # httpx's own command line (`httpx._main`: click, rich, pygments) is half its import
 # time (45 of 90 ms here) and nothing here uses it; httpx falls back to a stub when it
 # cannot be imported, which a None entry in sys.modules makes so.
-if "httpx" not in sys.modules:
-    sys.modules.setdefault("httpx._main", None)
+if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
 
 import httpx
 
@@ -161,11 +161,16 @@ def library_words(error: BaseException) -> str:
 
 
 def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and its causes, into the first of a group (anyio raises one when every
+    address of a host failed)."""
     seen: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and current not in seen:
         seen.append(current)
-        current = current.__cause__ or current.__context__
+        if isinstance(current, BaseExceptionGroup) and current.exceptions:
+            current = current.exceptions[0]
+        else:
+            current = current.__cause__ or current.__context__
     return seen
 
 
@@ -198,7 +203,14 @@ def classify(error: BaseException, url: httpx.URL | str, *, in_body: bool) -> Ht
         return HttpError(f"{where}: connect timeout", kind="connect-timeout", host=where)
     if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
         return HttpError(f"{where}: idle timeout", kind="idle-timeout", host=where)
-    detail = library_words(error) or type(error).__name__
+    detail = library_words(error)
+    if not detail:  # httpx gives some of its errors no text
+        if isinstance(error, httpx.ReadError):
+            detail = "the connection broke while reading"
+        elif isinstance(error, httpx.WriteError):
+            detail = "the connection broke while writing"
+        else:
+            detail = "the connection failed"
     if isinstance(error, httpx.RemoteProtocolError):
         if detail.startswith("Server disconnected without sending a response"):
             return HttpError(f"{where}: {detail}", kind="closed", host=where, detail=detail)

@@ -385,3 +385,49 @@ async def test_a_blob_is_copied_as_sent_whatever_its_content_encoding(
         url = f"http://{lab.registry}/v2/{unique_repo}/blobs/{sha(layer)}"
         async with session.get(url) as stored:
             assert stored.status == 200 and await stored.read() == layer
+
+
+async def test_a_blob_upload_is_not_cut_short_by_the_budget() -> None:
+    """The budget bounds waits for answers, not a blob's bytes: an upload the destination
+    takes longer than the budget to read (and answer) completes."""
+    layer = uuid.uuid4().bytes * 65536  # 1 MiB
+
+    async def source(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(layer) + layer)
+        await writer.drain()
+
+    received = bytearray()
+
+    async def destination(
+        head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if head.startswith(b"POST "):
+            writer.write(
+                b"HTTP/1.1 202 Accepted\r\nLocation: /v2/ns/mirror/blobs/uploads/1\r\n"
+                b"Content-Length: 0\r\n\r\n"
+            )
+        else:  # the PUT: read slowly, answer late
+            while len(received) < len(layer):
+                received.extend(
+                    await reader.readexactly(min(128 * 1024, len(layer) - len(received)))
+                )
+                await asyncio.sleep(0.1)
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    settings = RegistrySettings(head_timeout=5.0, idle_timeout=5.0, budget=0.5)
+    blob = Descriptor("application/vnd.oci.image.layer.v1.tar", sha(layer), len(layer))
+    async with (
+        RawServer(source) as src,
+        RawServer(destination) as dst,
+        RegistryClient(settings) as client,
+    ):
+        transfer = await client.copy_blob(
+            parse_reference(f"{src.address}/ns/runtime:v1"),
+            parse_reference(f"{dst.address}/ns/mirror:v1"),
+            blob,
+        )
+    assert transfer.bytes_sent == len(layer) and transfer.attempts == 1
+    assert bytes(received) == layer
