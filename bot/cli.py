@@ -198,19 +198,26 @@ def _release_inputs(
     version_text: str,
     mirror_texts: Sequence[str],
     component_texts: Sequence[str] | None = None,
-) -> tuple[Config, SyncRequest, frozenset[str]]:
-    """Config, the validated request and insecure hosts, all before any I/O."""
+) -> tuple[Config, SyncRequest, RegistrySettings]:
+    """Config, the validated request and the registry settings (insecure hosts,
+    proxies), all before any I/O."""
+    from bot.registry_env import registry_settings
     from jobs.domain.sync_request import parse_sync_request
-    from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
+    from jobs.registry.endpoints import parse_insecure_registries
 
     config = _load_config(args)
     request = parse_sync_request(config, version_text, mirror_texts, component_texts)
-    insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
-    return config, request, insecure
+    settings = registry_settings(
+        os.environ,
+        parse_insecure_registries(args.insecure_registry),
+        budget=config.registry.budget_seconds,
+    )
+    return config, request, settings
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from jobs.registry.endpoints import insecure_from_env, parse_insecure_registries
+    from bot.registry_env import registry_settings
+    from jobs.registry.endpoints import parse_insecure_registries
 
     if args.across is not None:
         if args.refs:
@@ -222,17 +229,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError("give at least one REF (or --across VERSION)")
     required = _required_platforms(args)
     refs = _parse_refs(args.refs)
-    insecure = parse_insecure_registries(args.insecure_registry) | insecure_from_env()
+    settings = registry_settings(
+        os.environ, parse_insecure_registries(args.insecure_registry), budget=_registry_budget(args)
+    )
     import asyncio
 
     from bot.report import inspection_tables
-    from jobs.registry.client import RegistrySettings
     from jobs.registry.inspection import inspection_json
 
-    budget = _registry_budget(args)
-    inspections = asyncio.run(
-        _inspect(refs, required, RegistrySettings(insecure_registries=insecure, budget=budget))
-    )
+    inspections = asyncio.run(_inspect(refs, required, settings))
     if args.json:
         print(json.dumps([inspection_json(i) for i in inspections], indent=2))
     else:
@@ -247,20 +252,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _inspect_across(args: argparse.Namespace) -> int:
     from jobs.domain import messages as core_messages
     from jobs.domain.sync_report import DriftRow, drift_data
-    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.registry.client import RegistryClient
     from jobs.usecases.sync import gather_drift
 
     config = _load_config(args)
     mirror_texts = args.to or sorted(config.mirrors)
     if not mirror_texts:
         raise UsageError(core_messages.sync_nothing_to_sync())
-    config, request, insecure = _release_inputs(args, args.across, mirror_texts)
+    config, request, settings = _release_inputs(args, args.across, mirror_texts)
     version, mirrors = request.version, request.mirrors
 
     async def gather() -> tuple[DriftRow, ...]:
-        settings = RegistrySettings(
-            insecure_registries=insecure, budget=config.registry.budget_seconds
-        )
         async with RegistryClient(settings) as client:
             return await gather_drift(client, config, version, mirrors)
 
@@ -330,13 +332,13 @@ class _TerminalProgress:
 def cmd_sync(args: argparse.Namespace) -> int:
     from jobs.domain.sync_request import release_jobs
 
-    config, request, insecure = _release_inputs(args, args.version, args.to, args.component)
+    config, request, settings = _release_inputs(args, args.version, args.to, args.component)
     # Unknown component names are refused before anything is read.
     release_jobs(config, request.version, request.mirrors, request.components)
     from bot import messages
     from jobs.domain import messages as core_messages
     from jobs.domain.sync_report import SyncReport, sync_report_data
-    from jobs.registry.client import RegistryClient, RegistrySettings
+    from jobs.registry.client import RegistryClient
     from jobs.usecases.sync import sync_release
 
     components = request.components
@@ -354,9 +356,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if audit is not None:
                 # Before any copy: a sync that is cut short is still on record.
                 await _audit_sync(audit, request, actor, "sync-started", "started", "")
-            settings = RegistrySettings(
-                insecure_registries=insecure, budget=config.registry.budget_seconds
-            )
             async with RegistryClient(settings) as client:
                 report = await sync_release(
                     client,

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 
 from bot import messages as terminal
 from bot.follow import Display, release_lines
+from bot.registry_env import registry_settings
 from bot.report import plan_lines
 from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
@@ -36,7 +37,6 @@ from jobs.domain.plan import plan_json
 from jobs.domain.platforms import parse_platform
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, State
-from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
@@ -172,7 +172,7 @@ def release_exit(release: Release) -> int:
 def cmd_plan(args: argparse.Namespace, config: Config, plan: ReleasePlan) -> int:
     """`release VERSION --dry-run`: the plan, read-only (no Redis, nothing written)."""
     authorized(config, Action.PLAN)
-    registry = RegistrySettings(insecure_registries=insecure_from_env())
+    registry = registry_settings(os.environ, budget=config.registry.budget_seconds)
     made = asyncio.run(
         make_plan(config, plan.version, plan.components, plan.platforms, registry=registry)
     )
@@ -291,6 +291,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if value is not None and not WORKER_NAME.match(value):
             raise UsageError(f"{flag} takes a name of letters, digits, '.', '_' and '-' (1-64)")
     settings = redis_settings(args, config)
+    # Before Redis is touched: a bad proxy value stops the worker here (exit 2).
+    registry = registry_settings(os.environ, budget=config.registry.budget_seconds)
     worker_settings = WorkerSettings(
         platform=platform,
         builder=args.builder,
@@ -304,9 +306,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with open_pipeline(settings, config) as pipeline:
-            registry = RegistrySettings(
-                insecure_registries=insecure_from_env(), budget=config.registry.budget_seconds
-            )
             worker = Worker(pipeline, worker_settings, registry)
             await worker.check()  # BuilderError: Refused, exit 2
             stop = asyncio.Event()

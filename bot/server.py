@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -27,11 +28,12 @@ from bot import messages
 from bot.app import build_app, slack_client
 from bot.log_hygiene import guard_slack_libraries
 from bot.notifier import Notifier
+from bot.registry_env import registry_settings
 from bot.request_gate import Refusal, SlackRequestGate
 from bot.settings import BotSettings, SettingsError
 from handlers.context import Deps
 from jobs.domain.config import Config
-from jobs.registry.client import RegistrySettings, insecure_from_env
+from jobs.registry.client import RegistrySettings
 from jobs.runtime.metrics import BotMetrics
 from jobs.store.connections import RedisSettings, make_client
 from jobs.usecases.pipeline import Pipeline
@@ -84,10 +86,7 @@ def make_server(
     notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
     deps = Deps(
         pipeline,
-        registry
-        or RegistrySettings(
-            insecure_registries=insecure_from_env(), budget=config.registry.budget_seconds
-        ),
+        registry or registry_settings(os.environ, budget=config.registry.budget_seconds),
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)

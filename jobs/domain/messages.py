@@ -921,15 +921,10 @@ def registry_transport_fault(
     return f"cannot reach {host} ({detail or 'network error'}){_tries(attempts)}"
 
 
-def registry_unreachable(said: str, proxy_variables: Sequence[str]) -> str:
-    """`said` (a `registry_transport_fault` sentence), with a word on proxy variables."""
-    if proxy_variables:
-        # Only the variables' names: a proxy URL can hold a password.
-        said += (
-            f"; {', '.join(proxy_variables)} is set, but aibrix-bot connects to registries "
-            "directly (HTTP proxies are not supported yet)"
-        )
-    return said
+def registry_unreachable(said: str, via_proxy: str | None = None) -> str:
+    """`said` (a `registry_transport_fault` sentence), and `registry_via_proxy(...)` when
+    the request went through a proxy (never the proxy's credentials)."""
+    return f"{said}; {via_proxy}" if via_proxy else said
 
 
 def _status_said(status: int, code: str | None) -> str:
@@ -1197,3 +1192,57 @@ def dependency_blocks(reference: str, verdict: str, missing: Sequence[str]) -> s
         f"dependency {reference} is {verdict}: the release deploys it, so it cannot be "
         "promoted until the image is right for every required platform"
     )
+
+
+# ---- proxies ------------------------------------------------------------------------------
+# A proxy variable's value may hold a password: these sentences name the variable and,
+# at most, the proxy's scheme, host and port as `jobs.registry.proxies.Proxy.shown` gives them.
+
+
+def proxy_variable_invalid(variable: str, problem: str) -> str:
+    return (
+        f"{variable} is not a proxy this bot can use: {problem} "
+        "(expected http://[USER:PASSWORD@]HOST[:PORT] or https://...)"
+    )
+
+
+def proxy_scheme_unsupported(scheme: str | None) -> str:
+    if scheme:
+        return f"its scheme {scheme}:// is not supported (only http:// and https:// proxies are)"
+    return "its scheme is not supported (only http:// and https:// proxies are)"
+
+
+def proxy_url_malformed() -> str:
+    return "it is not a well-formed URL"
+
+
+def proxy_url_has_path() -> str:
+    return "it has a path, query or fragment after the host"
+
+
+def proxy_url_no_host() -> str:
+    return "it names no host"
+
+
+def proxy_url_bad_port() -> str:
+    return "its port is not a number from 1 to 65535"
+
+
+def proxy_named(proxy: str, variable: str) -> str:
+    """A proxy as a sentence names it: `proxy` is its scheme, host and port (never its
+    credentials), `variable` the one that set it."""
+    return f"the proxy {proxy} (from {variable})"
+
+
+def proxy_refused_tunnel(proxy: str, variable: str, host: str, status: int, attempts: int) -> str:
+    """The proxy answered `CONNECT host` with an error status: only its number is shown
+    (the reason phrase is the proxy's own text)."""
+    return (
+        f"{proxy_named(proxy, variable)} did not open a tunnel to {host} "
+        f"(HTTP {status} to CONNECT){_tries(attempts)}"
+    )
+
+
+def registry_via_proxy(proxy: str, variable: str) -> str:
+    """Appended to a transport failure of a request sent through a proxy."""
+    return f"sent through {proxy_named(proxy, variable)}"

@@ -52,7 +52,6 @@ import contextlib
 import contextvars
 import hashlib
 import json
-import os
 import random
 import re
 import time
@@ -103,6 +102,7 @@ from jobs.registry.endpoints import is_loopback_host as is_loopback_host
 from jobs.registry.endpoints import parse_insecure_registries as parse_insecure_registries
 from jobs.registry.endpoints import scheme_for as scheme_for
 from jobs.registry.http import CertificateError, HttpClient, HttpError, ProxyFor, Response
+from jobs.registry.proxies import Proxy, ProxySettings, route
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -232,6 +232,8 @@ class RegistrySettings:
     # All attempts of one request, and with `RegistryClient.reference_budget` all the
     # requests made for one reference (not blob bodies, whose size sets their time).
     budget: float = 35.0
+    # Read from the environment at the edge (`bot.registry_env`), never here.
+    proxies: ProxySettings = field(default_factory=ProxySettings)
 
 
 @dataclass(frozen=True)
@@ -293,19 +295,41 @@ def transport_fault(host: str, error: BaseException, attempts: int) -> str:
     return messages.registry_transport_fault("network", host, str(error), None, attempts)
 
 
-def _unreachable(ref: Reference, error: BaseException, attempts: int) -> UnreachableError:
+def _unreachable(
+    ref: Reference, error: BaseException, attempts: int, via: Proxy | None = None
+) -> UnreachableError:
     """What to say when the transport failed for good (after the retries, or at once for a
-    certificate nobody here trusts, which no retry changes)."""
+    certificate nobody here trusts, which no retry changes). `via`: the proxy the request
+    went through, shown by scheme, host and port and the variable that named it."""
     if isinstance(error, CertificateError):
         return UnreachableError(
             str(ref), messages.registry_certificate_untrusted(error.host, error.reason)
         )
-    proxies = [name for name in _PROXY_VARIABLES if os.environ.get(name)]
+    if via is not None and isinstance(error, HttpError) and error.kind in _PROXY_FAULTS:
+        # Through a proxy, the only connection made is to the proxy: it is the one that
+        # did not resolve, refused or did not answer, not the registry.
+        proxy = messages.proxy_named(via.shown, via.variable)
+        said = messages.registry_transport_fault(
+            error.kind, proxy, error.detail, error.seconds, attempts
+        )
+        return UnreachableError(str(ref), said)
+    if via is not None and isinstance(error, HttpError) and error.kind == "network":
+        # httpcore's ProxyError for a refused CONNECT reads "STATUS REASON".
+        refused = _CONNECT_REFUSED.fullmatch(error.detail or "")
+        if refused:
+            return UnreachableError(
+                str(ref),
+                messages.proxy_refused_tunnel(
+                    via.shown, via.variable, ref.api_host, int(refused[1]), attempts
+                ),
+            )
     said = transport_fault(ref.api_host, error, attempts)
-    return UnreachableError(str(ref), messages.registry_unreachable(said, proxies))
+    through = messages.registry_via_proxy(via.shown, via.variable) if via is not None else None
+    return UnreachableError(str(ref), messages.registry_unreachable(said, through))
 
 
-_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+_PROXY_FAULTS = frozenset({"dns", "refused", "connect-timeout"})
+_CONNECT_REFUSED = re.compile(r"([1-5][0-9][0-9]) [^\n]*")
 
 
 _ReadKey = tuple[str, str, str]  # (registry API host, repository, what was read)
@@ -355,6 +379,8 @@ class RegistryClient:
         proxy_for: ProxyFor | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
+        if proxy_for is None and self.settings.proxies.any:
+            proxy_for = self._settings_proxy
         self._proxy_for = proxy_for  # a request URL's proxy, or None: direct
         self._docker_config = docker_config
         self._http: HttpClient | None = None
@@ -364,6 +390,15 @@ class RegistryClient:
         self.requests_sent = 0
         self.requests_by_method: Counter[str] = Counter()
         self.bytes_uploaded = 0
+
+    def _unreachable(self, ref: Reference, error: BaseException, attempts: int) -> UnreachableError:
+        """The sentence names the proxy the registry's requests go through, if any."""
+        via = route(self._url(ref, "/v2/"), self.settings.proxies)
+        return _unreachable(ref, error, attempts, via)
+
+    def _settings_proxy(self, url: str) -> str | None:
+        proxy = route(url, self.settings.proxies)
+        return proxy.url if proxy is not None else None
 
     async def __aenter__(self) -> RegistryClient:
         self._http = HttpClient(
@@ -445,12 +480,12 @@ class RegistryClient:
         timed_out = isinstance(error, HttpError) and error.kind in _TIMEOUTS
         limit = self.settings.timeout_attempts if timed_out else self.settings.max_attempts
         if attempt >= limit or isinstance(error, CertificateError):
-            raise _unreachable(ref, error, attempt) from None
+            raise self._unreachable(ref, error, attempt) from None
         if isinstance(error, HttpError) and error.kind in ("malformed", "budget"):
-            raise _unreachable(ref, error, attempt) from None  # the same answer again
+            raise self._unreachable(ref, error, attempt) from None  # the same answer again
         delay = retry_delay(attempt, None, self.settings.backoff_base, self.settings.backoff_cap)
         if asyncio.get_running_loop().time() + delay >= deadline:
-            raise _unreachable(ref, self._out_of_time(ref, deadline), attempt) from None
+            raise self._unreachable(ref, self._out_of_time(ref, deadline), attempt) from None
         await asyncio.sleep(delay)
 
     async def get_manifest(self, ref: Reference) -> Manifest:
@@ -1086,7 +1121,7 @@ class RegistryClient:
                 if isinstance(error, TimeoutError) and waiting.expired():
                     error = self._out_of_time(ref, deadline)
                 if attempt >= limit:
-                    raise _unreachable(ref, error, attempt) from None
+                    raise self._unreachable(ref, error, attempt) from None
                 await self._backoff(ref, error, attempt, deadline)
                 continue
             status, answer_headers, body = answer

@@ -206,18 +206,33 @@ async def test_a_certificate_nobody_trusts_is_refused_and_nothing_is_written(
     assert report["verdict"] != "ok"
 
 
-async def test_an_unreachable_registry_names_proxy_variables_it_does_not_use(lab: Lab) -> None:
+async def test_an_unreachable_proxy_is_named_without_its_credentials(lab: Lab) -> None:
     address = non_loopback_address()
     closed = f"{address}:{free_port(address)}"  # nothing listens there
     no_proxy = {
-        name: "" for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+        name: ""
+        for name in (
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        )
     }
     direct = await run_bot("inspect", f"{closed}/aibrix/runtime:v1.0.0", env=no_proxy)
     assert direct.code == 3, direct.stdout + direct.stderr
     assert f"cannot reach {closed}" in direct.stdout and "proxy" not in direct.stdout.lower()
 
+    # The request goes to the proxy (which does not exist): the sentence says which proxy,
+    # by scheme, host and port, and which variable named it, never the password.
     proxied = {**no_proxy, "HTTPS_PROXY": "http://builder:s3cret-proxy-pass@proxy.invalid:3128"}
     said = await run_bot("inspect", f"{closed}/aibrix/runtime:v1.0.0", env=proxied)
     assert said.code == 3
-    assert "HTTPS_PROXY is set, but aibrix-bot connects to registries directly" in said.stdout
+    # Through a proxy, the proxy is the only host connected to: it is the one named.
+    assert (
+        f"{closed}/aibrix/runtime:v1.0.0 cannot be read: cannot reach the proxy "
+        "http://proxy.invalid:3128 (from HTTPS_PROXY): the name does not resolve ("
+    ) in said.stdout, said.stdout
     assert "s3cret-proxy-pass" not in said.stdout + said.stderr
+    assert "builder" not in said.stdout + said.stderr
