@@ -459,7 +459,15 @@ class Notifier:
                 run.failures.pop(0)  # another notifier replied, or this one before a restart
                 run.replied.add((component, platform))
                 continue
-            record = release.builds.get((component, platform))
+            # The event names the platform as text; the run's records hold Platform values.
+            record = next(
+                (
+                    r
+                    for r in release.builds.values()
+                    if r.component == component and str(r.platform) == platform
+                ),
+                None,
+            )
             error = record.error if record else ""
             tail = record.log_tail if record else ()
             reply = blocks.failure_reply(component, platform, error or "no reason recorded", tail)

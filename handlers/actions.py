@@ -152,11 +152,11 @@ async def _open_click(
     active = await deps.pipeline.find_run(value.version)
     if active is None or active.run_id != clicked.run_id:
         # A stale button, clicked in good faith: said, not audited.
-        reason = core_messages.approval_superseded(clicked.version)
+        reason = core_messages.approval_superseded(str(clicked.version))
         await _answer(respond, blocks.error_message(reason))
         return None
     if not on_status_message(clicked, origin):
-        reason = messages.click_not_on_status_message(clicked.version)
+        reason = messages.click_not_on_status_message(str(clicked.version))
         await _refuse(deps, respond, origin, clicked, action, reason)
         return None
     groups = await _clicker_groups(deps, client, action, origin, clicked.requested_by)
@@ -175,7 +175,7 @@ async def _open_click(
     click = Click(
         user=origin.user,
         user_groups=groups,
-        version=clicked.version,
+        version=str(clicked.version),
         run_id=clicked.run_id,
         active_run_id=active.run_id,
         state=clicked.state,
@@ -216,7 +216,7 @@ async def on_approve(
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
     readings = await published_digests(deps, release)
-    recheck = decide_recheck(release.version, click.verified, readings)
+    recheck = decide_recheck(str(release.version), click.verified, readings)
     if recheck.unreadable and not recheck.drift:
         # Unreadable is not drift: nothing is recorded, the release stays ready.
         log.warning("click-time re-check of %s: registry unreadable", release.version)
@@ -224,7 +224,7 @@ async def on_approve(
         await _answer(
             respond,
             blocks.error_message(
-                messages.approval_registry_unreadable(release.version, recheck.unreadable)
+                messages.approval_registry_unreadable(str(release.version), recheck.unreadable)
             ),
         )
         return
@@ -237,7 +237,7 @@ async def on_approve(
         await _answer(
             respond,
             blocks.error_message(
-                messages.approval_refused_drift(release.version) + "\n" + "\n".join(drift)
+                messages.approval_refused_drift(str(release.version)) + "\n" + "\n".join(drift)
             ),
         )
         return
@@ -254,7 +254,7 @@ async def on_approve(
     if counted.expired:
         lines.append(messages.approval_expired(counted.expired, policy.approval_ttl_seconds))
     if counted.complete and await approval.start_promotion(deps.pipeline, updated, user, where):
-        lines.append(messages.promotion_queued(release.version))
+        lines.append(messages.promotion_queued(str(release.version)))
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain("\n".join(lines)))
@@ -318,7 +318,7 @@ async def on_retry(
         await post_status_message(deps, client, retried)
     await confirm_delivery(deps, identity)
     await _answer(
-        respond, blocks.plain(messages.slack_retrying(retried.version, failed, retried.run_id))
+        respond, blocks.plain(messages.slack_retrying(str(retried.version), failed, retried.run_id))
     )
 
 
@@ -352,7 +352,9 @@ async def on_confirm_overwrite(
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(
             respond,
-            blocks.plain(messages.overwrite_already_confirmed(release.version, sorted(pending))),
+            blocks.plain(
+                messages.overwrite_already_confirmed(str(release.version), sorted(pending))
+            ),
         )
         return
     await confirm_delivery(deps, action_delivery(body))

@@ -16,6 +16,7 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
+from jobs.domain.platforms import Platform
 from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildState, Release, State, pending_overwrites
 from jobs.domain.verdict import EntryStatus
@@ -135,7 +136,9 @@ def text_sections(lines: Sequence[str], budget: int) -> list[Block]:
 # ---- the live release message ---------------------------------------------------------
 
 
-def build_cell(release: Release, component: str, platform: str, step: StepProgress | None) -> str:
+def build_cell(
+    release: Release, component: str, platform: Platform, step: StepProgress | None
+) -> str:
     record = release.builds.get((component, platform))
     state = record.state if record else BuildState.QUEUED
     if state is BuildState.PUSHED:
@@ -163,13 +166,15 @@ def index_cell(release: Release, component: str) -> str:
 
 def release_table(release: Release, progress: Mapping[tuple[str, str], StepProgress]) -> list[str]:
     width = max([len("COMPONENT"), *(len(c) for c in release.components)])
-    cells: list[list[str]] = [["COMPONENT".ljust(width), *release.platforms, "INDEX"]]
+    cells: list[list[str]] = [
+        ["COMPONENT".ljust(width), *(str(p) for p in release.platforms), "INDEX"]
+    ]
     for component in release.components:
         cells.append(
             [
                 component.ljust(width),
                 *(
-                    build_cell(release, component, p, progress.get((component, p)))
+                    build_cell(release, component, p, progress.get((component, str(p))))
                     for p in release.platforms
                 ),
                 index_cell(release, component),
@@ -251,7 +256,7 @@ def release_message(
 def gate_actions(release: Release) -> Block | None:
     """Approve and Reject while ready; Retry failed builds while blocked by failed builds;
     Confirm overwrite while promotion waits on a mirror tag that holds another digest."""
-    value = button_value(release.version, release.run_id)
+    value = button_value(str(release.version), release.run_id)
     block_id = f"gate:{release.run_id}"
     if release.state is State.READY:
         return {
@@ -425,7 +430,7 @@ def status_message(releases: Sequence[Release]) -> Message:
         msg = release_message(releases[0])
         return Message(msg.text, [b for b in msg.blocks if b["type"] != "actions"])
     lines = [
-        f"*{escape(r.version)}* `{r.run_id[:8]}` {escape(_STATE_WORDS.get(r.state, r.state))}"
+        f"*{escape(str(r.version))}* `{r.run_id[:8]}` {escape(_STATE_WORDS.get(r.state, r.state))}"
         f" · requested by {mention(r.requested_by)}"
         for r in releases
     ]

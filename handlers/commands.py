@@ -222,14 +222,15 @@ async def run_command(
                 respond,
                 blocks.plain(
                     messages.slack_release_running(
-                        release.version, release.run_id, release.state.value
+                        str(release.version), release.run_id, release.state.value
                     )
                 ),
             )
             return False
         await post_status_message(deps, client, release)
         await _answer(
-            respond, blocks.plain(messages.slack_release_started(release.version, release.run_id))
+            respond,
+            blocks.plain(messages.slack_release_started(str(release.version), release.run_id)),
         )
         return True
     if isinstance(command, InspectCommand):
@@ -256,7 +257,7 @@ async def run_command(
     if isinstance(command, CancelCommand):
         release = await pipeline.cancel(command.version, user, channel)
         deps.touch(release)
-        await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
+        await _answer(respond, blocks.plain(messages.slack_cancelled(str(release.version), user)))
         return True
     if isinstance(command, RetryCommand):
         release, failed = await pipeline.retry(
@@ -266,7 +267,7 @@ async def run_command(
             await post_status_message(deps, client, release)
         await _answer(
             respond,
-            blocks.plain(messages.slack_retrying(release.version, failed, release.run_id)),
+            blocks.plain(messages.slack_retrying(str(release.version), failed, release.run_id)),
         )
         return True
     return False

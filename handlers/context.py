@@ -20,7 +20,6 @@ from jobs.domain.permissions import needs_groups as needs_permission_groups
 from jobs.domain.references import Reference, parse_reference
 from jobs.domain.release import Release
 from jobs.domain.verdict import Outcome
-from jobs.domain.versions import parse_version
 from jobs.registry.client import NotFoundError, RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import Inspection, inspect_reference
 from jobs.usecases.pipeline import Pipeline
@@ -59,7 +58,7 @@ class Deps:
 
     def touch(self, release: Release) -> None:
         if self.notifier is not None:
-            self.notifier.touch(release.version, release.run_id)
+            self.notifier.touch(str(release.version), release.run_id)
 
     def touch_sync(self, sync_id: str) -> None:
         if self.notifier is not None:
@@ -158,8 +157,9 @@ async def published_digests(deps: Deps, release: Release) -> dict[str, TagReadin
     """Each component's release tag read again: what it holds, whether the platform check
     still passes, or that the registry could not be read (which proves nothing)."""
     config = deps.config
-    version = parse_version(release.version)
-    refs = [parse_reference(config.release_reference(c, version)) for c in release.components]
+    refs = [
+        parse_reference(config.release_reference(c, release.version)) for c in release.components
+    ]
     async with RegistryClient(deps.registry) as client:
         readings = await asyncio.gather(*(_read_tag(client, ref, config) for ref in refs))
     return dict(zip(release.components, readings, strict=True))

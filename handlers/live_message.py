@@ -55,7 +55,7 @@ def needs_live_message(release: Release) -> bool:
 def metadata(release: Release) -> dict[str, Any]:
     return {
         "event_type": METADATA_EVENT,
-        "event_payload": {"version": release.version, "run_id": release.run_id},
+        "event_payload": {"version": str(release.version), "run_id": release.run_id},
     }
 
 

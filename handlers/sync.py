@@ -69,15 +69,15 @@ async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str |
     worker's copy is gated on the same digests; this answers at once, before queueing."""
     readings = await published_digests(deps, release)
     if any(readings[c].unreadable for c in digests):
-        return messages.sync_refused_unreadable(release.version)
+        return messages.sync_refused_unreadable(str(release.version))
     moved = [
         core_messages.sync_source_moved(
-            core_messages.sync_subject(c, release.version), d, str(readings[c].digest)
+            core_messages.sync_subject(c, str(release.version)), d, str(readings[c].digest)
         )
         for c, d in digests.items()
         if readings[c].digest != d
     ]
-    return core_messages.sync_refused_moved(release.version, moved) if moved else None
+    return core_messages.sync_refused_moved(str(release.version), moved) if moved else None
 
 
 async def run_sync_command(

@@ -25,10 +25,9 @@ from redis.exceptions import RedisError
 from jobs.domain import messages
 from jobs.domain.config import ConfigError
 from jobs.domain.errors import Failed
-from jobs.domain.platforms import Platform, parse_platform
+from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference
 from jobs.domain.release import BuildState, State
-from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
 from jobs.runtime.logs import job_context
@@ -100,7 +99,7 @@ class Worker:
 
     @property
     def build_stream(self) -> str:
-        return self.pipeline.queue.platform_stream(str(self.settings.platform))
+        return self.pipeline.queue.platform_stream(self.settings.platform)
 
     async def check(self) -> BuilderInfo:
         """Refuse to start, with the reason, when the builder cannot build the platform."""
@@ -178,7 +177,7 @@ class Worker:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
                 job = lease.job
-                with job_context(job.version, job.component, job.platform or ""):
+                with job_context(str(job.version), job.component, str(job.platform or "")):
                     try:
                         await self.handle(lease, client)
                     except RedisError as error:
@@ -256,26 +255,26 @@ class Worker:
                 job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
             )
             await pipeline.queue.ack(lease)
-            self.metrics.builds.labels(platform=job.platform, outcome="cancelled").inc()
+            self.metrics.builds.labels(platform=str(job.platform), outcome="cancelled").inc()
             return
         except (BuildError, SourceError, ConfigError, RegistryError, VerifyError) as error:
             keeper.cancel()
             tail = getattr(error, "log_tail", tail)
-            self.metrics.builds.labels(platform=job.platform, outcome="failed").inc()
+            self.metrics.builds.labels(platform=str(job.platform), outcome="failed").inc()
             await self._fail(lease, str(error), tail)
             return
         finally:
             keeper.cancel()
-        self.metrics.build_seconds.labels(platform=job.platform).observe(time.monotonic() - started)
-        self.metrics.builds.labels(platform=job.platform, outcome="pushed").inc()
+        label = str(job.platform)
+        self.metrics.build_seconds.labels(platform=label).observe(time.monotonic() - started)
+        self.metrics.builds.labels(platform=label, outcome="pushed").inc()
         await self._record(lease, digest)
 
     async def _run_build(self, job: Job, stopper: _Stopper) -> tuple[str, tuple[str, ...]]:
         pipeline = self.pipeline
         config = pipeline.config
         assert job.platform is not None
-        platform = parse_platform(job.platform)
-        version = parse_version(job.version)
+        platform, version = job.platform, job.version
         work = await asyncio.to_thread(
             checkout, config.source, version, job.source_revision, self.settings.workdir
         )
@@ -339,7 +338,7 @@ class Worker:
     async def _verify_pushed(self, client: RegistryClient, job: Job, digest: str) -> None:
         """The pushed image's config must really be this worker's platform."""
         assert job.platform is not None
-        platform = parse_platform(job.platform)
+        platform = job.platform
         image = self.pipeline.config.image(job.component)
         inspection = await inspect_reference(
             client, parse_reference(f"{image}@{digest}"), [platform]
@@ -349,7 +348,7 @@ class Worker:
             detail = (
                 "; ".join(messages.verdict_problems(f"{image}@{digest}", verdict)) or "an index"
             )
-            raise VerifyError(messages.pushed_platform_wrong(image, job.platform, detail))
+            raise VerifyError(messages.pushed_platform_wrong(image, str(platform), detail))
 
     async def _record(self, lease: Lease, digest: str) -> None:
         job = lease.job

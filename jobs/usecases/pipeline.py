@@ -88,7 +88,11 @@ def plan_release(
     return ReleasePlan(version, chosen or config.component_names, wanted or config.platforms)
 
 
-def parse_release_version(version_text: str) -> str:
+def parse_release_version(version_text: Version | str) -> str:
+    """The version asked for, as the store keys it: text from a user is parsed here (the
+    edge); a `Version` from a run is already one."""
+    if isinstance(version_text, Version):
+        return str(version_text)
     try:
         return str(parse_version(version_text))
     except VersionError as error:
@@ -114,12 +118,15 @@ def block_reasons(release: Release) -> list[str]:
             record = release.builds.get((component, platform))
             if record is not None and record.state is BuildState.FAILED:
                 reasons.append(
-                    messages.build_failed(component, release.version, platform, record.error)
+                    messages.build_failed(
+                        component, str(release.version), str(platform), record.error
+                    )
                 )
         index = release.indexes.get(component)
         if index is not None and index.verdict != Outcome.OK.value:
             reasons.append(
-                index.detail or messages.verdict_not_ok(component, release.version, index.verdict)
+                index.detail
+                or messages.verdict_not_ok(component, str(release.version), index.verdict)
             )
     return reasons
 
@@ -129,7 +136,7 @@ def retry_refusal(release: Release) -> str | None:
     failed builds. Decided before anything is written (a refused click claims nothing)."""
     failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
     if release.state not in (State.BLOCKED, State.FAILED) or not failed:
-        return messages.nothing_to_retry(release.version, release.state.value)
+        return messages.nothing_to_retry(str(release.version), release.state.value)
     return None
 
 
@@ -169,14 +176,16 @@ class Pipeline:
         immutable: refused (ReleaseInputError saying who promoted it, when, and the
         digests) unless `supersede`, which the caller has authorized.
         """
-        version = str(plan.version)
+        version = plan.version
         existing = await self.store.load(version)
         if existing is not None and existing.state is State.QUEUED:
             existing = await self.resume_unstarted(existing)
         if existing is not None and not existing.settled:
             return existing, bool(request_id) and existing.request_id == request_id
         record = await self.store.version_record(version)
-        refusal = release_refusal(version, record.promoted if record else None, supersede=supersede)
+        refusal = release_refusal(
+            str(version), record.promoted if record else None, supersede=supersede
+        )
         if refusal is not None:
             raise ReleaseInputError(refusal)
         try:
@@ -184,7 +193,7 @@ class Pipeline:
         except SourceError as error:
             raise ReleaseInputError(str(error)) from None
         components = list(plan.components)
-        platforms = [str(p) for p in plan.platforms]
+        platforms = list(plan.platforms)
 
         async def start(run_id: str, current: str) -> RunStart:
             previous = await self.store.load(version, current) if current else None
@@ -205,7 +214,7 @@ class Pipeline:
             )
         except VersionImmutable as error:  # promoted between our read and the script
             raise ReleaseInputError(
-                release_refusal(version, error.promoted, supersede=False) or str(error)
+                release_refusal(str(version), error.promoted, supersede=False) or str(error)
             ) from None
 
     async def resume_unstarted(self, release: Release) -> Release:
@@ -236,7 +245,12 @@ class Pipeline:
         return await self.load_run(version, run_id)
 
     async def retry(
-        self, version_text: str, actor: str, where: str = CLI_CHANNEL, *, request_id: str = ""
+        self,
+        version_text: Version | str,
+        actor: str,
+        where: str = CLI_CHANNEL,
+        *,
+        request_id: str = "",
     ) -> tuple[Release, int]:
         """A new run of a blocked or failed release that rebuilds only the failed builds.
         `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
@@ -253,11 +267,7 @@ class Pipeline:
         if refusal is not None:
             raise ReleaseInputError(refusal)
         failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
-        plan = ReleasePlan(
-            parse_version(version),
-            release.components,
-            tuple(parse_platform(p) for p in release.platforms),
-        )
+        plan = ReleasePlan(release.version, release.components, release.platforms)
         new, created = await self.request_release(
             plan, actor, release.channel, request_id=request_id
         )
@@ -267,7 +277,7 @@ class Pipeline:
             )
         return new, len(failed)
 
-    async def cancel(self, version_text: str, actor: str, where: str = "cli") -> Release:
+    async def cancel(self, version_text: Version | str, actor: str, where: str = "cli") -> Release:
         version = parse_release_version(version_text)
         release = await self.store.load(version)
         if release is None:
@@ -302,7 +312,7 @@ class Pipeline:
 
     # -- the run
 
-    async def find_run(self, version: str, run_id: str | None = None) -> Release | None:
+    async def find_run(self, version: Version | str, run_id: str | None = None) -> Release | None:
         """The version's active run (or the given run), or None."""
         return await self.store.load(version, run_id)
 
@@ -312,18 +322,20 @@ class Pipeline:
         """What happened after stream id `after`, oldest first (what live views show)."""
         return await self.store.events(after, count=count, block_ms=block_ms)
 
-    async def record_status_message(self, version: str, run_id: str, channel: str, ts: str) -> bool:
+    async def record_status_message(
+        self, version: Version | str, run_id: str, channel: str, ts: str
+    ) -> bool:
         """Where the run's live message is (so it can be updated)."""
         return await self.store.set_status_message(version, run_id, channel, ts)
 
-    async def load_run(self, version: str, run_id: str) -> Release:
+    async def load_run(self, version: Version | str, run_id: str) -> Release:
         """The run, or ReleaseNotFound (with the sentence that says so)."""
         release = await self.store.load(version, run_id)
         if release is None:
-            raise ReleaseNotFound(messages.release_not_found(version))
+            raise ReleaseNotFound(messages.release_not_found(str(version)))
         return release
 
-    def build_job(self, release: Release, component: str, platform: str) -> Job:
+    def build_job(self, release: Release, component: str, platform: Platform) -> Job:
         return Job(
             JobKind.BUILD,
             release.version,
@@ -341,16 +353,16 @@ class Pipeline:
     def run_start(
         self,
         run_id: str,
-        version: str,
+        version: Version,
         revision: str,
         components: Sequence[str],
-        platforms: Sequence[str],
+        platforms: Sequence[Platform],
         previous: Release | None,
     ) -> RunStart:
         """What a new run starts with: its build jobs, reusing digests a previous run of
         the same revision already pushed (so a retry rebuilds only what failed), and the
         merge of every component all of whose platforms are reused."""
-        reused: dict[tuple[str, str], str] = {}
+        reused: dict[tuple[str, Platform], str] = {}
         if previous is not None and previous.source_ref == revision:
             for key, record in previous.builds.items():
                 if record.state is BuildState.PUSHED and record.digest:
@@ -371,7 +383,9 @@ class Pipeline:
             jobs=[self.queue.enqueue_call(job) for job in jobs],
         )
 
-    async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
+    async def after_build(
+        self, version: Version, run_id: str, component: str, claimer: str
+    ) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
         if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
             release = await self.load_run(version, run_id)
@@ -404,8 +418,8 @@ class Pipeline:
         digests = release.built_digests(job.component)
         if digests is None:
             raise MergeError(f"{job.component} has no pushed digest for every platform")
-        builds = {parse_platform(p): d for p, d in digests.items()}
-        required = [parse_platform(p) for p in release.platforms]
+        builds = dict(digests)
+        required = list(release.platforms)
         image = self.config.image(job.component)
         subject = f"{job.component} {release.version}"
         sources = merge_sources(image, builds, required)
@@ -414,11 +428,11 @@ class Pipeline:
             await self._refuse_tag(release, job.component, held, decision.reason)
             return held or ""
         if decision.action is TagAction.WRITE:
-            await asyncio.to_thread(write_index, image, release.version, sources)
+            await asyncio.to_thread(write_index, image, str(release.version), sources)
         else:
             log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
         await self.store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
-        published = await verify_published(client, image, release.version, builds, required)
+        published = await verify_published(client, image, str(release.version), builds, required)
         inspection = published.inspection
         # A kept tag holds an earlier run's builds by design: only its platforms are judged.
         mismatch = () if decision.action is TagAction.KEEP else published.problems
@@ -462,7 +476,9 @@ class Pipeline:
         wrote = record.tags.get(component) if record else None
         holds_this_run = False
         if held is not None and (wrote is None or wrote.digest != held):
-            found = await verify_published(client, image, release.version, builds, list(builds))
+            found = await verify_published(
+                client, image, str(release.version), builds, list(builds)
+            )
             children = {
                 e.platform: e.digest for e in found.inspection.verdict.entries if e.platform
             }
@@ -492,7 +508,7 @@ class Pipeline:
             version, run_id, [State.VERIFYING], State.BLOCKED, reason=reason
         )
 
-    async def settle(self, version: str, run_id: str) -> State | None:
+    async def settle(self, version: Version, run_id: str) -> State | None:
         """When every component is merged or failed, decide: ready, or blocked with reasons."""
         release = await self.store.load(version, run_id)
         if release is None or release.state not in (State.BUILDING, State.MERGING, State.VERIFYING):
@@ -517,7 +533,7 @@ class Pipeline:
 
     async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
         await self.store.record_progress(
-            job.version, job.run_id, job.component, job.platform or "", phase, step, total
+            job.version, job.run_id, job.component, job.platform, phase, step, total
         )
 
     def digests_of(self, release: Release) -> Mapping[str, str]:

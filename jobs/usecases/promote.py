@@ -26,7 +26,6 @@ from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
 from jobs.domain.sync_report import ComponentStatus
 from jobs.domain.sync_request import resolve_mirrors
-from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
 from jobs.tools.merge import MergeError, write_index
@@ -68,13 +67,13 @@ async def _promote_to_mirrors(
     mirrors = resolve_mirrors(config, config.promotion.mirrors)
     verified = {c: release.indexes[c].digest for c in release.components}
     confirmed = await store.overwrite_confirmations(release.version, release.run_id)
-    version = parse_version(release.version)
+    version = release.version
     report = await sync_release(
         client, config, version, mirrors, components=release.components, expected_digests=verified
     )
     if not report.gate_passed:
         sentences = [sentence for problem in report.gate for sentence in problem.sentences]
-        return [messages.promotion_gate_failed(release.version, sentences)], False
+        return [messages.promotion_gate_failed(str(release.version), sentences)], False
     results = {(m.mirror.label, c.component): c for m in report.mirrors for c in m.components}
     # Refused targets whose held digest an approver confirmed: copy those again, allowed.
     confirmed_again = [
@@ -129,7 +128,7 @@ async def _tag_on_mirror(
 ) -> list[str]:
     """The promotion tags on a mirror, beside the release tag just verified there: the same
     manifest bytes under each tag, so each reads back as the approved digest."""
-    tags = pipeline.config.promotion_tags_for(parse_version(release.version))
+    tags = pipeline.config.promotion_tags_for(release.version)
     if not tags:
         return []
     repository = copied.rsplit(":", 1)[0]
@@ -181,7 +180,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
     if release.state is not State.PROMOTING:
         log.info("%s is %s; not promoting", job.version, release.state)
         return None
-    tags = config.promotion_tags_for(parse_version(release.version))
+    tags = config.promotion_tags_for(release.version)
     failures: list[str] = []
     for component in release.components:
         index = release.indexes[component]
@@ -214,7 +213,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
     if waiting:
         log.info("%s waits for an approver to confirm overwriting a mirror tag", job.version)
         return State.PROMOTING
-    reason = "" if tags else messages.promotion_none(release.version)
+    reason = "" if tags else messages.promotion_none(str(release.version))
     await store.transition(
         job.version, job.run_id, [State.PROMOTING], State.PROMOTED, reason=reason
     )

@@ -40,7 +40,6 @@ from jobs.domain.release import Release
 from jobs.domain.sync_gate import SyncMode
 from jobs.domain.sync_report import ComponentReport, ComponentStatus, ProgressEvent, ProgressKind
 from jobs.domain.sync_request import Mirror
-from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient
 from jobs.store.queue import EnqueueResult, Job, JobKind
 from jobs.usecases.pipeline import Pipeline
@@ -130,7 +129,7 @@ def _record_fields(job: Job, location: str) -> dict[str, str]:
     digests = json.loads(job.payload["digests"])
     return {
         "id": job.id,
-        "version": job.version,
+        "version": str(job.version),
         "run_id": job.run_id,
         "mirror": job.payload["mirror"],
         "location": location,
@@ -334,7 +333,7 @@ async def run_sync(
         report = await sync_release(
             client,
             config,
-            parse_version(record.version),
+            job.version,  # the record's own version: the record is this job's
             [Mirror(record.mirror, location)],
             components=list(record.digests),
             expected_digests=record.digests,

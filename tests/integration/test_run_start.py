@@ -18,6 +18,7 @@ from bot.notifier import Notifier
 from handlers.context import Deps, confirm_delivery, first_delivery, forget_delivery
 from handlers.live_message import metadata, post_live_message
 from jobs.domain.config_reader import load_config
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildState, State
 from jobs.registry.client import RegistrySettings
 from jobs.store.connections import RedisSettings, connect
@@ -29,6 +30,7 @@ from tests.support.slack_standin import SlackStandIn
 from tests.support.streams import stream_entries
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
+AMD64, ARM64 = (parse_platform(p) for p in PLATFORMS)
 DIGEST = "sha256:" + "ab" * 32
 
 
@@ -131,9 +133,9 @@ async def test_a_retry_reuses_pushed_digests_and_starts_in_the_same_step(
     # One step wrote the reused digests, the one rebuild, and the merge of the component
     # with nothing to rebuild (so no crash can leave it unmerged).
     assert retried.state is State.MERGING
-    assert retried.build(whole, PLATFORMS[0]).digest == DIGEST
-    assert retried.build(partial, PLATFORMS[0]).state is BuildState.PUSHED
-    assert retried.build(partial, PLATFORMS[1]).state is BuildState.QUEUED
+    assert retried.build(whole, AMD64).digest == DIGEST
+    assert retried.build(partial, AMD64).state is BuildState.PUSHED
+    assert retried.build(partial, ARM64).state is BuildState.QUEUED
     assert retried.merges_claimed == {whole}
     expected = sorted([("build", partial, PLATFORMS[1]), ("merge", whole, "")])
     assert await jobs_of(pipeline, retried.run_id) == expected

@@ -193,7 +193,7 @@ async def copy_of(bot: Bot, release: Release, channel: str) -> str:
 
 
 def value_of(release: Release) -> str:
-    return button_value(release.version, release.run_id)
+    return button_value(str(release.version), release.run_id)
 
 
 # ---- item 4: roles ------------------------------------------------------------------------

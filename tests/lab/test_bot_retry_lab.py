@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildState, State
 from tests.conftest import Lab
 from tests.support.bot import (
@@ -28,6 +29,7 @@ from tests.support.pipeline import SAMPLE, Setup, toml_config
 
 __all__ = ["bot"]  # the fixture
 
+AMD64, ARM64 = parse_platform("linux/amd64"), parse_platform("linux/arm64")
 BROKEN = SAMPLE / "aibrix-sample-broken-arm64.toml"
 COMPONENTS = {
     "controller-manager": "build/container/Dockerfile",
@@ -167,7 +169,7 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     assert "started run" in await command(bot, "release v0.7.0", REQUESTER)
     blocked = await setup.wait_for("v0.7.0", [State.READY, State.BLOCKED, State.FAILED])
     assert blocked.state is State.BLOCKED, blocked.state_reason + setup.tail_logs()
-    assert blocked.build("runtime", "linux/arm64").state is BuildState.FAILED
+    assert blocked.build("runtime", ARM64).state is BuildState.FAILED
     ts = blocked.status_ts
     shown = await bot.wait_message(ts, "retry_release", timeout=30)
     assert "approve_release" not in shown
@@ -208,14 +210,11 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     runs = await bot.pipeline.store.run_ids("v0.7.0")
     assert len(runs) == 2 and retried.run_id == runs[1] != blocked.run_id
     assert retried.state is State.BLOCKED  # runtime still cannot build for arm64
-    for key in (("controller-manager", "linux/amd64"), ("controller-manager", "linux/arm64")):
+    for key in (("controller-manager", AMD64), ("controller-manager", ARM64)):
         assert retried.builds[key].digest == blocked.builds[key].digest  # reused, not rebuilt
         assert retried.builds[key].attempt == 0
-    assert (
-        retried.build("runtime", "linux/amd64").digest
-        == blocked.build("runtime", "linux/amd64").digest
-    )
-    assert retried.build("runtime", "linux/arm64").state is BuildState.FAILED
+    assert retried.build("runtime", AMD64).digest == blocked.build("runtime", AMD64).digest
+    assert retried.build("runtime", ARM64).state is BuildState.FAILED
     assert retried.status_ts and retried.status_ts != ts  # its own live message
     await bot.wait_message(retried.status_ts, "retry_release", timeout=30)
     await settled(bot, "v0.7.0")

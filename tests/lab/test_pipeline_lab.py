@@ -56,7 +56,7 @@ async def test_full_release_reaches_ready_and_every_tag_is_verified(setup: Setup
     assert "v0.3.0: ready" in out
     release = await setup.wait_for("v0.3.0", [State.READY])
     config = setup.config
-    refs = [config.release_reference(c, release.version) for c in release.components]  # type: ignore[arg-type]
+    refs = [config.release_reference(c, release.version) for c in release.components]
     inspect = subprocess.run([BOT, "inspect", "--json", *refs], capture_output=True, text=True)
     assert inspect.returncode == 0, inspect.stdout
     for report, component in zip(json.loads(inspect.stdout), release.components, strict=True):
@@ -105,7 +105,7 @@ async def test_arm64_failure_blocks_and_leaves_the_tag_untouched(setup: Setup, l
     assert "runtime v0.4.1 failed to build for linux/arm64" in out
     assert "unsupported on aarch64" in out
     blocked = await setup.wait_for("v0.4.1", [State.BLOCKED])
-    assert blocked.build("runtime", "linux/arm64").state is BuildState.FAILED
+    assert blocked.build("runtime", parse_platform("linux/arm64")).state is BuildState.FAILED
     assert "runtime" not in blocked.indexes
     assert set(blocked.indexes) == {
         "controller-manager",
@@ -127,9 +127,11 @@ async def test_arm64_failure_blocks_and_leaves_the_tag_untouched(setup: Setup, l
     pipeline = await setup.pipeline()
     try:
         dead = [
-            d for d in await pipeline.queue.dead_letters() if d.job and d.job.version == "v0.4.1"
+            d
+            for d in await pipeline.queue.dead_letters()
+            if d.job and str(d.job.version) == "v0.4.1"
         ]
-        assert [(d.job.component, d.job.platform) for d in dead if d.job] == [
+        assert [(d.job.component, str(d.job.platform)) for d in dead if d.job] == [
             ("runtime", "linux/arm64")
         ]
         assert "attempt 2 of 2" in dead[0].reason

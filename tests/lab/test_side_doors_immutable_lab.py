@@ -243,7 +243,7 @@ async def _pushed_run(
     for component in run.components:
         repo = f"{bot.namespace}/{component}"
         for platform in run.platforms:
-            arch = platform.split("/")[1]
+            arch = platform.architecture
             image = await pusher.image(session, repo, os="linux", arch=arch, payload=payload)
             await store.update_build(
                 run.version, run.run_id, component, platform, BuildState.BUILDING, attempt=1

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jobs.domain.platforms import parse_platform
+from jobs.domain.versions import Version, parse_version
 from jobs.store.connections import (
     RedisConnectError,
     RedisSettings,
@@ -189,15 +191,22 @@ _text = st.text(
 )
 
 
+_versions = st.one_of(
+    st.sampled_from(["v0.3.0-rc.2", "v1.0.0-x-y-z.--", "v1.0.0-0A.is.legal"]).map(parse_version),
+    st.builds(Version, *(st.integers(min_value=0, max_value=10**6) for _ in range(3))),
+)
+
+
 @st.composite
 def jobs(draw: st.DrawFn) -> Job:
     kind = draw(st.sampled_from(list(JobKind)))
-    platform = draw(st.sampled_from([ARM, AMD, "linux/arm/v7", None]))
-    if kind is JobKind.BUILD and platform is None:
-        platform = ARM
+    text = draw(st.sampled_from([ARM, AMD, "linux/arm/v7", None]))
+    if kind is JobKind.BUILD and text is None:
+        text = ARM
+    platform = None if text is None else parse_platform(text)
     return Job(
         kind=kind,
-        version=draw(_text),
+        version=draw(_versions),
         component=draw(_text),
         source_revision=draw(_text),
         platform=platform,
@@ -219,10 +228,10 @@ def test_job_round_trips_through_stream_fields(job: Job) -> None:
 def test_idempotency_key_changes_with_every_identity_field(job: Job, name: str) -> None:
     parts: dict[str, Any] = {
         "kind": job.kind.value,
-        "release": job.version,
+        "release": str(job.version),
         "run_id": job.run_id,
         "component": job.component,
-        "platform": job.platform,
+        "platform": None if job.platform is None else str(job.platform),
         "source_revision": job.source_revision,
     }
     assert idempotency_key(**parts) == job.idempotency_key
@@ -251,6 +260,9 @@ def _document(**change: Any) -> dict[str, str]:
         ({"release": ""}, "release is empty"),
         ({"release": 1}, "release must be a string"),
         ({"release": "v1\n"}, "control characters"),
+        # Text that is not a release version never becomes a job's Version.
+        ({"release": "v1.0"}, "job release: .*v1.0"),
+        ({"release": "1.0.0"}, "job release: "),
         ({"idempotency_key": "0" * 32}, "idempotency key does not match"),
         ({"v": "2"}, "format"),
         ({"id": "no spaces please"}, "job id"),
