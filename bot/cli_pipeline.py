@@ -36,7 +36,7 @@ from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
-from jobs.usecases.pipeline import Pipeline, plan_release
+from jobs.usecases.pipeline import Pipeline, job_queue, plan_release
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -266,10 +266,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logs.configure()
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
-            worker = Worker(
-                pipeline, worker_settings, RegistrySettings(insecure_registries=insecure_from_env())
-            )
+        client: aioredis.Redis = await connect(settings)
+        try:
+            # One queue, handed to both: the pipeline enqueues on it, the worker claims.
+            queue = job_queue(client, config)
+            pipeline = Pipeline(client, config, queue)
+            registry = RegistrySettings(insecure_registries=insecure_from_env())
+            worker = Worker(pipeline, queue, worker_settings, registry)
             await worker.check()  # BuilderError: Refused, exit 2
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -277,6 +280,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             await worker.run(stop)
             return 0
+        finally:
+            await client.aclose()
 
     return run(go)
 

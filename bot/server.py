@@ -34,6 +34,7 @@ from jobs.domain.config import Config
 from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime.metrics import BotMetrics
 from jobs.store.connections import RedisSettings, make_client
+from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline
 
 log = logging.getLogger("aibrix.bot")
@@ -82,11 +83,10 @@ def make_server(
     pipeline = Pipeline(redis, config)
     web_client = client or slack_client(settings)
     notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
-    deps = Deps(
-        pipeline,
-        registry or RegistrySettings(insecure_registries=insecure_from_env()),
-        notifier,
+    inspector = Inspector(
+        registry or RegistrySettings(insecure_registries=insecure_from_env()), config
     )
+    deps = Deps(pipeline, inspector, notifier)
     bolt = build_app(settings, deps, client=web_client, clock=clock)
     metrics = BotMetrics([reason.value for reason in Refusal])
     web_app = web.Application()

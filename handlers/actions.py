@@ -34,7 +34,6 @@ from handlers.context import (
     forget_delivery,
     permission_refusal,
     post_status_message,
-    published_digests,
     user_groups,
 )
 from handlers.parse import (
@@ -215,7 +214,7 @@ async def on_approve(
         counted = tally(policy, release.approvals, click.verified, now, release.requested_by)
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
-    readings = await published_digests(deps, release)
+    readings = await deps.inspector.release_tags(release)
     recheck = decide_recheck(str(release.version), click.verified, readings)
     if recheck.unreadable and not recheck.drift:
         # Unreadable is not drift: nothing is recorded, the release stays ready.

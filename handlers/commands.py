@@ -45,8 +45,6 @@ from jobs.domain.config import Config
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
-from jobs.registry.client import RegistryClient
-from jobs.registry.inspection import inspect_reference
 
 log = logging.getLogger("aibrix.bot")
 
@@ -234,8 +232,7 @@ async def run_command(
         )
         return True
     if isinstance(command, InspectCommand):
-        async with RegistryClient(deps.registry) as registry:
-            inspection = await inspect_reference(registry, command.reference, deps.config.platforms)
+        inspection = await deps.inspector.inspect(command.reference)
         subject = (
             f"{command.component} {command.reference.tag}"
             if command.component and command.reference.tag

@@ -12,16 +12,12 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.live_message import post_live_message
-from jobs.domain.approvals import TagReading
 from jobs.domain.config import Config
 from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
 from jobs.domain.permissions import Action, Actor, authorize
 from jobs.domain.permissions import needs_groups as needs_permission_groups
-from jobs.domain.references import Reference, parse_reference
 from jobs.domain.release import Release
-from jobs.domain.verdict import Outcome
-from jobs.registry.client import NotFoundError, RegistryClient, RegistryError, RegistrySettings
-from jobs.registry.inspection import Inspection, inspect_reference
+from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline
 
 log = logging.getLogger("aibrix.bot")
@@ -42,7 +38,8 @@ class LiveUpdates(Protocol):
 @dataclass
 class Deps:
     pipeline: Pipeline
-    registry: RegistrySettings
+    # The registry reads a handler asks for (inspect, the click-time re-read of tags).
+    inspector: Inspector
     notifier: LiveUpdates | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -151,53 +148,6 @@ async def permission_refusal(
         grant = permissions.grant(action)
         actor = Actor(user, await user_groups(deps, client, user, grant.groups), channel)
     return authorize(permissions, action, actor, requested_by)
-
-
-async def published_digests(deps: Deps, release: Release) -> dict[str, TagReading]:
-    """Each component's release tag read again: what it holds, whether the platform check
-    still passes, or that the registry could not be read (which proves nothing)."""
-    config = deps.config
-    refs = [
-        parse_reference(config.release_reference(c, release.version)) for c in release.components
-    ]
-    async with RegistryClient(deps.registry) as client:
-        readings = await asyncio.gather(*(_read_tag(client, ref, config) for ref in refs))
-    return dict(zip(release.components, readings, strict=True))
-
-
-async def _read_tag(client: RegistryClient, ref: Reference, config: Config) -> TagReading:
-    try:
-        top = await client.get_manifest(ref)
-    except NotFoundError:
-        return TagReading(None)  # the registry answered: the tag is gone
-    except RegistryError:
-        return TagReading(None, unreadable=True)
-    inspection = await inspect_reference(client, ref, config.platforms)
-    if inspection.digest is None:
-        return TagReading(None, unreadable=True)  # it answered once, then not
-    if inspection.digest != top.digest:
-        return TagReading(inspection.digest)  # it moved between the two reads
-    failed = inspection.verdict.outcome is not Outcome.OK
-    if failed and not await _children_readable(client, ref, inspection):
-        return TagReading(inspection.digest, unreadable=True)
-    return TagReading(inspection.digest, check_failed=failed)
-
-
-async def _children_readable(
-    client: RegistryClient, ref: Reference, inspection: Inspection
-) -> bool:
-    """Whether the entries the platform check could not resolve were answered by the
-    registry (gone: a proven change) rather than left unanswered (a hiccup)."""
-    for entry in inspection.verdict.entries:
-        if entry.actual is not None:
-            continue
-        try:
-            await client.get_manifest(ref.with_digest(entry.digest))
-        except NotFoundError:
-            continue
-        except RegistryError:
-            return False
-    return True
 
 
 async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks, messages
-from handlers.context import Deps, permission_refusal, published_digests
+from handlers.context import Deps, permission_refusal
 from handlers.parse import SyncCommand
 from jobs.domain import messages as core_messages
 from jobs.domain.permissions import Action
@@ -67,7 +67,7 @@ def _link(channel: str, ts: str) -> str:
 async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str | None:
     """Why the release tags no longer hold the digests to copy (None: they do). The
     worker's copy is gated on the same digests; this answers at once, before queueing."""
-    readings = await published_digests(deps, release)
+    readings = await deps.inspector.release_tags(release)
     if any(readings[c].unreadable for c in digests):
         return messages.sync_refused_unreadable(str(release.version))
     moved = [

@@ -23,6 +23,7 @@ from jobs.domain.platforms import Platform, PlatformError, parse_platform, uniqu
 from jobs.domain.references import parse_reference
 from jobs.domain.release import (
     BuildState,
+    DigestRecorded,
     Event,
     Release,
     ReleaseEvent,
@@ -140,13 +141,26 @@ def retry_refusal(release: Release) -> str | None:
     return None
 
 
+def job_queue(redis: aioredis.Redis, config: Config) -> Queue:
+    """The configured job queue: what a worker claims from and a pipeline enqueues on. The
+    entry point builds it and hands it to both (see `Pipeline`)."""
+    tuning = QueueTuning.from_settings(config.queue)
+    return Queue(redis, Keys(config.queue.key_prefix), tuning)
+
+
 class Pipeline:
-    def __init__(self, redis: aioredis.Redis, config: Config) -> None:
+    """The release operations, on the store and the queue it is given.
+
+    `queue`: the job queue, when the caller also hands it to a worker (`job_queue`);
+    by default one of its own. Either way its dead letters come back here: a build that
+    ran out of attempts is marked failed, a merge that did fails the run."""
+
+    def __init__(self, redis: aioredis.Redis, config: Config, queue: Queue | None = None) -> None:
         self.redis = redis
         self.config = config
         self.keys = Keys(config.queue.key_prefix)
-        tuning = QueueTuning.from_settings(config.queue)
-        self.queue = Queue(redis, self.keys, tuning, on_dead_letter=self._dead_lettered)
+        self.queue = queue if queue is not None else job_queue(redis, config)
+        self.queue.on_dead_letter = self._dead_lettered
         self.store = ReleaseStore(
             redis,
             self.keys,
@@ -381,6 +395,61 @@ class Pipeline:
             reused=reused,
             merges=merges,
             jobs=[self.queue.enqueue_call(job) for job in jobs],
+        )
+
+    # -- what a worker records about the job it runs
+
+    async def start_build(self, job: Job) -> bool:
+        """Mark `job`'s build as building (this attempt); False when it may not start (already
+        pushed, cancelled, or the run settled or superseded)."""
+        assert job.platform is not None
+        return await self.store.update_build(
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            BuildState.BUILDING,
+            attempt=job.attempt,
+        )
+
+    async def pushed_digest(self, job: Job) -> str | None:
+        """The digest `job`'s build already pushed in its run, if it did."""
+        assert job.platform is not None
+        record = (await self.load_run(job.version, job.run_id)).builds.get(
+            (job.component, job.platform)
+        )
+        if record is not None and record.state is BuildState.PUSHED and record.digest:
+            return record.digest
+        return None
+
+    async def build_cancelled(self, job: Job) -> None:
+        """`job`'s build was stopped because its run was cancelled."""
+        assert job.platform is not None
+        await self.store.update_build(
+            job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
+        )
+
+    async def attempt_failed(self, job: Job, reason: str, log_tail: Sequence[str]) -> None:
+        """Keep an attempt's failure and log tail with its build (it may be retried), so
+        the failure report can show them."""
+        if job.platform is None or job.kind is not JobKind.BUILD:
+            return
+        await self.store.update_build(
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            BuildState.BUILDING,
+            error=reason,
+            log_lines=list(log_tail),
+        )
+
+    async def record_build(self, job: Job, digest: str) -> DigestRecorded:
+        """The digest `job`'s build pushed, recorded once: a repeat is harmless, another
+        digest is refused (see `ReleaseStore.record_build_digest`)."""
+        assert job.platform is not None
+        return await self.store.record_build_digest(
+            job.version, job.run_id, job.component, job.platform, digest, job.attempt
         )
 
     async def after_build(

@@ -23,6 +23,7 @@ from jobs.domain.release import BuildState, State
 from jobs.registry.client import RegistrySettings
 from jobs.store.connections import RedisSettings, connect
 from jobs.store.notices import outbox_member
+from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, COMPONENTS, REQUESTER, TOKEN, config_text
@@ -221,7 +222,7 @@ async def test_a_finished_run_leaves_the_outbox_without_a_post(
 
 
 async def test_a_delivery_claim_is_leased_confirmed_or_dropped(pipeline: Pipeline) -> None:
-    deps = Deps(pipeline, RegistrySettings())
+    deps = Deps(pipeline, Inspector(RegistrySettings(), pipeline.config))
     key = pipeline.keys.slack_delivery("command\nT\nU\ntrigger-1")
     assert await first_delivery(deps, "command\nT\nU\ntrigger-1")
     # Being handled: a redelivery is dropped, and the claim is short.

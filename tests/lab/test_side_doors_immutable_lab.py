@@ -98,7 +98,7 @@ async def lab_bot(
     async with running_bot(lab, redis_url, path, key_prefix, namespace) as bot:
         if registry is not None:
             # Few attempts: an unreachable registry is answered within a second or two.
-            bot.server.deps.registry = RegistrySettings(
+            bot.server.deps.inspector.settings = RegistrySettings(
                 insecure_registries=frozenset({registry, lab.registry}),
                 max_attempts=2,
                 backoff_base=0.05,
@@ -148,7 +148,7 @@ async def promoted(bot: Bot, version: str) -> Release:
     assert "1 of 2" in await click(bot, "approve_release", APPROVER, ready.status_ts)
     assert "promotion is queued" in await click(bot, "approve_release", GROUPIE, ready.status_ts)
     approved = await bot.pipeline.store.load(version)
-    async with RegistryClient(bot.server.deps.registry) as client:
+    async with RegistryClient(bot.server.deps.inspector.settings) as client:
         assert await promote(bot.pipeline, promote_job(approved), client) is State.PROMOTED
     done: Release | None = await bot.pipeline.store.load(version)
     assert done is not None and done.state is State.PROMOTED
@@ -256,14 +256,14 @@ async def _pushed_run(
 
 async def _merge_all(bot: Bot, run: Release) -> None:
     """Each component's merge job, as a worker runs it (docker buildx imagetools)."""
-    async with RegistryClient(bot.server.deps.registry) as client:
+    async with RegistryClient(bot.server.deps.inspector.settings) as client:
         for component in run.components:
             await bot.pipeline.merge(bot.pipeline.merge_job(run, component), client)
 
 
 async def _tag(bot: Bot, component: str, version: str) -> str:
     reference = parse_reference(f"{bot.lab.registry}/{bot.namespace}/{component}:{version}")
-    async with RegistryClient(bot.server.deps.registry) as client:
+    async with RegistryClient(bot.server.deps.inspector.settings) as client:
         return (await client.get_manifest(reference)).digest
 
 
