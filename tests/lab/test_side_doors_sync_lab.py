@@ -113,13 +113,13 @@ async def command(bot: Bot, user: str, text: str) -> tuple[str, str]:
 
 
 async def sync_jobs(bot: Bot) -> list[dict[str, Any]]:
-    entries = await stream_entries(bot.server.redis, bot.pipeline.keys.control_stream)
+    entries = await stream_entries(bot.server.redis, bot.key_names.control_stream)
     jobs = [json.loads(fields["job"]) for _, fields in entries]
     return [job for job in jobs if job["kind"] == "sync"]
 
 
 async def sync_audit(bot: Bot) -> list[dict[str, str]]:
-    entries = await bot.pipeline.store.audit_entries(1000)
+    entries = await bot.records.audit(1000)
     return [e for e in entries if str(e.get("action", "")).startswith("sync")]
 
 

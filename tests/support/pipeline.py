@@ -19,6 +19,7 @@ from jobs.domain.release import Release, State
 from jobs.store.connections import RedisSettings, connect
 from jobs.usecases.pipeline import Pipeline
 from tests.conftest import REPO, Lab
+from tests.support.records import Records
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 SAMPLE = REPO / "sample"
@@ -114,14 +115,21 @@ class Setup:
         )
         return Pipeline(redis, config)
 
+    async def records(self) -> Records:
+        """A view of the run's Redis on a client of its own (close it: `Records.close`)."""
+        redis = await connect(
+            RedisSettings.from_dsn(self.redis_url, key_prefix=self.config.queue.key_prefix)
+        )
+        return Records.on(redis, self.config.queue.key_prefix)
+
     async def wait_for(
         self, version: str, states: Sequence[State], timeout: float = 240
     ) -> Release:
-        pipeline = await self.pipeline()
+        records = await self.records()
         try:
             deadline = time.monotonic() + timeout
             while True:
-                release = await pipeline.store.load(version)
+                release = await records.load(version)
                 if release is not None and release.state in states:
                     return release
                 if time.monotonic() > deadline:
@@ -131,7 +139,7 @@ class Setup:
                     )
                 await asyncio.sleep(0.3)
         finally:
-            await pipeline.redis.aclose()
+            await records.close()
 
     def tail_logs(self) -> str:
         return "\n".join(
