@@ -34,8 +34,9 @@ from jobs.domain.config import Config
 from jobs.registry.client import RegistrySettings, insecure_from_env
 from jobs.runtime.metrics import BotMetrics
 from jobs.store.connections import RedisSettings, make_client
+from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
-from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.pipeline import Pipeline, job_queue, release_store
 
 log = logging.getLogger("aibrix.bot")
 
@@ -80,13 +81,15 @@ def make_server(
     never by `clock` (which tests move forward)."""
     redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
     redis = make_client(redis_settings)
-    pipeline = Pipeline(redis, config)
+    # One store and one queue, handed to the pipeline and to the approvals alike.
+    store, queue = release_store(redis, config), job_queue(redis, config)
+    pipeline = Pipeline(redis, config, queue, store)
     web_client = client or slack_client(settings)
     notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
     inspector = Inspector(
         registry or RegistrySettings(insecure_registries=insecure_from_env()), config
     )
-    deps = Deps(pipeline, inspector, notifier)
+    deps = Deps(pipeline, inspector, Approvals(store, queue), notifier)
     bolt = build_app(settings, deps, client=web_client, clock=clock)
     metrics = BotMetrics([reason.value for reason in Refusal])
     web_app = web.Application()

@@ -58,7 +58,6 @@ from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.permissions import APPROVER_ACTIONS, Action, Actor
 from jobs.domain.permissions import needs_groups as needs_permission_groups
 from jobs.domain.release import Release, pending_overwrites
-from jobs.usecases import approval
 from jobs.usecases.pipeline import retry_refusal
 
 log = logging.getLogger("aibrix.bot")
@@ -99,8 +98,8 @@ async def _refuse(
     reason: str,
 ) -> None:
     """Answer a refused click, audited once per run, user and action; no delivery key."""
-    await approval.audit_refusal(
-        deps.pipeline, release, origin.user, REFUSED[action], reason, origin.channel
+    await deps.approvals.audit_refusal(
+        release, origin.user, REFUSED[action], reason, origin.channel
     )
     await _answer(respond, blocks.refusal(reason))
 
@@ -230,7 +229,7 @@ async def on_approve(
     drift = recheck.drift
     if drift:
         reason = "; ".join(drift)
-        await approval.block_on_drift(deps.pipeline, release, user, reason, where)
+        await deps.approvals.block_on_drift(release, user, reason, where)
         await confirm_delivery(deps, action_delivery(body))
         deps.touch(release)
         await _answer(
@@ -240,7 +239,7 @@ async def on_approve(
             ),
         )
         return
-    result, updated = await approval.approve(deps.pipeline, release, user, click.verified, where)
+    result, updated = await deps.approvals.approve(release, user, click.verified, where)
     if not result.accepted:
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(respond, blocks.error_message(result.reason))
@@ -252,7 +251,7 @@ async def on_approve(
         lines.append(decision.note)
     if counted.expired:
         lines.append(messages.approval_expired(counted.expired, policy.approval_ttl_seconds))
-    if counted.complete and await approval.start_promotion(deps.pipeline, updated, user, where):
+    if counted.complete and await deps.approvals.start_promotion(updated, user, where):
         lines.append(messages.promotion_queued(str(release.version)))
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
@@ -279,7 +278,7 @@ async def on_reject(
     if not await first_delivery(deps, action_delivery(body)):
         return
     reason = messages.rejected_by(origin.user)
-    await approval.reject(deps.pipeline, release, origin.user, reason, origin.channel)
+    await deps.approvals.reject(release, origin.user, reason, origin.channel)
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(f"{release.version}: {reason}"))
@@ -343,9 +342,7 @@ async def on_confirm_overwrite(
         return
     if not await first_delivery(deps, action_delivery(body)):
         return
-    if not await approval.confirm_overwrite(
-        deps.pipeline, release, pending, origin.user, origin.channel
-    ):
+    if not await deps.approvals.confirm_overwrite(release, pending, origin.user, origin.channel):
         # This very decision (these targets holding these digests) is confirmed already:
         # a double click, or a second approver; its one promotion is queued.
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded

@@ -17,6 +17,7 @@ from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_d
 from jobs.domain.permissions import Action, Actor, authorize
 from jobs.domain.permissions import needs_groups as needs_permission_groups
 from jobs.domain.release import Release
+from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline
 
@@ -40,6 +41,8 @@ class Deps:
     pipeline: Pipeline
     # The registry reads a handler asks for (inspect, the click-time re-read of tags).
     inspector: Inspector
+    # What an approver's click writes (approve, reject, block on drift, confirm).
+    approvals: Approvals
     notifier: LiveUpdates | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -148,25 +148,38 @@ def job_queue(redis: aioredis.Redis, config: Config) -> Queue:
     return Queue(redis, Keys(config.queue.key_prefix), tuning)
 
 
+def release_store(redis: aioredis.Redis, config: Config) -> ReleaseStore:
+    """The configured release store, for an entry point that hands it to more than the
+    pipeline (the Slack side's `Approvals`)."""
+    return ReleaseStore(
+        redis,
+        Keys(config.queue.key_prefix),
+        retention_seconds=config.queue.retention_seconds,
+        events_maxlen=EVENTS_MAXLEN,
+    )
+
+
 class Pipeline:
     """The release operations, on the store and the queue it is given.
 
-    `queue`: the job queue, when the caller also hands it to a worker (`job_queue`);
-    by default one of its own. Either way its dead letters come back here: a build that
-    ran out of attempts is marked failed, a merge that did fails the run."""
+    `queue` and `store`: the job queue and release store, when the entry point also hands
+    them to a worker or to `Approvals` (`job_queue`, `release_store`); by default its own.
+    Either way the queue's dead letters come back here: a build that ran out of attempts
+    is marked failed, a merge that did fails the run."""
 
-    def __init__(self, redis: aioredis.Redis, config: Config, queue: Queue | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: Config,
+        queue: Queue | None = None,
+        store: ReleaseStore | None = None,
+    ) -> None:
         self.redis = redis
         self.config = config
         self.keys = Keys(config.queue.key_prefix)
         self.queue = queue if queue is not None else job_queue(redis, config)
         self.queue.on_dead_letter = self._dead_lettered
-        self.store = ReleaseStore(
-            redis,
-            self.keys,
-            retention_seconds=config.queue.retention_seconds,
-            events_maxlen=EVENTS_MAXLEN,
-        )
+        self.store = store if store is not None else release_store(redis, config)
         # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
         self.notices = NoticeStore(redis, self.keys)
         self.syncs = SyncRecords(redis, self.keys, events_maxlen=self.store.events_maxlen)

@@ -24,6 +24,7 @@ from jobs.domain.release import BuildState, State
 from jobs.registry.client import RegistrySettings
 from jobs.store.connections import RedisSettings, connect
 from jobs.store.notices import outbox_member
+from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
@@ -242,7 +243,11 @@ async def test_a_finished_run_leaves_the_outbox_without_a_post(
 async def test_a_delivery_claim_is_leased_confirmed_or_dropped(
     pipeline: Pipeline, records: Records
 ) -> None:
-    deps = Deps(pipeline, Inspector(RegistrySettings(), pipeline.config))
+    deps = Deps(
+        pipeline,
+        Inspector(RegistrySettings(), pipeline.config),
+        Approvals(records.store, records.queue),
+    )
     key = "command\nT\nU\ntrigger-1"
     assert await first_delivery(deps, key)
     # Being handled: a redelivery is dropped, and the claim is short.
