@@ -214,9 +214,7 @@ class Worker:
         elif job.kind is JobKind.MERGE:
             await self._merge(lease, client)
         elif job.kind is JobKind.PROMOTE:
-            from jobs.usecases.promote import promote
-
-            await promote(self.pipeline, job, client)
+            await self.pipeline.promote(job, client)
             await self.queue.ack(lease)
         else:
             await self._fail(lease, f"this worker does not run {job.kind.value} jobs yet", ())

@@ -41,6 +41,7 @@ from jobs.store.releases import ReleaseStore, RunStart
 from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
+from jobs.usecases.promote import promote
 
 log = logging.getLogger("aibrix.pipeline")
 
@@ -409,6 +410,11 @@ class Pipeline:
             merges=merges,
             jobs=[self.queue.enqueue_call(job) for job in jobs],
         )
+
+    async def promote(self, job: Job, client: RegistryClient) -> State | None:
+        """Promote the run a promote job names (see `jobs.usecases.promote`); where it
+        ended, or None when there was nothing to do."""
+        return await promote(self.store, self.config, job, client)
 
     # -- what a worker records about the job it runs
 

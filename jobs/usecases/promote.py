@@ -22,14 +22,15 @@ import logging
 from collections.abc import Mapping
 
 from jobs.domain import messages
+from jobs.domain.config import Config
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
 from jobs.domain.sync_report import ComponentStatus
 from jobs.domain.sync_request import resolve_mirrors
 from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
+from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
-from jobs.usecases.pipeline import Pipeline
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
@@ -57,11 +58,9 @@ def promote_job(release: Release, confirmed: Mapping[str, str] | None = None) ->
 
 
 async def _promote_to_mirrors(
-    pipeline: Pipeline, release: Release, client: RegistryClient
+    store: ReleaseStore, config: Config, release: Release, client: RegistryClient
 ) -> tuple[list[str], bool]:
     """Copy the run to the promotion mirrors; (failures, waiting for a confirmation)."""
-    config = pipeline.config
-    store = pipeline.store
     if not config.promotion.mirrors:
         return [], False
     mirrors = resolve_mirrors(config, config.promotion.mirrors)
@@ -118,17 +117,22 @@ async def _promote_to_mirrors(
             failures.append(messages.promotion_failed(item.destination, item.reason or ""))
         elif item.final_digest:
             failures += await _tag_on_mirror(
-                pipeline, release, client, item.destination, item.final_digest
+                store, config, release, client, item.destination, item.final_digest
             )
     return failures, waiting
 
 
 async def _tag_on_mirror(
-    pipeline: Pipeline, release: Release, client: RegistryClient, copied: str, digest: str
+    store: ReleaseStore,
+    config: Config,
+    release: Release,
+    client: RegistryClient,
+    copied: str,
+    digest: str,
 ) -> list[str]:
     """The promotion tags on a mirror, beside the release tag just verified there: the same
     manifest bytes under each tag, so each reads back as the approved digest."""
-    tags = pipeline.config.promotion_tags_for(release.version)
+    tags = config.promotion_tags_for(release.version)
     if not tags:
         return []
     repository = copied.rsplit(":", 1)[0]
@@ -149,7 +153,7 @@ async def _tag_on_mirror(
             detail = "" if got == digest else f"it reads back as {got}"
         except RegistryError as error:
             got, detail = "", str(error)
-        await pipeline.store.record_promotion(
+        await store.record_promotion(
             release.version, release.run_id, target, ok=got == digest, digest=got, detail=detail
         )
         if got != digest:
@@ -165,10 +169,10 @@ async def _read_digest(client: RegistryClient, target: str) -> str | None:
     return manifest.digest
 
 
-async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State | None:
+async def promote(
+    store: ReleaseStore, config: Config, job: Job, client: RegistryClient
+) -> State | None:
     """Promote the run `job` names; returns where it ended (None: nothing to do)."""
-    store = pipeline.store
-    config = pipeline.config
     release = await store.load(job.version, job.run_id)
     if release is None:
         return None
@@ -203,7 +207,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
-    mirror_failures, waiting = await _promote_to_mirrors(pipeline, release, client)
+    mirror_failures, waiting = await _promote_to_mirrors(store, config, release, client)
     failures += mirror_failures
     if failures:
         await store.transition(

@@ -30,7 +30,7 @@ from jobs.domain.config_reader import load_config
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, BuildState, Release, State
 from jobs.registry.client import RegistryClient, RegistrySettings
-from jobs.usecases.promote import promote, promote_job
+from jobs.usecases.promote import promote_job
 from tests.conftest import REPO, Lab
 from tests.support.bot import (
     APPROVER,
@@ -149,7 +149,7 @@ async def promoted(bot: Bot, version: str) -> Release:
     assert "promotion is queued" in await click(bot, "approve_release", GROUPIE, ready.status_ts)
     approved = await bot.records.run(version)
     async with RegistryClient(bot.server.deps.inspector.settings) as client:
-        assert await promote(bot.pipeline, promote_job(approved), client) is State.PROMOTED
+        assert await bot.pipeline.promote(promote_job(approved), client) is State.PROMOTED
     done: Release | None = await bot.records.run(version)
     assert done is not None and done.state is State.PROMOTED
     return done
