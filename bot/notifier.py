@@ -48,7 +48,6 @@ from jobs.domain.approvals import tally
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, ReleaseEvent, State
 from jobs.usecases.pipeline import Pipeline
-from jobs.usecases.sync_job import load_sync
 
 # States after which a run's message never changes again.
 _FINISHED = frozenset({State.PROMOTED, State.FAILED, State.CANCELLED})
@@ -367,7 +366,7 @@ class Notifier:
         unshown, view.unshown_after = view.unshown_after, None
         view.dirty = False
         try:
-            record = await load_sync(self.pipeline, sync_id)
+            record = await self.pipeline.find_sync(sync_id)
             if record is None or not record.status_ts:
                 # Not posted yet (set_sync_message touches it), or expired.
                 if record is None:

@@ -37,6 +37,7 @@ from jobs.store.connections import RedisSettings, make_client
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline, job_queue, release_store
+from jobs.usecases.sync_job import sync_jobs
 
 log = logging.getLogger("aibrix.bot")
 
@@ -89,7 +90,13 @@ def make_server(
     inspector = Inspector(
         registry or RegistrySettings(insecure_registries=insecure_from_env()), config
     )
-    deps = Deps(pipeline, inspector, Approvals(store, queue), notifier)
+    deps = Deps(
+        pipeline,
+        inspector,
+        Approvals(store, queue),
+        sync_jobs(redis, config, store, queue),
+        notifier,
+    )
     bolt = build_app(settings, deps, client=web_client, clock=clock)
     metrics = BotMetrics([reason.value for reason in Refusal])
     web_app = web.Application()

@@ -20,6 +20,7 @@ from jobs.domain.release import Release
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.sync_job import SyncJobs
 
 log = logging.getLogger("aibrix.bot")
 
@@ -43,6 +44,8 @@ class Deps:
     inspector: Inspector
     # What an approver's click writes (approve, reject, block on drift, confirm).
     approvals: Approvals
+    # Sync jobs: request one, place its live message, audit a refusal.
+    syncs: SyncJobs
     notifier: LiveUpdates | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 

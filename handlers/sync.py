@@ -45,7 +45,7 @@ async def audit_sync_refusal(
 ) -> None:
     """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
     await record_sync_refusal(
-        deps.pipeline,
+        deps.syncs,
         command.version,
         release.run_id if release is not None else "",
         command.mirror,
@@ -114,7 +114,7 @@ async def run_sync_command(
         return False
     assert release is not None
     job = sync_job(release, command.mirror, decision.digests, user, channel, decision.mode)
-    requested = await request_sync(pipeline, job, config.mirrors[command.mirror])
+    requested = await request_sync(deps.syncs, job, config.mirrors[command.mirror])
     record = requested.record
     if not requested.added:
         link = (
@@ -128,14 +128,14 @@ async def run_sync_command(
         return False
     assert record is not None
     await record_sync_request(
-        pipeline, release, job, command.mirror, decision.mode.value, user, channel
+        deps.syncs, release, job, command.mirror, decision.mode.value, user, channel
     )
     message = blocks.sync_message(record)
     posted = await client.chat_postMessage(
         channel=channel, text=message.text, blocks=message.blocks
     )
     await set_sync_message(
-        pipeline, record, str(posted.get("channel") or channel), str(posted["ts"])
+        deps.syncs, record, str(posted.get("channel") or channel), str(posted["ts"])
     )
     deps.touch_sync(record.id)
     await answer(blocks.plain(messages.sync_queued(command.version, command.mirror)))

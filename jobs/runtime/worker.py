@@ -369,12 +369,9 @@ class Worker:
     async def _sync(self, lease: Lease, client: RegistryClient) -> None:
         """Run a sync job while keeping its lease; if the lease is lost (this worker
         stalled), stop: the worker that reclaimed it carries on from what is there."""
-        from jobs.usecases.sync_job import fail_sync, run_sync
-
         stopper = _Stopper()
         work = asyncio.create_task(
-            run_sync(
-                self.pipeline,
+            self.pipeline.run_sync(
                 lease.job,
                 client,
                 deliveries=lease.deliveries,
@@ -395,7 +392,7 @@ class Worker:
             log.exception("sync %s failed unexpectedly", lease.job.id)
             reason = f"{type(error).__name__}: {error}"
             if await self._fail(lease, reason, ()) == "dead":
-                await fail_sync(self.pipeline, lease.job, reason)
+                await self.pipeline.fail_sync(lease.job, reason)
             return
         finally:
             keeper.cancel()

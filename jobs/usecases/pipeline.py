@@ -38,10 +38,17 @@ from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
-from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.promote import promote
+from jobs.usecases.sync_job import (
+    SyncRecord,
+    SyncState,
+    fail_sync,
+    load_sync,
+    run_sync,
+    sync_jobs,
+)
 
 log = logging.getLogger("aibrix.pipeline")
 
@@ -183,7 +190,8 @@ class Pipeline:
         self.store = store if store is not None else release_store(redis, config)
         # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
         self.notices = NoticeStore(redis, self.keys)
-        self.syncs = SyncRecords(redis, self.keys, events_maxlen=self.store.events_maxlen)
+        # The worker's and the notifier's side of sync jobs (the handlers get their own).
+        self._syncs = sync_jobs(redis, config, self.store, self.queue)
 
     # -- requests (CLI and Slack)
 
@@ -415,6 +423,24 @@ class Pipeline:
         """Promote the run a promote job names (see `jobs.usecases.promote`); where it
         ended, or None when there was nothing to do."""
         return await promote(self.store, self.config, job, client)
+
+    # -- sync jobs (the worker runs them, the notifier shows them)
+
+    async def find_sync(self, sync_id: str) -> SyncRecord | None:
+        """The record of sync job `sync_id`, or None when it is gone."""
+        return await load_sync(self._syncs, sync_id)
+
+    async def run_sync(
+        self, job: Job, client: RegistryClient, *, deliveries: int, reclaimed: bool, worker: str
+    ) -> SyncState | None:
+        """Run a sync job to its end (see `jobs.usecases.sync_job.run_sync`)."""
+        return await run_sync(
+            self._syncs, job, client, deliveries=deliveries, reclaimed=reclaimed, worker=worker
+        )
+
+    async def fail_sync(self, job: Job, error: str) -> None:
+        """Record a sync job that stopped on an unexpected error."""
+        await fail_sync(self._syncs, job, error)
 
     # -- what a worker records about the job it runs
 

@@ -27,6 +27,7 @@ from jobs.store.notices import outbox_member
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline, plan_release
+from jobs.usecases.sync_job import sync_jobs
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, COMPONENTS, REQUESTER, TOKEN, config_text
 from tests.support.records import Records
@@ -247,6 +248,7 @@ async def test_a_delivery_claim_is_leased_confirmed_or_dropped(
         pipeline,
         Inspector(RegistrySettings(), pipeline.config),
         Approvals(records.store, records.queue),
+        sync_jobs(records.redis, pipeline.config, records.store, records.queue),
     )
     key = "command\nT\nU\ntrigger-1"
     assert await first_delivery(deps, key)

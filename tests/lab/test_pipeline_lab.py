@@ -61,7 +61,7 @@ async def test_full_release_reaches_ready_and_every_tag_is_verified(setup: Setup
     assert inspect.returncode == 0, inspect.stdout
     for report, component in zip(json.loads(inspect.stdout), release.components, strict=True):
         assert report["verdict"] == "ok"
-        built = {p: release.build(component, p).digest for p in release.platforms}
+        built = {str(p): release.build(component, p).digest for p in release.platforms}
         assert {p["platform"]: p["digest"] for p in report["platforms"]} == built
         assert all(p["config_platform"] == p["platform"] for p in report["platforms"])
         assert release.indexes[component].digest == report["digest"]
