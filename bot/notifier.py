@@ -47,6 +47,7 @@ from handlers.live_message import needs_live_message, post_live_message
 from jobs.domain.approvals import tally
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, ReleaseEvent, State
+from jobs.store.notices import NoticeStore
 from jobs.usecases.pipeline import Pipeline
 
 # States after which a run's message never changes again.
@@ -135,6 +136,7 @@ class Notifier:
     def __init__(
         self,
         pipeline: Pipeline,
+        notices: NoticeStore,
         client: AsyncWebClient,
         *,
         interval: float = 1.0,
@@ -143,7 +145,7 @@ class Notifier:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
-        self.notices = pipeline.notices
+        self.notices = notices
         self.client = client
         self.interval = interval
         self.block_ms = block_ms
@@ -329,7 +331,7 @@ class Notifier:
                 await self.notices.leave_outbox(member)
                 continue
             try:
-                ts = await post_live_message(self.pipeline, self.client, release)
+                ts = await post_live_message(self.pipeline, self.notices, self.client, release)
             except SlackApiError as error:
                 wait = retry_after(error)
                 if wait is None:

@@ -36,7 +36,7 @@ from jobs.runtime.metrics import BotMetrics
 from jobs.store.connections import RedisSettings, make_client
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
-from jobs.usecases.pipeline import Pipeline, job_queue, release_store
+from jobs.usecases.pipeline import Pipeline, job_queue, notice_store, release_store
 from jobs.usecases.sync_job import sync_jobs
 
 log = logging.getLogger("aibrix.bot")
@@ -86,7 +86,8 @@ def make_server(
     store, queue = release_store(redis, config), job_queue(redis, config)
     pipeline = Pipeline(redis, config, queue, store)
     web_client = client or slack_client(settings)
-    notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
+    notices = notice_store(redis, config)
+    notifier = Notifier(pipeline, notices, web_client, interval=notifier_interval, wall=clock)
     inspector = Inspector(
         registry or RegistrySettings(insecure_registries=insecure_from_env()), config
     )
@@ -95,6 +96,7 @@ def make_server(
         inspector,
         Approvals(store, queue),
         sync_jobs(redis, config, store, queue),
+        notices,
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)

@@ -17,6 +17,7 @@ from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_d
 from jobs.domain.permissions import Action, Actor, authorize
 from jobs.domain.permissions import needs_groups as needs_permission_groups
 from jobs.domain.release import Release
+from jobs.store.notices import NoticeStore
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline
@@ -46,6 +47,8 @@ class Deps:
     approvals: Approvals
     # Sync jobs: request one, place its live message, audit a refusal.
     syncs: SyncJobs
+    # The Slack side's bookkeeping: delivery claims, the live-message claim and outbox.
+    notices: NoticeStore
     notifier: LiveUpdates | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -80,7 +83,7 @@ async def first_delivery(deps: Deps, identity: str | None) -> bool:
     if identity is None:
         return True
     lease = claim_ttl(Claim.HANDLING, deps.config.queue.claim_seconds)
-    notices = deps.pipeline.notices
+    notices = deps.notices
     if await notices.claim_delivery(identity, Claim.HANDLING.value, lease):
         return True
     seen = on_delivery(await notices.delivery_claim(identity))
@@ -98,14 +101,14 @@ async def confirm_delivery(deps: Deps, identity: str | None) -> None:
     that a redelivery does nothing."""
     if identity is not None:
         ttl = claim_ttl(Claim.CONFIRMED, deps.config.queue.claim_seconds)
-        await deps.pipeline.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
+        await deps.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
 
 
 async def forget_delivery(deps: Deps, identity: str | None) -> None:
     """Drop the claim of a delivery that changed nothing (its answer was an error), so
     that the delivery leaves nothing behind, and a redelivery answers the same again."""
     if identity is not None:
-        await deps.pipeline.notices.drop_delivery_claim(identity)
+        await deps.notices.drop_delivery_claim(identity)
 
 
 def table_groups(deps: Deps) -> tuple[str, ...]:
@@ -159,7 +162,7 @@ async def permission_refusal(
 async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:
     """Post the run's live message in its channel, once (see `handlers.live_message`), and
     remember where it is. None when another poster holds the claim."""
-    ts = await post_live_message(deps.pipeline, client, release)
+    ts = await post_live_message(deps.pipeline, deps.notices, client, release)
     if ts is not None:
         deps.touch(release)
     return ts

@@ -156,6 +156,13 @@ def job_queue(redis: aioredis.Redis, config: Config) -> Queue:
     return Queue(redis, Keys(config.queue.key_prefix), tuning)
 
 
+def notice_store(redis: aioredis.Redis, config: Config) -> NoticeStore:
+    """The Slack side's bookkeeping in Redis (the notifier's lease and cursor, the
+    live-message outbox and claims, delivery claims), for the bot to hand to its handlers
+    and its notifier."""
+    return NoticeStore(redis, Keys(config.queue.key_prefix))
+
+
 def release_store(redis: aioredis.Redis, config: Config) -> ReleaseStore:
     """The configured release store, for an entry point that hands it to more than the
     pipeline (the Slack side's `Approvals`)."""
@@ -189,7 +196,6 @@ class Pipeline:
         self.queue.on_dead_letter = self._dead_lettered
         self.store = store if store is not None else release_store(redis, config)
         # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
-        self.notices = NoticeStore(redis, self.keys)
         # The worker's and the notifier's side of sync jobs (the handlers get their own).
         self._syncs = sync_jobs(redis, config, self.store, self.queue)
 

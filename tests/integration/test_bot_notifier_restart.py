@@ -165,7 +165,7 @@ async def test_a_release_without_a_message_is_not_reloaded_on_every_flush(
         "v4.2.0", "cli:alex", "cli", ["linux/amd64", "linux/arm64"], list(COMPONENTS), "cli"
     )
     client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
-    notifier = Notifier(pipeline, client, interval=0.0)
+    notifier = Notifier(pipeline, records.notices, client, interval=0.0)
     for event in await pipeline.events("0-0", count=1000):
         notifier.observe(event)
     key = ("v4.2.0", release.run_id)
@@ -207,7 +207,7 @@ async def test_two_notifiers_reply_to_a_failure_once(
         error="step 7/9 failed: unsupported on aarch64",
         log_lines=["#7 ERROR: unsupported on aarch64"],
     )
-    replicas = [Notifier(pipeline, client, interval=0.0) for _ in range(2)]
+    replicas = [Notifier(pipeline, records.notices, client, interval=0.0) for _ in range(2)]
     events = await store.events("0-0", count=1000)
     for notifier in replicas:
         for event in events:
@@ -235,7 +235,9 @@ async def test_of_two_replicas_one_sends_and_the_other_takes_over_when_it_stops(
     posted = await client.chat_postMessage(channel=CHANNEL, text="Release v4.4.0")
     ts = str(posted["ts"])
     await store.set_status_message("v4.4.0", release.run_id, CHANNEL, ts)
-    first, second = (Notifier(pipeline, client, interval=0.0, block_ms=100) for _ in range(2))
+    first, second = (
+        Notifier(pipeline, records.notices, client, interval=0.0, block_ms=100) for _ in range(2)
+    )
     await first.start()
     await second.start()
     try:

@@ -169,7 +169,7 @@ async def test_two_notifiers_post_a_missing_live_message_once(
     plan = plan_release(pipeline.config, "v1.3.0")
     release, _ = await pipeline.request_release(plan, REQUESTER, CHANNEL)
     client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
-    replicas = [Notifier(pipeline, client, interval=0.0) for _ in range(2)]
+    replicas = [Notifier(pipeline, records.notices, client, interval=0.0) for _ in range(2)]
     posted = await asyncio.gather(*(n.drain_outbox(force=True) for n in replicas))
     assert sorted(posted) == [0, 1]
     (message,) = standin.messages(CHANNEL)
@@ -198,11 +198,11 @@ async def test_a_claim_left_by_a_dead_poster_expires_and_its_message_is_adopted(
         channel=CHANNEL, text="Release", metadata=metadata(release)
     )
     # While the claim lives nobody posts; once it has run out, the message is adopted.
-    assert await post_live_message(pipeline, client, release) is None
+    assert await post_live_message(pipeline, records.notices, client, release) is None
     async with asyncio.timeout(10):
         while await records.post_claim_held(version, release.run_id):
             await asyncio.sleep(0.05)
-    assert await post_live_message(pipeline, client, release) == dead["ts"]
+    assert await post_live_message(pipeline, records.notices, client, release) == dead["ts"]
     assert len(standin.calls_to("chat.postMessage")) == 1
     assert len(standin.calls_to("conversations.history")) == 1
 
@@ -218,7 +218,7 @@ async def test_a_tried_post_that_never_reached_slack_is_posted(
     )
     await records.mark_post_tried(version, release.run_id)
     client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
-    ts = await post_live_message(pipeline, client, release)
+    ts = await post_live_message(pipeline, records.notices, client, release)
     (message,) = standin.messages(CHANNEL)
     assert ts == message.ts
     assert len(standin.calls_to("conversations.history")) == 1
@@ -235,7 +235,7 @@ async def test_a_finished_run_leaves_the_outbox_without_a_post(
     )
     await pipeline.cancel(version, REQUESTER)
     client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
-    assert await Notifier(pipeline, client).drain_outbox(force=True) == 0
+    assert await Notifier(pipeline, records.notices, client).drain_outbox(force=True) == 0
     assert await records.status_outbox() == set()
     assert standin.messages(CHANNEL) == []
     assert release.run_id
@@ -249,6 +249,7 @@ async def test_a_delivery_claim_is_leased_confirmed_or_dropped(
         Inspector(RegistrySettings(), pipeline.config),
         Approvals(records.store, records.queue),
         sync_jobs(records.redis, pipeline.config, records.store, records.queue),
+        records.notices,
     )
     key = "command\nT\nU\ntrigger-1"
     assert await first_delivery(deps, key)

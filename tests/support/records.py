@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from jobs.domain.platforms import Platform
 from jobs.domain.release import Release, ReleaseEvent, VersionRecord
 from jobs.store.keys import Keys
+from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Depth, Queue
 from jobs.store.releases import ReleaseStore
 from tests.support.streams import Entry, newest_entries, stream_entries
@@ -30,10 +31,13 @@ class Records:
     keys: Keys
     store: ReleaseStore = field(init=False)
     queue: Queue = field(init=False)
+    notices: NoticeStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = ReleaseStore(self.redis, self.keys)
         self.queue = Queue(self.redis, self.keys)
+        # The Slack side's bookkeeping, to hand to a notifier or a live-message poster.
+        self.notices = NoticeStore(self.redis, self.keys)
 
     @classmethod
     def on(cls, redis: aioredis.Redis, key_prefix: str) -> Records:
