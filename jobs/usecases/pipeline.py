@@ -189,15 +189,12 @@ class Pipeline:
         queue: Queue | None = None,
         store: ReleaseStore | None = None,
     ) -> None:
-        self.redis = redis
         self.config = config
-        self.keys = Keys(config.queue.key_prefix)
-        self.queue = queue if queue is not None else job_queue(redis, config)
-        self.queue.on_dead_letter = self._dead_lettered
-        self.store = store if store is not None else release_store(redis, config)
-        # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
+        self._queue = queue if queue is not None else job_queue(redis, config)
+        self._queue.on_dead_letter = self._dead_lettered
+        self._store = store if store is not None else release_store(redis, config)
         # The worker's and the notifier's side of sync jobs (the handlers get their own).
-        self._syncs = sync_jobs(redis, config, self.store, self.queue)
+        self._syncs = sync_jobs(redis, config, self._store, self._queue)
 
     # -- requests (CLI and Slack)
 
@@ -219,12 +216,12 @@ class Pipeline:
         digests) unless `supersede`, which the caller has authorized.
         """
         version = plan.version
-        existing = await self.store.load(version)
+        existing = await self._store.load(version)
         if existing is not None and existing.state is State.QUEUED:
             existing = await self.resume_unstarted(existing)
         if existing is not None and not existing.settled:
             return existing, bool(request_id) and existing.request_id == request_id
-        record = await self.store.version_record(version)
+        record = await self._store.version_record(version)
         refusal = release_refusal(
             str(version), record.promoted if record else None, supersede=supersede
         )
@@ -238,11 +235,11 @@ class Pipeline:
         platforms = list(plan.platforms)
 
         async def start(run_id: str, current: str) -> RunStart:
-            previous = await self.store.load(version, current) if current else None
+            previous = await self._store.load(version, current) if current else None
             return self.run_start(run_id, version, revision, components, platforms, previous)
 
         try:
-            return await self.store.create_or_get(
+            return await self._store.create_or_get(
                 version,
                 requested_by,
                 channel,
@@ -269,19 +266,19 @@ class Pipeline:
         version, run_id = release.version, release.run_id
         previous = None
         if release.previous_run_id:
-            previous = await self.store.load(version, release.previous_run_id)
+            previous = await self._store.load(version, release.previous_run_id)
         start = self.run_start(
             run_id, version, release.source_ref, release.components, release.platforms, previous
         )
         log.warning("run %s of %s was left without jobs; starting it", run_id, version)
-        await self.queue.enqueue_many(
+        await self._queue.enqueue_many(
             self.build_job(release, component, platform)
             for (component, platform) in release.builds
             if (component, platform) not in start.reused
         )
         for (component, platform), digest in start.reused.items():
-            await self.store.record_build_digest(version, run_id, component, platform, digest, 0)
-        await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
+            await self._store.record_build_digest(version, run_id, component, platform, digest, 0)
+        await self._store.transition(version, run_id, [State.QUEUED], State.BUILDING)
         for component in start.merges:
             await self.after_build(version, run_id, component, claimer="request")
         return await self.load_run(version, run_id)
@@ -297,7 +294,7 @@ class Pipeline:
         """A new run of a blocked or failed release that rebuilds only the failed builds.
         `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
         version = parse_release_version(version_text)
-        release = await self.store.load(version)
+        release = await self._store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
         if request_id and release.request_id == request_id and release.previous_run_id:
@@ -314,26 +311,26 @@ class Pipeline:
             plan, actor, release.channel, request_id=request_id
         )
         if created:
-            await self.store.audit(
+            await self._store.audit(
                 new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds", where
             )
         return new, len(failed)
 
     async def cancel(self, version_text: Version | str, actor: str, where: str = "cli") -> Release:
         version = parse_release_version(version_text)
-        release = await self.store.load(version)
+        release = await self._store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
         if release.state in (State.PROMOTING, State.PROMOTED, State.FAILED, State.CANCELLED):
             raise ReleaseInputError(messages.cannot_cancel(version, release.state.value))
-        await self.queue.cancel(version, release.run_id)
+        await self._queue.cancel(version, release.run_id)
         # Builds first: once the run is cancelled (terminal) its records are frozen.
         for (component, platform), record in release.builds.items():
             if record.state in (BuildState.QUEUED, BuildState.BUILDING, BuildState.FAILED):
-                await self.store.update_build(
+                await self._store.update_build(
                     version, release.run_id, component, platform, BuildState.CANCELLED
                 )
-        await self.store.apply(
+        await self._store.apply(
             version,
             release.run_id,
             Event.CANCEL,
@@ -345,9 +342,9 @@ class Pipeline:
 
     async def status(self, version_text: str | None) -> list[Release]:
         if version_text is None:
-            return await self.store.list_releases()
+            return await self._store.list_releases()
         version = parse_release_version(version_text)
-        release = await self.store.load(version)
+        release = await self._store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
         return [release]
@@ -356,23 +353,23 @@ class Pipeline:
 
     async def find_run(self, version: Version | str, run_id: str | None = None) -> Release | None:
         """The version's active run (or the given run), or None."""
-        return await self.store.load(version, run_id)
+        return await self._store.load(version, run_id)
 
     async def events(
         self, after: str = "0-0", count: int = 100, block_ms: int | None = None
     ) -> list[ReleaseEvent]:
         """What happened after stream id `after`, oldest first (what live views show)."""
-        return await self.store.events(after, count=count, block_ms=block_ms)
+        return await self._store.events(after, count=count, block_ms=block_ms)
 
     async def record_status_message(
         self, version: Version | str, run_id: str, channel: str, ts: str
     ) -> bool:
         """Where the run's live message is (so it can be updated)."""
-        return await self.store.set_status_message(version, run_id, channel, ts)
+        return await self._store.set_status_message(version, run_id, channel, ts)
 
     async def load_run(self, version: Version | str, run_id: str) -> Release:
         """The run, or ReleaseNotFound (with the sentence that says so)."""
-        release = await self.store.load(version, run_id)
+        release = await self._store.load(version, run_id)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(str(version)))
         return release
@@ -422,13 +419,13 @@ class Pipeline:
             state=State.MERGING if merges else State.BUILDING,
             reused=reused,
             merges=merges,
-            jobs=[self.queue.enqueue_call(job) for job in jobs],
+            jobs=[self._queue.enqueue_call(job) for job in jobs],
         )
 
     async def promote(self, job: Job, client: RegistryClient) -> State | None:
         """Promote the run a promote job names (see `jobs.usecases.promote`); where it
         ended, or None when there was nothing to do."""
-        return await promote(self.store, self.config, job, client)
+        return await promote(self._store, self.config, job, client)
 
     # -- sync jobs (the worker runs them, the notifier shows them)
 
@@ -454,7 +451,7 @@ class Pipeline:
         """Mark `job`'s build as building (this attempt); False when it may not start (already
         pushed, cancelled, or the run settled or superseded)."""
         assert job.platform is not None
-        return await self.store.update_build(
+        return await self._store.update_build(
             job.version,
             job.run_id,
             job.component,
@@ -476,7 +473,7 @@ class Pipeline:
     async def build_cancelled(self, job: Job) -> None:
         """`job`'s build was stopped because its run was cancelled."""
         assert job.platform is not None
-        await self.store.update_build(
+        await self._store.update_build(
             job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
         )
 
@@ -485,7 +482,7 @@ class Pipeline:
         the failure report can show them."""
         if job.platform is None or job.kind is not JobKind.BUILD:
             return
-        await self.store.update_build(
+        await self._store.update_build(
             job.version,
             job.run_id,
             job.component,
@@ -499,7 +496,7 @@ class Pipeline:
         """The digest `job`'s build pushed, recorded once: a repeat is harmless, another
         digest is refused (see `ReleaseStore.record_build_digest`)."""
         assert job.platform is not None
-        return await self.store.record_build_digest(
+        return await self._store.record_build_digest(
             job.version, job.run_id, job.component, job.platform, digest, job.attempt
         )
 
@@ -507,16 +504,16 @@ class Pipeline:
         self, version: Version, run_id: str, component: str, claimer: str
     ) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
-        if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
+        if await self._store.try_claim_merge(version, run_id, component, claimer=claimer):
             release = await self.load_run(version, run_id)
-            await self.queue.enqueue(self.merge_job(release, component))
-            await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+            await self._queue.enqueue(self.merge_job(release, component))
+            await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
 
     async def build_failed(self, job: Job, reason: str) -> None:
         """A build ran out of attempts: mark it failed; the component will not be merged."""
         if job.platform is None:
             return
-        await self.store.update_build(
+        await self._store.update_build(
             job.version, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
         )
         await self.settle(job.version, job.run_id)
@@ -528,7 +525,7 @@ class Pipeline:
         if job.kind is JobKind.BUILD:
             await self.build_failed(job, dead.reason)
         elif job.kind is JobKind.MERGE:
-            await self.store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
+            await self._store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
         """Write the component's release tag from its pinned digests and verify it, unless
@@ -551,7 +548,7 @@ class Pipeline:
             await asyncio.to_thread(write_index, image, str(release.version), sources)
         else:
             log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
-        await self.store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
+        await self._store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
         published = await verify_published(client, image, str(release.version), builds, required)
         inspection = published.inspection
         # A kept tag holds an earlier run's builds by design: only its platforms are judged.
@@ -564,14 +561,14 @@ class Pipeline:
                 f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
             )
         if decision.action is not TagAction.KEEP:
-            await self.store.record_tag(
+            await self._store.record_tag(
                 release.version,
                 release.run_id,
                 job.component,
                 digest,
                 verified=outcome == Outcome.OK.value,
             )
-        await self.store.record_index(
+        await self._store.record_index(
             job.version, job.run_id, job.component, digest, outcome, "; ".join(problems)
         )
         await self.settle(job.version, job.run_id)
@@ -592,7 +589,7 @@ class Pipeline:
             held: str | None = (await client.get_manifest(reference)).digest
         except NotFoundError:
             held = None
-        record = await self.store.version_record(release.version)
+        record = await self._store.version_record(release.version)
         wrote = record.tags.get(component) if record else None
         holds_this_run = False
         if held is not None and (wrote is None or wrote.digest != held):
@@ -616,43 +613,43 @@ class Pipeline:
         version, run_id = release.version, release.run_id
         log.warning("%s", reason)
         if held is not None:
-            await self.store.record_index(
+            await self._store.record_index(
                 version, run_id, component, held, Outcome.MISMATCH.value, reason
             )
             await self.settle(version, run_id)
             return
         # No digest to record as the component's index: block the run with the sentence.
-        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
-        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
-        await self.store.transition(
+        await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self._store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        await self._store.transition(
             version, run_id, [State.VERIFYING], State.BLOCKED, reason=reason
         )
 
     async def settle(self, version: Version, run_id: str) -> State | None:
         """When every component is merged or failed, decide: ready, or blocked with reasons."""
-        release = await self.store.load(version, run_id)
+        release = await self._store.load(version, run_id)
         if release is None or release.state not in (State.BUILDING, State.MERGING, State.VERIFYING):
             return None
         outcomes = {c: component_outcome(release, c) for c in release.components}
         if "pending" in outcomes.values():
             return None
         # Walk the table's path; each step is a compare-and-set, so racing callers agree.
-        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
-        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self._store.transition(version, run_id, [State.MERGING], State.VERIFYING)
         settled = await self.load_run(version, run_id)
         reasons = block_reasons(settled)
         if reasons:
-            await self.store.transition(
+            await self._store.transition(
                 version, run_id, [State.VERIFYING], State.BLOCKED, reason="; ".join(reasons)
             )
             return State.BLOCKED
-        await self.store.transition(version, run_id, [State.VERIFYING], State.READY)
+        await self._store.transition(version, run_id, [State.VERIFYING], State.READY)
         return State.READY
 
     # -- progress events (what the live message shows between state changes)
 
     async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
-        await self.store.record_progress(
+        await self._store.record_progress(
             job.version, job.run_id, job.component, job.platform, phase, step, total
         )
 

@@ -17,7 +17,6 @@ from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.release import Release, State
 from jobs.store.connections import RedisSettings, connect
-from jobs.usecases.pipeline import Pipeline
 from tests.conftest import REPO, Lab
 from tests.support.records import Records
 
@@ -107,13 +106,6 @@ class Setup:
         out, err = await asyncio.wait_for(process.communicate(), timeout)
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
-
-    async def pipeline(self) -> Pipeline:
-        config = self.config
-        redis = await connect(
-            RedisSettings.from_dsn(self.redis_url, key_prefix=config.queue.key_prefix)
-        )
-        return Pipeline(redis, config)
 
     async def records(self) -> Records:
         """A view of the run's Redis on a client of its own (close it: `Records.close`)."""
