@@ -34,15 +34,13 @@ def ms(event_id: str) -> int:
 
 
 async def one_run(setup: Setup, version: str) -> tuple[float, float]:
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
         code, out, err = await setup.cli("release", version, "--no-follow")
         if code != 0:
             raise SystemExit(out + err)
         await setup.wait_for(version, [State.READY, State.BLOCKED], timeout=600)
-        events = [
-            e for e in await pipeline.store.events("0-0", count=100_000) if e.version == version
-        ]
+        events = [e for e in await records.events(count=100_000) if e.version == version]
         ready = max(
             ms(e.id) for e in events if e.type == "state" and e.fields.get("state") == "ready"
         )
@@ -60,7 +58,7 @@ async def one_run(setup: Setup, version: str) -> tuple[float, float]:
                 chain[key[1]] = chain.get(key[1], 0.0) + (ms(e.id) - began[key]) / 1000
         return wall, max(chain.values())
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
 
 
 async def main() -> None:

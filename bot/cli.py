@@ -351,7 +351,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     actor = f"cli:{os.environ.get('USER', 'cli')}"
 
     async def run() -> SyncReport:
-        audit = await _open_audit(redis_url, config) if redis_url else None
+        redis, audit = await _open_audit(redis_url, config) if redis_url else (None, None)
         try:
             if audit is not None:
                 # Before any copy: a sync that is cut short is still on record.
@@ -377,8 +377,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     await _audit_sync(audit, request, actor, "sync-refused", "refused", "")
             return report
         finally:
-            if audit is not None:
-                await audit.redis.aclose()
+            if redis is not None:
+                await redis.aclose()
 
     from jobs.store.connections import RedisConnectError
 
@@ -398,14 +398,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_NOT_OK
 
 
-async def _open_audit(url: str, config: Config) -> Any:
-    """The release store on the bot's Redis, to audit a command-line sync in."""
+async def _open_audit(url: str, config: Config) -> tuple[Any, Any]:
+    """A client of the bot's Redis (the caller closes it) and the release store on it, to
+    audit a command-line sync in."""
     from jobs.store.connections import RedisSettings, connect
     from jobs.store.keys import Keys
     from jobs.store.releases import ReleaseStore
 
     settings = RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
-    return ReleaseStore(await connect(settings), Keys(config.queue.key_prefix))
+    client = await connect(settings)
+    return client, ReleaseStore(client, Keys(config.queue.key_prefix))
 
 
 async def _audit_sync(

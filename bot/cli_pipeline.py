@@ -40,7 +40,7 @@ from jobs.domain.release import Release, State
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
-from jobs.usecases.pipeline import Pipeline, ReleasePlan, plan_release
+from jobs.usecases.pipeline import Pipeline, ReleasePlan, job_queue, plan_release
 from jobs.usecases.plan import make_plan, shown_findings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -305,8 +305,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logs.configure()
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
-            worker = Worker(pipeline, worker_settings, registry)
+        client: aioredis.Redis = await connect(settings)
+        try:
+            # One queue, handed to both: the pipeline enqueues on it, the worker claims.
+            queue = job_queue(client, config)
+            pipeline = Pipeline(client, config, queue)
+            worker = Worker(pipeline, queue, worker_settings, registry)
             await worker.check()  # BuilderError: Refused, exit 2
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -314,6 +318,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
             await worker.run(stop)
             return 0
+        finally:
+            await client.aclose()
 
     return run(go)
 

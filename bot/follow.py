@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from jobs.domain.messages import short_digest
+from jobs.domain.platforms import Platform
 from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildState, Release
 
@@ -20,11 +21,11 @@ def bar(fraction: float, width: int = BAR_WIDTH) -> str:
 
 
 def build_line(
-    release: Release, component: str, platform: str, progress: StepProgress | None
+    release: Release, component: str, platform: Platform, progress: StepProgress | None
 ) -> str:
     record = release.builds.get((component, platform))
     state = record.state if record else BuildState.QUEUED
-    label = f"{component:<20} {platform:<13}"
+    label = f"{component:<20} {platform!s:<13}"
     if state is BuildState.PUSHED:
         return f"{label} {bar(1.0)} pushed {short_digest(record.digest if record else None)}"
     if state is BuildState.FAILED:
@@ -47,7 +48,8 @@ def release_lines(release: Release, progress: Mapping[tuple[str, str], StepProgr
     for component in release.components:
         for platform in release.platforms:
             lines.append(
-                "  " + build_line(release, component, platform, progress.get((component, platform)))
+                "  "
+                + build_line(release, component, platform, progress.get((component, str(platform))))
             )
         index = release.indexes.get(component)
         if index is not None:

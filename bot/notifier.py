@@ -47,8 +47,8 @@ from handlers.live_message import needs_live_message, post_live_message
 from jobs.domain.approvals import tally
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, ReleaseEvent, State
+from jobs.store.notices import NoticeStore
 from jobs.usecases.pipeline import Pipeline
-from jobs.usecases.sync_job import load_sync
 
 # States after which a run's message never changes again.
 _FINISHED = frozenset({State.PROMOTED, State.FAILED, State.CANCELLED})
@@ -136,6 +136,7 @@ class Notifier:
     def __init__(
         self,
         pipeline: Pipeline,
+        notices: NoticeStore,
         client: AsyncWebClient,
         *,
         interval: float = 1.0,
@@ -144,7 +145,7 @@ class Notifier:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
-        self.notices = pipeline.notices
+        self.notices = notices
         self.client = client
         self.interval = interval
         self.block_ms = block_ms
@@ -330,7 +331,7 @@ class Notifier:
                 await self.notices.leave_outbox(member)
                 continue
             try:
-                ts = await post_live_message(self.pipeline, self.client, release)
+                ts = await post_live_message(self.pipeline, self.notices, self.client, release)
             except SlackApiError as error:
                 wait = retry_after(error)
                 if wait is None:
@@ -367,7 +368,7 @@ class Notifier:
         unshown, view.unshown_after = view.unshown_after, None
         view.dirty = False
         try:
-            record = await load_sync(self.pipeline, sync_id)
+            record = await self.pipeline.find_sync(sync_id)
             if record is None or not record.status_ts:
                 # Not posted yet (set_sync_message touches it), or expired.
                 if record is None:
@@ -459,7 +460,15 @@ class Notifier:
                 run.failures.pop(0)  # another notifier replied, or this one before a restart
                 run.replied.add((component, platform))
                 continue
-            record = release.builds.get((component, platform))
+            # The event names the platform as text; the run's records hold Platform values.
+            record = next(
+                (
+                    r
+                    for r in release.builds.values()
+                    if r.component == component and str(r.platform) == platform
+                ),
+                None,
+            )
             error = record.error if record else ""
             tail = record.log_tail if record else ()
             reply = blocks.failure_reply(component, platform, error or "no reason recorded", tail)

@@ -36,7 +36,10 @@ from jobs.domain.config import Config
 from jobs.registry.client import RegistrySettings
 from jobs.runtime.metrics import BotMetrics
 from jobs.store.connections import RedisSettings, make_client
-from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.approval import Approvals
+from jobs.usecases.inspector import Inspector
+from jobs.usecases.pipeline import Pipeline, job_queue, notice_store, release_store
+from jobs.usecases.sync_job import sync_jobs
 
 log = logging.getLogger("aibrix.bot")
 
@@ -81,12 +84,21 @@ def make_server(
     never by `clock` (which tests move forward)."""
     redis_settings = RedisSettings.from_dsn(settings.redis_url, key_prefix=config.queue.key_prefix)
     redis = make_client(redis_settings)
-    pipeline = Pipeline(redis, config)
+    # One store and one queue, handed to the pipeline and to the approvals alike.
+    store, queue = release_store(redis, config), job_queue(redis, config)
+    pipeline = Pipeline(redis, config, queue, store)
     web_client = client or slack_client(settings)
-    notifier = Notifier(pipeline, web_client, interval=notifier_interval, wall=clock)
+    notices = notice_store(redis, config)
+    notifier = Notifier(pipeline, notices, web_client, interval=notifier_interval, wall=clock)
+    inspector = Inspector(
+        registry or registry_settings(os.environ, budget=config.registry.budget_seconds), config
+    )
     deps = Deps(
         pipeline,
-        registry or registry_settings(os.environ, budget=config.registry.budget_seconds),
+        inspector,
+        Approvals(store, queue),
+        sync_jobs(redis, config, store, queue),
+        notices,
         notifier,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)

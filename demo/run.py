@@ -221,7 +221,7 @@ async def _slack_story(
             async with SignedSlackClient(url, secret, standin=standin) as slack:
 
                 async def state_of(version: str) -> State | None:
-                    release = await pipeline.store.load(version)
+                    release = await pipeline.find_run(version)
                     return release.state if release else None
 
                 async def reached(version: str, states: set[State]) -> bool:
@@ -245,7 +245,7 @@ async def _slack_story(
                         "release v0.3.0", user_id=REQUESTER, channel_id=SLACK_CHANNEL
                     )
                     await reached("v0.3.0", {State.BLOCKED, State.READY, State.FAILED})
-                    ready = await pipeline.store.load("v0.3.0")
+                    ready = await pipeline.find_run("v0.3.0")
                     checks.append(
                         (
                             "Slack: the fixed release is ready",
@@ -262,7 +262,7 @@ async def _slack_story(
                         message_ts=status,
                     )
                     await asyncio.sleep(1.5)
-                    after = await pipeline.store.load("v0.3.0")
+                    after = await pipeline.find_run("v0.3.0")
                     checks.append(
                         (
                             "Slack: self-approval is refused",
@@ -279,7 +279,7 @@ async def _slack_story(
                         message_ts=status,
                     )
                     await reached("v0.3.0", {State.PROMOTED, State.FAILED, State.BLOCKED})
-                    done = await pipeline.store.load("v0.3.0")
+                    done = await pipeline.find_run("v0.3.0")
                     promoted = done is not None and done.state is State.PROMOTED
                     checks.append(("Slack: the approval promotes the release", promoted))
                     await asyncio.sleep(2.5)

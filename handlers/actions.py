@@ -34,7 +34,6 @@ from handlers.context import (
     forget_delivery,
     permission_refusal,
     post_status_message,
-    published_digests,
     user_groups,
 )
 from handlers.parse import (
@@ -58,12 +57,8 @@ from jobs.domain.approvals import needs_groups as needs_approver_groups
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.permissions import APPROVER_ACTIONS, Action, Actor
 from jobs.domain.permissions import needs_groups as needs_permission_groups
-from jobs.domain.platforms import parse_platform
 from jobs.domain.release import Release, pending_overwrites
-from jobs.domain.versions import parse_version
-from jobs.usecases import approval
 from jobs.usecases.pipeline import retry_refusal
-from jobs.usecases.plan import dependency_gate
 
 log = logging.getLogger("aibrix.bot")
 
@@ -103,8 +98,8 @@ async def _refuse(
     reason: str,
 ) -> None:
     """Answer a refused click, audited once per run, user and action; no delivery key."""
-    await approval.audit_refusal(
-        deps.pipeline, release, origin.user, REFUSED[action], reason, origin.channel
+    await deps.approvals.audit_refusal(
+        release, origin.user, REFUSED[action], reason, origin.channel
     )
     await _answer(respond, blocks.refusal(reason))
 
@@ -155,11 +150,11 @@ async def _open_click(
     active = await deps.pipeline.find_run(value.version)
     if active is None or active.run_id != clicked.run_id:
         # A stale button, clicked in good faith: said, not audited.
-        reason = core_messages.approval_superseded(clicked.version)
+        reason = core_messages.approval_superseded(str(clicked.version))
         await _answer(respond, blocks.error_message(reason))
         return None
     if not on_status_message(clicked, origin):
-        reason = messages.click_not_on_status_message(clicked.version)
+        reason = messages.click_not_on_status_message(str(clicked.version))
         await _refuse(deps, respond, origin, clicked, action, reason)
         return None
     groups = await _clicker_groups(deps, client, action, origin, clicked.requested_by)
@@ -178,7 +173,7 @@ async def _open_click(
     click = Click(
         user=origin.user,
         user_groups=groups,
-        version=clicked.version,
+        version=str(clicked.version),
         run_id=clicked.run_id,
         active_run_id=active.run_id,
         state=clicked.state,
@@ -218,8 +213,8 @@ async def on_approve(
         counted = tally(policy, release.approvals, click.verified, now, release.requested_by)
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
-    readings = await published_digests(deps, release)
-    recheck = decide_recheck(release.version, click.verified, readings)
+    readings = await deps.inspector.release_tags(release)
+    recheck = decide_recheck(str(release.version), click.verified, readings)
     if recheck.unreadable and not recheck.drift:
         # Unreadable is not drift: nothing is recorded, the release stays ready.
         log.warning("click-time re-check of %s: registry unreadable", release.version)
@@ -227,55 +222,48 @@ async def on_approve(
         await _answer(
             respond,
             blocks.error_message(
-                messages.approval_registry_unreadable(release.version, recheck.unreadable)
+                messages.approval_registry_unreadable(str(release.version), recheck.unreadable)
             ),
         )
         return
     drift = recheck.drift
     if drift:
         reason = "; ".join(drift)
-        await approval.block_on_drift(deps.pipeline, release, user, reason, where)
+        await deps.approvals.block_on_drift(release, user, reason, where)
         await confirm_delivery(deps, action_delivery(body))
         deps.touch(release)
         await _answer(
             respond,
             blocks.error_message(
-                messages.approval_refused_drift(release.version) + "\n" + "\n".join(drift)
+                messages.approval_refused_drift(str(release.version)) + "\n" + "\n".join(drift)
             ),
         )
         return
-    gate = await dependency_gate(
-        deps.config,
-        parse_version(release.version),
-        release.components,
-        [parse_platform(p) for p in release.platforms],
-        release.source_ref,
-        deps.registry,
-    )
+    gate = await deps.inspector.dependencies(release)
     if gate.unreadable and not gate.blocking:
         await forget_delivery(deps, action_delivery(body))  # proves nothing: stays ready
         await _answer(
             respond,
             blocks.error_message(
-                messages.approval_dependencies_unreadable(release.version, gate.unreadable)
+                messages.approval_dependencies_unreadable(str(release.version), gate.unreadable)
             ),
         )
         return
     if gate.blocking:
         reason = "; ".join(gate.blocking)
-        await approval.block_on_drift(deps.pipeline, release, user, reason, where)
+        await deps.approvals.block_on_drift(release, user, reason, where)
         await confirm_delivery(deps, action_delivery(body))
         deps.touch(release)
         await _answer(
             respond,
             blocks.error_message(
-                messages.approval_refused_dependencies(release.version)
+                messages.approval_refused_dependencies(str(release.version))
                 + "\n"
                 + "\n".join(gate.blocking)
             ),
         )
         return
-    result, updated = await approval.approve(deps.pipeline, release, user, click.verified, where)
+    result, updated = await deps.approvals.approve(release, user, click.verified, where)
     if not result.accepted:
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(respond, blocks.error_message(result.reason))
@@ -287,8 +275,8 @@ async def on_approve(
         lines.append(decision.note)
     if counted.expired:
         lines.append(messages.approval_expired(counted.expired, policy.approval_ttl_seconds))
-    if counted.complete and await approval.start_promotion(deps.pipeline, updated, user, where):
-        lines.append(messages.promotion_queued(release.version))
+    if counted.complete and await deps.approvals.start_promotion(updated, user, where):
+        lines.append(messages.promotion_queued(str(release.version)))
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain("\n".join(lines)))
@@ -314,7 +302,7 @@ async def on_reject(
     if not await first_delivery(deps, action_delivery(body)):
         return
     reason = messages.rejected_by(origin.user)
-    await approval.reject(deps.pipeline, release, origin.user, reason, origin.channel)
+    await deps.approvals.reject(release, origin.user, reason, origin.channel)
     await confirm_delivery(deps, action_delivery(body))
     deps.touch(release)
     await _answer(respond, blocks.plain(f"{release.version}: {reason}"))
@@ -352,7 +340,7 @@ async def on_retry(
         await post_status_message(deps, client, retried)
     await confirm_delivery(deps, identity)
     await _answer(
-        respond, blocks.plain(messages.slack_retrying(retried.version, failed, retried.run_id))
+        respond, blocks.plain(messages.slack_retrying(str(retried.version), failed, retried.run_id))
     )
 
 
@@ -378,15 +366,15 @@ async def on_confirm_overwrite(
         return
     if not await first_delivery(deps, action_delivery(body)):
         return
-    if not await approval.confirm_overwrite(
-        deps.pipeline, release, pending, origin.user, origin.channel
-    ):
+    if not await deps.approvals.confirm_overwrite(release, pending, origin.user, origin.channel):
         # This very decision (these targets holding these digests) is confirmed already:
         # a double click, or a second approver; its one promotion is queued.
         await forget_delivery(deps, action_delivery(body))  # nothing was recorded
         await _answer(
             respond,
-            blocks.plain(messages.overwrite_already_confirmed(release.version, sorted(pending))),
+            blocks.plain(
+                messages.overwrite_already_confirmed(str(release.version), sorted(pending))
+            ),
         )
         return
     await confirm_delivery(deps, action_delivery(body))

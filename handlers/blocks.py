@@ -137,7 +137,9 @@ def text_sections(lines: Sequence[str], budget: int) -> list[Block]:
 # ---- the live release message ---------------------------------------------------------
 
 
-def build_cell(release: Release, component: str, platform: str, step: StepProgress | None) -> str:
+def build_cell(
+    release: Release, component: str, platform: Platform, step: StepProgress | None
+) -> str:
     record = release.builds.get((component, platform))
     state = record.state if record else BuildState.QUEUED
     if state is BuildState.PUSHED:
@@ -165,13 +167,15 @@ def index_cell(release: Release, component: str) -> str:
 
 def release_table(release: Release, progress: Mapping[tuple[str, str], StepProgress]) -> list[str]:
     width = max([len("COMPONENT"), *(len(c) for c in release.components)])
-    cells: list[list[str]] = [["COMPONENT".ljust(width), *release.platforms, "INDEX"]]
+    cells: list[list[str]] = [
+        ["COMPONENT".ljust(width), *(str(p) for p in release.platforms), "INDEX"]
+    ]
     for component in release.components:
         cells.append(
             [
                 component.ljust(width),
                 *(
-                    build_cell(release, component, p, progress.get((component, p)))
+                    build_cell(release, component, p, progress.get((component, str(p))))
                     for p in release.platforms
                 ),
                 index_cell(release, component),
@@ -253,7 +257,7 @@ def release_message(
 def gate_actions(release: Release) -> Block | None:
     """Approve and Reject while ready; Retry failed builds while blocked by failed builds;
     Confirm overwrite while promotion waits on a mirror tag that holds another digest."""
-    value = button_value(release.version, release.run_id)
+    value = button_value(str(release.version), release.run_id)
     block_id = f"gate:{release.run_id}"
     if release.state is State.READY:
         return {
@@ -443,7 +447,7 @@ def status_message(releases: Sequence[Release]) -> Message:
         msg = release_message(releases[0])
         return Message(msg.text, [b for b in msg.blocks if b["type"] != "actions"])
     lines = [
-        f"*{escape(r.version)}* `{r.run_id[:8]}` {escape(_STATE_WORDS.get(r.state, r.state))}"
+        f"*{escape(str(r.version))}* `{r.run_id[:8]}` {escape(_STATE_WORDS.get(r.state, r.state))}"
         f" · requested by {mention(r.requested_by)}"
         for r in releases
     ]

@@ -46,10 +46,8 @@ from jobs.domain.config import Config
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
-from jobs.registry.client import RegistryClient
-from jobs.registry.inspection import inspect_reference
 from jobs.tools.source import SourceError
-from jobs.usecases.plan import make_plan, shown_findings
+from jobs.usecases.plan import shown_findings
 
 log = logging.getLogger("aibrix.bot")
 
@@ -229,21 +227,20 @@ async def run_command(
                 respond,
                 blocks.plain(
                     messages.slack_release_running(
-                        release.version, release.run_id, release.state.value
+                        str(release.version), release.run_id, release.state.value
                     )
                 ),
             )
             return False
         await post_status_message(deps, client, release)
-        started = messages.slack_release_started(release.version, release.run_id)
+        started = messages.slack_release_started(str(release.version), release.run_id)
         shown = await shown_findings(
             deps.config, command.plan.version, release.components, release.source_ref
         )
         await _answer(respond, blocks.plain(started if shown is None else f"{started}\n{shown}"))
         return True
     if isinstance(command, InspectCommand):
-        async with RegistryClient(deps.registry) as registry:
-            inspection = await inspect_reference(registry, command.reference, deps.config.platforms)
+        inspection = await deps.inspector.inspect(command.reference)
         subject = (
             f"{command.component} {command.reference.tag}"
             if command.component and command.reference.tag
@@ -254,9 +251,7 @@ async def run_command(
     if isinstance(command, PlanCommand):
         plan = command.plan
         try:
-            made = await make_plan(
-                deps.config, plan.version, plan.components, plan.platforms, registry=deps.registry
-            )
+            made = await deps.inspector.plan(plan.version, plan.components, plan.platforms)
         except SourceError as error:  # the source cannot be read: say why, nothing changed
             await _answer(respond, blocks.error_message(str(error)))
             return False
@@ -276,7 +271,7 @@ async def run_command(
     if isinstance(command, CancelCommand):
         release = await pipeline.cancel(command.version, user, channel)
         deps.touch(release)
-        await _answer(respond, blocks.plain(messages.slack_cancelled(release.version, user)))
+        await _answer(respond, blocks.plain(messages.slack_cancelled(str(release.version), user)))
         return True
     if isinstance(command, RetryCommand):
         release, failed = await pipeline.retry(
@@ -286,7 +281,7 @@ async def run_command(
             await post_status_message(deps, client, release)
         await _answer(
             respond,
-            blocks.plain(messages.slack_retrying(release.version, failed, release.run_id)),
+            blocks.plain(messages.slack_retrying(str(release.version), failed, release.run_id)),
         )
         return True
     return False

@@ -12,18 +12,16 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.live_message import post_live_message
-from jobs.domain.approvals import TagReading
 from jobs.domain.config import Config
 from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
 from jobs.domain.permissions import Action, Actor, authorize
 from jobs.domain.permissions import needs_groups as needs_permission_groups
-from jobs.domain.references import Reference, parse_reference
 from jobs.domain.release import Release
-from jobs.domain.verdict import Outcome
-from jobs.domain.versions import parse_version
-from jobs.registry.client import NotFoundError, RegistryClient, RegistryError, RegistrySettings
-from jobs.registry.inspection import Inspection, inspect_reference
+from jobs.store.notices import NoticeStore
+from jobs.usecases.approval import Approvals
+from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline
+from jobs.usecases.sync_job import SyncJobs
 
 log = logging.getLogger("aibrix.bot")
 
@@ -43,7 +41,14 @@ class LiveUpdates(Protocol):
 @dataclass
 class Deps:
     pipeline: Pipeline
-    registry: RegistrySettings
+    # The registry reads a handler asks for (inspect, the click-time re-read of tags).
+    inspector: Inspector
+    # What an approver's click writes (approve, reject, block on drift, confirm).
+    approvals: Approvals
+    # Sync jobs: request one, place its live message, audit a refusal.
+    syncs: SyncJobs
+    # The Slack side's bookkeeping: delivery claims, the live-message claim and outbox.
+    notices: NoticeStore
     notifier: LiveUpdates | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -59,7 +64,7 @@ class Deps:
 
     def touch(self, release: Release) -> None:
         if self.notifier is not None:
-            self.notifier.touch(release.version, release.run_id)
+            self.notifier.touch(str(release.version), release.run_id)
 
     def touch_sync(self, sync_id: str) -> None:
         if self.notifier is not None:
@@ -78,7 +83,7 @@ async def first_delivery(deps: Deps, identity: str | None) -> bool:
     if identity is None:
         return True
     lease = claim_ttl(Claim.HANDLING, deps.config.queue.claim_seconds)
-    notices = deps.pipeline.notices
+    notices = deps.notices
     if await notices.claim_delivery(identity, Claim.HANDLING.value, lease):
         return True
     seen = on_delivery(await notices.delivery_claim(identity))
@@ -96,14 +101,14 @@ async def confirm_delivery(deps: Deps, identity: str | None) -> None:
     that a redelivery does nothing."""
     if identity is not None:
         ttl = claim_ttl(Claim.CONFIRMED, deps.config.queue.claim_seconds)
-        await deps.pipeline.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
+        await deps.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
 
 
 async def forget_delivery(deps: Deps, identity: str | None) -> None:
     """Drop the claim of a delivery that changed nothing (its answer was an error), so
     that the delivery leaves nothing behind, and a redelivery answers the same again."""
     if identity is not None:
-        await deps.pipeline.notices.drop_delivery_claim(identity)
+        await deps.notices.drop_delivery_claim(identity)
 
 
 def table_groups(deps: Deps) -> tuple[str, ...]:
@@ -154,56 +159,10 @@ async def permission_refusal(
     return authorize(permissions, action, actor, requested_by)
 
 
-async def published_digests(deps: Deps, release: Release) -> dict[str, TagReading]:
-    """Each component's release tag read again: what it holds, whether the platform check
-    still passes, or that the registry could not be read (which proves nothing)."""
-    config = deps.config
-    version = parse_version(release.version)
-    refs = [parse_reference(config.release_reference(c, version)) for c in release.components]
-    async with RegistryClient(deps.registry) as client:
-        readings = await asyncio.gather(*(_read_tag(client, ref, config) for ref in refs))
-    return dict(zip(release.components, readings, strict=True))
-
-
-async def _read_tag(client: RegistryClient, ref: Reference, config: Config) -> TagReading:
-    try:
-        top = await client.get_manifest(ref)
-    except NotFoundError:
-        return TagReading(None)  # the registry answered: the tag is gone
-    except RegistryError:
-        return TagReading(None, unreadable=True)
-    inspection = await inspect_reference(client, ref, config.platforms)
-    if inspection.digest is None:
-        return TagReading(None, unreadable=True)  # it answered once, then not
-    if inspection.digest != top.digest:
-        return TagReading(inspection.digest)  # it moved between the two reads
-    failed = inspection.verdict.outcome is not Outcome.OK
-    if failed and not await _children_readable(client, ref, inspection):
-        return TagReading(inspection.digest, unreadable=True)
-    return TagReading(inspection.digest, check_failed=failed)
-
-
-async def _children_readable(
-    client: RegistryClient, ref: Reference, inspection: Inspection
-) -> bool:
-    """Whether the entries the platform check could not resolve were answered by the
-    registry (gone: a proven change) rather than left unanswered (a hiccup)."""
-    for entry in inspection.verdict.entries:
-        if entry.actual is not None:
-            continue
-        try:
-            await client.get_manifest(ref.with_digest(entry.digest))
-        except NotFoundError:
-            continue
-        except RegistryError:
-            return False
-    return True
-
-
 async def post_status_message(deps: Deps, client: AsyncWebClient, release: Release) -> str | None:
     """Post the run's live message in its channel, once (see `handlers.live_message`), and
     remember where it is. None when another poster holds the claim."""
-    ts = await post_live_message(deps.pipeline, client, release)
+    ts = await post_live_message(deps.pipeline, deps.notices, client, release)
     if ts is not None:
         deps.touch(release)
     return ts

@@ -27,7 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks
 from jobs.domain.release import TERMINAL, Release
-from jobs.store.notices import outbox_member
+from jobs.store.notices import NoticeStore, outbox_member
 from jobs.usecases.pipeline import CLI_CHANNEL, Pipeline
 
 log = logging.getLogger("aibrix.notifier")
@@ -55,7 +55,7 @@ def needs_live_message(release: Release) -> bool:
 def metadata(release: Release) -> dict[str, Any]:
     return {
         "event_type": METADATA_EVENT,
-        "event_payload": {"version": release.version, "run_id": release.run_id},
+        "event_payload": {"version": str(release.version), "run_id": release.run_id},
     }
 
 
@@ -92,7 +92,7 @@ async def find_live_message(client: AsyncWebClient, release: Release) -> tuple[s
 
 
 async def post_live_message(
-    pipeline: Pipeline, client: AsyncWebClient, release: Release
+    pipeline: Pipeline, notices: NoticeStore, client: AsyncWebClient, release: Release
 ) -> str | None:
     """Post the run's live message unless it has one, and record where it is.
 
@@ -102,7 +102,6 @@ async def post_live_message(
     if release.status_ts:
         return release.status_ts
     version, run_id = release.version, release.run_id
-    notices = pipeline.notices
     token = uuid.uuid4().hex
     if not await notices.claim_post(version, run_id, token, pipeline.config.queue.claim_seconds):
         return None

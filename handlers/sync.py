@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks, messages
-from handlers.context import Deps, permission_refusal, published_digests
+from handlers.context import Deps, permission_refusal
 from handlers.parse import SyncCommand
 from jobs.domain import messages as core_messages
 from jobs.domain.permissions import Action
@@ -45,7 +45,7 @@ async def audit_sync_refusal(
 ) -> None:
     """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
     await record_sync_refusal(
-        deps.pipeline,
+        deps.syncs,
         command.version,
         release.run_id if release is not None else "",
         command.mirror,
@@ -67,17 +67,17 @@ def _link(channel: str, ts: str) -> str:
 async def _drift(deps: Deps, release: Release, digests: dict[str, str]) -> str | None:
     """Why the release tags no longer hold the digests to copy (None: they do). The
     worker's copy is gated on the same digests; this answers at once, before queueing."""
-    readings = await published_digests(deps, release)
+    readings = await deps.inspector.release_tags(release)
     if any(readings[c].unreadable for c in digests):
-        return messages.sync_refused_unreadable(release.version)
+        return messages.sync_refused_unreadable(str(release.version))
     moved = [
         core_messages.sync_source_moved(
-            core_messages.sync_subject(c, release.version), d, str(readings[c].digest)
+            core_messages.sync_subject(c, str(release.version)), d, str(readings[c].digest)
         )
         for c, d in digests.items()
         if readings[c].digest != d
     ]
-    return core_messages.sync_refused_moved(release.version, moved) if moved else None
+    return core_messages.sync_refused_moved(str(release.version), moved) if moved else None
 
 
 async def run_sync_command(
@@ -114,7 +114,7 @@ async def run_sync_command(
         return False
     assert release is not None
     job = sync_job(release, command.mirror, decision.digests, user, channel, decision.mode)
-    requested = await request_sync(pipeline, job, config.mirrors[command.mirror])
+    requested = await request_sync(deps.syncs, job, config.mirrors[command.mirror])
     record = requested.record
     if not requested.added:
         link = (
@@ -128,14 +128,14 @@ async def run_sync_command(
         return False
     assert record is not None
     await record_sync_request(
-        pipeline, release, job, command.mirror, decision.mode.value, user, channel
+        deps.syncs, release, job, command.mirror, decision.mode.value, user, channel
     )
     message = blocks.sync_message(record)
     posted = await client.chat_postMessage(
         channel=channel, text=message.text, blocks=message.blocks
     )
     await set_sync_message(
-        pipeline, record, str(posted.get("channel") or channel), str(posted["ts"])
+        deps.syncs, record, str(posted.get("channel") or channel), str(posted["ts"])
     )
     deps.touch_sync(record.id)
     await answer(blocks.plain(messages.sync_queued(command.version, command.mirror)))

@@ -24,8 +24,8 @@ from enum import StrEnum
 from typing import Literal
 
 from jobs.domain.errors import Refused
-from jobs.domain.platforms import PlatformError, canonical_platform
-from jobs.domain.versions import parse_version
+from jobs.domain.platforms import Platform, PlatformError, canonical_platform
+from jobs.domain.versions import Version, parse_version
 
 # Pure logic ---------------------------------------------------------------------------
 
@@ -141,7 +141,8 @@ def build_sources(target: BuildState) -> frozenset[BuildState]:
     return frozenset(s for s, targets in BUILD_TRANSITIONS.items() if target in targets)
 
 
-def build_field(component: str, platform: str) -> str:
+def build_field(component: str, platform: Platform | str) -> str:
+    """The name of a build's field in the run's builds hash: `component@os/arch`."""
     return f"{component}@{platform}"
 
 
@@ -149,11 +150,13 @@ _COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha512:[0-9a-f]{128}$")
 
 
-def check_version(version: str) -> str:
-    """`version` if the one version grammar (`jobs.domain.versions`) accepts it; raises
-    VersionError (a ValueError) otherwise."""
-    parse_version(version)
-    return version
+def check_version(version: Version | str) -> str:
+    """The text of `version`: a `Version` as it is, text only if the one version grammar
+    (`jobs.domain.versions`) accepts it; raises VersionError (a ValueError) otherwise.
+    The store's check of what it is asked to write or read under."""
+    if isinstance(version, Version):
+        return str(version)
+    return str(parse_version(version))
 
 
 def check_component(component: str) -> str:
@@ -170,9 +173,11 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def check_platform(platform: str) -> str:
+def check_platform(platform: Platform | str) -> str:
+    """The one spelling of `platform` (ValueError for text that is not it): the store's
+    check of what it is asked to write."""
     try:
-        return canonical_platform(platform)
+        return canonical_platform(str(platform))
     except PlatformError as error:
         raise ValueError(str(error)) from None
 
@@ -183,7 +188,7 @@ def check_platform(platform: str) -> str:
 @dataclass(frozen=True)
 class BuildRecord:
     component: str
-    platform: str
+    platform: Platform
     state: BuildState
     digest: str | None = None
     attempt: int = 0
@@ -226,13 +231,13 @@ class PromotionResult:
 
 @dataclass(frozen=True)
 class Release:
-    version: str
+    version: Version
     run_id: str
     state: State
     state_reason: str
     requested_by: str
     channel: str
-    platforms: tuple[str, ...]
+    platforms: tuple[Platform, ...]
     components: tuple[str, ...]
     source_ref: str
     created_at: float
@@ -241,7 +246,7 @@ class Release:
     status_ts: str
     previous_run_id: str
     active: bool
-    builds: Mapping[tuple[str, str], BuildRecord] = field(hash=False)
+    builds: Mapping[tuple[str, Platform], BuildRecord] = field(hash=False)
     indexes: Mapping[str, ComponentIndex] = field(hash=False)
     merges_claimed: frozenset[str] = frozenset()
     approvals: Mapping[str, ApprovalRecord] = field(default_factory=dict, hash=False)
@@ -255,10 +260,10 @@ class Release:
     def settled(self) -> bool:
         return self.state in SETTLED
 
-    def build(self, component: str, platform: str) -> BuildRecord:
+    def build(self, component: str, platform: Platform) -> BuildRecord:
         return self.builds[(component, platform)]
 
-    def built_digests(self, component: str) -> dict[str, str] | None:
+    def built_digests(self, component: str) -> dict[Platform, str] | None:
         """Platform -> pushed digest for `component`, or None while any is missing."""
         digests = {}
         for platform in self.platforms:
@@ -300,8 +305,8 @@ class VersionRecord:
 class VersionImmutable(Refused):
     """A new run of a promoted version was asked for without supersede."""
 
-    def __init__(self, version: str, promoted: Promoted) -> None:
-        self.version, self.promoted = version, promoted
+    def __init__(self, version: Version | str, promoted: Promoted) -> None:
+        self.version, self.promoted = str(version), promoted
         super().__init__(f"{version} is promoted and immutable")
 
 

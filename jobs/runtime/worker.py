@@ -25,15 +25,14 @@ from redis.exceptions import RedisError
 from jobs.domain import messages
 from jobs.domain.config import ConfigError
 from jobs.domain.errors import Failed
-from jobs.domain.platforms import Platform, parse_platform
+from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference
-from jobs.domain.release import BuildState, State
-from jobs.domain.versions import parse_version
+from jobs.domain.release import State
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
 from jobs.runtime.logs import job_context
 from jobs.runtime.metrics import WorkerMetrics, serve_metrics
-from jobs.store.queue import Job, JobKind, Lease
+from jobs.store.queue import Job, JobKind, Lease, Queue
 from jobs.tools.build import (
     BuildCancelled,
     BuilderInfo,
@@ -89,10 +88,19 @@ class _Stopper:
 
 
 class Worker:
+    """Runs jobs: claims them from `queue` and leaves each effect to a named operation of
+    `pipeline` (record a build, claim the merge, merge, promote, sync). The entry point
+    hands it the same queue the pipeline enqueues on (`jobs.usecases.pipeline.job_queue`)."""
+
     def __init__(
-        self, pipeline: Pipeline, settings: WorkerSettings, registry: RegistrySettings
+        self,
+        pipeline: Pipeline,
+        queue: Queue,
+        settings: WorkerSettings,
+        registry: RegistrySettings,
     ) -> None:
         self.pipeline = pipeline
+        self.queue = queue
         self.settings = settings
         self.registry_settings = registry
         self.metrics = WorkerMetrics()
@@ -100,7 +108,7 @@ class Worker:
 
     @property
     def build_stream(self) -> str:
-        return self.pipeline.queue.platform_stream(str(self.settings.platform))
+        return self.queue.platform_stream(self.settings.platform)
 
     async def check(self) -> BuilderInfo:
         """Refuse to start, with the reason, when the builder cannot build the platform."""
@@ -126,7 +134,7 @@ class Worker:
             if self.settings.control:
                 loops.append(
                     self._loop(
-                        self.pipeline.queue.platform_stream(None),
+                        self.queue.platform_stream(None),
                         self.settings.control_consumer,
                         stop,
                         client,
@@ -143,19 +151,19 @@ class Worker:
         """Create the consumer groups, waiting out a Redis that is restarting."""
         while not stop.is_set():
             try:
-                await self.pipeline.queue.ensure_group(self.build_stream)
-                await self.pipeline.queue.ensure_group(self.pipeline.queue.platform_stream(None))
+                await self.queue.ensure_group(self.build_stream)
+                await self.queue.ensure_group(self.queue.platform_stream(None))
                 return
             except RedisError as error:
                 log.warning("Redis unavailable at start (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1)
 
     async def _watch_depth(self, stop: asyncio.Event) -> None:
-        streams = {"build": self.build_stream, "control": self.pipeline.queue.platform_stream(None)}
+        streams = {"build": self.build_stream, "control": self.queue.platform_stream(None)}
         while not stop.is_set():
             with contextlib.suppress(RedisError):
                 for kind, stream in streams.items():
-                    depth = await self.pipeline.queue.depth(stream)
+                    depth = await self.queue.depth(stream)
                     self.metrics.queue_depth.labels(stream=stream, kind=kind).set(depth.total)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=5)
@@ -165,9 +173,7 @@ class Worker:
     ) -> None:
         while not stop.is_set():
             try:
-                leases = await self.pipeline.queue.claim(
-                    stream, consumer, 1, self.settings.block_ms
-                )
+                leases = await self.queue.claim(stream, consumer, 1, self.settings.block_ms)
             except RedisError as error:
                 # Redis restarting: what was claimed stays in its pending list and is
                 # reclaimed after the lease, so waiting and claiming again loses nothing.
@@ -178,7 +184,7 @@ class Worker:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
                 job = lease.job
-                with job_context(job.version, job.component, job.platform or ""):
+                with job_context(str(job.version), job.component, str(job.platform or "")):
                     try:
                         await self.handle(lease, client)
                     except RedisError as error:
@@ -198,20 +204,18 @@ class Worker:
             # A sync copies a settled (promoted) run: not dropped like its other jobs.
             await self._sync(lease, client)
             return
-        release = await self.pipeline.store.load(job.version, job.run_id)
+        release = await self.pipeline.find_run(job.version, job.run_id)
         if release is None or not release.active or release.state in SETTLED_STATES:
             log.info("job %s belongs to a superseded or settled run; dropped", job.id)
-            await self.pipeline.queue.ack(lease)
+            await self.queue.ack(lease)
             return
         if job.kind is JobKind.BUILD:
             await self._build(lease, client)
         elif job.kind is JobKind.MERGE:
             await self._merge(lease, client)
         elif job.kind is JobKind.PROMOTE:
-            from jobs.usecases.promote import promote
-
-            await promote(self.pipeline, job, client)
-            await self.pipeline.queue.ack(lease)
+            await self.pipeline.promote(job, client)
+            await self.queue.ack(lease)
         else:
             await self._fail(lease, f"this worker does not run {job.kind.value} jobs yet", ())
 
@@ -221,27 +225,18 @@ class Worker:
         job = lease.job
         pipeline = self.pipeline
         assert job.platform is not None
-        done = await pipeline.queue.done_result(job.idempotency_key)
+        done = await self.queue.done_result(job.idempotency_key)
         if done:
             # A redelivery of a build whose effect is recorded: do not build or push again.
             log.info("build already done (%s); not building again", done)
             await self._record(lease, done)
             return
-        if not await pipeline.store.update_build(
-            job.version,
-            job.run_id,
-            job.component,
-            job.platform,
-            BuildState.BUILDING,
-            attempt=job.attempt,
-        ):
-            record = (await pipeline.load_run(job.version, job.run_id)).builds.get(
-                (job.component, job.platform)
-            )
-            if record is not None and record.state is BuildState.PUSHED and record.digest:
-                await self._record(lease, record.digest)
+        if not await pipeline.start_build(job):
+            pushed = await pipeline.pushed_digest(job)
+            if pushed is not None:
+                await self._record(lease, pushed)
             else:
-                await pipeline.queue.ack(lease)
+                await self.queue.ack(lease)
             return
         stopper = _Stopper()
         keeper = asyncio.create_task(self._keep_lease(lease, stopper))
@@ -252,30 +247,28 @@ class Worker:
             await self._verify_pushed(client, job, digest)
         except BuildCancelled:
             keeper.cancel()
-            await pipeline.store.update_build(
-                job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
-            )
-            await pipeline.queue.ack(lease)
-            self.metrics.builds.labels(platform=job.platform, outcome="cancelled").inc()
+            await pipeline.build_cancelled(job)
+            await self.queue.ack(lease)
+            self.metrics.builds.labels(platform=str(job.platform), outcome="cancelled").inc()
             return
         except (BuildError, SourceError, ConfigError, RegistryError, VerifyError) as error:
             keeper.cancel()
             tail = getattr(error, "log_tail", tail)
-            self.metrics.builds.labels(platform=job.platform, outcome="failed").inc()
+            self.metrics.builds.labels(platform=str(job.platform), outcome="failed").inc()
             await self._fail(lease, str(error), tail)
             return
         finally:
             keeper.cancel()
-        self.metrics.build_seconds.labels(platform=job.platform).observe(time.monotonic() - started)
-        self.metrics.builds.labels(platform=job.platform, outcome="pushed").inc()
+        label = str(job.platform)
+        self.metrics.build_seconds.labels(platform=label).observe(time.monotonic() - started)
+        self.metrics.builds.labels(platform=label, outcome="pushed").inc()
         await self._record(lease, digest)
 
     async def _run_build(self, job: Job, stopper: _Stopper) -> tuple[str, tuple[str, ...]]:
         pipeline = self.pipeline
         config = pipeline.config
         assert job.platform is not None
-        platform = parse_platform(job.platform)
-        version = parse_version(job.version)
+        platform, version = job.platform, job.version
         work = await asyncio.to_thread(
             checkout, config.source, version, job.source_revision, self.settings.workdir
         )
@@ -324,17 +317,17 @@ class Worker:
 
     async def _watch_cancel(self, job: Job, stopper: _Stopper) -> None:
         while not stopper():
-            if await self.pipeline.queue.is_cancelled(job.version, job.run_id):
+            if await self.queue.is_cancelled(job.version, job.run_id):
                 stopper.stop("the release was cancelled")
                 return
             await asyncio.sleep(self.settings.cancel_poll_s)
 
     async def _keep_lease(self, lease: Lease, stopper: _Stopper) -> None:
         """Renew the lease while a build runs; stop the build if the lease is lost."""
-        interval = max(0.1, self.pipeline.queue.settings.lease_ms / 3000)
+        interval = max(0.1, self.queue.settings.lease_ms / 3000)
         while True:
             await asyncio.sleep(interval)
-            if not await self.pipeline.queue.renew(lease):
+            if not await self.queue.renew(lease):
                 log.warning("lease lost to another worker; stopping this build")
                 stopper.stop("the lease was lost")
                 return
@@ -342,7 +335,7 @@ class Worker:
     async def _verify_pushed(self, client: RegistryClient, job: Job, digest: str) -> None:
         """The pushed image's config must really be this worker's platform."""
         assert job.platform is not None
-        platform = parse_platform(job.platform)
+        platform = job.platform
         image = self.pipeline.config.image(job.component)
         inspection = await inspect_reference(
             client, parse_reference(f"{image}@{digest}"), [platform]
@@ -352,36 +345,23 @@ class Worker:
             detail = (
                 "; ".join(messages.verdict_problems(f"{image}@{digest}", verdict)) or "an index"
             )
-            raise VerifyError(messages.pushed_platform_wrong(image, job.platform, detail))
+            raise VerifyError(messages.pushed_platform_wrong(image, str(platform), detail))
 
     async def _record(self, lease: Lease, digest: str) -> None:
         job = lease.job
         pipeline = self.pipeline
-        assert job.platform is not None
-        recorded = await pipeline.store.record_build_digest(
-            job.version, job.run_id, job.component, job.platform, digest, job.attempt
-        )
+        recorded = await pipeline.record_build(job, digest)
         if recorded.status == "conflict":
             log.warning("a different digest %s is already recorded; keeping it", recorded.digest)
-        await pipeline.queue.ack(lease, result=recorded.digest or digest)
+        await self.queue.ack(lease, result=recorded.digest or digest)
         await pipeline.after_build(job.version, job.run_id, job.component, claimer=job.id)
 
     async def _fail(self, lease: Lease, reason: str, tail: tuple[str, ...]) -> str:
         """Fail the attempt (retried with backoff, or dead-lettered); the queue's outcome."""
         job = lease.job
         pipeline = self.pipeline
-        if job.platform is not None and job.kind is JobKind.BUILD:
-            # Keep the log tail with the build, so the failure report can show it.
-            await pipeline.store.update_build(
-                job.version,
-                job.run_id,
-                job.component,
-                job.platform,
-                BuildState.BUILDING,
-                error=reason,
-                log_lines=list(tail),
-            )
-        outcome = await pipeline.queue.fail(lease, reason)
+        await pipeline.attempt_failed(job, reason, tail)
+        outcome = await self.queue.fail(lease, reason)
         log.warning("attempt %d failed (%s): %s", job.attempt, outcome.status, reason)
         if outcome.status == "dead":
             self.metrics.dead_lettered.labels(stream=lease.stream).inc()
@@ -392,12 +372,9 @@ class Worker:
     async def _sync(self, lease: Lease, client: RegistryClient) -> None:
         """Run a sync job while keeping its lease; if the lease is lost (this worker
         stalled), stop: the worker that reclaimed it carries on from what is there."""
-        from jobs.usecases.sync_job import fail_sync, run_sync
-
         stopper = _Stopper()
         work = asyncio.create_task(
-            run_sync(
-                self.pipeline,
+            self.pipeline.run_sync(
                 lease.job,
                 client,
                 deliveries=lease.deliveries,
@@ -418,11 +395,11 @@ class Worker:
             log.exception("sync %s failed unexpectedly", lease.job.id)
             reason = f"{type(error).__name__}: {error}"
             if await self._fail(lease, reason, ()) == "dead":
-                await fail_sync(self.pipeline, lease.job, reason)
+                await self.pipeline.fail_sync(lease.job, reason)
             return
         finally:
             keeper.cancel()
-        await self.pipeline.queue.ack(lease)  # no done record: a later request may sync again
+        await self.queue.ack(lease)  # no done record: a later request may sync again
 
     # -- merges
 
@@ -434,7 +411,7 @@ class Worker:
             await self._fail(lease, str(error), ())
             return
         self.metrics.merge_seconds.observe(time.monotonic() - started)
-        await self.pipeline.queue.ack(lease, result=digest)
+        await self.queue.ack(lease, result=digest)
 
 
 class VerifyError(Failed):

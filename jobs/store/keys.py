@@ -54,6 +54,8 @@ import re
 import string
 from dataclasses import dataclass
 
+from jobs.domain.versions import Version
+
 DEFAULT_PREFIX = "aibrix"
 
 # The consumer group every worker of a stream joins; a group name, not a key.
@@ -108,44 +110,44 @@ class Keys:
     def releases(self) -> str:
         return f"{self.prefix}:releases"
 
-    def _release(self, version: str) -> str:
-        return f"{self.prefix}:release:{segment(version)}"
+    def _release(self, version: Version | str) -> str:
+        return f"{self.prefix}:release:{segment(str(version))}"
 
-    def active_run(self, version: str) -> str:
+    def active_run(self, version: Version | str) -> str:
         return f"{self._release(version)}:active"
 
-    def runs(self, version: str) -> str:
+    def runs(self, version: Version | str) -> str:
         return f"{self._release(version)}:runs"
 
-    def record(self, version: str) -> str:
+    def record(self, version: Version | str) -> str:
         """The version's immutable record (never expires, bounded)."""
         return f"{self._release(version)}:record"
 
-    def run(self, version: str, run_id: str) -> str:
+    def run(self, version: Version | str, run_id: str) -> str:
         return f"{self._release(version)}:run:{segment(run_id)}"
 
-    def builds(self, version: str, run_id: str) -> str:
+    def builds(self, version: Version | str, run_id: str) -> str:
         return f"{self.run(version, run_id)}:builds"
 
-    def indexes(self, version: str, run_id: str) -> str:
+    def indexes(self, version: Version | str, run_id: str) -> str:
         """Per component index digest and platform verdict."""
         return f"{self.run(version, run_id)}:indexes"
 
-    def merges(self, version: str, run_id: str) -> str:
+    def merges(self, version: Version | str, run_id: str) -> str:
         """Merge-claimed markers: one field per component whose merge has been claimed."""
         return f"{self.run(version, run_id)}:merges"
 
-    def approvals(self, version: str, run_id: str) -> str:
+    def approvals(self, version: Version | str, run_id: str) -> str:
         return f"{self.run(version, run_id)}:approvals"
 
-    def promotions(self, version: str, run_id: str) -> str:
+    def promotions(self, version: Version | str, run_id: str) -> str:
         return f"{self.run(version, run_id)}:promotions"
 
-    def overwrites(self, version: str, run_id: str) -> str:
+    def overwrites(self, version: Version | str, run_id: str) -> str:
         """Mirror targets an approver confirmed overwriting -> the digest they held."""
         return f"{self.run(version, run_id)}:overwrites"
 
-    def run_detail(self, version: str, run_id: str) -> list[str]:
+    def run_detail(self, version: Version | str, run_id: str) -> list[str]:
         """Every key of one run's detail: what expires once the run is settled."""
         return [
             self.run(version, run_id),
@@ -159,7 +161,7 @@ class Keys:
             self.refusals(version, run_id),
         ]
 
-    def refusals(self, version: str, run_id: str) -> str:
+    def refusals(self, version: Version | str, run_id: str) -> str:
         """Who was refused what on this run (user and action -> 1): each is audited once."""
         return f"{self.run(version, run_id)}:refused"
 
@@ -208,10 +210,10 @@ class Keys:
     def done(self, idempotency_key: str) -> str:
         return f"{self.prefix}:job:done:{segment(idempotency_key)}"
 
-    def cancelled(self, version: str, run_id: str) -> str:
+    def cancelled(self, version: Version | str, run_id: str) -> str:
         # Jobs outside a run (run id "") get their own flag; segment() is never empty.
         run = segment(run_id) if run_id else ""
-        return f"{self.prefix}:cancel:{segment(version)}:{run}"
+        return f"{self.prefix}:cancel:{segment(str(version))}:{run}"
 
     # The Slack bot ----------------------------------------------------------------------
 
@@ -231,16 +233,16 @@ class Keys:
         notifier posts what is left (a bot killed mid-post)."""
         return f"{self.prefix}:slack:status-outbox"
 
-    def status_post(self, version: str, run_id: str) -> str:
+    def status_post(self, version: Version | str, run_id: str) -> str:
         """Claimed, with a short lease, by whoever is posting the run's live message."""
         return f"{self.run(version, run_id)}:post"
 
-    def status_post_tried(self, version: str, run_id: str) -> str:
+    def status_post_tried(self, version: Version | str, run_id: str) -> str:
         """Set before the first chat.postMessage of the run's live message: a later poster
         finding it looks in the channel for that message before posting again."""
         return f"{self.run(version, run_id)}:post-tried"
 
-    def failure_replies(self, version: str, run_id: str) -> str:
+    def failure_replies(self, version: Version | str, run_id: str) -> str:
         """A set of `component@platform`: the run's failures whose thread reply is claimed,
         so a second bot replica, or a restart replaying events, does not reply again."""
         return f"{self.run(version, run_id)}:replied"

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from jobs.domain.versions import Version
 from jobs.store.keys import Keys
 
 # Take the lease when free, or renew it when it is this holder's; 1 when leading.
@@ -31,7 +32,7 @@ return 0
 """
 
 
-def outbox_member(version: str, run_id: str) -> str:
+def outbox_member(version: Version | str, run_id: str) -> str:
     return f"{version} {run_id}"
 
 
@@ -74,29 +75,31 @@ class NoticeStore:
         """Take a `version run_id` member (see `outbox_member`) out of the outbox."""
         await self._redis.srem(self._keys.status_outbox, member)
 
-    async def claim_post(self, version: str, run_id: str, token: str, ttl_seconds: int) -> bool:
+    async def claim_post(
+        self, version: Version | str, run_id: str, token: str, ttl_seconds: int
+    ) -> bool:
         """Claim posting the run's live message (a short lease); False if another holds it."""
         claim = self._keys.status_post(version, run_id)
         return bool(await self._redis.set(claim, token, nx=True, ex=ttl_seconds))
 
-    async def drop_post_claim(self, version: str, run_id: str, token: str) -> None:
+    async def drop_post_claim(self, version: Version | str, run_id: str, token: str) -> None:
         """Drop the claim only if it is still this poster's."""
         claim = self._keys.status_post(version, run_id)
         await self._redis.eval(_DROP_IF_MINE, 1, claim, token)
 
-    async def first_post_try(self, version: str, run_id: str, ttl_seconds: int) -> bool:
+    async def first_post_try(self, version: Version | str, run_id: str, ttl_seconds: int) -> bool:
         """Mark that a post of the run's live message is tried; False if one was before."""
         tried = self._keys.status_post_tried(version, run_id)
         return bool(await self._redis.set(tried, "1", nx=True, ex=ttl_seconds))
 
     # -- failure replies
 
-    async def claim_failure_reply(self, version: str, run_id: str, member: str) -> bool:
+    async def claim_failure_reply(self, version: Version | str, run_id: str, member: str) -> bool:
         """Claim the thread reply for `component@platform`; False if it was claimed before."""
         key = self._keys.failure_replies(version, run_id)
         return bool(await self._redis.sadd(key, member))
 
-    async def release_failure_reply(self, version: str, run_id: str, member: str) -> None:
+    async def release_failure_reply(self, version: Version | str, run_id: str, member: str) -> None:
         """Give a claimed reply back (it was not sent), so a later flush sends it."""
         key = self._keys.failure_replies(version, run_id)
         await self._redis.srem(key, member)

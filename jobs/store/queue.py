@@ -42,7 +42,8 @@ from redis.exceptions import ResponseError
 
 from jobs.domain.config import QueueSettings
 from jobs.domain.errors import InvalidInput
-from jobs.domain.platforms import PlatformError, canonical_platform
+from jobs.domain.platforms import Platform, PlatformError, canonical_platform, parse_platform
+from jobs.domain.versions import Version, VersionError, parse_version
 from jobs.store.connections import Arg, Batch, Script
 from jobs.store.keys import CONSUMER_GROUP, Keys
 
@@ -141,12 +142,15 @@ def _check_text(name: str, value: object, *, allow_empty: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Job:
+    """A job as the core handles it: typed values. It becomes text only on the wire
+    (`to_document` / `from_document`), which is where text is checked and parsed."""
+
     kind: JobKind
     # The release version; written "release" on the wire (format 1), as jobs in flight are.
-    version: str
+    version: Version
     component: str
     source_revision: str
-    platform: str | None = None
+    platform: Platform | None = None
     run_id: str = ""
     attempt: int = 1
     payload: dict[str, str] = field(default_factory=dict, hash=False)
@@ -158,17 +162,21 @@ class Job:
         except ValueError:
             kinds = ", ".join(k.value for k in JobKind)
             raise JobFormatError(f"job kind {self.kind!r} is not one of {kinds}") from None
-        _check_text("release", self.version)
+        if not isinstance(self.version, Version):
+            raise JobFormatError(
+                f"job release must be a Version, got {type(self.version).__name__}"
+            )
         _check_text("component", self.component)
         _check_text("source_revision", self.source_revision)
         _check_text("run_id", self.run_id, allow_empty=True)
         if not isinstance(self.id, str) or not _ID.match(self.id):
             raise JobFormatError(f"job id {self.id!r} must be 1-64 of [A-Za-z0-9_-]")
         if self.platform is not None:
-            if not isinstance(self.platform, str):
-                raise JobFormatError("job platform must be a string")
+            if not isinstance(self.platform, Platform):
+                raise JobFormatError("job platform must be a Platform")
             try:
-                canonical_platform(self.platform)
+                # One spelling, so one stream and one key per platform.
+                canonical_platform(str(self.platform))
             except PlatformError as error:
                 raise JobFormatError(str(error)) from None
         if self.kind is JobKind.BUILD and self.platform is None:
@@ -182,10 +190,10 @@ class Job:
         object.__setattr__(self, "payload", dict(self.payload))
         key = idempotency_key(
             self.kind,
-            self.version,
+            str(self.version),
             self.run_id,
             self.component,
-            self.platform,
+            None if self.platform is None else str(self.platform),
             self.source_revision,
         )
         object.__setattr__(self, "_idempotency_key", key)
@@ -213,10 +221,10 @@ class Job:
             "v": FORMAT_VERSION,
             "id": self.id,
             "kind": self.kind.value,
-            "release": self.version,
+            "release": str(self.version),
             "run_id": self.run_id,
             "component": self.component,
-            "platform": self.platform,
+            "platform": None if self.platform is None else str(self.platform),
             "source_revision": self.source_revision,
             "attempt": self.attempt,
             "payload": self.payload,
@@ -255,10 +263,10 @@ class Job:
             raise JobFormatError("job payload is not an object")
         job = cls(
             kind=kind,
-            version=doc["release"],
+            version=_wire_version(doc["release"]),
             component=doc["component"],
             source_revision=doc["source_revision"],
-            platform=doc["platform"],
+            platform=_wire_platform(doc["platform"]),
             run_id=doc["run_id"],
             attempt=doc["attempt"],
             payload=doc["payload"],
@@ -267,6 +275,27 @@ class Job:
         if job.idempotency_key != doc["idempotency_key"]:
             raise JobFormatError("job idempotency key does not match its fields")
         return job
+
+
+def _wire_version(text: object) -> Version:
+    _check_text("release", text)
+    assert isinstance(text, str)
+    try:
+        return parse_version(text)
+    except VersionError as error:
+        raise JobFormatError(f"job release: {error}") from None
+
+
+def _wire_platform(text: object) -> Platform | None:
+    """A job's platform as the wire holds it: null, or a platform in its one spelling."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise JobFormatError("job platform must be a string")
+    try:
+        return parse_platform(canonical_platform(text))
+    except PlatformError as error:
+        raise JobFormatError(str(error)) from None
 
 
 # Redis side ---------------------------------------------------------------------------
@@ -599,11 +628,11 @@ class Queue:
         self._short: dict[str, bool] = {}
 
     def stream_for(self, job: Job) -> str:
-        return self.keys.job_stream(job.platform)
+        return self.keys.job_stream(None if job.platform is None else str(job.platform))
 
-    def platform_stream(self, platform: str | None) -> str:
+    def platform_stream(self, platform: Platform | None) -> str:
         """The stream a worker claims jobs of `platform` from (None: the control stream)."""
-        return self.keys.job_stream(platform)
+        return self.keys.job_stream(None if platform is None else str(platform))
 
     async def ensure_group(self, stream: str) -> None:
         """Create the stream and its consumer group if missing; safe to call any time."""
@@ -625,7 +654,7 @@ class Queue:
             self.keys.pending(idem),
             self.keys.done(idem),
             self.keys.job_streams,
-            self.keys.cancelled(job.version, job.run_id),
+            self.keys.cancelled(str(job.version), job.run_id),
         ]
         return keys, [job.id, self.settings.pending_ttl_s * 1000, *_flat(job.to_fields())]
 
@@ -743,7 +772,7 @@ class Queue:
         flag_keys: list[str] = []
         for _, job, _, _, _ in parsed:
             if job is not None:
-                flag_keys.append(self.keys.cancelled(job.version, job.run_id))
+                flag_keys.append(self.keys.cancelled(str(job.version), job.run_id))
                 flag_keys.append(self.keys.done(job.idempotency_key))
         checks_batch = Batch(self.redis)
         if flag_keys:
@@ -928,13 +957,14 @@ class Queue:
         result = await self.redis.get(self.keys.done(idempotency_key))
         return None if result is None else str(result)
 
-    async def cancel(self, release: str, run_id: str) -> int:
+    async def cancel(self, version: Version | str, run_id: str) -> int:
         """Cancel a run's jobs: set the flag running workers poll, then remove its queued
         (undelivered) jobs and delayed retries. Returns how many were removed.
 
         The flag comes first, so a job delivered while we clean up is dropped by `claim`
         (or stopped by its worker polling `is_cancelled`), and enqueue refuses new ones.
         """
+        release = str(version)
         await self.redis.set(
             self.keys.cancelled(release, run_id), "1", ex=self.settings.cancel_ttl_s
         )
@@ -951,8 +981,8 @@ class Queue:
         await batch.execute()
         return len(pairs)
 
-    async def is_cancelled(self, release: str, run_id: str) -> bool:
-        return bool(await self.redis.exists(self.keys.cancelled(release, run_id)))
+    async def is_cancelled(self, version: Version | str, run_id: str) -> bool:
+        return bool(await self.redis.exists(self.keys.cancelled(str(version), run_id)))
 
     async def depth(self, stream: str) -> Depth:
         """Queue depth for metrics. Finished entries are deleted, so lag = length - pending."""
@@ -972,7 +1002,9 @@ class Queue:
 
 def _placeholder() -> Job:
     """A stand-in job for an unreadable entry, only so it can be dead-lettered."""
-    return Job(kind=JobKind.SYNC, version="unreadable", component="unreadable", source_revision="-")
+    return Job(
+        kind=JobKind.SYNC, version=Version(0, 0, 0), component="unreadable", source_revision="-"
+    )
 
 
 def _dead_letter_from(entry_id: str, fields: Mapping[str, str]) -> DeadLetter:

@@ -23,6 +23,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from jobs.domain.errors import InvalidInput
+from jobs.domain.platforms import Platform, PlatformError, canonical_platform, parse_platform
 from jobs.domain.release import (
     EVENT_TARGETS,
     SETTLED,
@@ -51,6 +53,7 @@ from jobs.domain.release import (
     check_platform,
     check_version,
 )
+from jobs.domain.versions import Version, VersionError, parse_version
 from jobs.store.connections import Arg, Script
 from jobs.store.keys import Keys
 from jobs.store.queue import ENQUEUE_LUA
@@ -62,7 +65,7 @@ class RunStart:
 
     state: State  # building, or merging when a merge is claimed at once
     # (component, platform) -> the digest a previous run of the same revision pushed.
-    reused: Mapping[tuple[str, str], str] = field(default_factory=dict, hash=False)
+    reused: Mapping[tuple[str, Platform], str] = field(default_factory=dict, hash=False)
     # Components every platform of which is reused: their merge is claimed at once.
     merges: tuple[str, ...] = ()
     # The jobs to enqueue, as `Queue.enqueue_call` gives them.
@@ -434,10 +437,10 @@ class ReleaseStore:
 
     async def create_or_get(
         self,
-        version: str,
+        version: Version | str,
         requested_by: str,
         channel: str,
-        platforms: Sequence[str],
+        platforms: Sequence[Platform | str],
         components: Sequence[str],
         source_ref: str,
         *,
@@ -457,15 +460,15 @@ class ReleaseStore:
         A promoted version raises `VersionImmutable` unless `supersede` (checked in the
         same script as the creation).
         """
-        check_version(version)
+        version = check_version(version)
         for name, value in (("requested_by", requested_by), ("channel", channel)):
             if not value or any(c.isspace() for c in value):
                 raise ValueError(f"{name} {value!r} must be a non-empty id")
         if not source_ref.strip():
             raise ValueError("source_ref is empty")
-        platforms = tuple(check_platform(p) for p in platforms)
+        spelled = tuple(check_platform(p) for p in platforms)
         components = tuple(check_component(c) for c in components)
-        for name, items in (("platforms", platforms), ("components", components)):
+        for name, items in (("platforms", spelled), ("components", components)):
             if not items or len(set(items)) != len(items):
                 raise ValueError(f"{name} must be non-empty without repeats")
         run_id = uuid.uuid4().hex[:16]
@@ -476,9 +479,10 @@ class ReleaseStore:
             )
             plan = await start(run_id, current) if start is not None else None
             builds: list[Arg] = []
+            reused = {(c, str(p)): d for (c, p), d in plan.reused.items()} if plan else {}
             for component in components:
-                for platform in platforms:
-                    digest = plan.reused.get((component, platform)) if plan else None
+                for platform in spelled:
+                    digest = reused.get((component, platform))
                     record: dict[str, Any] = {"state": BuildState.QUEUED.value, "attempt": 0}
                     if digest:
                         record = {"state": BuildState.PUSHED.value, "attempt": 0, "digest": digest}
@@ -510,7 +514,7 @@ class ReleaseStore:
                 self.audit_maxlen,
                 requested_by,
                 channel,
-                json.dumps(list(platforms)),
+                json.dumps(list(spelled)),
                 json.dumps(list(components)),
                 source_ref,
                 request_id,
@@ -543,7 +547,7 @@ class ReleaseStore:
 
     async def transition(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         from_states: Iterable[State],
         to_state: State,
@@ -555,6 +559,7 @@ class ReleaseStore:
         """Compare-and-set the run's state: True if it was one of `from_states` and the run
         is still the active one. `actor` (a Slack user id) also writes an audit entry,
         with `where` it acted from (a Slack channel id, or `cli`)."""
+        version = str(version)
         sources = frozenset(State(s) for s in from_states)
         to_state = State(to_state)
         if not sources:
@@ -589,7 +594,7 @@ class ReleaseStore:
 
     async def apply(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         event: Event,
         *,
@@ -598,6 +603,7 @@ class ReleaseStore:
         where: str = "",
     ) -> bool:
         """`transition` driven by an event: from every state the event may leave."""
+        version = str(version)
         target = EVENT_TARGETS[event]
         sources = [s for s in State if can_transition(s, target)]
         return await self.transition(
@@ -608,10 +614,10 @@ class ReleaseStore:
 
     async def update_build(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         component: str,
-        platform: str,
+        platform: Platform | str,
         state: BuildState,
         *,
         attempt: int | None = None,
@@ -622,6 +628,8 @@ class ReleaseStore:
 
         False when the move is not allowed (already pushed, run settled or superseded).
         """
+        version = str(version)
+        platform = str(platform)
         state = BuildState(state)
         if state is BuildState.PUSHED:
             raise ValueError("record a pushed build with record_build_digest")
@@ -651,10 +659,18 @@ class ReleaseStore:
         return bool(ok)
 
     async def record_build_digest(
-        self, version: str, run_id: str, component: str, platform: str, digest: str, attempt: int
+        self,
+        version: Version | str,
+        run_id: str,
+        component: str,
+        platform: Platform | str,
+        digest: str,
+        attempt: int,
     ) -> DigestRecorded:
         """Store the digest a build pushed, once: repeating it is harmless, replacing it is
         refused (the first recorded digest is the one the merge will pin)."""
+        version = str(version)
+        platform = str(platform)
         check_digest(digest)
         reply = await _RECORD_DIGEST(
             self.redis,
@@ -686,12 +702,15 @@ class ReleaseStore:
             return DigestRecorded("conflict", stored)
         return DigestRecorded("refused", stored)
 
-    async def all_platforms_built(self, version: str, run_id: str, component: str) -> bool:
+    async def all_platforms_built(
+        self, version: Version | str, run_id: str, component: str
+    ) -> bool:
+        version = str(version)
         release = await self.load(version, run_id)
         return release is not None and release.built_digests(component) is not None
 
     async def try_claim_merge(
-        self, version: str, run_id: str, component: str, *, claimer: str = ""
+        self, version: Version | str, run_id: str, component: str, *, claimer: str = ""
     ) -> bool:
         """True for exactly one caller once every platform of `component` is pushed.
 
@@ -699,6 +718,7 @@ class ReleaseStore:
         but before enqueueing the merge, it gets True again (and the queue's dedup keeps
         the merge single); any other claimer gets False.
         """
+        version = str(version)
         release = await self.load(version, run_id)
         if release is None or component not in release.components:
             return False
@@ -719,7 +739,7 @@ class ReleaseStore:
 
     async def _put(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         key: str,
         hash_field: str,
@@ -729,6 +749,7 @@ class ReleaseStore:
         event_type: str,
         event_fields: Mapping[str, str],
     ) -> bool:
+        version = str(version)
         ok = await _PUT(
             self.redis,
             [*self._guard_keys(version, run_id), key, self.keys.events],
@@ -747,7 +768,7 @@ class ReleaseStore:
 
     async def record_index(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         component: str,
         digest: str,
@@ -755,6 +776,7 @@ class ReleaseStore:
         detail: str = "",
     ) -> bool:
         """The merged index digest of `component` and its platform verdict."""
+        version = str(version)
         check_digest(digest)
         return await self._put(
             version,
@@ -772,8 +794,11 @@ class ReleaseStore:
             },
         )
 
-    async def set_status_message(self, version: str, run_id: str, channel: str, ts: str) -> bool:
+    async def set_status_message(
+        self, version: Version | str, run_id: str, channel: str, ts: str
+    ) -> bool:
         """Where the release's Slack status message lives (for chat.update)."""
+        version = str(version)
         ok = await _STATUS_MESSAGE(
             self.redis,
             [*self._guard_keys(version, run_id), self.keys.events, self.keys.status_outbox],
@@ -782,13 +807,19 @@ class ReleaseStore:
         return bool(ok)
 
     async def add_approval(
-        self, version: str, run_id: str, user: str, digests: Mapping[str, str], where: str = ""
+        self,
+        version: Version | str,
+        run_id: str,
+        user: str,
+        digests: Mapping[str, str],
+        where: str = "",
     ) -> ApprovalResult:
         """Record `user`'s approval of exactly these component digests.
 
         Refused unless the run is active and ready and the digests are the verified index
         digests of every component; one approval per user however often they click.
         """
+        version = str(version)
         for digest in digests.values():
             check_digest(digest)
         reply = await _APPROVE(
@@ -817,9 +848,17 @@ class ReleaseStore:
         return ApprovalResult(False, count, str(reply[1]))
 
     async def record_promotion(
-        self, version: str, run_id: str, target: str, *, ok: bool, digest: str, detail: str = ""
+        self,
+        version: Version | str,
+        run_id: str,
+        target: str,
+        *,
+        ok: bool,
+        digest: str,
+        detail: str = "",
     ) -> bool:
         """The outcome of promoting to one target tag (while the run is promoting)."""
+        version = str(version)
         return await self._put(
             version,
             run_id,
@@ -831,11 +870,14 @@ class ReleaseStore:
             event_fields={"target": target, "ok": "1" if ok else "0", "digest": digest},
         )
 
-    async def confirm_overwrites(self, version: str, run_id: str, held: Mapping[str, str]) -> bool:
+    async def confirm_overwrites(
+        self, version: Version | str, run_id: str, held: Mapping[str, str]
+    ) -> bool:
         """Record that these mirror targets may be overwritten while they hold these
         digests (the decision itself goes to the audit stream). False, writing nothing,
         when exactly this was confirmed already: one confirmation per decision, however
         often, or however concurrently, it is clicked."""
+        version = str(version)
         if not held:
             return False
         pairs = [item for pair in sorted(held.items()) for item in pair]
@@ -847,18 +889,20 @@ class ReleaseStore:
         return bool(reply)
 
     async def record_tag(
-        self, version: str, run_id: str, component: str, digest: str, *, verified: bool
+        self, version: Version | str, run_id: str, component: str, digest: str, *, verified: bool
     ) -> None:
         """What this version's merge wrote to `component`'s release tag (the record the
         next merge compares the tag with). One field per component: bounded."""
+        version = str(version)
         check_digest(digest)
         value = {"digest": digest, "verified": verified, "run_id": run_id}
         await _RECORD_TAG(
             self.redis, [self.keys.record(version)], [f"tag:{component}", json.dumps(value)]
         )
 
-    async def version_record(self, version: str) -> VersionRecord | None:
+    async def version_record(self, version: Version | str) -> VersionRecord | None:
         """The version's immutable record, or None when no merge or promotion wrote one."""
+        version = str(version)
         raw: Any = await self.redis.hgetall(self.keys.record(version))
         if not raw:
             return None
@@ -880,9 +924,10 @@ class ReleaseStore:
             )
         return VersionRecord(tags, promoted)
 
-    async def _forget_expired_runs(self, version: str) -> None:
+    async def _forget_expired_runs(self, version: Version | str) -> None:
         """Drop run ids whose detail has expired from the version's list of runs, so the
         list stays as small as the retention."""
+        version = str(version)
         runs = await self.run_ids(version)
         if not runs:
             return
@@ -894,13 +939,14 @@ class ReleaseStore:
         if gone:
             await self.redis.zrem(self.keys.runs(version), *gone)
 
-    async def overwrite_confirmations(self, version: str, run_id: str) -> dict[str, str]:
+    async def overwrite_confirmations(self, version: Version | str, run_id: str) -> dict[str, str]:
+        version = str(version)
         found = await self.redis.hgetall(self.keys.overwrites(version, run_id))
         return {str(k): str(v) for k, v in found.items()}
 
     async def audit(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         actor: str,
         action: str,
@@ -912,6 +958,7 @@ class ReleaseStore:
         """Append an audit entry (rejected, cancelled, ...) with `where` the actor acted
         from (a Slack channel id, or `cli`); returns its stream id. `extra`: more fields
         (a sync's mirror and outcome); they never replace the six."""
+        version = str(version)
         fields: dict[Any, Any] = dict(extra or {})
         fields.update(
             version=version, run_id=run_id, actor=actor, action=action, detail=detail, where=where
@@ -928,7 +975,7 @@ class ReleaseStore:
         self,
         identity: str,
         ttl_s: int,
-        version: str,
+        version: Version | str,
         run_id: str,
         actor: str,
         action: str,
@@ -940,17 +987,19 @@ class ReleaseStore:
         """`audit`, unless the same `identity` (who, what, why) was audited in the last
         `ttl_s` seconds: a refusal repeated is recorded once, so that it cannot push real
         records out of the capped stream. True when written."""
+        version = str(version)
         if not await self.redis.set(self.keys.audit_once(identity), "1", nx=True, ex=ttl_s):
             return False
         await self.audit(version, run_id, actor, action, detail, where, extra=extra)
         return True
 
     async def audit_refusal(
-        self, version: str, run_id: str, actor: str, action: str, detail: str, where: str
+        self, version: Version | str, run_id: str, actor: str, action: str, detail: str, where: str
     ) -> bool:
         """Audit a refused attempt (`action`, such as `approval-refused`) once per run,
         user and action: 200 refused clicks by one user are one entry, so they cannot push
         real records out of the capped audit stream. True when this call wrote it."""
+        version = str(version)
         written = await _REFUSAL(
             self.redis,
             [self.keys.refusals(version, run_id), self.keys.audit],
@@ -969,9 +1018,9 @@ class ReleaseStore:
 
     # Reading --------------------------------------------------------------------------
 
-    async def load(self, version: str, run_id: str | None = None) -> Release | None:
+    async def load(self, version: Version | str, run_id: str | None = None) -> Release | None:
         """The version's active run (or the given run, active or not) as one snapshot."""
-        check_version(version)
+        version = check_version(version)
         active = await self.redis.get(self.keys.active_run(version))
         run_id = run_id or (str(active) if active else None)
         if not run_id:
@@ -999,21 +1048,24 @@ class ReleaseStore:
                 releases.append(release)
         return releases
 
-    async def run_ids(self, version: str) -> list[str]:
+    async def run_ids(self, version: Version | str) -> list[str]:
         """Every run of `version`, oldest first."""
+        version = str(version)
         return [str(r) for r in await self.redis.zrange(self.keys.runs(version), 0, -1)]
 
     async def record_progress(
         self,
-        version: str,
+        version: Version | str,
         run_id: str,
         component: str,
-        platform: str,
+        platform: Platform | str | None,
         phase: str,
         step: int = 0,
         total: int = 0,
     ) -> None:
-        """A progress event (what the live message shows between state changes)."""
+        """A progress event (what the live message shows between state changes); a
+        control job's has no platform ("")."""
+        version = str(version)
         await self.redis.xadd(
             self.keys.events,
             {
@@ -1021,7 +1073,7 @@ class ReleaseStore:
                 "run_id": run_id,
                 "type": "progress",
                 "component": component,
-                "platform": platform,
+                "platform": str(platform) if platform else "",
                 "phase": phase,
                 "step": str(step),
                 "total": str(total),
@@ -1055,6 +1107,28 @@ class ReleaseStore:
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
 
+class RecordFormatError(InvalidInput, ValueError):
+    """A release record read back from Redis holding a value this code does not write
+    (a version or platform outside the one grammar): refused, never passed on as text."""
+
+
+def _stored_version(text: str) -> Version:
+    try:
+        return parse_version(text)
+    except VersionError as error:
+        raise RecordFormatError(f"the record's version is not one: {error}") from None
+
+
+def _stored_platform(text: object) -> Platform:
+    """A platform as the store writes it: in its one spelling, nothing else."""
+    if not isinstance(text, str):
+        raise RecordFormatError(f"the record's platform {text!r} is not text")
+    try:
+        return parse_platform(canonical_platform(text))
+    except PlatformError as error:
+        raise RecordFormatError(f"the record's platform is not one: {error}") from None
+
+
 def _release(
     run: Mapping[str, str],
     builds: Mapping[str, str],
@@ -1064,9 +1138,10 @@ def _release(
     promotions: Mapping[str, str],
     active: bool,
 ) -> Release:
-    build_records: dict[tuple[str, str], BuildRecord] = {}
+    build_records: dict[tuple[str, Platform], BuildRecord] = {}
     for name, raw in builds.items():
-        component, _, platform = name.partition("@")
+        component, _, platform_text = name.partition("@")
+        platform = _stored_platform(platform_text)
         data = json.loads(raw)
         log = data.get("log")
         build_records[(component, platform)] = BuildRecord(
@@ -1096,14 +1171,17 @@ def _release(
         promotion_records[target] = PromotionResult(
             target, bool(data["ok"]), data["digest"], data.get("detail", ""), _ms(data.get("at"))
         )
+    platforms = json.loads(run["platforms"])
+    if not isinstance(platforms, list):
+        raise RecordFormatError(f"the run's platforms {run['platforms'][:80]!r} are not a list")
     return Release(
-        version=run["version"],
+        version=_stored_version(run["version"]),
         run_id=run["run_id"],
         state=State(run["state"]),
         state_reason=run.get("state_reason", ""),
         requested_by=run["requested_by"],
         channel=run["channel"],
-        platforms=tuple(json.loads(run["platforms"])),
+        platforms=tuple(_stored_platform(p) for p in platforms),
         components=tuple(json.loads(run["components"])),
         source_ref=run["source_ref"],
         created_at=_ms(run.get("created_at")),

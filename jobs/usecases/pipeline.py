@@ -23,6 +23,7 @@ from jobs.domain.platforms import Platform, PlatformError, parse_platform, uniqu
 from jobs.domain.references import parse_reference
 from jobs.domain.release import (
     BuildState,
+    DigestRecorded,
     Event,
     Release,
     ReleaseEvent,
@@ -37,11 +38,19 @@ from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
-from jobs.store.syncs import SyncRecords
 from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
 from jobs.usecases.plan import check_request
+from jobs.usecases.promote import promote
+from jobs.usecases.sync_job import (
+    SyncRecord,
+    SyncState,
+    fail_sync,
+    load_sync,
+    run_sync,
+    sync_jobs,
+)
 
 log = logging.getLogger("aibrix.pipeline")
 
@@ -103,7 +112,11 @@ def plan_release(
     return ReleasePlan(version, chosen or present.component_names, wanted or config.platforms)
 
 
-def parse_release_version(version_text: str) -> str:
+def parse_release_version(version_text: Version | str) -> str:
+    """The version asked for, as the store keys it: text from a user is parsed here (the
+    edge); a `Version` from a run is already one."""
+    if isinstance(version_text, Version):
+        return str(version_text)
     try:
         return str(parse_version(version_text))
     except VersionError as error:
@@ -129,12 +142,15 @@ def block_reasons(release: Release) -> list[str]:
             record = release.builds.get((component, platform))
             if record is not None and record.state is BuildState.FAILED:
                 reasons.append(
-                    messages.build_failed(component, release.version, platform, record.error)
+                    messages.build_failed(
+                        component, str(release.version), str(platform), record.error
+                    )
                 )
         index = release.indexes.get(component)
         if index is not None and index.verdict != Outcome.OK.value:
             reasons.append(
-                index.detail or messages.verdict_not_ok(component, release.version, index.verdict)
+                index.detail
+                or messages.verdict_not_ok(component, str(release.version), index.verdict)
             )
     return reasons
 
@@ -144,26 +160,56 @@ def retry_refusal(release: Release) -> str | None:
     failed builds. Decided before anything is written (a refused click claims nothing)."""
     failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
     if release.state not in (State.BLOCKED, State.FAILED) or not failed:
-        return messages.nothing_to_retry(release.version, release.state.value)
+        return messages.nothing_to_retry(str(release.version), release.state.value)
     return None
 
 
+def job_queue(redis: aioredis.Redis, config: Config) -> Queue:
+    """The configured job queue: what a worker claims from and a pipeline enqueues on. The
+    entry point builds it and hands it to both (see `Pipeline`)."""
+    tuning = QueueTuning.from_settings(config.queue)
+    return Queue(redis, Keys(config.queue.key_prefix), tuning)
+
+
+def notice_store(redis: aioredis.Redis, config: Config) -> NoticeStore:
+    """The Slack side's bookkeeping in Redis (the notifier's lease and cursor, the
+    live-message outbox and claims, delivery claims), for the bot to hand to its handlers
+    and its notifier."""
+    return NoticeStore(redis, Keys(config.queue.key_prefix))
+
+
+def release_store(redis: aioredis.Redis, config: Config) -> ReleaseStore:
+    """The configured release store, for an entry point that hands it to more than the
+    pipeline (the Slack side's `Approvals`)."""
+    return ReleaseStore(
+        redis,
+        Keys(config.queue.key_prefix),
+        retention_seconds=config.queue.retention_seconds,
+        events_maxlen=EVENTS_MAXLEN,
+    )
+
+
 class Pipeline:
-    def __init__(self, redis: aioredis.Redis, config: Config) -> None:
-        self.redis = redis
+    """The release operations, on the store and the queue it is given.
+
+    `queue` and `store`: the job queue and release store, when the entry point also hands
+    them to a worker or to `Approvals` (`job_queue`, `release_store`); by default its own.
+    Either way the queue's dead letters come back here: a build that ran out of attempts
+    is marked failed, a merge that did fails the run."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        config: Config,
+        queue: Queue | None = None,
+        store: ReleaseStore | None = None,
+    ) -> None:
         self.config = config
-        self.keys = Keys(config.queue.key_prefix)
-        tuning = QueueTuning.from_settings(config.queue)
-        self.queue = Queue(redis, self.keys, tuning, on_dead_letter=self._dead_lettered)
-        self.store = ReleaseStore(
-            redis,
-            self.keys,
-            retention_seconds=config.queue.retention_seconds,
-            events_maxlen=EVENTS_MAXLEN,
-        )
-        # The Slack side's bookkeeping (notifier lease and cursor, live-message outbox).
-        self.notices = NoticeStore(redis, self.keys)
-        self.syncs = SyncRecords(redis, self.keys, events_maxlen=self.store.events_maxlen)
+        self._queue = queue if queue is not None else job_queue(redis, config)
+        self._queue.on_dead_letter = self._dead_lettered
+        self._store = store if store is not None else release_store(redis, config)
+        # The worker's and the notifier's side of sync jobs (the handlers get their own).
+        self._syncs = sync_jobs(redis, config, self._store, self._queue)
 
     # -- requests (CLI and Slack)
 
@@ -184,14 +230,16 @@ class Pipeline:
         immutable: refused (ReleaseInputError saying who promoted it, when, and the
         digests) unless `supersede`, which the caller has authorized.
         """
-        version = str(plan.version)
-        existing = await self.store.load(version)
+        version = plan.version
+        existing = await self._store.load(version)
         if existing is not None and existing.state is State.QUEUED:
             existing = await self.resume_unstarted(existing)
         if existing is not None and not existing.settled:
             return existing, bool(request_id) and existing.request_id == request_id
-        record = await self.store.version_record(version)
-        refusal = release_refusal(version, record.promoted if record else None, supersede=supersede)
+        record = await self._store.version_record(version)
+        refusal = release_refusal(
+            str(version), record.promoted if record else None, supersede=supersede
+        )
         if refusal is not None:
             raise ReleaseInputError(refusal)
         try:
@@ -202,14 +250,14 @@ class Pipeline:
         # before anything is queued, rather than by a worker's checkout.
         await check_request(self.config, plan.version, plan.components, plan.platforms, revision)
         components = list(plan.components)
-        platforms = [str(p) for p in plan.platforms]
+        platforms = list(plan.platforms)
 
         async def start(run_id: str, current: str) -> RunStart:
-            previous = await self.store.load(version, current) if current else None
+            previous = await self._store.load(version, current) if current else None
             return self.run_start(run_id, version, revision, components, platforms, previous)
 
         try:
-            return await self.store.create_or_get(
+            return await self._store.create_or_get(
                 version,
                 requested_by,
                 channel,
@@ -223,7 +271,7 @@ class Pipeline:
             )
         except VersionImmutable as error:  # promoted between our read and the script
             raise ReleaseInputError(
-                release_refusal(version, error.promoted, supersede=False) or str(error)
+                release_refusal(str(version), error.promoted, supersede=False) or str(error)
             ) from None
 
     async def resume_unstarted(self, release: Release) -> Release:
@@ -236,30 +284,35 @@ class Pipeline:
         version, run_id = release.version, release.run_id
         previous = None
         if release.previous_run_id:
-            previous = await self.store.load(version, release.previous_run_id)
+            previous = await self._store.load(version, release.previous_run_id)
         start = self.run_start(
             run_id, version, release.source_ref, release.components, release.platforms, previous
         )
         log.warning("run %s of %s was left without jobs; starting it", run_id, version)
-        await self.queue.enqueue_many(
+        await self._queue.enqueue_many(
             self.build_job(release, component, platform)
             for (component, platform) in release.builds
             if (component, platform) not in start.reused
         )
         for (component, platform), digest in start.reused.items():
-            await self.store.record_build_digest(version, run_id, component, platform, digest, 0)
-        await self.store.transition(version, run_id, [State.QUEUED], State.BUILDING)
+            await self._store.record_build_digest(version, run_id, component, platform, digest, 0)
+        await self._store.transition(version, run_id, [State.QUEUED], State.BUILDING)
         for component in start.merges:
             await self.after_build(version, run_id, component, claimer="request")
         return await self.load_run(version, run_id)
 
     async def retry(
-        self, version_text: str, actor: str, where: str = CLI_CHANNEL, *, request_id: str = ""
+        self,
+        version_text: Version | str,
+        actor: str,
+        where: str = CLI_CHANNEL,
+        *,
+        request_id: str = "",
     ) -> tuple[Release, int]:
         """A new run of a blocked or failed release that rebuilds only the failed builds.
         `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
         version = parse_release_version(version_text)
-        release = await self.store.load(version)
+        release = await self._store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
         if request_id and release.request_id == request_id and release.previous_run_id:
@@ -271,35 +324,31 @@ class Pipeline:
         if refusal is not None:
             raise ReleaseInputError(refusal)
         failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
-        plan = ReleasePlan(
-            parse_version(version),
-            release.components,
-            tuple(parse_platform(p) for p in release.platforms),
-        )
+        plan = ReleasePlan(release.version, release.components, release.platforms)
         new, created = await self.request_release(
             plan, actor, release.channel, request_id=request_id
         )
         if created:
-            await self.store.audit(
+            await self._store.audit(
                 new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds", where
             )
         return new, len(failed)
 
-    async def cancel(self, version_text: str, actor: str, where: str = "cli") -> Release:
+    async def cancel(self, version_text: Version | str, actor: str, where: str = "cli") -> Release:
         version = parse_release_version(version_text)
-        release = await self.store.load(version)
+        release = await self._store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
         if release.state in (State.PROMOTING, State.PROMOTED, State.FAILED, State.CANCELLED):
             raise ReleaseInputError(messages.cannot_cancel(version, release.state.value))
-        await self.queue.cancel(version, release.run_id)
+        await self._queue.cancel(version, release.run_id)
         # Builds first: once the run is cancelled (terminal) its records are frozen.
         for (component, platform), record in release.builds.items():
             if record.state in (BuildState.QUEUED, BuildState.BUILDING, BuildState.FAILED):
-                await self.store.update_build(
+                await self._store.update_build(
                     version, release.run_id, component, platform, BuildState.CANCELLED
                 )
-        await self.store.apply(
+        await self._store.apply(
             version,
             release.run_id,
             Event.CANCEL,
@@ -311,37 +360,39 @@ class Pipeline:
 
     async def status(self, version_text: str | None) -> list[Release]:
         if version_text is None:
-            return await self.store.list_releases()
+            return await self._store.list_releases()
         version = parse_release_version(version_text)
-        release = await self.store.load(version)
+        release = await self._store.load(version)
         if release is None:
             raise ReleaseNotFound(messages.release_not_found(version))
         return [release]
 
     # -- the run
 
-    async def find_run(self, version: str, run_id: str | None = None) -> Release | None:
+    async def find_run(self, version: Version | str, run_id: str | None = None) -> Release | None:
         """The version's active run (or the given run), or None."""
-        return await self.store.load(version, run_id)
+        return await self._store.load(version, run_id)
 
     async def events(
         self, after: str = "0-0", count: int = 100, block_ms: int | None = None
     ) -> list[ReleaseEvent]:
         """What happened after stream id `after`, oldest first (what live views show)."""
-        return await self.store.events(after, count=count, block_ms=block_ms)
+        return await self._store.events(after, count=count, block_ms=block_ms)
 
-    async def record_status_message(self, version: str, run_id: str, channel: str, ts: str) -> bool:
+    async def record_status_message(
+        self, version: Version | str, run_id: str, channel: str, ts: str
+    ) -> bool:
         """Where the run's live message is (so it can be updated)."""
-        return await self.store.set_status_message(version, run_id, channel, ts)
+        return await self._store.set_status_message(version, run_id, channel, ts)
 
-    async def load_run(self, version: str, run_id: str) -> Release:
+    async def load_run(self, version: Version | str, run_id: str) -> Release:
         """The run, or ReleaseNotFound (with the sentence that says so)."""
-        release = await self.store.load(version, run_id)
+        release = await self._store.load(version, run_id)
         if release is None:
-            raise ReleaseNotFound(messages.release_not_found(version))
+            raise ReleaseNotFound(messages.release_not_found(str(version)))
         return release
 
-    def build_job(self, release: Release, component: str, platform: str) -> Job:
+    def build_job(self, release: Release, component: str, platform: Platform) -> Job:
         return Job(
             JobKind.BUILD,
             release.version,
@@ -359,16 +410,16 @@ class Pipeline:
     def run_start(
         self,
         run_id: str,
-        version: str,
+        version: Version,
         revision: str,
         components: Sequence[str],
-        platforms: Sequence[str],
+        platforms: Sequence[Platform],
         previous: Release | None,
     ) -> RunStart:
         """What a new run starts with: its build jobs, reusing digests a previous run of
         the same revision already pushed (so a retry rebuilds only what failed), and the
         merge of every component all of whose platforms are reused."""
-        reused: dict[tuple[str, str], str] = {}
+        reused: dict[tuple[str, Platform], str] = {}
         if previous is not None and previous.source_ref == revision:
             for key, record in previous.builds.items():
                 if record.state is BuildState.PUSHED and record.digest:
@@ -386,21 +437,101 @@ class Pipeline:
             state=State.MERGING if merges else State.BUILDING,
             reused=reused,
             merges=merges,
-            jobs=[self.queue.enqueue_call(job) for job in jobs],
+            jobs=[self._queue.enqueue_call(job) for job in jobs],
         )
 
-    async def after_build(self, version: str, run_id: str, component: str, claimer: str) -> None:
+    async def promote(self, job: Job, client: RegistryClient) -> State | None:
+        """Promote the run a promote job names (see `jobs.usecases.promote`); where it
+        ended, or None when there was nothing to do."""
+        return await promote(self._store, self.config, job, client)
+
+    # -- sync jobs (the worker runs them, the notifier shows them)
+
+    async def find_sync(self, sync_id: str) -> SyncRecord | None:
+        """The record of sync job `sync_id`, or None when it is gone."""
+        return await load_sync(self._syncs, sync_id)
+
+    async def run_sync(
+        self, job: Job, client: RegistryClient, *, deliveries: int, reclaimed: bool, worker: str
+    ) -> SyncState | None:
+        """Run a sync job to its end (see `jobs.usecases.sync_job.run_sync`)."""
+        return await run_sync(
+            self._syncs, job, client, deliveries=deliveries, reclaimed=reclaimed, worker=worker
+        )
+
+    async def fail_sync(self, job: Job, error: str) -> None:
+        """Record a sync job that stopped on an unexpected error."""
+        await fail_sync(self._syncs, job, error)
+
+    # -- what a worker records about the job it runs
+
+    async def start_build(self, job: Job) -> bool:
+        """Mark `job`'s build as building (this attempt); False when it may not start (already
+        pushed, cancelled, or the run settled or superseded)."""
+        assert job.platform is not None
+        return await self._store.update_build(
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            BuildState.BUILDING,
+            attempt=job.attempt,
+        )
+
+    async def pushed_digest(self, job: Job) -> str | None:
+        """The digest `job`'s build already pushed in its run, if it did."""
+        assert job.platform is not None
+        record = (await self.load_run(job.version, job.run_id)).builds.get(
+            (job.component, job.platform)
+        )
+        if record is not None and record.state is BuildState.PUSHED and record.digest:
+            return record.digest
+        return None
+
+    async def build_cancelled(self, job: Job) -> None:
+        """`job`'s build was stopped because its run was cancelled."""
+        assert job.platform is not None
+        await self._store.update_build(
+            job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
+        )
+
+    async def attempt_failed(self, job: Job, reason: str, log_tail: Sequence[str]) -> None:
+        """Keep an attempt's failure and log tail with its build (it may be retried), so
+        the failure report can show them."""
+        if job.platform is None or job.kind is not JobKind.BUILD:
+            return
+        await self._store.update_build(
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            BuildState.BUILDING,
+            error=reason,
+            log_lines=list(log_tail),
+        )
+
+    async def record_build(self, job: Job, digest: str) -> DigestRecorded:
+        """The digest `job`'s build pushed, recorded once: a repeat is harmless, another
+        digest is refused (see `ReleaseStore.record_build_digest`)."""
+        assert job.platform is not None
+        return await self._store.record_build_digest(
+            job.version, job.run_id, job.component, job.platform, digest, job.attempt
+        )
+
+    async def after_build(
+        self, version: Version, run_id: str, component: str, claimer: str
+    ) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
-        if await self.store.try_claim_merge(version, run_id, component, claimer=claimer):
+        if await self._store.try_claim_merge(version, run_id, component, claimer=claimer):
             release = await self.load_run(version, run_id)
-            await self.queue.enqueue(self.merge_job(release, component))
-            await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
+            await self._queue.enqueue(self.merge_job(release, component))
+            await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
 
     async def build_failed(self, job: Job, reason: str) -> None:
         """A build ran out of attempts: mark it failed; the component will not be merged."""
         if job.platform is None:
             return
-        await self.store.update_build(
+        await self._store.update_build(
             job.version, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
         )
         await self.settle(job.version, job.run_id)
@@ -412,7 +543,7 @@ class Pipeline:
         if job.kind is JobKind.BUILD:
             await self.build_failed(job, dead.reason)
         elif job.kind is JobKind.MERGE:
-            await self.store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
+            await self._store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
         """Write the component's release tag from its pinned digests and verify it, unless
@@ -422,8 +553,8 @@ class Pipeline:
         digests = release.built_digests(job.component)
         if digests is None:
             raise MergeError(f"{job.component} has no pushed digest for every platform")
-        builds = {parse_platform(p): d for p, d in digests.items()}
-        required = [parse_platform(p) for p in release.platforms]
+        builds = dict(digests)
+        required = list(release.platforms)
         image = self.config.image(job.component)
         subject = f"{job.component} {release.version}"
         sources = merge_sources(image, builds, required)
@@ -432,11 +563,11 @@ class Pipeline:
             await self._refuse_tag(release, job.component, held, decision.reason)
             return held or ""
         if decision.action is TagAction.WRITE:
-            await asyncio.to_thread(write_index, image, release.version, sources)
+            await asyncio.to_thread(write_index, image, str(release.version), sources)
         else:
             log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
-        await self.store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
-        published = await verify_published(client, image, release.version, builds, required)
+        await self._store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
+        published = await verify_published(client, image, str(release.version), builds, required)
         inspection = published.inspection
         # A kept tag holds an earlier run's builds by design: only its platforms are judged.
         mismatch = () if decision.action is TagAction.KEEP else published.problems
@@ -456,14 +587,14 @@ class Pipeline:
             problems += wrong
             outcome = Outcome.MISMATCH.value if wrong else outcome
         if decision.action is not TagAction.KEEP:
-            await self.store.record_tag(
+            await self._store.record_tag(
                 release.version,
                 release.run_id,
                 job.component,
                 digest,
                 verified=outcome == Outcome.OK.value,
             )
-        await self.store.record_index(
+        await self._store.record_index(
             job.version, job.run_id, job.component, digest, outcome, "; ".join(problems)
         )
         await self.settle(job.version, job.run_id)
@@ -484,11 +615,13 @@ class Pipeline:
             held: str | None = (await client.get_manifest(reference)).digest
         except NotFoundError:
             held = None
-        record = await self.store.version_record(release.version)
+        record = await self._store.version_record(release.version)
         wrote = record.tags.get(component) if record else None
         holds_this_run = False
         if held is not None and (wrote is None or wrote.digest != held):
-            found = await verify_published(client, image, release.version, builds, list(builds))
+            found = await verify_published(
+                client, image, str(release.version), builds, list(builds)
+            )
             children = {
                 e.platform: e.digest for e in found.inspection.verdict.entries if e.platform
             }
@@ -506,44 +639,44 @@ class Pipeline:
         version, run_id = release.version, release.run_id
         log.warning("%s", reason)
         if held is not None:
-            await self.store.record_index(
+            await self._store.record_index(
                 version, run_id, component, held, Outcome.MISMATCH.value, reason
             )
             await self.settle(version, run_id)
             return
         # No digest to record as the component's index: block the run with the sentence.
-        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
-        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
-        await self.store.transition(
+        await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self._store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        await self._store.transition(
             version, run_id, [State.VERIFYING], State.BLOCKED, reason=reason
         )
 
-    async def settle(self, version: str, run_id: str) -> State | None:
+    async def settle(self, version: Version, run_id: str) -> State | None:
         """When every component is merged or failed, decide: ready, or blocked with reasons."""
-        release = await self.store.load(version, run_id)
+        release = await self._store.load(version, run_id)
         if release is None or release.state not in (State.BUILDING, State.MERGING, State.VERIFYING):
             return None
         outcomes = {c: component_outcome(release, c) for c in release.components}
         if "pending" in outcomes.values():
             return None
         # Walk the table's path; each step is a compare-and-set, so racing callers agree.
-        await self.store.transition(version, run_id, [State.BUILDING], State.MERGING)
-        await self.store.transition(version, run_id, [State.MERGING], State.VERIFYING)
+        await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        await self._store.transition(version, run_id, [State.MERGING], State.VERIFYING)
         settled = await self.load_run(version, run_id)
         reasons = block_reasons(settled)
         if reasons:
-            await self.store.transition(
+            await self._store.transition(
                 version, run_id, [State.VERIFYING], State.BLOCKED, reason="; ".join(reasons)
             )
             return State.BLOCKED
-        await self.store.transition(version, run_id, [State.VERIFYING], State.READY)
+        await self._store.transition(version, run_id, [State.VERIFYING], State.READY)
         return State.READY
 
     # -- progress events (what the live message shows between state changes)
 
     async def progress(self, job: Job, phase: str, step: int = 0, total: int = 0) -> None:
-        await self.store.record_progress(
-            job.version, job.run_id, job.component, job.platform or "", phase, step, total
+        await self._store.record_progress(
+            job.version, job.run_id, job.component, job.platform, phase, step, total
         )
 
     def digests_of(self, release: Release) -> Mapping[str, str]:

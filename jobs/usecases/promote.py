@@ -22,15 +22,15 @@ import logging
 from collections.abc import Mapping
 
 from jobs.domain import messages
+from jobs.domain.config import Config
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
 from jobs.domain.sync_report import ComponentStatus
 from jobs.domain.sync_request import resolve_mirrors
-from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
+from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
-from jobs.usecases.pipeline import Pipeline
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
@@ -58,23 +58,21 @@ def promote_job(release: Release, confirmed: Mapping[str, str] | None = None) ->
 
 
 async def _promote_to_mirrors(
-    pipeline: Pipeline, release: Release, client: RegistryClient
+    store: ReleaseStore, config: Config, release: Release, client: RegistryClient
 ) -> tuple[list[str], bool]:
     """Copy the run to the promotion mirrors; (failures, waiting for a confirmation)."""
-    config = pipeline.config
-    store = pipeline.store
     if not config.promotion.mirrors:
         return [], False
     mirrors = resolve_mirrors(config, config.promotion.mirrors)
     verified = {c: release.indexes[c].digest for c in release.components}
     confirmed = await store.overwrite_confirmations(release.version, release.run_id)
-    version = parse_version(release.version)
+    version = release.version
     report = await sync_release(
         client, config, version, mirrors, components=release.components, expected_digests=verified
     )
     if not report.gate_passed:
         sentences = [sentence for problem in report.gate for sentence in problem.sentences]
-        return [messages.promotion_gate_failed(release.version, sentences)], False
+        return [messages.promotion_gate_failed(str(release.version), sentences)], False
     results = {(m.mirror.label, c.component): c for m in report.mirrors for c in m.components}
     # Refused targets whose held digest an approver confirmed: copy those again, allowed.
     confirmed_again = [
@@ -119,17 +117,22 @@ async def _promote_to_mirrors(
             failures.append(messages.promotion_failed(item.destination, item.reason or ""))
         elif item.final_digest:
             failures += await _tag_on_mirror(
-                pipeline, release, client, item.destination, item.final_digest
+                store, config, release, client, item.destination, item.final_digest
             )
     return failures, waiting
 
 
 async def _tag_on_mirror(
-    pipeline: Pipeline, release: Release, client: RegistryClient, copied: str, digest: str
+    store: ReleaseStore,
+    config: Config,
+    release: Release,
+    client: RegistryClient,
+    copied: str,
+    digest: str,
 ) -> list[str]:
     """The promotion tags on a mirror, beside the release tag just verified there: the same
     manifest bytes under each tag, so each reads back as the approved digest."""
-    tags = pipeline.config.promotion_tags_for(parse_version(release.version))
+    tags = config.promotion_tags_for(release.version)
     if not tags:
         return []
     repository = copied.rsplit(":", 1)[0]
@@ -150,7 +153,7 @@ async def _tag_on_mirror(
             detail = "" if got == digest else f"it reads back as {got}"
         except RegistryError as error:
             got, detail = "", str(error)
-        await pipeline.store.record_promotion(
+        await store.record_promotion(
             release.version, release.run_id, target, ok=got == digest, digest=got, detail=detail
         )
         if got != digest:
@@ -166,10 +169,10 @@ async def _read_digest(client: RegistryClient, target: str) -> str | None:
     return manifest.digest
 
 
-async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State | None:
+async def promote(
+    store: ReleaseStore, config: Config, job: Job, client: RegistryClient
+) -> State | None:
     """Promote the run `job` names; returns where it ended (None: nothing to do)."""
-    store = pipeline.store
-    config = pipeline.config
     release = await store.load(job.version, job.run_id)
     if release is None:
         return None
@@ -181,7 +184,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
     if release.state is not State.PROMOTING:
         log.info("%s is %s; not promoting", job.version, release.state)
         return None
-    tags = config.promotion_tags_for(parse_version(release.version))
+    tags = config.promotion_tags_for(release.version)
     failures: list[str] = []
     for component in release.components:
         index = release.indexes[component]
@@ -204,7 +207,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
-    mirror_failures, waiting = await _promote_to_mirrors(pipeline, release, client)
+    mirror_failures, waiting = await _promote_to_mirrors(store, config, release, client)
     failures += mirror_failures
     if failures:
         await store.transition(
@@ -214,7 +217,7 @@ async def promote(pipeline: Pipeline, job: Job, client: RegistryClient) -> State
     if waiting:
         log.info("%s waits for an approver to confirm overwriting a mirror tag", job.version)
         return State.PROMOTING
-    reason = "" if tags else messages.promotion_none(release.version)
+    reason = "" if tags else messages.promotion_none(str(release.version))
     await store.transition(
         job.version, job.run_id, [State.PROMOTING], State.PROMOTED, reason=reason
     )

@@ -2,8 +2,12 @@
 a worker with the one copy engine (`jobs.usecases.sync.sync_release`), never in the bot process.
 
     job = sync_job(release, "lab-mirror", decision.digests, user, channel, decision.mode)
-    outcome = await request_sync(pipeline, job, location)  # added, or the one running
-    ... a worker: await run_sync(pipeline, lease_job, client, deliveries=..., ...)
+    outcome = await request_sync(syncs, job, location)  # added, or the one running
+    ... a worker: await run_sync(syncs, lease_job, client, deliveries=..., ...)
+
+`syncs` is a `SyncJobs`: the release store (for the audit), the sync records, the job
+queue and the config, handed to the Slack handlers in `Deps`; the worker and the
+notifier reach the same operations through the pipeline (`Pipeline.run_sync`, ...).
 
 One sync of a version to a mirror at a time: the job's idempotency key is the version,
 run and mirror (the queue holds one pending job per key, atomically), and it is acked
@@ -35,21 +39,42 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from jobs.domain import messages
+from jobs.domain.config import Config
 from jobs.domain.release import Release
 from jobs.domain.sync_gate import SyncMode
 from jobs.domain.sync_report import ComponentReport, ComponentStatus, ProgressEvent, ProgressKind
 from jobs.domain.sync_request import Mirror
-from jobs.domain.versions import parse_version
 from jobs.registry.client import RegistryClient
-from jobs.store.queue import EnqueueResult, Job, JobKind
-from jobs.usecases.pipeline import Pipeline
+from jobs.store.keys import Keys
+from jobs.store.queue import EnqueueResult, Job, JobKind, Queue
+from jobs.store.releases import ReleaseStore
+from jobs.store.syncs import SyncRecords
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.sync")
 
 PROGRESS_INTERVAL_S = 0.5  # at most this often a running sync writes its progress
 COMPONENT_PREFIX = "sync-to-"
+
+
+@dataclass(frozen=True)
+class SyncJobs:
+    """What the sync jobs' operations work on (see the module docstring)."""
+
+    store: ReleaseStore
+    records: SyncRecords
+    queue: Queue
+    config: Config
+
+
+def sync_jobs(redis: aioredis.Redis, config: Config, store: ReleaseStore, queue: Queue) -> SyncJobs:
+    """The sync jobs on `redis` (beside `store` and `queue`), as `config` names the
+    mirrors."""
+    records = SyncRecords(redis, Keys(config.queue.key_prefix), events_maxlen=store.events_maxlen)
+    return SyncJobs(store, records, queue, config)
 
 
 class SyncState(StrEnum):
@@ -130,7 +155,7 @@ def _record_fields(job: Job, location: str) -> dict[str, str]:
     digests = json.loads(job.payload["digests"])
     return {
         "id": job.id,
-        "version": job.version,
+        "version": str(job.version),
         "run_id": job.run_id,
         "mirror": job.payload["mirror"],
         "location": location,
@@ -185,18 +210,18 @@ def _record(fields: Mapping[str, str]) -> SyncRecord:
     )
 
 
-async def load_sync(pipeline: Pipeline, sync_id: str) -> SyncRecord | None:
-    fields = await pipeline.syncs.fields(sync_id)
+async def load_sync(syncs: SyncJobs, sync_id: str) -> SyncRecord | None:
+    fields = await syncs.records.fields(sync_id)
     if not fields or "id" not in fields:
         return None
     return _record(fields)
 
 
 async def _write(
-    pipeline: Pipeline, sync_id: str, version: str, run_id: str, fields: Mapping[str, str]
+    syncs: SyncJobs, sync_id: str, version: str, run_id: str, fields: Mapping[str, str]
 ) -> None:
     """Update the record and tell the notifier, in one round trip."""
-    await pipeline.syncs.update(sync_id, version, run_id, fields)
+    await syncs.records.update(sync_id, version, run_id, fields)
 
 
 @dataclass(frozen=True)
@@ -209,21 +234,21 @@ class SyncRequested:
     enqueued: EnqueueResult
 
 
-async def request_sync(pipeline: Pipeline, job: Job, location: str) -> SyncRequested:
+async def request_sync(syncs: SyncJobs, job: Job, location: str) -> SyncRequested:
     """Record and queue `job`, unless a sync of the same version to the same mirror is
     queued or running: then nothing of this request is left behind."""
     # The record first, so a worker that claims the job at once finds it.
-    await pipeline.syncs.create(job.id, _record_fields(job, location))
-    enqueued = await pipeline.queue.enqueue(job)
+    await syncs.records.create(job.id, _record_fields(job, location))
+    enqueued = await syncs.queue.enqueue(job)
     if enqueued.added:
-        return SyncRequested(True, await load_sync(pipeline, job.id), enqueued)
-    await pipeline.syncs.delete(job.id)
-    return SyncRequested(False, await load_sync(pipeline, enqueued.job_id), enqueued)
+        return SyncRequested(True, await load_sync(syncs, job.id), enqueued)
+    await syncs.records.delete(job.id)
+    return SyncRequested(False, await load_sync(syncs, enqueued.job_id), enqueued)
 
 
-async def set_sync_message(pipeline: Pipeline, record: SyncRecord, channel: str, ts: str) -> None:
+async def set_sync_message(syncs: SyncJobs, record: SyncRecord, channel: str, ts: str) -> None:
     await _write(
-        pipeline,
+        syncs,
         record.id,
         record.version,
         record.run_id,
@@ -278,7 +303,7 @@ def _result(report: ComponentReport) -> dict[str, Any]:
 
 
 async def _report_progress(
-    pipeline: Pipeline, record: SyncRecord, tracker: _Tracker, stop: asyncio.Event
+    syncs: SyncJobs, record: SyncRecord, tracker: _Tracker, stop: asyncio.Event
 ) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -286,7 +311,7 @@ async def _report_progress(
                 await tracker.changed.wait()
         if tracker.changed.is_set():
             tracker.changed.clear()
-            await _write(pipeline, record.id, record.version, record.run_id, tracker.fields())
+            await _write(syncs, record.id, record.version, record.run_id, tracker.fields())
             await asyncio.sleep(PROGRESS_INTERVAL_S)  # coalesce: one write per interval
 
 
@@ -299,7 +324,7 @@ def _outcome(statuses: list[ComponentStatus], gate_passed: bool) -> SyncState:
 
 
 async def run_sync(
-    pipeline: Pipeline,
+    syncs: SyncJobs,
     job: Job,
     client: RegistryClient,
     *,
@@ -310,17 +335,17 @@ async def run_sync(
     """Run a sync job to its end: copy the recorded digests with the engine, keep the
     record (and so the live message) current, record and audit the outcome. None: the
     record is gone or already finished (a redelivery after the end), nothing done."""
-    record = await load_sync(pipeline, job.id)
+    record = await load_sync(syncs, job.id)
     if record is None or record.finished:
         log.info("sync %s has no open record; nothing to do", job.id)
         return None
-    config = pipeline.config
+    config = syncs.config
     location = config.mirrors.get(record.mirror)
     if location is None:
         detail = messages.sync_mirror_names_only(record.mirror, sorted(config.mirrors))
-        return await _finish(pipeline, record, SyncState.REFUSED, detail)
+        return await _finish(syncs, record, SyncState.REFUSED, detail)
     await _write(
-        pipeline,
+        syncs,
         record.id,
         record.version,
         record.run_id,
@@ -334,12 +359,12 @@ async def run_sync(
     )
     tracker = _Tracker()
     stop = asyncio.Event()
-    reporter = asyncio.create_task(_report_progress(pipeline, record, tracker, stop))
+    reporter = asyncio.create_task(_report_progress(syncs, record, tracker, stop))
     try:
         report = await sync_release(
             client,
             config,
-            parse_version(record.version),
+            job.version,  # the record's own version: the record is this job's
             [Mirror(record.mirror, location)],
             components=list(record.digests),
             expected_digests=record.digests,
@@ -358,21 +383,19 @@ async def run_sync(
     else:
         detail = "; ".join(c.reason for c in components if c.reason)
     tracker.done.update({c.component: c for c in components})
-    await _write(pipeline, record.id, record.version, record.run_id, tracker.fields())
-    return await _finish(pipeline, record, state, detail)
+    await _write(syncs, record.id, record.version, record.run_id, tracker.fields())
+    return await _finish(syncs, record, state, detail)
 
 
-async def _finish(
-    pipeline: Pipeline, record: SyncRecord, state: SyncState, detail: str
-) -> SyncState:
+async def _finish(syncs: SyncJobs, record: SyncRecord, state: SyncState, detail: str) -> SyncState:
     await _write(
-        pipeline,
+        syncs,
         record.id,
         record.version,
         record.run_id,
         {"state": state.value, "detail": detail[:4000]},
     )
-    await pipeline.store.audit(
+    await syncs.store.audit(
         record.version,
         record.run_id,
         record.requested_by,
@@ -385,19 +408,19 @@ async def _finish(
     return state
 
 
-async def fail_sync(pipeline: Pipeline, job: Job, error: str) -> None:
+async def fail_sync(syncs: SyncJobs, job: Job, error: str) -> None:
     """Record a sync that stopped on an unexpected error (the job is retried, or
     dead-lettered, by the queue; a new request resumes it)."""
-    record = await load_sync(pipeline, job.id)
+    record = await load_sync(syncs, job.id)
     if record is not None and not record.finished:
-        await _finish(pipeline, record, SyncState.FAILED, messages.sync_failed_unexpectedly(error))
+        await _finish(syncs, record, SyncState.FAILED, messages.sync_failed_unexpectedly(error))
 
 
 REFUSAL_AUDIT_TTL_S = 3600  # one audit entry per user, version, mirror and reason an hour
 
 
 async def record_sync_refusal(
-    pipeline: Pipeline,
+    syncs: SyncJobs,
     version: str,
     run_id: str,
     mirror: str,
@@ -407,7 +430,7 @@ async def record_sync_refusal(
     reason: str,
 ) -> None:
     """A refused sync, in the audit stream: who, the mirror, why (once per hour each)."""
-    await pipeline.store.audit_once(
+    await syncs.store.audit_once(
         f"sync-refused|{user}|{version}|{mirror}|{reason}",
         REFUSAL_AUDIT_TTL_S,
         version,
@@ -421,10 +444,10 @@ async def record_sync_refusal(
 
 
 async def record_sync_request(
-    pipeline: Pipeline, release: Release, job: Job, mirror: str, mode: str, user: str, where: str
+    syncs: SyncJobs, release: Release, job: Job, mirror: str, mode: str, user: str, where: str
 ) -> None:
     """A queued sync, in the audit stream."""
-    await pipeline.store.audit(
+    await syncs.store.audit(
         release.version,
         release.run_id,
         user,

@@ -35,7 +35,6 @@ from tests.support.bot import (
     make_ready,
 )
 from tests.support.oci_push import OciPusher, entry
-from tests.support.streams import stream_entries
 
 __all__ = ["bot"]  # the fixture
 
@@ -141,9 +140,9 @@ async def test_release_starts_one_run_and_a_retried_delivery_is_no_second(bot: B
     again = await bot.slack.slash_command("release v0.3.0", user_id=REQUESTER)
     assert again.status == 200
     await bot.ephemeral(REQUESTER, lambda e: "already running" in e.text)
-    assert len(await bot.pipeline.store.run_ids("v0.3.0")) == 1
+    assert len(await bot.records.run_ids("v0.3.0")) == 1
     assert len(bot.standin.calls_to("chat.postMessage")) == 1
-    release = await bot.pipeline.store.load("v0.3.0")
+    release = await bot.records.run("v0.3.0")
     assert release.requested_by == REQUESTER and release.status_channel == CHANNEL
     assert release.status_ts == posted.response["ts"]
     message = bot.standin.message(CHANNEL, release.status_ts)
@@ -170,13 +169,13 @@ async def test_inspect_of_an_arm64_only_image_names_amd64_missing(bot: Bot) -> N
 async def test_approval_matrix(bot: Bot) -> None:
     release = await make_ready(bot, "v1.0.0")
     ts = release.status_ts
-    store = bot.pipeline.store
+    store = bot.records.store
 
     assert "may not approve here" in await click(bot, "approve_release", STRANGER, ts)
     assert "may not approve it (self-approval is off)" in await click(
         bot, "approve_release", REQUESTER, ts
     )
-    assert (await store.load("v1.0.0")).approvals == {}
+    assert (await bot.records.run("v1.0.0")).approvals == {}
 
     said = await click(bot, "approve_release", APPROVER, ts)
     assert f"1 of 2 approvals: <@{APPROVER}>" in said
@@ -184,24 +183,24 @@ async def test_approval_matrix(bot: Bot) -> None:
     assert bot.last_click is not None
     redelivered = await bot.slack.resend(bot.last_click, retry_num=1)  # that click, again
     assert redelivered.status == 200 and redelivered.body == ""
-    assert list((await store.load("v1.0.0")).approvals) == [APPROVER]
+    assert list((await bot.records.run("v1.0.0")).approvals) == [APPROVER]
     await bot.wait_message(ts, f"1 of 2 approvals: <@{APPROVER}>")
 
     # The first approval expires: make it as old as an approval given TTL + 1 s ago.
-    key = bot.pipeline.keys.approvals("v1.0.0", release.run_id)
+    key = bot.key_names.approvals("v1.0.0", release.run_id)
     recorded = json.loads(cast(str, await bot.server.redis.hget(key, APPROVER)))
     recorded["at"] = int((bot.now[0] - TTL - 1) * 1000)  # by the bot's clock
     await bot.server.redis.hset(key, APPROVER, json.dumps(recorded))
     said = await click(bot, "approve_release", GROUPIE, ts)  # an approver through the group
     assert f"1 of 2 approvals: <@{GROUPIE}>" in said
     assert "expired" in said
-    assert (await store.load("v1.0.0")).state is State.READY
+    assert (await bot.records.run("v1.0.0")).state is State.READY
 
     said = await click(bot, "approve_release", APPROVER, ts)  # renewed: now two count
     assert "2 of 2 approvals" in said and "promotion is queued" in said
-    final = await store.load("v1.0.0")
+    final = await bot.records.run("v1.0.0")
     assert final.state is State.APPROVED
-    jobs = await stream_entries(bot.server.redis, bot.pipeline.keys.job_stream(None))
+    jobs = await bot.records.jobs(None)
     assert [json.loads(f["job"])["kind"] for _, f in jobs].count("promote") == 1
     audit = [e for e in await store.audit_entries(100) if e["version"] == "v1.0.0"]
     assert {"approved", "approval-refused"} <= {e["action"] for e in audit}
@@ -213,7 +212,7 @@ async def test_reject_blocks_and_buttons_of_a_superseded_run_are_refused(bot: Bo
     first = await make_ready(bot, "v1.1.0")
     said = await click(bot, "reject_release", APPROVER, first.status_ts)
     assert f"rejected by <@{APPROVER}>" in said
-    blocked = await bot.pipeline.store.load("v1.1.0")
+    blocked = await bot.records.run("v1.1.0")
     assert blocked.state is State.BLOCKED and blocked.state_reason == f"rejected by <@{APPROVER}>"
     rendered = await bot.wait_message(first.status_ts, "BLOCKED")
     assert "approve_release" not in rendered
@@ -223,7 +222,7 @@ async def test_reject_blocks_and_buttons_of_a_superseded_run_are_refused(bot: Bo
     old_value = json.dumps({"version": "v1.1.0", "run_id": first.run_id}, separators=(",", ":"))
     said = await click(bot, "approve_release", APPROVER, second.status_ts, value=old_value)
     assert "belong to an earlier run" in said
-    assert (await bot.pipeline.store.load("v1.1.0")).approvals == {}
+    assert (await bot.records.run("v1.1.0")).approvals == {}
 
 
 async def test_forged_button_values_are_refused(bot: Bot) -> None:
@@ -231,7 +230,7 @@ async def test_forged_button_values_are_refused(bot: Bot) -> None:
     for value in ("not json", '{"version":"v1.2.0"}', '{"version":"1.2.0","run_id":"abcdef12"}'):
         said = await click(bot, "approve_release", APPROVER, release.status_ts, value=value)
         assert "does not carry a release" in said
-    assert (await bot.pipeline.store.load("v1.2.0")).approvals == {}
+    assert (await bot.records.run("v1.2.0")).approvals == {}
 
 
 async def test_a_tag_changed_after_verification_is_refused_and_blocks(bot: Bot) -> None:
@@ -243,7 +242,7 @@ async def test_a_tag_changed_after_verification_is_refused_and_blocks(bot: Bot) 
         await pusher.index(session, repo, "v2.0.0", [entry(arm, "linux", "arm64")])
     said = await click(bot, "approve_release", APPROVER, release.status_ts)
     assert "refused" in said and "runtime v2.0.0 has moved since it was verified" in said
-    after = await bot.pipeline.store.load("v2.0.0")
+    after = await bot.records.run("v2.0.0")
     assert after.state is State.BLOCKED
     assert "has moved since it was verified" in after.state_reason
     assert after.approvals == {}

@@ -8,9 +8,9 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import pytest
+import redis.asyncio as aioredis
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.notifier import Notifier, safe_cursor, stream_id_key, valid_stream_id
@@ -31,8 +31,8 @@ from tests.support.bot import (
     config_text,
     running_bot,
 )
+from tests.support.records import Records
 from tests.support.slack_standin import SlackStandIn
-from tests.support.streams import newest_entries
 
 
 def test_the_cursor_stops_before_the_first_event_a_run_has_not_shown() -> None:
@@ -63,7 +63,7 @@ def setting(lab: Lab, tmp_path: Path, key_prefix: str) -> tuple[Path, str]:
 
 async def _started(bot: Bot, version: str) -> tuple[str, str]:
     """A release whose live message is posted and shows it building: (run id, ts)."""
-    store = bot.pipeline.store
+    store = bot.records.store
     release, created = await store.create_or_get(
         version, REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), "test"
     )
@@ -79,18 +79,28 @@ async def _started(bot: Bot, version: str) -> tuple[str, str]:
 
 
 @pytest.fixture
-async def pipeline(redis_url: str, setting: tuple[Path, str]) -> AsyncIterator[Pipeline]:
-    """The release store and queue on their own, as a worker or the CLI uses them while
-    the bot is down; every key of the test is deleted at the end."""
-    config = load_config(setting[0])
-    redis = await connect(RedisSettings.from_dsn(redis_url, key_prefix=config.queue.key_prefix))
+async def redis(redis_url: str, key_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's own; every key of the test is deleted at the end."""
+    client = await connect(RedisSettings.from_dsn(redis_url, key_prefix=key_prefix))
     try:
-        yield Pipeline(redis, config)
+        yield client
     finally:
-        found = await redis.keys(f"{config.queue.key_prefix}*")
+        found = await client.keys(f"{key_prefix}*")
         if found:
-            await redis.delete(*found)
-        await redis.aclose()
+            await client.delete(*found)
+        await client.aclose()
+
+
+@pytest.fixture
+def pipeline(redis: aioredis.Redis, setting: tuple[Path, str]) -> Pipeline:
+    """The pipeline on its own, as a worker or the CLI uses it while the bot is down."""
+    return Pipeline(redis, load_config(setting[0]))
+
+
+@pytest.fixture
+def records(redis: aioredis.Redis, key_prefix: str) -> Records:
+    """What the test reads and stages in Redis (see `tests.support.records`)."""
+    return Records.on(redis, key_prefix)
 
 
 async def test_events_while_the_bot_was_down_reach_the_message_after_restart(
@@ -100,15 +110,16 @@ async def test_events_while_the_bot_was_down_reach_the_message_after_restart(
     setting: tuple[Path, str],
     standin: SlackStandIn,
     pipeline: Pipeline,
+    records: Records,
 ) -> None:
     path, namespace = setting
     async with running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as bot:
         run_id, ts = await _started(bot, "v4.0.0")
     # The bot is down. The release is cancelled meanwhile: its events are written.
-    saved = cast(str | None, await pipeline.redis.get(pipeline.keys.notifier_cursor))
+    saved = await records.notifier_cursor()
     cancelled = await pipeline.cancel("v4.0.0", REQUESTER)
     assert cancelled.state is State.CANCELLED
-    newest = await newest_entries(pipeline.redis, pipeline.keys.events)
+    newest = await records.newest_event()
     assert saved is not None and stream_id_key(saved) < stream_id_key(newest[0][0])
     message = standin.message(CHANNEL, ts)
     assert message is not None and "cancelled" not in json.dumps(message.blocks)
@@ -116,9 +127,9 @@ async def test_events_while_the_bot_was_down_reach_the_message_after_restart(
     async with running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as bot:
         await bot.wait_message(ts, "cancelled", timeout=20)
         async with asyncio.timeout(20):
-            while await pipeline.redis.get(pipeline.keys.notifier_cursor) != newest[0][0]:
+            while await records.notifier_cursor() != newest[0][0]:
                 await asyncio.sleep(0.05)
-    final = await pipeline.store.load("v4.0.0", run_id)
+    final = await pipeline.find_run("v4.0.0", run_id)
     assert final is not None and final.state is State.CANCELLED
 
 
@@ -129,13 +140,14 @@ async def test_a_first_start_begins_at_the_newest_event(
     setting: tuple[Path, str],
     standin: SlackStandIn,
     pipeline: Pipeline,
+    records: Records,
 ) -> None:
     path, namespace = setting
     async with running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as bot:
         _, ts = await _started(bot, "v4.1.0")
-    await pipeline.redis.delete(pipeline.keys.notifier_cursor)  # as if never run before
+    await records.forget_notifier_cursor()  # as if never run before
     await pipeline.cancel("v4.1.0", REQUESTER)
-    newest = await newest_entries(pipeline.redis, pipeline.keys.events)
+    newest = await records.newest_event()
     async with running_bot(lab, redis_url, path, key_prefix, namespace, standin=standin) as bot:
         assert bot.server.notifier.after == newest[0][0]
     message = standin.message(CHANNEL, ts)
@@ -143,23 +155,25 @@ async def test_a_first_start_begins_at_the_newest_event(
 
 
 async def test_a_release_without_a_message_is_not_reloaded_on_every_flush(
-    standin: SlackStandIn, pipeline: Pipeline
+    standin: SlackStandIn,
+    pipeline: Pipeline,
+    records: Records,
 ) -> None:
     # A release from the command line: no Slack message, so nothing for the notifier to
     # update; its run must go quiet after one look, and be forgotten once finished.
-    release, _ = await pipeline.store.create_or_get(
+    release, _ = await records.store.create_or_get(
         "v4.2.0", "cli:alex", "cli", ["linux/amd64", "linux/arm64"], list(COMPONENTS), "cli"
     )
     client = AsyncWebClient(token=TOKEN, base_url=standin.api_url)
-    notifier = Notifier(pipeline, client, interval=0.0)
-    for event in await pipeline.store.events("0-0", count=1000):
+    notifier = Notifier(pipeline, records.notices, client, interval=0.0)
+    for event in await pipeline.events("0-0", count=1000):
         notifier.observe(event)
     key = ("v4.2.0", release.run_id)
     assert notifier.runs[key].dirty
     await notifier.flush(force=True)
     assert not notifier.runs[key].dirty
     await pipeline.cancel("v4.2.0", "cli:alex")
-    for event in await pipeline.store.events("0-0", count=1000):
+    for event in await pipeline.events("0-0", count=1000):
         notifier.observe(event)
     await notifier.flush(force=True)
     assert key not in notifier.runs
@@ -167,10 +181,12 @@ async def test_a_release_without_a_message_is_not_reloaded_on_every_flush(
 
 
 async def test_two_notifiers_reply_to_a_failure_once(
-    standin: SlackStandIn, pipeline: Pipeline
+    standin: SlackStandIn,
+    pipeline: Pipeline,
+    records: Records,
 ) -> None:
     # The chart runs two bot replicas: both read the events stream, one thread reply.
-    store = pipeline.store
+    store = records.store
     release, _ = await store.create_or_get(
         "v4.3.0", REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), "test"
     )
@@ -191,7 +207,7 @@ async def test_two_notifiers_reply_to_a_failure_once(
         error="step 7/9 failed: unsupported on aarch64",
         log_lines=["#7 ERROR: unsupported on aarch64"],
     )
-    replicas = [Notifier(pipeline, client, interval=0.0) for _ in range(2)]
+    replicas = [Notifier(pipeline, records.notices, client, interval=0.0) for _ in range(2)]
     events = await store.events("0-0", count=1000)
     for notifier in replicas:
         for event in events:
@@ -207,9 +223,11 @@ async def test_two_notifiers_reply_to_a_failure_once(
 
 
 async def test_of_two_replicas_one_sends_and_the_other_takes_over_when_it_stops(
-    standin: SlackStandIn, pipeline: Pipeline
+    standin: SlackStandIn,
+    pipeline: Pipeline,
+    records: Records,
 ) -> None:
-    store = pipeline.store
+    store = records.store
     release, _ = await store.create_or_get(
         "v4.4.0", REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), "test"
     )
@@ -217,7 +235,9 @@ async def test_of_two_replicas_one_sends_and_the_other_takes_over_when_it_stops(
     posted = await client.chat_postMessage(channel=CHANNEL, text="Release v4.4.0")
     ts = str(posted["ts"])
     await store.set_status_message("v4.4.0", release.run_id, CHANNEL, ts)
-    first, second = (Notifier(pipeline, client, interval=0.0, block_ms=100) for _ in range(2))
+    first, second = (
+        Notifier(pipeline, records.notices, client, interval=0.0, block_ms=100) for _ in range(2)
+    )
     await first.start()
     await second.start()
     try:

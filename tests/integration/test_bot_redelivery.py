@@ -45,7 +45,7 @@ async def test_a_redelivery_whose_first_never_arrived_is_handled_once(bot: Bot) 
     again = await bot.slack.send(body, retry_num=2)
     assert again.status == 200 and again.body == ""
     await asyncio.sleep(0.3)  # anything it wrongly started would have written by now
-    assert len(await bot.pipeline.store.run_ids("v0.3.1")) == 1
+    assert len(await bot.records.run_ids("v0.3.1")) == 1
     assert len(bot.standin.calls_to("chat.postMessage")) == 1
     hook = bot.standin.responses(fields["response_url"])
     assert [p.status for p in hook] == [200]  # one answer, from the delivery that ran
@@ -59,7 +59,7 @@ async def test_a_new_command_is_not_taken_for_a_redelivery(bot: Bot) -> None:
     other = await bot.slack.slash_command("release v0.3.2", user_id=REQUESTER, retry_num=1)
     assert "working on release" in answer(other.body)["text"]
     await bot.ephemeral(REQUESTER, lambda e: "already running" in e.text)
-    assert len(await bot.pipeline.store.run_ids("v0.3.2")) == 1
+    assert len(await bot.records.run_ids("v0.3.2")) == 1
 
 
 async def test_bad_input_redelivered_is_answered_again_and_writes_nothing(bot: Bot) -> None:
@@ -85,8 +85,8 @@ async def test_a_click_whose_first_delivery_was_lost_records_one_approval(bot: B
     for retry in (2, 3):
         assert (await bot.slack.send(body, retry_num=retry)).status == 200
     await asyncio.sleep(0.3)
-    after = await bot.pipeline.store.load("v3.0.0")
+    after = await bot.records.run("v3.0.0")
     assert list(after.approvals) == [APPROVER]
-    audit = [e for e in await bot.pipeline.store.audit_entries(100) if e["version"] == "v3.0.0"]
+    audit = [e for e in await bot.records.audit(100) if e["version"] == "v3.0.0"]
     assert [e["action"] for e in audit].count("approved") == 1
     assert len(bot.standin.ephemerals_for(APPROVER)) == before + 1  # answered once

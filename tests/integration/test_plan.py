@@ -33,6 +33,7 @@ from tests.support.bot import (
     running_bot,
 )
 from tests.support.oci_push import OciPusher, entry
+from tests.support.records import Records
 from tests.support.sample_repo import (
     CHART_APP_VERSION_LINE,
     NEW,
@@ -216,10 +217,9 @@ async def test_a_missing_dockerfile_is_refused_before_anything_is_queued(
             ) in message
         assert message.startswith(f"v0.7.0 is not queued: the source at revision {revision}")
         # Nothing queued: every job stream is empty and there is no run.
-        for stream in [pipeline.keys.job_stream(p) for p in PLATFORMS] + [
-            pipeline.keys.control_stream
-        ]:
-            depth = await pipeline.queue.depth(stream)
+        records = Records.on(redis, key_prefix)
+        for platform in [*PLATFORMS, None]:  # every job stream and the control stream
+            depth = await records.depth(platform)
             assert (depth.pending, depth.lag, depth.delayed) == (0, 0, 0)
         assert await pipeline.find_run("v0.7.0") is None
         assert await redis_keys() == []
@@ -319,8 +319,7 @@ async def test_each_manifest_finding_names_the_file_the_line_and_what_it_should_
     ) in err
     redis = await connect(RedisSettings.from_dsn(redis_url, key_prefix=key_prefix))
     try:
-        pipeline = Pipeline(redis, config)
-        depth = await pipeline.queue.depth(pipeline.keys.job_stream("linux/amd64"))
+        depth = await Records.on(redis, key_prefix).depth("linux/amd64")
         assert depth.lag == 6  # the candidate's six components are queued for amd64
     finally:
         await redis.aclose()

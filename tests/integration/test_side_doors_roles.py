@@ -88,7 +88,7 @@ async def redis_state(bot: Bot) -> dict[str, Any]:
     """Every key under the test's prefix with its type and whole value, but the notifier's
     lease and cursor (a running bot moves them whatever it is asked)."""
     redis = bot.server.redis
-    keys = bot.pipeline.keys
+    keys = bot.key_names
     skip = {keys.notifier_leader, keys.notifier_cursor}
     state: dict[str, Any] = {}
     for key in sorted(await bot.keys()):
@@ -119,7 +119,7 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_audit(bot: Bot, before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, str]]:
-    key = bot.pipeline.keys.audit
+    key = bot.key_names.audit
     old = {entry_id for entry_id, _ in (before.get(key) or ("stream", []))[1]}
     return [fields for entry_id, fields in after[key][1] if entry_id not in old]
 
@@ -130,7 +130,7 @@ def delivery_keys(state: dict[str, Any]) -> list[str]:
 
 def only_refusal_audit(bot: Bot, release: Release, change: dict[str, Any]) -> None:
     """The change is the audit stream and the run's refusal record, nothing else."""
-    keys = bot.pipeline.keys
+    keys = bot.key_names
     allowed = {keys.audit, keys.refusals(release.version, release.run_id)}
     assert set(change) <= allowed, sorted(change)
 
@@ -193,7 +193,7 @@ async def copy_of(bot: Bot, release: Release, channel: str) -> str:
 
 
 def value_of(release: Release) -> str:
-    return button_value(release.version, release.run_id)
+    return button_value(str(release.version), release.run_id)
 
 
 # ---- item 4: roles ------------------------------------------------------------------------
@@ -220,7 +220,7 @@ async def test_item4_stranger_may_not_release_cancel_retry_or_sync(
     if verb == "sync":
         # Every sync, refused or done, is audited (item 1): one entry, deduplicated by a
         # short-lived marker; no delivery key, nothing queued.
-        keys = bot.pipeline.keys
+        keys = bot.key_names
         assert set(change) <= {keys.audit} | {k for k in change if ":audit-once:" in k}
         assert [(e["action"], e["actor"]) for e in new_audit(bot, before, after)] == [
             ("sync-refused", STRANGER)
@@ -245,7 +245,7 @@ async def test_item4_commands_from_another_channel_are_refused(bot: Bot, text: s
         assert [(e["action"], e["where"]) for e in new_audit(bot, before, after)] == [
             ("sync-refused", OTHER)
         ]
-        assert set(change) <= {bot.pipeline.keys.audit} | {k for k in change if ":audit-once:" in k}
+        assert set(change) <= {bot.key_names.audit} | {k for k in change if ":audit-once:" in k}
     else:
         assert change == {}
     assert "/aibrix release VERSION" in await command(bot, "help", APPROVER, channel=OTHER)
@@ -257,7 +257,7 @@ async def test_item4_requester_with_release_but_not_retry_or_cancel_may_do_neith
 ) -> None:
     said = await command(bot, "release v4.2.0", RELEASER)
     assert "started run" in said
-    started = await bot.pipeline.store.load("v4.2.0")
+    started = await bot.records.run("v4.2.0")
     assert started is not None and started.requested_by == RELEASER
     before = await redis_state(bot)
     assert "may not cancel here" in await command(bot, "cancel v4.2.0", RELEASER)
@@ -265,7 +265,7 @@ async def test_item4_requester_with_release_but_not_retry_or_cancel_may_do_neith
     assert changes(before, await redis_state(bot)) == {}
     # An approver (the unlisted cancel role) may; both decisions are audited with where.
     assert f"cancelled by <@{APPROVER}>" in await command(bot, "cancel v4.2.0", APPROVER)
-    entries = {e["action"]: e for e in await bot.pipeline.store.audit_entries(50)}
+    entries = {e["action"]: e for e in await bot.records.audit(50)}
     assert entries["requested"]["actor"] == RELEASER
     assert entries["requested"]["where"] == CHANNEL
     assert entries["cancelled"]["actor"] == APPROVER
@@ -274,7 +274,7 @@ async def test_item4_requester_with_release_but_not_retry_or_cancel_may_do_neith
 
 async def test_item4_a_member_of_a_listed_group_may_release(bot: Bot) -> None:
     assert "started run" in await command(bot, "release v4.3.0", GROUP_RELEASER)
-    release = await bot.pipeline.store.load("v4.3.0")
+    release = await bot.records.run("v4.3.0")
     assert release is not None and release.requested_by == GROUP_RELEASER
     # An approver through S0APPROVERS is not in S0RELEASERS: approving is not releasing.
     assert "may not release here" in await command(bot, "release v4.3.1", GROUPIE)
@@ -296,33 +296,29 @@ async def test_item4_a_stranger_clicking_each_button_is_refused_and_audited_once
     assert entry["actor"] == STRANGER and entry["where"] == CHANNEL
     assert entry["action"].endswith("-refused") and entry["run_id"] == release.run_id
     assert delivery_keys(after) == []
-    loaded = await bot.pipeline.store.load("v4.4.0")
+    loaded = await bot.records.run("v4.4.0")
     assert loaded is not None and loaded.state is State.READY and loaded.approvals == {}
 
 
 async def test_item4_reject_is_open_to_the_runs_requester_who_is_no_approver(bot: Bot) -> None:
     release = await make_ready(bot, "v4.5.0")
-    run_key = bot.pipeline.keys.run(release.version, release.run_id)
+    run_key = bot.key_names.run(release.version, release.run_id)
     await bot.server.redis.hset(run_key, "requested_by", RELEASER)  # requested by RELEASER
     assert "may not approve here" in await click(
         bot, "approve_release", RELEASER, release.status_ts
     )
     said = await click(bot, "reject_release", RELEASER, release.status_ts)
     assert f"rejected by <@{RELEASER}>" in said
-    blocked = await bot.pipeline.store.load("v4.5.0")
+    blocked = await bot.records.run("v4.5.0")
     assert blocked is not None and blocked.state is State.BLOCKED
-    (rejected,) = [
-        e for e in await bot.pipeline.store.audit_entries(50) if e["action"] == "rejected"
-    ]
+    (rejected,) = [e for e in await bot.records.audit(50) if e["action"] == "rejected"]
     assert rejected["actor"] == RELEASER and rejected["where"] == CHANNEL
 
 
 async def test_item4_approval_is_audited_with_where_it_came_from(bot: Bot) -> None:
     release = await make_ready(bot, "v4.6.0")
     assert "1 of 2 approvals" in await click(bot, "approve_release", APPROVER, release.status_ts)
-    (approved,) = [
-        e for e in await bot.pipeline.store.audit_entries(50) if e["action"] == "approved"
-    ]
+    (approved,) = [e for e in await bot.records.audit(50) if e["action"] == "approved"]
     assert approved["actor"] == APPROVER and approved["where"] == CHANNEL
 
 
@@ -336,7 +332,7 @@ async def test_item4_cli_release_and_cancel_are_authorized_as_the_operator_and_a
     code, _, err = await setup.cli("cancel", "v4.7.0")
     assert code == 0, err
     actor = operator(os.environ.get("USER", "cli")).user
-    entries = [e for e in await bot.pipeline.store.audit_entries(50) if e["version"] == "v4.7.0"]
+    entries = [e for e in await bot.records.audit(50) if e["version"] == "v4.7.0"]
     found = {e["action"]: e for e in entries}
     assert found["requested"]["actor"] == actor and found["requested"]["where"] == "cli"
     assert found["cancelled"]["actor"] == actor and found["cancelled"]["where"] == "cli"
@@ -356,7 +352,7 @@ async def test_item5_click_from_another_channel_is_refused(bot: Bot, action: str
     only_refusal_audit(bot, release, changes(before, after))
     (entry,) = new_audit(bot, before, after)
     assert entry["actor"] == APPROVER and entry["where"] == OTHER
-    loaded = await bot.pipeline.store.load("v5.0.0")
+    loaded = await bot.records.run("v5.0.0")
     assert loaded is not None and loaded.state is State.READY and loaded.approvals == {}
 
 
@@ -370,7 +366,7 @@ async def test_item5_click_on_a_copy_of_the_button_in_the_same_channel_is_refuse
     said = await click(bot, action, APPROVER, copy, value=value_of(release))
     assert "is not on the status message of v5.1.0" in said
     only_refusal_audit(bot, release, changes(before, await redis_state(bot)))
-    loaded = await bot.pipeline.store.load("v5.1.0")
+    loaded = await bot.records.run("v5.1.0")
     assert loaded is not None and loaded.state is State.READY and loaded.approvals == {}
 
 
@@ -508,7 +504,7 @@ async def test_item12_a_failing_response_url_is_logged_once_and_keeps_the_ack(
     assert resp.status == 200
     assert "working on release v12.3.0" in json.loads(resp.body)["text"]  # the ack
     await bot.standin.wait_for_calls("chat.postMessage", 1, timeout=15)
-    release = await bot.pipeline.store.load("v12.3.0")
+    release = await bot.records.run("v12.3.0")
     assert release is not None and release.requested_by == REQUESTER
 
     async with asyncio.timeout(15):  # the answer is attempted after the status message

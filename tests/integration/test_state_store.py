@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.release import (
     BuildState,
     Event,
@@ -19,9 +20,11 @@ from jobs.domain.release import (
     State,
     VersionImmutable,
 )
+from jobs.domain.versions import parse_version
 from jobs.store.connections import RedisSettings, connect
 from jobs.store.keys import Keys
-from jobs.store.releases import ReleaseStore
+from jobs.store.releases import RecordFormatError, ReleaseStore
+from tests.support.corrupt import add_build_field, overwrite_run_field
 
 S = State
 B = BuildState
@@ -29,7 +32,7 @@ B = BuildState
 # Against Redis ------------------------------------------------------------------------
 
 V = "v0.3.0-rc.2"
-ARM, AMD = "linux/arm64", "linux/amd64"
+ARM, AMD = parse_platform("linux/arm64"), parse_platform("linux/amd64")
 PLATFORMS = (AMD, ARM)
 COMPONENTS = ("runtime", "gateway-plugins")
 
@@ -75,7 +78,7 @@ async def advance(store: ReleaseStore, run: Release, *path: State) -> None:
 async def test_create_records_the_run(store: ReleaseStore) -> None:
     run, created = await create(store)
     assert created and run.active and run.state is S.QUEUED
-    assert (run.version, run.requested_by, run.channel) == (V, "U1", "C1")
+    assert (str(run.version), run.requested_by, run.channel) == (V, "U1", "C1")
     assert run.platforms == PLATFORMS and run.components == COMPONENTS
     assert run.source_ref == "refs/tags/" + V and run.previous_run_id == ""
     assert set(run.builds) == set(itertools.product(COMPONENTS, PLATFORMS))
@@ -345,7 +348,7 @@ async def test_list_releases_newest_first(store: ReleaseStore) -> None:
     assert await store.list_releases() == []
     await create(store, "v1.0.0")
     await create(store, "v1.1.0")
-    assert [r.version for r in await store.list_releases()] == ["v1.1.0", "v1.0.0"]
+    assert [str(r.version) for r in await store.list_releases()] == ["v1.1.0", "v1.0.0"]
     assert await store.load("v9.9.9") is None
 
 
@@ -368,3 +371,43 @@ async def test_create_validates_its_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         await store.create_or_get(*args)
+
+
+# A record read back is typed; text this code never writes is refused, not passed on.
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("version", "v1.0", "record's version is not one"),
+        ("platforms", '["linux/aarch64"]', "must be written linux/arm64"),
+        ("platforms", '["linux"]', "is not a platform"),
+        ("platforms", '"linux/amd64"', "not a list"),
+    ],
+)
+async def test_a_malformed_run_record_is_refused_on_load(
+    store: ReleaseStore, redis: aioredis.Redis, key_prefix: str, name: str, value: str, message: str
+) -> None:
+    run, _ = await create(store)
+    await overwrite_run_field(redis, Keys(key_prefix), V, run.run_id, name, value)
+    with pytest.raises(RecordFormatError, match=message):
+        await store.load(V)
+
+
+async def test_a_build_record_under_a_misspelt_platform_is_refused_on_load(
+    store: ReleaseStore, redis: aioredis.Redis, key_prefix: str
+) -> None:
+    run, _ = await create(store)
+    record = '{"state": "queued", "attempt": 0, "error": ""}'
+    await add_build_field(redis, Keys(key_prefix), V, run.run_id, "runtime@linux/x86_64", record)
+    with pytest.raises(RecordFormatError, match="must be written linux/amd64"):
+        await store.load(V)
+
+
+async def test_a_loaded_run_carries_typed_values(store: ReleaseStore) -> None:
+    await create(store)
+    loaded = await store.load(V)
+    assert loaded is not None
+    assert loaded.version == parse_version(V)
+    assert loaded.platforms == (AMD, ARM)
+    assert all(isinstance(p, Platform) for (_, p) in loaded.builds)

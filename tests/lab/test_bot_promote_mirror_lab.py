@@ -23,9 +23,9 @@ from jobs.registry.client import RegistrySettings
 from tests.conftest import Lab
 from tests.support.oci_push import OciPusher
 from tests.support.pipeline import Setup, toml_config
+from tests.support.records import Records
 from tests.support.slack_client import SignedSlackClient
 from tests.support.slack_standin import SlackStandIn
-from tests.support.streams import stream_entries
 from tests.support.sync import craft_component
 
 TOKEN = "xoxb-promote-mirror-0000"
@@ -88,7 +88,8 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-        store = server.deps.pipeline.store
+        records = Records.on(server.redis, setup_.config.queue.key_prefix)
+        store = records.store
         try:
             setup_.start_worker("linux/amd64")
             setup_.start_worker("linux/arm64")
@@ -140,7 +141,7 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                 assert "already holds" in text and "approve_release" not in text
 
                 async def audited() -> list[str]:
-                    entries = await stream_entries(server.redis, server.deps.pipeline.keys.audit)
+                    entries = await records.audit_stream()
                     return [f["action"] for _, f in entries if f.get("version") == VERSION]
 
                 # Neither the requester nor a stranger can confirm; nothing changes.
@@ -171,7 +172,7 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                     latest = f"{lab.mirror_registry}/{namespace}/{component}:latest"
                     assert promoted.promotions[latest].ok
                     assert await mirror_digest(lab, namespace, component, "latest") == index.digest
-                entries = await stream_entries(server.redis, server.deps.pipeline.keys.audit)
+                entries = await records.audit_stream()
                 (confirmed,) = [f for _, f in entries if f.get("action") == "overwrite-confirmed"]
                 assert confirmed["actor"] == APPROVER and held.digest in confirmed["detail"]
                 await shown("promoted")

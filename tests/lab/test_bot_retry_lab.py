@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildState, State
 from tests.conftest import Lab
 from tests.support.bot import (
@@ -28,6 +29,7 @@ from tests.support.pipeline import SAMPLE, Setup, toml_config
 
 __all__ = ["bot"]  # the fixture
 
+AMD64, ARM64 = parse_platform("linux/amd64"), parse_platform("linux/arm64")
 BROKEN = SAMPLE / "aibrix-sample-broken-arm64.toml"
 COMPONENTS = {
     "controller-manager": "build/container/Dockerfile",
@@ -38,11 +40,11 @@ COMPONENTS = {
 async def snapshot(bot: Bot, version: str) -> dict[str, Any]:
     """Everything a refused request must leave as it was."""
     redis = bot.server.redis
-    keys = bot.pipeline.keys
-    release = await bot.pipeline.store.load(version)
+    keys = bot.key_names
+    release = await bot.records.load(version)
     streams = sorted(str(s) for s in await redis.smembers(keys.job_streams))
     return {
-        "runs": await bot.pipeline.store.run_ids(version),
+        "runs": await bot.records.run_ids(version),
         "state": release.state if release else None,
         "builds": {k: r.state for k, r in release.builds.items()} if release else {},
         "jobs": {s: await redis.xlen(s) for s in streams},
@@ -54,15 +56,18 @@ async def snapshot(bot: Bot, version: str) -> dict[str, Any]:
 async def settled(bot: Bot, version: str, timeout: float = 120) -> None:
     """Wait until no build of the run is still queued or building and every job stream is
     empty: a release is blocked at its first failed build, while others may still run."""
-    redis, keys = bot.server.redis, bot.pipeline.keys
+    redis, keys = bot.server.redis, bot.key_names
     busy = (BuildState.QUEUED, BuildState.BUILDING)
     async with asyncio.timeout(timeout):
         while True:
-            release = await bot.pipeline.store.load(version)
+            release = await bot.records.load(version)
             streams = [str(s) for s in await redis.smembers(keys.job_streams)]
             lengths = [await redis.xlen(s) for s in streams]
-            idle = release is not None and not any(lengths)
-            if idle and all(r.state not in busy for r in release.builds.values()):
+            if (
+                release is not None
+                and not any(lengths)
+                and all(r.state not in busy for r in release.builds.values())
+            ):
                 return
             await asyncio.sleep(0.2)
 
@@ -87,7 +92,7 @@ async def command(bot: Bot, text: str, user: str) -> str:
 async def test_cancel_and_retry_commands_over_http(bot: Bot) -> None:
     started = await command(bot, "release v0.8.0", REQUESTER)
     assert "started run" in started
-    release = await bot.pipeline.store.load("v0.8.0")
+    release = await bot.records.run("v0.8.0")
     assert release.state is State.BUILDING  # queued builds, no worker takes them
     before = await snapshot(bot, "v0.8.0")
 
@@ -96,11 +101,11 @@ async def test_cancel_and_retry_commands_over_http(bot: Bot) -> None:
     assert "there is no release v0.9.9" in await command(bot, "cancel v0.9.9", REQUESTER)
     assert "there is no release v0.9.9" in await command(bot, "retry v0.9.9", REQUESTER)
     assert await snapshot(bot, "v0.8.0") == before
-    assert await bot.pipeline.store.load("v0.9.9") is None
+    assert await bot.records.load("v0.9.9") is None
 
     done = await command(bot, "cancel v0.8.0", REQUESTER)
     assert f"v0.8.0 was cancelled by <@{REQUESTER}>" in done
-    cancelled = await bot.pipeline.store.load("v0.8.0")
+    cancelled = await bot.records.run("v0.8.0")
     assert cancelled.state is State.CANCELLED and cancelled.run_id == release.run_id
     assert {r.state for r in cancelled.builds.values()} == {BuildState.CANCELLED}
     await bot.wait_message(release.status_ts, "cancelled")
@@ -167,13 +172,13 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     assert "started run" in await command(bot, "release v0.7.0", REQUESTER)
     blocked = await setup.wait_for("v0.7.0", [State.READY, State.BLOCKED, State.FAILED])
     assert blocked.state is State.BLOCKED, blocked.state_reason + setup.tail_logs()
-    assert blocked.build("runtime", "linux/arm64").state is BuildState.FAILED
+    assert blocked.build("runtime", ARM64).state is BuildState.FAILED
     ts = blocked.status_ts
     shown = await bot.wait_message(ts, "retry_release", timeout=30)
     assert "approve_release" not in shown
     assert "runtime v0.7.0 failed to build for linux/arm64" in shown
     await settled(bot, "v0.7.0")
-    settled_run = await bot.pipeline.store.load("v0.7.0", blocked.run_id)
+    settled_run = await bot.records.run("v0.7.0", blocked.run_id)
     assert settled_run is not None
     blocked = settled_run  # its other builds done: what a retry must reuse
     before = await snapshot(bot, "v0.7.0")
@@ -205,17 +210,14 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     redelivered = await bot.slack.resend(valid_click, retry_num=1)
     assert redelivered.status == 200 and redelivered.body == ""
     retried = await setup.wait_for("v0.7.0", [State.READY, State.BLOCKED, State.FAILED])
-    runs = await bot.pipeline.store.run_ids("v0.7.0")
+    runs = await bot.records.run_ids("v0.7.0")
     assert len(runs) == 2 and retried.run_id == runs[1] != blocked.run_id
     assert retried.state is State.BLOCKED  # runtime still cannot build for arm64
-    for key in (("controller-manager", "linux/amd64"), ("controller-manager", "linux/arm64")):
+    for key in (("controller-manager", AMD64), ("controller-manager", ARM64)):
         assert retried.builds[key].digest == blocked.builds[key].digest  # reused, not rebuilt
         assert retried.builds[key].attempt == 0
-    assert (
-        retried.build("runtime", "linux/amd64").digest
-        == blocked.build("runtime", "linux/amd64").digest
-    )
-    assert retried.build("runtime", "linux/arm64").state is BuildState.FAILED
+    assert retried.build("runtime", AMD64).digest == blocked.build("runtime", AMD64).digest
+    assert retried.build("runtime", ARM64).state is BuildState.FAILED
     assert retried.status_ts and retried.status_ts != ts  # its own live message
     await bot.wait_message(retried.status_ts, "retry_release", timeout=30)
     await settled(bot, "v0.7.0")
@@ -230,5 +232,5 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     assert await snapshot(bot, "v0.7.0") == before
     assert "rebuilding 1 failed builds" in await command(bot, "retry v0.7.0", REQUESTER)
     third = await setup.wait_for("v0.7.0", [State.READY, State.BLOCKED, State.FAILED])
-    assert len(await bot.pipeline.store.run_ids("v0.7.0")) == 3
+    assert len(await bot.records.run_ids("v0.7.0")) == 3
     assert third.state is State.BLOCKED

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from jobs.domain.release import State
-from jobs.domain.versions import parse_version
 from tests.conftest import REPO, Lab
 from tests.support.pipeline import BOT, SAMPLE, Setup, toml_config
 
@@ -171,7 +170,7 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(
     assert code == 0, out + err + setup.tail_logs()
     assert f"{VERSION}: ready" in out
     release = await setup.wait_for(VERSION, [State.READY])
-    reference = setup.config.release_reference(COMPONENT, parse_version(release.version))
+    reference = setup.config.release_reference(COMPONENT, release.version)
 
     # The project's own gate, as CI would run it: exit 0 and both platforms really there.
     gate = subprocess.run([BOT, "inspect", "--json", reference], capture_output=True, text=True)
@@ -211,7 +210,7 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(
     assert code == 0, out + err + workers.logs()
     assert "v0.2.0: ready" in out
     built = await sample.wait_for("v0.2.0", [State.READY])
-    assert {p for _, p in built.builds} == set(MACHINES)
+    assert {str(p) for _, p in built.builds} == set(MACHINES)
     for name, platform in zip(workers.names, MACHINES, strict=True):
         pushed = [
             line

@@ -36,16 +36,16 @@ def setup(
 
 
 async def merge_claims(setup: Setup, version: str) -> Counter[str]:
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
-        events = await pipeline.store.events("0-0", count=10_000)
+        events = await records.events()
         return Counter(
             e.fields.get("component", "")
             for e in events
             if e.type == "merge_claimed" and e.version == version
         )
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
 
 
 async def test_full_release_reaches_ready_and_every_tag_is_verified(setup: Setup) -> None:
@@ -56,12 +56,12 @@ async def test_full_release_reaches_ready_and_every_tag_is_verified(setup: Setup
     assert "v0.3.0: ready" in out
     release = await setup.wait_for("v0.3.0", [State.READY])
     config = setup.config
-    refs = [config.release_reference(c, release.version) for c in release.components]  # type: ignore[arg-type]
+    refs = [config.release_reference(c, release.version) for c in release.components]
     inspect = subprocess.run([BOT, "inspect", "--json", *refs], capture_output=True, text=True)
     assert inspect.returncode == 0, inspect.stdout
     for report, component in zip(json.loads(inspect.stdout), release.components, strict=True):
         assert report["verdict"] == "ok"
-        built = {p: release.build(component, p).digest for p in release.platforms}
+        built = {str(p): release.build(component, p).digest for p in release.platforms}
         assert {p["platform"]: p["digest"] for p in report["platforms"]} == built
         assert all(p["config_platform"] == p["platform"] for p in report["platforms"])
         assert release.indexes[component].digest == report["digest"]
@@ -105,7 +105,7 @@ async def test_arm64_failure_blocks_and_leaves_the_tag_untouched(setup: Setup, l
     assert "runtime v0.4.1 failed to build for linux/arm64" in out
     assert "unsupported on aarch64" in out
     blocked = await setup.wait_for("v0.4.1", [State.BLOCKED])
-    assert blocked.build("runtime", "linux/arm64").state is BuildState.FAILED
+    assert blocked.build("runtime", parse_platform("linux/arm64")).state is BuildState.FAILED
     assert "runtime" not in blocked.indexes
     assert set(blocked.indexes) == {
         "controller-manager",
@@ -124,17 +124,15 @@ async def test_arm64_failure_blocks_and_leaves_the_tag_untouched(setup: Setup, l
     pull = subprocess.run(["docker", "pull", f"{image}:v0.4.0"], capture_output=True, text=True)
     assert pull.returncode == 0, pull.stderr
     # The dead-letter stream holds the failed build with its reason.
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
-        dead = [
-            d for d in await pipeline.queue.dead_letters() if d.job and d.job.version == "v0.4.1"
-        ]
-        assert [(d.job.component, d.job.platform) for d in dead if d.job] == [
+        dead = [d for d in await records.dead_letters() if d.job and str(d.job.version) == "v0.4.1"]
+        assert [(d.job.component, str(d.job.platform)) for d in dead if d.job] == [
             ("runtime", "linux/arm64")
         ]
         assert "attempt 2 of 2" in dead[0].reason
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
 
 
 async def test_duplicate_request_is_one_run(setup: Setup) -> None:
@@ -143,13 +141,13 @@ async def test_duplicate_request_is_one_run(setup: Setup) -> None:
     assert first[0] == 0 and second[0] == 0
     assert "started run" in first[2]
     assert "already running" in second[2]
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
-        assert len(await pipeline.store.run_ids("v0.5.0")) == 1
-        depth = await pipeline.queue.depth(pipeline.keys.job_stream("linux/amd64"))
+        assert len(await records.run_ids("v0.5.0")) == 1
+        depth = await records.depth("linux/amd64")
         assert depth.total == 5
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
 
 
 @pytest.mark.parametrize(
@@ -172,12 +170,12 @@ async def test_malformed_requests_enqueue_nothing(setup: Setup, args: list[str])
     code, out, err = await setup.cli("release", *args, "--no-follow")
     assert code == 2, out + err
     assert err.strip()
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
-        keys = await pipeline.redis.keys(f"{pipeline.keys.prefix}:*")
+        keys = await records.all_keys()
         assert keys == []
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
 
 
 async def test_worker_refuses_a_platform_its_builder_cannot_build(setup: Setup) -> None:
@@ -226,7 +224,7 @@ async def test_killed_worker_job_is_finished_by_another(
         setup.start_worker("linux/arm64", "arm")
         code, out, err = await setup.cli("release", "v1.0.0", "--no-follow")
         assert code == 0, out + err
-        pipeline = await setup.pipeline()
+        records = await setup.records()
         try:
             # Wait until the victim is inside a build step, then kill it outright.
             await wait_build_running(setup, "v1.0.0", "linux/amd64")
@@ -240,7 +238,7 @@ async def test_killed_worker_job_is_finished_by_another(
             rescuer_log = (logs / "worker-rescuer.log").read_text()
             assert "pushed" in rescuer_log
         finally:
-            await pipeline.redis.aclose()
+            await records.close()
     finally:
         setup.stop_all()
 
@@ -255,9 +253,9 @@ async def test_two_workers_of_one_platform_race(setup: Setup) -> None:
     release = await setup.wait_for("v0.6.0", [State.READY])
     claims = await merge_claims(setup, "v0.6.0")
     assert claims == Counter({c: 1 for c in release.components})
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
-        events = await pipeline.store.events("0-0", count=10_000)
+        events = await records.events()
         pushed = Counter(
             (e.fields["component"], e.fields["platform"])
             for e in events
@@ -267,7 +265,7 @@ async def test_two_workers_of_one_platform_race(setup: Setup) -> None:
         )
         assert set(pushed.values()) == {1} and len(pushed) == 10
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
     builds_per_worker: Counter[str] = Counter()
     for worker in setup.workers:
         builds_per_worker[worker.worker_id] = worker.log.read_text().count('"message": "pushed ')
@@ -351,10 +349,10 @@ async def test_release_survives_a_redis_restart(
 
 async def wait_build_running(setup: Setup, version: str, platform: str | None = None) -> None:
     """Until a worker reports a build step (so a build is really running)."""
-    pipeline = await setup.pipeline()
+    records = await setup.records()
     try:
         for _ in range(600):
-            events = await pipeline.store.events("0-0", count=10_000)
+            events = await records.events()
             if any(
                 e.version == version
                 and e.type == "progress"
@@ -366,7 +364,7 @@ async def wait_build_running(setup: Setup, version: str, platform: str | None = 
             await asyncio.sleep(0.1)
         raise AssertionError(f"no build of {version} started: {setup.tail_logs()}")
     finally:
-        await pipeline.redis.aclose()
+        await records.close()
 
 
 def free_port() -> int:
@@ -417,10 +415,10 @@ async def test_cancel_stops_queued_and_running_builds(
         code, out, err = await setup.cli("cancel", "v3.0.0")
         assert code == 0, out + err
         assert "cancelled" in out
-        pipeline = await setup.pipeline()
+        records = await setup.records()
         try:
             for _ in range(200):
-                release = await pipeline.store.load("v3.0.0")
+                release = await records.load("v3.0.0")
                 assert release is not None and release.state is State.CANCELLED
                 states = {r.state for r in release.builds.values()}
                 if states == {BuildState.CANCELLED}:
@@ -428,10 +426,10 @@ async def test_cancel_stops_queued_and_running_builds(
                 await asyncio.sleep(0.1)
             assert states == {BuildState.CANCELLED}, states
             assert release is not None and release.indexes == {}
-            depth = await pipeline.queue.depth(pipeline.keys.job_stream("linux/arm64"))
+            depth = await records.depth("linux/arm64")
             assert depth.total == 0, "queued arm64 builds were removed"
         finally:
-            await pipeline.redis.aclose()
+            await records.close()
         # A cancelled release cannot be cancelled again; the answer says why.
         code, _, err = await setup.cli("cancel", "v3.0.0")
         assert code == 2 and "cannot be cancelled" in err

@@ -30,7 +30,7 @@ from jobs.domain.config_reader import load_config
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, BuildState, Release, State
 from jobs.registry.client import RegistryClient, RegistrySettings
-from jobs.usecases.promote import promote, promote_job
+from jobs.usecases.promote import promote_job
 from tests.conftest import REPO, Lab
 from tests.support.bot import (
     APPROVER,
@@ -98,7 +98,7 @@ async def lab_bot(
     async with running_bot(lab, redis_url, path, key_prefix, namespace) as bot:
         if registry is not None:
             # Few attempts: an unreachable registry is answered within a second or two.
-            bot.server.deps.registry = RegistrySettings(
+            bot.server.deps.inspector.settings = RegistrySettings(
                 insecure_registries=frozenset({registry, lab.registry}),
                 max_attempts=2,
                 backoff_base=0.05,
@@ -147,16 +147,16 @@ async def promoted(bot: Bot, version: str) -> Release:
     ready = await make_ready(bot, version)
     assert "1 of 2" in await click(bot, "approve_release", APPROVER, ready.status_ts)
     assert "promotion is queued" in await click(bot, "approve_release", GROUPIE, ready.status_ts)
-    approved = await bot.pipeline.store.load(version)
-    async with RegistryClient(bot.server.deps.registry) as client:
-        assert await promote(bot.pipeline, promote_job(approved), client) is State.PROMOTED
-    done: Release | None = await bot.pipeline.store.load(version)
+    approved = await bot.records.run(version)
+    async with RegistryClient(bot.server.deps.inspector.settings) as client:
+        assert await bot.pipeline.promote(promote_job(approved), client) is State.PROMOTED
+    done: Release | None = await bot.records.run(version)
     assert done is not None and done.state is State.PROMOTED
     return done
 
 
 async def stream_lengths(bot: Bot) -> dict[str, int]:
-    keys = bot.pipeline.keys
+    keys = bot.key_names
     streams = [keys.control_stream, keys.job_stream("linux/amd64"), keys.job_stream("linux/arm64")]
     return {s: int(await bot.server.redis.xlen(s)) for s in streams}
 
@@ -181,10 +181,10 @@ async def test_item2_promoted_version_cannot_be_released_again(bot: Bot) -> None
         assert "immutable" in said and "Cut a new version instead" in said
         for component, digest in digests.items():
             assert f"{component} {digest}" in said
-    assert await bot.pipeline.store.run_ids(version) == [done.run_id]
+    assert await bot.records.run_ids(version) == [done.run_id]
     assert await stream_lengths(bot) == streams  # no build or merge job was queued
     assert await deliveries(bot) == claimed  # the refused commands left no claim
-    assert (await bot.pipeline.store.load(version)).state is State.PROMOTED
+    assert (await bot.records.run(version)).state is State.PROMOTED
 
     # The CLI, run by an operator, is refused the same way (exit 2, nothing started).
     env = {**os.environ, "PYTHONPATH": str(REPO), "REDIS_URL": bot.lab.redis_url}
@@ -199,7 +199,7 @@ async def test_item2_promoted_version_cannot_be_released_again(bot: Bot) -> None
     assert ran.returncode == 2, ran.stderr
     assert f"{version} was promoted by" in ran.stderr and "immutable" in ran.stderr
     assert all(digest in ran.stderr for digest in digests.values())
-    assert await bot.pipeline.store.run_ids(version) == [done.run_id]
+    assert await bot.records.run_ids(version) == [done.run_id]
     assert await stream_lengths(bot) == streams
 
 
@@ -218,16 +218,16 @@ async def test_item2_supersede_is_approver_only_strictly_parsed_and_audited(bot:
         assert "usage: /aibrix release" in said
     said = await command(bot, f"release {version} --supersede", STRANGER)
     assert STRANGER in said and "supersede" in said
-    assert await bot.pipeline.store.run_ids(version) == [done.run_id]
+    assert await bot.records.run_ids(version) == [done.run_id]
     assert await stream_lengths(bot) == streams
 
     said = await command(bot, f"release {version} --supersede", APPROVER)
     assert "started run" in said
-    runs = await bot.pipeline.store.run_ids(version)
+    runs = await bot.records.run_ids(version)
     assert len(runs) == 2
-    new = await bot.pipeline.store.load(version)
+    new = await bot.records.run(version)
     assert new is not None and new.supersede and new.requested_by == APPROVER
-    audit = [e for e in await bot.pipeline.store.audit_entries(50) if e["version"] == version]
+    audit = [e for e in await bot.records.audit(50) if e["version"] == version]
     superseded = [e for e in audit if e["action"] == "supersede"]
     assert len(superseded) == 1 and superseded[0]["actor"] == APPROVER
     assert all(d.digest in superseded[0]["detail"] for d in done.indexes.values())
@@ -238,12 +238,12 @@ async def _pushed_run(
 ) -> None:
     """Builds of `run` pushed for real (synthetic images), recorded as a worker records
     them, and the fan-in that queues the merges."""
-    store = bot.pipeline.store
+    store = bot.records.store
     pusher = OciPusher(bot.lab.registry)
     for component in run.components:
         repo = f"{bot.namespace}/{component}"
         for platform in run.platforms:
-            arch = platform.split("/")[1]
+            arch = platform.architecture
             image = await pusher.image(session, repo, os="linux", arch=arch, payload=payload)
             await store.update_build(
                 run.version, run.run_id, component, platform, BuildState.BUILDING, attempt=1
@@ -256,14 +256,14 @@ async def _pushed_run(
 
 async def _merge_all(bot: Bot, run: Release) -> None:
     """Each component's merge job, as a worker runs it (docker buildx imagetools)."""
-    async with RegistryClient(bot.server.deps.registry) as client:
+    async with RegistryClient(bot.server.deps.inspector.settings) as client:
         for component in run.components:
             await bot.pipeline.merge(bot.pipeline.merge_job(run, component), client)
 
 
 async def _tag(bot: Bot, component: str, version: str) -> str:
     reference = parse_reference(f"{bot.lab.registry}/{bot.namespace}/{component}:{version}")
-    async with RegistryClient(bot.server.deps.registry) as client:
+    async with RegistryClient(bot.server.deps.inspector.settings) as client:
         return (await client.get_manifest(reference)).digest
 
 
@@ -271,7 +271,7 @@ async def test_item2_rerelease_keeps_a_verified_tag_and_never_overwrites_a_forei
     bot: Bot, docker_available: None
 ) -> None:
     version = "v63.0.0"
-    store = bot.pipeline.store
+    store = bot.records.store
     first, created = await store.create_or_get(
         version, REQUESTER, CHANNEL, PLATFORMS, list(COMPONENTS), "first-revision"
     )
@@ -280,8 +280,8 @@ async def test_item2_rerelease_keeps_a_verified_tag_and_never_overwrites_a_forei
     async with aiohttp.ClientSession() as session:
         await _pushed_run(bot, session, first, b"first run")
         await _merge_all(bot, first)
-        ready = await store.load(version)
-        assert ready is not None and ready.state is State.READY, ready.state_reason
+        ready = await bot.records.run(version)
+        assert ready.state is State.READY, ready.state_reason
         written = {c: i.digest for c, i in ready.indexes.items()}
         assert written == {c: await _tag(bot, c, version) for c in COMPONENTS}
 
@@ -289,10 +289,10 @@ async def test_item2_rerelease_keeps_a_verified_tag_and_never_overwrites_a_forei
         from tests.support.bot import _client
 
         await post_status_message(bot.server.deps, _client(bot), ready)
-        shown = await store.load(version)
+        shown = await bot.records.run(version)
         said = await click(bot, "reject_release", APPROVER, shown.status_ts)
         assert "rejected" in said
-        assert (await store.load(version)).state is State.BLOCKED
+        assert (await bot.records.run(version)).state is State.BLOCKED
 
         # Someone else writes runtime's release tag behind the bot's back.
         pusher = OciPusher(bot.lab.registry)
@@ -350,9 +350,9 @@ async def test_item8_unreadable_registry_at_click_keeps_ready(
         # The registry address in the config no longer answers.
         said = await click(bot, "approve_release", APPROVER, release.status_ts)
         assert "could not re-check the registry; try again" in said
-        after = await bot.pipeline.store.load("v8.0.0")
+        after = await bot.records.run("v8.0.0")
         assert after.state is State.READY and after.approvals == {}
-        audit = [e for e in await bot.pipeline.store.audit_entries(50) if e["version"] == "v8.0.0"]
+        audit = [e for e in await bot.records.audit(50) if e["version"] == "v8.0.0"]
         assert "blocked" not in {e["action"] for e in audit}
         message = bot.standin.message(CHANNEL, release.status_ts)
         assert message is not None and "approve_release" in json.dumps(message.blocks)
@@ -361,7 +361,7 @@ async def test_item8_unreadable_registry_at_click_keeps_ready(
         async with FixedPortProxy(lab.registry, PROXY_PORT):
             said = await click(bot, "approve_release", APPROVER, release.status_ts)
         assert f"1 of 2 approvals: <@{APPROVER}>" in said
-        assert (await bot.pipeline.store.load("v8.0.0")).state is State.READY
+        assert (await bot.records.run("v8.0.0")).state is State.READY
 
 
 # ---- item 9: one promotion per confirmed overwrite ----------------------------------------
@@ -369,7 +369,7 @@ async def test_item8_unreadable_registry_at_click_keeps_ready(
 
 async def test_item9_double_confirm_overwrite_enqueues_one_promotion(bot: Bot) -> None:
     version = "v9.0.0"
-    store = bot.pipeline.store
+    store = bot.records.store
     release = await make_ready(bot, version)
     run_id = release.run_id
     assert await store.transition(version, run_id, [State.READY], State.APPROVED, actor=APPROVER)
@@ -391,7 +391,7 @@ async def test_item9_double_confirm_overwrite_enqueues_one_promotion(bot: Bot) -
     said = await click(bot, "confirm_overwrite", GROUPIE, release.status_ts)  # another approver
     assert "already confirmed" in said
 
-    jobs = await stream_entries(bot.server.redis, bot.pipeline.keys.control_stream)
+    jobs = await stream_entries(bot.server.redis, bot.key_names.control_stream)
     promotions = [
         json.loads(f["job"]) for _, f in jobs if json.loads(f["job"])["kind"] == "promote"
     ]
@@ -404,7 +404,7 @@ async def test_item9_double_confirm_overwrite_enqueues_one_promotion(bot: Bot) -
 
 
 def _detail_keys(bot: Bot, version: str, run_id: str) -> list[str]:
-    keys = bot.pipeline.keys
+    keys = bot.key_names
     return [
         keys.run(version, run_id),
         keys.builds(version, run_id),
@@ -428,13 +428,13 @@ async def test_item13_settled_run_detail_expires_record_stays(
         assert len(detail) >= 4  # run, builds, indexes, approvals (promotions: none)
         for key in detail:
             assert 0 < await redis.pttl(key) <= 4320, key
-        record_key = bot.pipeline.keys.record(version)
+        record_key = bot.key_names.record(version)
         assert await redis.ttl(record_key) == -1  # the record never expires
 
         async with asyncio.timeout(30):  # the positive signal: the detail is gone
             while await redis.exists(*detail):
                 await asyncio.sleep(0.2)
-        record = await bot.pipeline.store.version_record(version)
+        record = await bot.records.version_record(version)
         assert record is not None and record.promoted is not None
         assert record.promoted.run_id == done.run_id
         assert record.promoted.by == tuple(sorted((APPROVER, GROUPIE)))
@@ -456,7 +456,7 @@ async def test_item13_default_retention_is_90_days_and_live_runs_never_expire(bo
         assert await redis.ttl(key) == -1, key  # ready: not settled, kept
     said = await click(bot, "reject_release", APPROVER, live.status_ts)
     assert "rejected" in said
-    assert (await bot.pipeline.store.load("v13.1.0")).state is State.BLOCKED
+    assert (await bot.records.run("v13.1.0")).state is State.BLOCKED
     for key in _detail_keys(bot, "v13.1.0", live.run_id)[:3]:
         assert 89 * 86400 < await redis.ttl(key) <= 90 * 86400, key
     said = await command(bot, "cancel v13.1.0", APPROVER)

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from jobs.domain.manifests import MANIFEST_ACCEPT
 from jobs.domain.release import State
-from jobs.usecases.sync_job import SyncRecord, SyncState, load_sync
+from jobs.usecases.sync_job import SyncRecord, SyncState
 from tests.conftest import Lab
 from tests.support.bot import (
     APPROVER,
@@ -113,13 +113,13 @@ async def command(bot: Bot, user: str, text: str) -> tuple[str, str]:
 
 
 async def sync_jobs(bot: Bot) -> list[dict[str, Any]]:
-    entries = await stream_entries(bot.server.redis, bot.pipeline.keys.control_stream)
+    entries = await stream_entries(bot.server.redis, bot.key_names.control_stream)
     jobs = [json.loads(fields["job"]) for _, fields in entries]
     return [job for job in jobs if job["kind"] == "sync"]
 
 
 async def sync_audit(bot: Bot) -> list[dict[str, str]]:
-    entries = await bot.pipeline.store.audit_entries(1000)
+    entries = await bot.records.audit(1000)
     return [e for e in entries if str(e.get("action", "")).startswith("sync")]
 
 
@@ -233,7 +233,7 @@ async def promote(bot: Bot, setup: Setup, version: str) -> dict[str, str]:
 async def wait_record(bot: Bot, sync_id: str, done: Any, timeout: float = 90) -> SyncRecord:
     async with asyncio.timeout(timeout):
         while True:
-            record = await load_sync(bot.pipeline, sync_id)
+            record = await bot.pipeline.find_sync(sync_id)
             if record is not None and done(record):
                 return record
             await asyncio.sleep(0.1)
@@ -333,7 +333,7 @@ async def test_item1_approver_ready_sync_is_one_job_for_two_concurrent_requests(
         assert "sync queued" in answers[1], answers
         (job,) = await sync_jobs(bot)  # no worker runs: it waits in the control stream
         assert job["payload"]["mode"] == "ready"
-        record = await load_sync(bot.pipeline, job["id"])
+        record = await bot.pipeline.find_sync(job["id"])
         assert record is not None and record.state is SyncState.QUEUED
         (requested,) = [e for e in await sync_audit(bot) if e["action"] == "sync-requested"]
         assert requested["mode"] == "ready" and requested["mirror"] == MIRROR

@@ -24,9 +24,12 @@ from bot.settings import BotSettings
 from jobs.domain.config_reader import load_config
 from jobs.domain.release import BuildState, Release, State
 from jobs.registry.client import RegistrySettings
+from jobs.store.keys import Keys
+from jobs.usecases.pipeline import Pipeline
 from tests.conftest import Lab
 from tests.support.oci_push import OciPusher, entry
 from tests.support.pipeline import SAMPLE
+from tests.support.records import Records
 from tests.support.slack_client import SignedResponse, SignedSlackClient
 from tests.support.slack_standin import Ephemeral, SlackStandIn
 
@@ -82,13 +85,24 @@ class Bot:
     last_click: SignedResponse | None = None
 
     @property
-    def pipeline(self) -> Any:
+    def pipeline(self) -> Pipeline:
+        """The bot's own pipeline: for its public operations only."""
         return self.server.deps.pipeline
+
+    @property
+    def records(self) -> Records:
+        """The test's view of the bot's Redis (see `tests.support.records`)."""
+        return Records.on(self.server.redis, self.key_prefix)
+
+    @property
+    def key_names(self) -> Keys:
+        """The store's key functions under the test's prefix, for raw-Redis checks."""
+        return Keys(self.key_prefix)
 
     async def keys(self) -> list[str]:
         """The keys under the test's prefix but the notifier's lease, which a running bot
         holds whatever it is asked."""
-        lease = self.server.deps.pipeline.keys.notifier_leader
+        lease = self.key_names.notifier_leader
         found = await self.server.redis.keys(f"{self.key_prefix}*")
         return [str(k) for k in found if str(k) != lease]
 
@@ -185,7 +199,7 @@ def answer(body: str) -> dict[str, Any]:
 async def make_ready(bot: Bot, version: str, revision: str = "test") -> Release:
     """A run that reached ready for real: its indexes are in the lab registry and their
     digests are the verified ones (built by OciPusher instead of workers, for speed)."""
-    store = bot.pipeline.store
+    store = bot.records.store
     pusher = OciPusher(bot.lab.registry)
     release, created = await store.create_or_get(
         version, REQUESTER, CHANNEL, ["linux/amd64", "linux/arm64"], list(COMPONENTS), revision

@@ -17,8 +17,8 @@ from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.release import Release, State
 from jobs.store.connections import RedisSettings, connect
-from jobs.usecases.pipeline import Pipeline
 from tests.conftest import REPO, Lab
+from tests.support.records import Records
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 SAMPLE = REPO / "sample"
@@ -107,21 +107,21 @@ class Setup:
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
 
-    async def pipeline(self) -> Pipeline:
-        config = self.config
+    async def records(self) -> Records:
+        """A view of the run's Redis on a client of its own (close it: `Records.close`)."""
         redis = await connect(
-            RedisSettings.from_dsn(self.redis_url, key_prefix=config.queue.key_prefix)
+            RedisSettings.from_dsn(self.redis_url, key_prefix=self.config.queue.key_prefix)
         )
-        return Pipeline(redis, config)
+        return Records.on(redis, self.config.queue.key_prefix)
 
     async def wait_for(
         self, version: str, states: Sequence[State], timeout: float = 240
     ) -> Release:
-        pipeline = await self.pipeline()
+        records = await self.records()
         try:
             deadline = time.monotonic() + timeout
             while True:
-                release = await pipeline.store.load(version)
+                release = await records.load(version)
                 if release is not None and release.state in states:
                     return release
                 if time.monotonic() > deadline:
@@ -131,7 +131,7 @@ class Setup:
                     )
                 await asyncio.sleep(0.3)
         finally:
-            await pipeline.redis.aclose()
+            await records.close()
 
     def tail_logs(self) -> str:
         return "\n".join(

@@ -11,18 +11,20 @@ from hypothesis import strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks
-from jobs.domain.platforms import parse_platform, platform_from_json
+from jobs.domain.platforms import Platform, parse_platform, platform_from_json
 from jobs.domain.progress import StepProgress
 from jobs.domain.references import parse_reference
 from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
 from jobs.domain.verdict import EntryFacts, judge
+from jobs.domain.versions import parse_version
 from jobs.registry.inspection import Inspection
 from tests.support.blocks import assert_within_limits
 from tests.support.slack_standin import SlackStandIn
 
 TOKEN = "xoxb-blocks-test-0000"
 CHANNEL = "C0RELEASES"
-PLATFORMS = ("linux/amd64", "linux/arm64")
+AMD64, ARM64 = parse_platform("linux/amd64"), parse_platform("linux/arm64")
+PLATFORMS = (AMD64, ARM64)
 
 
 def make_release(
@@ -34,10 +36,10 @@ def make_release(
     name_length: int = 20,
 ) -> Release:
     names = tuple(f"c{i:02d}-" + "x" * (name_length - 4) for i in range(components))
-    builds = {}
+    builds: dict[tuple[str, Platform], BuildRecord] = {}
     for n, name in enumerate(names):
         for p in PLATFORMS:
-            bad = failed and n % 3 == 0 and p == "linux/arm64"
+            bad = failed and n % 3 == 0 and p == ARM64
             builds[(name, p)] = BuildRecord(
                 name,
                 p,
@@ -52,7 +54,7 @@ def make_release(
         if not (failed and n % 3 == 0)
     }
     return Release(
-        version="v0.3.0",
+        version=parse_version("v0.3.0"),
         run_id="0123456789abcdef",
         state=state,
         state_reason=reason,
@@ -137,17 +139,14 @@ def test_progress_cells() -> None:
     name = release.components[0]
     building = {
         **release.builds,
-        (name, "linux/amd64"): BuildRecord(name, "linux/amd64", BuildState.BUILDING),
+        (name, AMD64): BuildRecord(name, AMD64, BuildState.BUILDING),
     }
     import dataclasses
 
     release = dataclasses.replace(release, builds=building)
-    assert (
-        blocks.build_cell(release, name, "linux/amd64", StepProgress("building", 3, 7))
-        == "building 3/7"
-    )
-    assert blocks.build_cell(release, name, "linux/amd64", None) == "building"
-    assert blocks.build_cell(release, name, "linux/arm64", None).startswith("pushed sha256:")
+    assert blocks.build_cell(release, name, AMD64, StepProgress("building", 3, 7)) == "building 3/7"
+    assert blocks.build_cell(release, name, AMD64, None) == "building"
+    assert blocks.build_cell(release, name, ARM64, None).startswith("pushed sha256:")
 
 
 def arm64_only() -> blocks.Message:

@@ -14,7 +14,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers.live_message import carries_run, metadata, needs_live_message
 from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import Release, State
+from jobs.domain.versions import parse_version
 from tests.support.slack_standin import SlackStandIn
 
 TOKEN = "xoxb-deliveries-test-0000"
@@ -39,13 +41,13 @@ def test_a_claim_is_short_while_handling_and_an_hour_once_confirmed() -> None:
 
 def _release(**changes: object) -> Release:
     base = Release(
-        version="v1.0.0",
+        version=parse_version("v1.0.0"),
         run_id="0123456789abcdef",
         state=State.BUILDING,
         state_reason="",
         requested_by="U0REQUESTER",
         channel=CHANNEL,
-        platforms=("linux/amd64",),
+        platforms=(parse_platform("linux/amd64"),),
         components=("runtime",),
         source_ref="abc",
         created_at=1.0,

@@ -28,7 +28,9 @@ from jobs.domain.permissions import (
     needs_groups,
     operator,
 )
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildRecord, BuildState, Release, State
+from jobs.domain.versions import parse_version
 from jobs.usecases.pipeline import retry_refusal
 from tests.support.config import TOP, doc
 
@@ -349,17 +351,16 @@ def test_item12_any_body_gives_an_origin_or_a_refusal_never_an_exception(
 
 
 def run(state: State, failed: bool) -> Release:
-    build = BuildRecord(
-        "runtime", "linux/arm64", BuildState.FAILED if failed else BuildState.PUSHED
-    )
+    arm64 = parse_platform("linux/arm64")
+    build = BuildRecord("runtime", arm64, BuildState.FAILED if failed else BuildState.PUSHED)
     return Release(
-        version="v1.0.0",
+        version=parse_version("v1.0.0"),
         run_id="0123456789abcdef",
         state=state,
         state_reason="",
         requested_by=RELEASER,
         channel=CHANNEL,
-        platforms=("linux/arm64",),
+        platforms=(arm64,),
         components=("runtime",),
         source_ref="v1.0.0",
         created_at=0.0,
@@ -368,7 +369,7 @@ def run(state: State, failed: bool) -> Release:
         status_ts="1700000000.000100",
         previous_run_id="",
         active=True,
-        builds={("runtime", "linux/arm64"): build},
+        builds={("runtime", arm64): build},
         indexes={},
     )
 

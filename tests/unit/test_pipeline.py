@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobs.domain.config_reader import default_config
-from jobs.domain.platforms import parse_platform
+from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
+from jobs.domain.versions import parse_version
 from jobs.usecases.pipeline import ReleaseInputError, block_reasons, component_outcome, plan_release
 
 CONFIG = default_config()
@@ -62,16 +63,16 @@ def test_any_version_text_plans_or_is_refused_cleanly(text: str) -> None:
 
 
 def release(
-    builds: dict[tuple[str, str], BuildRecord], indexes: dict[str, ComponentIndex]
+    builds: dict[tuple[str, Platform], BuildRecord], indexes: dict[str, ComponentIndex]
 ) -> Release:
     return Release(
-        version="v1.0.0",
+        version=parse_version("v1.0.0"),
         run_id="r1",
         state=State.BUILDING,
         state_reason="",
         requested_by="U1",
         channel="C1",
-        platforms=("linux/amd64", "linux/arm64"),
+        platforms=(parse_platform("linux/amd64"), parse_platform("linux/arm64")),
         components=("runtime", "gateway-plugins"),
         source_ref="tree-1",
         created_at=0,
@@ -87,20 +88,27 @@ def release(
 
 def rec(component: str, platform: str, state: BuildState, error: str = "") -> BuildRecord:
     return BuildRecord(
-        component, platform, state, D if state is BuildState.PUSHED else None, 1, error
+        component,
+        parse_platform(platform),
+        state,
+        D if state is BuildState.PUSHED else None,
+        1,
+        error,
     )
 
 
 def test_component_outcomes_and_reasons() -> None:
     builds = {
-        ("runtime", "linux/amd64"): rec("runtime", "linux/amd64", BuildState.PUSHED),
-        ("runtime", "linux/arm64"): rec(
+        ("runtime", parse_platform("linux/amd64")): rec(
+            "runtime", "linux/amd64", BuildState.PUSHED
+        ),
+        ("runtime", parse_platform("linux/arm64")): rec(
             "runtime", "linux/arm64", BuildState.FAILED, "step 7/9 failed: boom"
         ),
-        ("gateway-plugins", "linux/amd64"): rec(
+        ("gateway-plugins", parse_platform("linux/amd64")): rec(
             "gateway-plugins", "linux/amd64", BuildState.PUSHED
         ),
-        ("gateway-plugins", "linux/arm64"): rec(
+        ("gateway-plugins", parse_platform("linux/arm64")): rec(
             "gateway-plugins", "linux/arm64", BuildState.BUILDING
         ),
     }

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jobs.domain.platforms import parse_platform
+from jobs.domain.versions import Version, parse_version
 from jobs.store.connections import (
     RedisConnectError,
     RedisSettings,
@@ -189,15 +191,22 @@ _text = st.text(
 )
 
 
+_versions = st.one_of(
+    st.sampled_from(["v0.3.0-rc.2", "v1.0.0-x-y-z.--", "v1.0.0-0A.is.legal"]).map(parse_version),
+    st.builds(Version, *(st.integers(min_value=0, max_value=10**6) for _ in range(3))),
+)
+
+
 @st.composite
 def jobs(draw: st.DrawFn) -> Job:
     kind = draw(st.sampled_from(list(JobKind)))
-    platform = draw(st.sampled_from([ARM, AMD, "linux/arm/v7", None]))
-    if kind is JobKind.BUILD and platform is None:
-        platform = ARM
+    text = draw(st.sampled_from([ARM, AMD, "linux/arm/v7", None]))
+    if kind is JobKind.BUILD and text is None:
+        text = ARM
+    platform = None if text is None else parse_platform(text)
     return Job(
         kind=kind,
-        version=draw(_text),
+        version=draw(_versions),
         component=draw(_text),
         source_revision=draw(_text),
         platform=platform,
@@ -219,10 +228,10 @@ def test_job_round_trips_through_stream_fields(job: Job) -> None:
 def test_idempotency_key_changes_with_every_identity_field(job: Job, name: str) -> None:
     parts: dict[str, Any] = {
         "kind": job.kind.value,
-        "release": job.version,
+        "release": str(job.version),
         "run_id": job.run_id,
         "component": job.component,
-        "platform": job.platform,
+        "platform": None if job.platform is None else str(job.platform),
         "source_revision": job.source_revision,
     }
     assert idempotency_key(**parts) == job.idempotency_key
@@ -259,6 +268,27 @@ def _document(**change: Any) -> dict[str, str]:
 def test_job_fields_are_validated(change: dict[str, Any], message: str) -> None:
     with pytest.raises(JobFormatError, match=message):
         Job.from_fields(_document(**change))
+
+
+@pytest.mark.parametrize("text", ["v1.0", "1.0.0", "v1.0.0+build.1", "v01.0.0", "V1.0.0"])
+def test_a_job_whose_release_is_not_a_version_is_refused_even_with_a_matching_key(
+    text: str,
+) -> None:
+    # Written by a buggy or hostile writer that kept the key consistent: the key check
+    # alone would pass it, and the core would get text where it needs a Version.
+    doc = _job().to_document()
+    doc["release"] = text
+    doc["idempotency_key"] = idempotency_key(
+        doc["kind"], text, doc["run_id"], doc["component"], doc["platform"], doc["source_revision"]
+    )
+    with pytest.raises(JobFormatError, match="job release: "):
+        Job.from_fields({"job": json.dumps(doc)})
+
+
+def test_a_job_read_back_carries_typed_values() -> None:
+    job = Job.from_fields(_job().to_fields())
+    assert job.version == parse_version("v0.3.0-rc.2")
+    assert job.platform == parse_platform("linux/arm64")
 
 
 @pytest.mark.parametrize(
