@@ -20,12 +20,14 @@ from jobs.domain.base_images import context_name
 from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
+    MAX_CARD_REGISTRY_TAGS,
     MAX_RETENTION_DAYS,
     POLICY_CHOICES,
     ApprovalPolicy,
     Component,
     Config,
     ConfigError,
+    InspectSettings,
     Layout,
     PolicyChoice,
     Preflight,
@@ -339,6 +341,7 @@ class _Reader:
                 "check_binaries",
                 "base_images",
                 "preflight",
+                "inspect",
             ),
         )
         for required in ("repository", "source", "components"):
@@ -359,6 +362,7 @@ class _Reader:
         promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
         queue = self.queue(top.get("queue", {}), "queue")
         preflight = self.preflight(top.get("preflight", {}), "preflight")
+        inspect = self.inspect(top.get("inspect", {}), "inspect")
         return Config(
             components=components,
             source=source,
@@ -373,6 +377,7 @@ class _Reader:
             check_binaries=self.boolean(top.get("check_binaries", True), "check_binaries"),
             base_images=self.base_images(top.get("base_images", {}), "base_images"),
             preflight=preflight,
+            inspect=inspect,
             path=path,
         )
 
@@ -561,6 +566,18 @@ class _Reader:
             versions=versions,
             layouts=layouts,
             binaries=binaries,
+        )
+
+    def inspect(self, value: object, key: str) -> InspectSettings:
+        table = self.table(value, key, ("registry_tags",))
+        tags_key = self.join(key, "registry_tags")
+        return InspectSettings(
+            registry_tags=self.integer(
+                table.get("registry_tags", InspectSettings.registry_tags),
+                tags_key,
+                low=0,
+                high=MAX_CARD_REGISTRY_TAGS,
+            )
         )
 
     def preflight(self, value: object, key: str) -> Preflight:
