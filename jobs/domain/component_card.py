@@ -246,15 +246,36 @@ def choose_tags(
 # ---- what is wrong --------------------------------------------------------------------
 
 
-def _expects_everywhere(tag: CardTag) -> bool:
-    """Whether every registry should hold the tag: not a release still on its way (its
-    tag is written at merge, and mirrors get it at promotion)."""
-    return tag.role is not Role.IN_PROGRESS
+def _current(card: ComponentCard) -> str | None:
+    """The release every registry should hold: the latest promoted on record, else (no
+    record) the newest final release in the tag list."""
+    for tag in card.tags:
+        if tag.role is Role.PROMOTED:
+            return tag.tag
+    finals = [
+        t.tag
+        for t in card.tags
+        if t.role is Role.REGISTRY and not parse_version(t.tag).is_prerelease
+    ]
+    return finals[0] if finals else None
+
+
+def _expected_on(tag: CardTag, column: Column, current: str | None) -> bool:
+    """Whether `column` lacking `tag` is wrong: the current release belongs everywhere,
+    promotion tags at the source and where promotion publishes, a merged release at the
+    source; older tags found in the list, and a release still on its way, nowhere else."""
+    if column.kind is ColumnKind.SOURCE:
+        if tag.role is Role.IN_PROGRESS:
+            return tag.record is not None and tag.record.digest is not None
+        return tag.role is not Role.PROMOTION_TAG or current is not None
+    if tag.role is Role.PROMOTION_TAG:
+        return column.kind is ColumnKind.PUBLISH and current is not None
+    return tag.tag == current
 
 
 def card_problems(card: ComponentCard) -> tuple[str, ...]:
-    """One sentence per thing wrong, most telling first: registries that cannot be read,
-    platforms missing or mismatched, digests that differ, tags a registry lacks."""
+    """One sentence per thing wrong, most telling first: platforms missing or mismatched,
+    digests that differ, tags a registry lacks, then what could not be read."""
     dead = set(card.unreadable_columns)
     unreadable: list[str] = []
     verdicts: list[str] = []
@@ -269,6 +290,7 @@ def card_problems(card: ComponentCard) -> tuple[str, ...]:
             )
             unreadable.append(messages.card_registry_unreadable(column.name, error))
     source = card.columns[0]
+    current = _current(card)
     for tag in card.tags:
         expected, recorded = card.expected(tag)
         source_cell = card.cell(tag.tag, source.name)
@@ -283,10 +305,7 @@ def card_problems(card: ComponentCard) -> tuple[str, ...]:
                 continue
             if cell.state is CellState.ABSENT:
                 at_source = column.kind is ColumnKind.SOURCE
-                merged = tag.record is not None and tag.record.digest is not None
-                if (at_source and (_expects_everywhere(tag) or merged)) or (
-                    not at_source and source_cell.holds and _expects_everywhere(tag)
-                ):
+                if _expected_on(tag, column, current) and (at_source or source_cell.holds):
                     lacking.append(messages.card_lacks(column.name, tag.tag))
                 continue
             if cell.missing:
@@ -299,7 +318,7 @@ def card_problems(card: ComponentCard) -> tuple[str, ...]:
                 drift.append(
                     messages.card_drift(column.name, tag.tag, cell.digest, expected, recorded)
                 )
-    return (*unreadable, *verdicts, *drift, *lacking)
+    return (*verdicts, *drift, *lacking, *unreadable)
 
 
 def card_headline(card: ComponentCard) -> str:

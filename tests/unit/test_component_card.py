@@ -165,16 +165,14 @@ def test_problems_in_words_drift_lacking_missing_and_a_dead_registry(config: Con
         "v0.3.0-rc.2 is missing linux/amd64 on tokyo",
         f"beijing holds sha256:{'b' * 12} under v0.7.0, not the release's sha256:{'a' * 12}",
         "shanghai lacks v0.7.0",
-        "beijing lacks v0.3.0-rc.2",
-        "shanghai lacks v0.3.0-rc.2",
-    )  # a release still building is not expected anywhere yet
-    assert card_headline(card) == "v0.3.0-rc.2 is missing linux/amd64 on docker.io (and 5 more)"
+    )  # an older tag is not expected on the mirrors, a release still building nowhere yet
+    assert card_headline(card) == "v0.3.0-rc.2 is missing linux/amd64 on docker.io (and 3 more)"
     # A registry that cannot be read shows so in its column and never hides the others.
     cells.update({(t, "shanghai"): dead for t in ("v0.7.0", "v0.3.0-rc.2", "v0.8.0-rc.1")})
     card = _card(config, cells, (building, released, old))
     assert card.unreadable_columns == ("shanghai",)
-    assert card.problems[0] == "shanghai cannot be read: connection refused"
-    assert "beijing lacks v0.3.0-rc.2" in card.problems
+    assert card.problems[-1] == "shanghai cannot be read: connection refused"
+    assert "shanghai lacks v0.7.0" not in card.problems and len(card.problems) == 4
     header, *rows = card_table(card)
     assert header.split() == ["TAG", "docker.io", "tokyo", "beijing", "shanghai"]
     released_row = next(r for r in rows if r.startswith("v0.7.0 "))
@@ -186,6 +184,26 @@ def test_problems_in_words_drift_lacking_missing_and_a_dead_registry(config: Con
         "location": "registry.cn-shanghai.example.com/aibrix",
         "readable": False,
     }
+
+
+def test_without_records_the_newest_final_tag_is_expected_everywhere(config: Config) -> None:
+    tags = (
+        CardTag("v0.3.0-rc.1", Role.REGISTRY),
+        CardTag("v0.2.1", Role.REGISTRY),
+        CardTag("v0.2.0", Role.REGISTRY),
+        CardTag("latest", Role.PROMOTION_TAG),
+    )
+    absent = Cell(CellState.ABSENT)
+    cells = {(t.tag, c.name): absent for t in tags for c in card_columns(config)}
+    for tag in tags:
+        cells[(tag.tag, "docker.io")] = _ok(A)
+    problems = _card(config, cells, tags).problems
+    assert problems == (
+        "tokyo lacks v0.2.1",
+        "beijing lacks v0.2.1",
+        "shanghai lacks v0.2.1",
+        "tokyo lacks latest",  # promotion publishes there; beijing and shanghai it does not
+    )
 
 
 def test_source_differing_from_the_record_is_drift_too(config: Config) -> None:
