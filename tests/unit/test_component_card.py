@@ -275,3 +275,28 @@ def test_inspect_and_status_of_a_component_parse_to_its_card(config: Config) -> 
         assert "runtime" in refused.message and "gateway-plugins" in refused.message
     bad_version = parse_command("status v0.3", config)
     assert isinstance(bad_version, ParseError) and "runtime" not in bad_version.message
+
+
+def test_card_commands_need_what_inspect_and_status_need() -> None:
+    from handlers.commands import command_action
+    from jobs.domain.permissions import Action
+
+    assert command_action(CardCommand("runtime", "inspect")) is Action.INSPECT
+    assert command_action(CardCommand("runtime", "status")) is Action.STATUS
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("21", "20"), ("-1", "0"), ('"3"', "integer"), ("true", "integer")],
+)
+def test_registry_tags_is_checked_when_loaded(tmp_path: Path, value: str, reason: str) -> None:
+    from jobs.domain.config import ConfigError
+
+    path = tmp_path / "aibrix.toml"
+    path.write_text(
+        'repository = "127.0.0.1:5000/x"\n[source]\npath = "."\n'
+        f'[inspect]\nregistry_tags = {value}\n[[components]]\nname = "runtime"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert "inspect.registry_tags" in str(raised.value) and reason in str(raised.value)
