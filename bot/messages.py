@@ -65,3 +65,7 @@ def demo_needs_a_clone() -> str:
         "aibrix-bot demo: the demo is not installed here; it runs from a clone of the "
         "repository with scripts/demo"
     )
+
+
+def card_heading(component: str, image: str) -> str:
+    return f"{component} ({image}): versions, registries and mirrors"

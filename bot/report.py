@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot import messages as terminal
+from jobs.domain.component_card import ComponentCard, card_headline, card_table
 from jobs.domain.messages import (
     dependency_line,
     duplicate_entry,
@@ -75,3 +76,15 @@ def plan_lines(plan: Plan) -> list[str]:
     elif plan.clean:
         lines.append(terminal.plan_clean())
     return lines
+
+
+def card_text(card: ComponentCard) -> str:
+    """`aibrix-bot inspect COMPONENT`: the headline, the matrix, then each problem."""
+    lines = [terminal.card_heading(card.component, card.image), card_headline(card), ""]
+    if card.tags:
+        lines.extend("  " + line for line in card_table(card))
+    problems = card.problems
+    if problems:
+        lines.append("")
+        lines.extend(f"  - {p}" for p in problems)
+    return "\n".join(lines)

@@ -10,8 +10,9 @@
    index built from pinned digests.
 4. The same story through Slack: the real `aibrix-bot serve` against the Slack
    stand-in, signed `/aibrix release` commands, the live message, a self-approval
-   refused, an approver's click accepted, promotion done; the channel is printed as
-   text and written as an HTML page (demo-output/channel.html).
+   refused, an approver's click accepted, promotion done, and at the end `/aibrix
+   inspect runtime`: runtime's card across versions and registries; the channel is
+   printed as text and written as an HTML page (demo-output/channel.html).
 """
 
 from __future__ import annotations
@@ -283,6 +284,8 @@ async def _slack_story(
                     promoted = done is not None and done.state is State.PROMOTED
                     checks.append(("Slack: the approval promotes the release", promoted))
                     await asyncio.sleep(2.5)
+                # The end of the story: where runtime stands, on every registry.
+                checks.append(await inspect_runtime(slack, standin, REQUESTER, SLACK_CHANNEL))
             latest = await asyncio.to_thread(
                 _inspect_json,
                 *(f"{config.repository}/{c}:latest" for c in config.component_names),
@@ -310,6 +313,26 @@ async def _slack_story(
         print(text)
         print(f"\n  written: {OUTPUT / 'channel.txt'} and {html}")
     return checks
+
+
+async def inspect_runtime(
+    slack: Any, standin: Any, user: str, channel: str, timeout: float = 60
+) -> tuple[str, bool]:
+    """`/aibrix inspect runtime` in the channel: runtime's card, every version on every
+    registry and mirror, answered to `user` (the demo's last step; a test runs it alone
+    against a release it makes)."""
+    print(f"  {standin.user_name(user) or user}: /aibrix inspect runtime")
+    before = len(standin.ephemerals_for(user))
+    await slack.slash_command("inspect runtime", user_id=user, channel_id=channel)
+
+    async def answered() -> bool:
+        return any(
+            "versions, registries and mirrors" in json.dumps(e.blocks or [])
+            for e in standin.ephemerals_for(user)[before:]
+        )
+
+    shown = await _wait(answered, timeout, "runtime's card")
+    return ("Slack: /aibrix inspect runtime shows runtime's card", shown)
 
 
 async def _healthy(port: int) -> bool:

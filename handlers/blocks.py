@@ -16,6 +16,7 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
+from jobs.domain.component_card import ComponentCard, card_headline, card_table
 from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform, satisfies
 from jobs.domain.progress import StepProgress
@@ -240,6 +241,7 @@ def release_message(
     if tally_text:
         footer.append(context(tally_text))
     footer.extend(context(escape(n)) for n in notes[:2])
+    footer.append(context(escape(messages.card_hint(release.components))))
     fixed = 2 + len(footer) + (1 if actions else 0)
     budget = MAX_BLOCKS - fixed
     problem_blocks = text_sections(problem_lines + promoted, max(1, budget // 3))
@@ -374,6 +376,51 @@ def inspection_message(subjects: Sequence[str], inspections: Sequence[Inspection
     else:
         text = f"{len(inspections)} references inspected, {bad} not ok"
     return Message(escape(_clip(text, FALLBACK_LIMIT)), blocks[:MAX_BLOCKS])
+
+
+# ---- a component's card ------------------------------------------------------------------
+
+_CARD_LEGEND = (
+    "Each cell: the verdict and the index digest, `DRIFT` where a registry holds another "
+    "digest than the release (or the source), `no tag`, or `unreadable`"
+)
+
+
+def _card_blocks(card: ComponentCard, budget: int) -> list[Block]:
+    """The matrix (one row a tag, one column a registry) and one bullet per problem, in at
+    most `budget` blocks: the table keeps at least one, the problems the rest."""
+    problems = [f"• {escape(p)}" for p in card.problems]
+    table = [escape(line) for line in card_table(card)] if card.tags else []
+    problem_room = max(1, budget // 3) if problems else 0
+    table_blocks = table_sections(table, max(1, budget - problem_room)) if table else []
+    return [*table_blocks, *text_sections(problems, budget - len(table_blocks))]
+
+
+def card_message(card: ComponentCard) -> Message:
+    """`/aibrix inspect COMPONENT`: what is wrong on top, then every chosen tag on every
+    registry, then each problem in words; within Slack's limits however many there are."""
+    headline = card_headline(card)
+    mark = ":warning: " if card.problems else ":white_check_mark: "
+    blocks: list[Block] = [
+        header(messages.card_title(card.component)),
+        section(mark + escape(headline)),
+    ]
+    legend = context(f"`{escape(card.image)}` · {_CARD_LEGEND}")
+    blocks.extend(_card_blocks(card, MAX_BLOCKS - len(blocks) - 1))
+    blocks.append(legend)
+    return Message(escape(_clip(headline, FALLBACK_LIMIT)), blocks[:MAX_BLOCKS])
+
+
+def inspection_with_card(subject: str, inspection: Inspection, card: ComponentCard) -> Message:
+    """`/aibrix inspect COMPONENT TAG`: the tag's inspection as before, then what every
+    registry and mirror holds under it beside the source."""
+    tag = card.tags[0].tag if card.tags else ""
+    extra: list[Block] = [section(messages.card_tag_mirrors(escape(tag)))]
+    room = 12
+    first = inspection_message([subject], [inspection])
+    kept = first.blocks[: MAX_BLOCKS - room - 1]
+    extra.extend(_card_blocks(card, MAX_BLOCKS - len(kept) - 1))
+    return Message(first.text, [*kept, *extra][:MAX_BLOCKS])
 
 
 # ---- the live sync message -------------------------------------------------------------

@@ -8,6 +8,7 @@ logged once (never the URL) and changes nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -28,6 +29,7 @@ from handlers.context import (
 )
 from handlers.parse import (
     CancelCommand,
+    CardCommand,
     Command,
     HelpCommand,
     InspectCommand,
@@ -46,6 +48,7 @@ from jobs.domain.config import Config
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
+from jobs.domain.references import Reference
 from jobs.tools.source import SourceError
 from jobs.usecases.plan import shown_findings
 
@@ -72,6 +75,9 @@ def command_action(command: Command) -> Action:
         return Action.RETRY
     if isinstance(command, InspectCommand):
         return Action.INSPECT
+    if isinstance(command, CardCommand):
+        # Read-only either way; asked as `status COMPONENT` it is what status may see.
+        return Action.STATUS if command.via == "status" else Action.INSPECT
     if isinstance(command, PlanCommand):
         return Action.PLAN  # read-only: whoever may inspect may see what a release would do
     return Action.STATUS
@@ -83,6 +89,8 @@ def ack_text(command: Command) -> str:
         return messages.slack_working(f"release {command.plan.version}{supersede}")
     if isinstance(command, InspectCommand):
         return messages.slack_working(f"inspect {command.reference}")
+    if isinstance(command, CardCommand):
+        return messages.slack_working(f"{command.via} {command.component}")
     if isinstance(command, PlanCommand):
         return messages.slack_working(f"plan {command.plan.version}")
     if isinstance(command, SyncCommand):
@@ -240,13 +248,18 @@ async def run_command(
         await _answer(respond, blocks.plain(started if shown is None else f"{started}\n{shown}"))
         return True
     if isinstance(command, InspectCommand):
+        if command.component and command.reference.tag:
+            await _answer(
+                respond, await _tag_everywhere(deps, command.component, command.reference)
+            )
+            return False
         inspection = await deps.inspector.inspect(command.reference)
-        subject = (
-            f"{command.component} {command.reference.tag}"
-            if command.component and command.reference.tag
-            else str(command.reference)
-        )
-        await _answer(respond, blocks.inspection_message([subject], [inspection]))
+        await _answer(respond, blocks.inspection_message([str(command.reference)], [inspection]))
+        return False
+    if isinstance(command, CardCommand):
+        releases = await pipeline.status(None)
+        card = await deps.inspector.card(command.component, releases)
+        await _answer(respond, blocks.card_message(card))
         return False
     if isinstance(command, PlanCommand):
         plan = command.plan
@@ -285,3 +298,19 @@ async def run_command(
         )
         return True
     return False
+
+
+async def _tag_everywhere(deps: Deps, component: str, reference: Reference) -> blocks.Message:
+    """`/aibrix inspect COMPONENT TAG`: the tag's inspection at the source, as always, and
+    beside it what every registry and mirror holds under the tag, read at the same time."""
+    tag = reference.tag or ""
+    try:
+        releases = await deps.pipeline.status(None)
+    except RedisError as error:  # the records only name the release's digest: go without
+        log.warning("release records not read, Redis failed (%s)", type(error).__name__)
+        releases = []
+
+    inspection, everywhere = await asyncio.gather(
+        deps.inspector.inspect(reference), deps.inspector.card(component, releases, only_tag=tag)
+    )
+    return blocks.inspection_with_card(f"{component} {tag}", inspection, everywhere)

@@ -25,9 +25,9 @@ from jobs.domain.messages import (
 
 SLACK_USAGE = {
     "release": "/aibrix release VERSION [COMPONENT...] [--supersede]",
-    "inspect": "/aibrix inspect COMPONENT TAG  or  /aibrix inspect IMAGE[:TAG]",
+    "inspect": "/aibrix inspect COMPONENT [TAG]  or  /aibrix inspect IMAGE[:TAG]",
     "plan": "/aibrix plan VERSION [COMPONENT...]",
-    "status": "/aibrix status [VERSION]",
+    "status": "/aibrix status [VERSION | COMPONENT]",
     "sync": "/aibrix sync VERSION MIRROR [--ready]",
     "cancel": "/aibrix cancel VERSION",
     "retry": "/aibrix retry VERSION",
@@ -73,8 +73,18 @@ def slack_wrong_arguments(subcommand: str, given: int) -> str:
     return f"{subcommand} does not take {given} arguments; {slack_usage(subcommand)}"
 
 
-def slack_component_needs_tag(component: str) -> str:
-    return f"give the tag to inspect for {component}, such as v0.3.0; {slack_usage('inspect')}"
+def card_title(component: str) -> str:
+    return f"{component}: versions, registries and mirrors"
+
+
+def card_hint(components: Sequence[str]) -> str:
+    """The release message's pointer to each component's card (a slash command, which
+    Slack has no link for: the user types or copies it)."""
+    return "Each component's card: " + " · ".join(f"`/aibrix inspect {c}`" for c in components)
+
+
+def card_tag_mirrors(tag: str) -> str:
+    return f"*{tag}* on every registry and mirror"
 
 
 def slack_tag_twice(image: str) -> str:

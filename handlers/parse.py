@@ -18,6 +18,7 @@ from jobs.domain.references import InvalidReferenceError, Reference, parse_refer
 from jobs.domain.versions import (
     ComponentError,
     VersionError,
+    is_component_name,
     parse_version,
     validate_component_name,
 )
@@ -56,6 +57,14 @@ class InspectCommand:
 
 
 @dataclass(frozen=True)
+class CardCommand:
+    """A component's card: `/aibrix inspect COMPONENT` or `/aibrix status COMPONENT`."""
+
+    component: str  # a configured component's name
+    via: str  # "inspect" or "status": what the user typed (and the permission it needs)
+
+
+@dataclass(frozen=True)
 class StatusCommand:
     version: str | None
 
@@ -89,6 +98,7 @@ Command = (
     ReleaseCommand
     | PlanCommand
     | InspectCommand
+    | CardCommand
     | StatusCommand
     | SyncCommand
     | CancelCommand
@@ -146,7 +156,7 @@ def _inspect(args: Sequence[str], config: Config) -> Command | ParseError:
     try:
         if target in config.component_names:
             if tag is None:
-                return ParseError(messages.slack_component_needs_tag(target))
+                return CardCommand(target, "inspect")
             return InspectCommand(parse_reference(f"{config.image(target)}:{tag}"), target)
         if "/" not in target and "." not in target and ":" not in target:
             # A bare word is meant as a component name: say which ones exist.
@@ -190,6 +200,12 @@ def _sync(args: Sequence[str], config: Config) -> Command | ParseError:
     return SyncCommand(version, mirror, ready)
 
 
+def _names_component(word: str) -> bool:
+    """`word` is meant as a component name, not a version: it has a component name's
+    shape and does not start like a version (`v` and a digit)."""
+    return is_component_name(word) and not re.match(r"v[0-9]", word)
+
+
 def _is_release_repository(text: str, config: Config) -> bool:
     """`text` names the release repository (or its registry) rather than a mirror."""
     repository = config.repository.rstrip("/")
@@ -219,6 +235,11 @@ def parse_command(text: str, config: Config) -> Command | ParseError:
     if name == "status":
         if not args:
             return StatusCommand(None)
+        if len(args) == 1 and _names_component(args[0]):
+            try:
+                return CardCommand(config.component(args[0]).name, "status")
+            except ComponentError as error:
+                return ParseError(f"{error}; {messages.slack_usage('status')}")
         version = _one_version("status", args, config)
         return version if isinstance(version, ParseError) else StatusCommand(version)
     if name == "sync":

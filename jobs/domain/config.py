@@ -228,6 +228,16 @@ class Promotion:
 
 
 MAX_RETENTION_DAYS = 3650
+MAX_CARD_REGISTRY_TAGS = 20
+
+
+@dataclass(frozen=True)
+class InspectSettings:
+    """`[inspect]`: a component's card shows at most `registry_tags` release tags found in
+    the repository's tag list besides those on record (bounded: every tag is read on every
+    registry)."""
+
+    registry_tags: int = 3
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,7 @@ class Config:
     # Images named in FROM -> the reference to build from instead (a mirror).
     base_images: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     preflight: Preflight = Preflight()
+    inspect: InspectSettings = InspectSettings()
     path: Path | None = None
     """The file this was loaded from; None for the built-in defaults."""
 

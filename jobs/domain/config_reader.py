@@ -20,6 +20,7 @@ from jobs.domain.base_images import context_name
 from jobs.domain.config import (
     CONFIG_ENV,
     DEFAULTS_LABEL,
+    MAX_CARD_REGISTRY_TAGS,
     MAX_REGISTRY_BUDGET_SECONDS,
     MAX_RETENTION_DAYS,
     POLICY_CHOICES,
@@ -27,6 +28,7 @@ from jobs.domain.config import (
     Component,
     Config,
     ConfigError,
+    InspectSettings,
     Layout,
     PolicyChoice,
     Preflight,
@@ -342,6 +344,7 @@ class _Reader:
                 "base_images",
                 "preflight",
                 "registry",
+                "inspect",
             ),
         )
         for required in ("repository", "source", "components"):
@@ -363,6 +366,7 @@ class _Reader:
         queue = self.queue(top.get("queue", {}), "queue")
         preflight = self.preflight(top.get("preflight", {}), "preflight")
         registry = self.registry(top.get("registry", {}), "registry")
+        inspect = self.inspect(top.get("inspect", {}), "inspect")
         return Config(
             components=components,
             source=source,
@@ -378,6 +382,7 @@ class _Reader:
             check_binaries=self.boolean(top.get("check_binaries", True), "check_binaries"),
             base_images=self.base_images(top.get("base_images", {}), "base_images"),
             preflight=preflight,
+            inspect=inspect,
             path=path,
         )
 
@@ -566,6 +571,18 @@ class _Reader:
             versions=versions,
             layouts=layouts,
             binaries=binaries,
+        )
+
+    def inspect(self, value: object, key: str) -> InspectSettings:
+        table = self.table(value, key, ("registry_tags",))
+        tags_key = self.join(key, "registry_tags")
+        return InspectSettings(
+            registry_tags=self.integer(
+                table.get("registry_tags", InspectSettings.registry_tags),
+                tags_key,
+                low=0,
+                high=MAX_CARD_REGISTRY_TAGS,
+            )
         )
 
     def preflight(self, value: object, key: str) -> Preflight:

@@ -1246,3 +1246,86 @@ def proxy_refused_tunnel(proxy: str, variable: str, host: str, status: int, atte
 def registry_via_proxy(proxy: str, variable: str) -> str:
     """Appended to a transport failure of a request sent through a proxy."""
     return f"sent through {proxy_named(proxy, variable)}"
+
+
+# ---- a component's card (jobs/domain/component_card.py; Slack and the terminal) -------
+
+
+def card_tag_missing(tag: str, platforms: Sequence[str], where: str) -> str:
+    return f"{tag} is missing {_and(platforms)} on {where}"
+
+
+def card_tag_mismatched(tag: str, platforms: Sequence[str], where: str) -> str:
+    return f"{tag} on {where} has entries that are not the platform they claim: {_and(platforms)}"
+
+
+def card_lacks(where: str, tag: str) -> str:
+    return f"{where} lacks {tag}"
+
+
+def card_drift(where: str, tag: str, held: str, expected: str, recorded: bool) -> str:
+    whose = "the release's" if recorded else "the source's"
+    return f"{where} holds {short_digest(held)} under {tag}, not {whose} {short_digest(expected)}"
+
+
+def card_cell_unreadable(where: str, tag: str, error: str) -> str:
+    return f"{tag} on {where} cannot be read: {error}"
+
+
+def card_registry_unreadable(where: str, error: str) -> str:
+    return f"{where} cannot be read: {error}"
+
+
+def card_tag_list_unreadable(image: str, error: str) -> str:
+    return (
+        f"the tag list of {image} cannot be read ({error}); tags the bot has no record of "
+        "are not shown"
+    )
+
+
+def card_read_timeout(seconds: float) -> str:
+    return f"no answer within {seconds:g} s"
+
+
+def card_all_good(component: str, tags: int, registries: int) -> str:
+    return (
+        f"{component}: all {tags} tags carry every required platform, the same digest "
+        f"on all {registries} registries"
+    )
+
+
+def card_no_tags(component: str) -> str:
+    return (
+        f"{component}: no release of it on record and no release tag in its repository; "
+        "nothing to show"
+    )
+
+
+def card_headline(problems: Sequence[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{problems[0]} (and {len(problems) - 1} more)"
+
+
+CARD_ROLE_WORDS = {
+    "promoted": "latest promoted",
+    "in-progress": "latest in progress",
+    "promotion-tag": "promotion tag",
+    "registry": "in the registry",
+}
+
+
+def card_role(role: str, state: str | None, recorded: bool) -> str:
+    word = CARD_ROLE_WORDS.get(role, role)
+    if role == "in-progress" and state:
+        return f"{word}: {state}"
+    if role == "registry" and not recorded:
+        return f"{word}, no record"
+    return word
+
+
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

@@ -1297,3 +1297,54 @@ class RegistryClient:
                 raise ProtocolError(str(ref), "the registry sent more bytes than the limit")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    # -- public API: tag lists (appended for the component card; kept self-contained)
+
+    async def tags(
+        self, ref: Reference, *, page_size: int = 1000, max_pages: int = 20
+    ) -> list[str]:
+        """Every tag of `ref`'s repository (`/v2/<name>/tags/list`), page after page as
+        the registry's `Link: <...>; rel="next"` header leads, at most `max_pages` pages.
+        A next page on another origin is not followed (the credentials stay home)."""
+        url: str | None = self._url(ref, f"/v2/{ref.repository}/tags/list?n={page_size}")
+        found: list[str] = []
+        pages = 0
+        while url is not None and pages < max_pages:
+            pages += 1
+            fetched = await self._call(
+                ref,
+                "GET",
+                url,
+                scope=scope_for(ref.repository),
+                headers={"Accept": "application/json"},
+                max_bytes=MAX_MANIFEST_BYTES,
+            )
+            try:
+                data = json.loads(fetched.body)
+            except ValueError:
+                raise ProtocolError(str(ref), "the tag list is not JSON") from None
+            listed = data.get("tags") if isinstance(data, dict) else None
+            if listed is not None and not (
+                isinstance(listed, list) and all(isinstance(t, str) for t in listed)
+            ):
+                raise ProtocolError(str(ref), "the tag list is not a list of tags")
+            found.extend(listed or [])
+            url = _next_page(url, fetched.headers, ref.api_host)
+        return found
+
+
+def _next_page(url: str, headers: Mapping[str, str], api_host: str) -> str | None:
+    """The `rel="next"` target of a tag list page's Link header (parsed by httpx), made
+    absolute; None on the last page or when it leaves the registry's origin."""
+    import httpx  # the Link grammar is httpx's; imported here, on the tag-list path only
+
+    link = headers.get("Link") or headers.get("link")
+    if not link:
+        return None
+    links = httpx.Response(200, headers=[("Link", link)], request=httpx.Request("GET", url)).links
+    target = links.get("next", {}).get("url")
+    if not target:
+        return None
+    absolute = urljoin(url, target)
+    same_scheme = urlsplit(absolute).scheme == urlsplit(url).scheme
+    return absolute if same_scheme and same_origin(absolute, api_host) else None

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from jobs.domain.approvals import TagReading
+from jobs.domain.component_card import ComponentCard
 from jobs.domain.config import Config
 from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform
@@ -24,6 +25,7 @@ from jobs.domain.verdict import Outcome
 from jobs.domain.versions import Version
 from jobs.registry.client import NotFoundError, RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import Inspection, inspect_reference
+from jobs.usecases.component_card import card_settings, read_card
 from jobs.usecases.plan import DependencyGate, dependency_gate, make_plan
 
 
@@ -38,6 +40,14 @@ class Inspector:
         """`reference` read back and judged against the configured platforms."""
         async with RegistryClient(self.settings) as client:
             return await inspect_reference(client, reference, self.config.platforms)
+
+    async def card(
+        self, component: str, releases: Sequence[Release], *, only_tag: str | None = None
+    ) -> ComponentCard:
+        """`component`'s card (`/aibrix inspect COMPONENT`): its tags on every registry
+        and mirror; with `only_tag`, that one tag everywhere."""
+        async with RegistryClient(card_settings(self.settings)) as client:
+            return await read_card(client, self.config, component, releases, only_tag=only_tag)
 
     async def plan(
         self, version: Version, components: Sequence[str], platforms: Sequence[Platform]

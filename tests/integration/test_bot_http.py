@@ -100,7 +100,7 @@ BAD_INPUT = [
     ("release v0.3.0-rc.1" + " runtime" * 700, "at most 500 are accepted"),
     ("x" * 5000, "at most 500 are accepted"),
     ("inspect", "does not take 0 arguments"),
-    ("inspect runtime", "give the tag to inspect"),
+    ("status nosuch", "is not a component of this project"),
     ("inspect nosuch", "is not a component of this project"),
     ("inspect Bad/Image:tag", "inspect"),
     ("status v01.2.3", "leading zero"),

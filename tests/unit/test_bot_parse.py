@@ -116,7 +116,6 @@ def test_every_subcommand(config: Config) -> None:
         ("sync v1.0.0 lab-mirror --force", "does not take 3 arguments"),
         ("inspect", "does not take 0 arguments"),
         ("inspect a b c", "does not take 3 arguments"),
-        ("inspect runtime", "give the tag"),
         ("inspect docker.io/x/y:v1 v2", "already has a tag"),
         ("inspect runtme", "is not a component"),
         ("help now", "usage"),
