@@ -88,6 +88,30 @@ def test_the_rootless_daemon_is_rootless(rootless_host: str) -> None:
     )
 
 
+def test_build_steps_cannot_reach_the_hosts_loopback(
+    rootless_host: str, lab: Lab, tmp_path: Path
+) -> None:
+    """The daemon reaches the host's loopback (its registries) through slirp4netns's
+    10.0.2.2; its build steps must not: the lab's Redis listens there."""
+    redis_port = lab.redis_url.removeprefix("redis://").split("/")[0].rpartition(":")[2]
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"
+        f"RUN printf 'PING\\r\\n' | nc -w 10 10.0.2.2 {redis_port}; echo probe-done\n"
+    )
+    lines = DockerClient(host=rootless_host).buildx.build(
+        tmp_path,
+        build_args={"BASE_IMAGE": lab.base_image},
+        cache=False,
+        progress="plain",
+        stream_logs=True,
+    )
+    assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
+    log = "".join(lines)
+    assert "probe-done" in log, log
+    assert "Connection refused" in log, log
+    assert "PONG" not in log, log
+
+
 @dataclass
 class RootlessSetup(Setup):
     """Workers and CLI with DOCKER_HOST at the rootless daemon: how a worker picks it."""
@@ -124,7 +148,9 @@ async def test_release_built_by_rootless_workers_is_ready(setup: RootlessSetup) 
     assert "v0.1.0: ready" in out
     release = await setup.wait_for("v0.1.0", [State.READY])
     config = setup.config
-    reference = config.release_reference("runtime", release.version)
+    version = parse_version("v0.1.0")
+    assert release.version == str(version)
+    reference = config.release_reference("runtime", version)
     inspect = subprocess.run(
         [BOT, "inspect", "--json", "--require", "linux/amd64,linux/arm64", reference],
         capture_output=True,
@@ -136,8 +162,6 @@ async def test_release_built_by_rootless_workers_is_ready(setup: RootlessSetup) 
     # its own image store); the root daemon built neither.
     rootless, root = DockerClient(host=setup.docker_host), DockerClient()
     for platform in ("linux/amd64", "linux/arm64"):
-        staging = config.staging_reference(
-            "runtime", parse_version("v0.1.0"), parse_platform(platform)
-        )
+        staging = config.staging_reference("runtime", version, parse_platform(platform))
         assert rootless.image.exists(staging), staging
         assert not root.image.exists(staging), staging
