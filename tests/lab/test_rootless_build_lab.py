@@ -49,7 +49,7 @@ def rootless_host(lab: Lab, docker_available: None) -> str:
     except DockerException as error:
         service_missing(
             f"the rootless Docker daemon at {host} does not answer: {error.stderr or error}",
-            "scripts/lab rootless starts it",
+            "scripts/lab rootless starts it; only root and its user may use the socket",
         )
     return host
 
