@@ -22,6 +22,7 @@ from python_on_whales import DockerClient, DockerException
 from jobs.domain.platforms import parse_platform
 from jobs.domain.release import State
 from jobs.domain.versions import parse_version
+from jobs.tools.build import BuilderError, check_builder
 from tests.conftest import Lab, service_missing
 from tests.support.pipeline import BOT, SAMPLE_COMPONENTS, Setup, toml_config
 
@@ -110,6 +111,35 @@ def test_build_steps_cannot_reach_the_hosts_loopback(
     assert "probe-done" in log, log
     assert "Connection refused" in log, log
     assert "PONG" not in log, log
+
+
+def test_a_builder_of_another_docker_context_is_refused_at_start(
+    docker_available: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--builder CONTEXT` looks like a way to reach a rootless daemon: Buildx inspects the
+    docker driver of any context, but builds with it only in the current context. The
+    worker refuses it at start with the way that works, instead of failing every build."""
+    endpoint = DockerClient().context.inspect(None).endpoints["docker"].host
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    subprocess.run(
+        ["docker", "context", "create", "other-daemon", "--docker", f"host={endpoint}"],
+        check=True,
+        capture_output=True,
+    )
+    amd64 = parse_platform("linux/amd64")
+    # Buildx itself refuses to build there, which is what the check spares the worker.
+    build = subprocess.run(
+        ["docker", "buildx", "build", "--builder", "other-daemon", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode != 0 and "--context=other-daemon" in build.stderr, build.stderr
+    with pytest.raises(BuilderError) as error:
+        check_builder("other-daemon", amd64)
+    assert "DOCKER_CONTEXT=other-daemon" in str(error.value)
+    assert check_builder(None, amd64).driver == "docker"
+    monkeypatch.setenv("DOCKER_CONTEXT", "other-daemon")
+    assert check_builder("other-daemon", amd64).name == "other-daemon"
 
 
 @dataclass
