@@ -573,6 +573,15 @@ def builder_refused(detail: str) -> str:
     return f"the worker cannot start: {detail}"
 
 
+def builder_of_another_context(builder: str, current: str) -> str:
+    return (
+        f"the Buildx builder {builder} is the docker driver of the Docker context {builder}, "
+        f"and Buildx builds with that driver only in the current context ({current}); "
+        f"point the worker at that daemon with DOCKER_CONTEXT={builder} or DOCKER_HOST "
+        "instead of --builder"
+    )
+
+
 def pushed_platform_wrong(image: str, platform: str, detail: str) -> str:
     return f"{image} was pushed for {platform} but the registry disagrees: {detail}"
 

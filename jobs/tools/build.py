@@ -21,6 +21,7 @@ from typing import Any
 
 from python_on_whales import DockerException, docker
 
+from jobs.domain import messages
 from jobs.domain.base_images import build_contexts, rewrite_from_lines, supports_named_contexts
 from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
@@ -126,9 +127,22 @@ def inspect_builder(name: str | None) -> BuilderInfo:
     )
 
 
+def current_context() -> str:
+    """The Docker context the CLI uses now (DOCKER_CONTEXT, else the configured one)."""
+    try:
+        return docker.context.inspect(None).name or "default"
+    except DockerException as error:
+        stderr = (error.stderr or "").strip()
+        raise BuilderError(f"the current Docker context cannot be read: {stderr}") from None
+
+
 def check_builder(name: str | None, platform: Platform) -> BuilderInfo:
-    """Refuse, with the reason, a builder that cannot build `platform`."""
+    """Refuse, with the reason, a builder that cannot build `platform`, or that Buildx
+    would refuse to build with: the docker driver of a context other than the current one
+    inspects fine, but every build on it fails ("use `docker --context=NAME buildx`")."""
     info = inspect_builder(name)
+    if name and info.driver == "docker" and name != (current := current_context()):
+        raise BuilderError(messages.builder_of_another_context(name, current))
     if platform not in info.platforms:
         available = ", ".join(str(p) for p in info.platforms) or "none"
         raise BuilderError(
