@@ -966,8 +966,14 @@ def test_notes_tell_what_to_do_next(helm: Helm, notes_chart: Path) -> None:
     assert "WARNING: no configuration" in http
     assert "built-in defaults" in http
     assert f"helm test {RELEASE}" in http
-    socket = notes(merged(SOCKET_MODE, EXTERNAL_REDIS, {"config": {"toml": "x = 1"}},
-                          {"image": {"digest": "sha256:" + "ab" * 32}}))
+    socket = notes(
+        merged(
+            SOCKET_MODE,
+            EXTERNAL_REDIS,
+            {"config": {"toml": "x = 1"}},
+            {"image": {"digest": "sha256:" + "ab" * 32}},
+        )
+    )
     assert "Socket Mode" in socket
     assert "app-token" in socket
     assert "secret/aibrix-redis" in socket
