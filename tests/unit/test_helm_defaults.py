@@ -18,7 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
+import yaml
 
 from tests.unit import test_helm_chart as chart
 from tests.unit.test_helm_chart import (
@@ -49,6 +51,7 @@ from tests.unit.test_helm_chart import (
 helm = chart.helm
 notes_chart = chart.notes_chart
 
+CI_VALUES = REPO / "helm" / "ci-values"
 DEFAULT_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "socket-mode": SOCKET_MODE,
@@ -57,6 +60,8 @@ DEFAULT_SETS: dict[str, dict[str, Any]] = {
     "external-redis": EXTERNAL_REDIS,
     "everything-on": EVERYTHING_ON,
     "three-platforms": THREE_PLATFORMS,
+    # The realistic sets scripts/scan runs checkov over.
+    **{f"ci-{p.stem}": yaml.safe_load(p.read_text()) for p in sorted(CI_VALUES.glob("*.yaml"))},
 }
 DIGEST_REF = re.compile(r"^[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}$")
 METADATA = ("169.254.169.254", "169.254.170.2", "fd00:ec2::254")
@@ -407,3 +412,34 @@ def test_disk_is_declared_and_bounded(helm: Helm, name: str) -> None:
 def test_chart_has_no_unbounded_emptydir_in_its_templates() -> None:
     for template in (CHART / "templates").glob("*.yaml"):
         assert "emptyDir: {}" not in template.read_text(), template.name
+
+
+# ---------------------------------------------------------------- 7. the scan
+
+
+def test_the_realistic_value_sets_render_valid_kubernetes(helm: Helm) -> None:
+    names = [n for n in DEFAULT_SETS if n.startswith("ci-")]
+    assert len(names) >= 2, "scripts/scan needs two realistic value sets"
+    for name in names:
+        for doc in helm.template(DEFAULT_SETS[name]):
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                continue
+            kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_every_accepted_finding_has_a_reason_and_is_documented() -> None:
+    accepted = (REPO / "helm" / "checkov-accepted.txt").read_text().splitlines()
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    table = docs[docs.index("### Accepted scanner findings") :]
+    entries = [line.split(None, 3) for line in accepted if line.strip() and line[0] != "#"]
+    assert entries
+    for entry in entries:
+        check, scope, _resource, reason = entry
+        assert re.fullmatch(r"CKV_(K8S|DOCKER)_\d+", check), entry
+        assert scope == "dockerfile" or scope.startswith("k8s:"), entry
+        assert len(reason.split()) >= 8, f"{check}: say why it is accepted"
+        assert check in table, f"{check} is accepted but not explained in docs/deploy.md"
+    scan = (REPO / "scripts" / "scan").read_text()
+    assert "helm/ci-values" in scan and "checkov-accepted.txt" in scan
+    assert "scripts/scan" in (REPO / ".ci" / "run").read_text()
+    assert "scripts/scan" in (REPO / "README.md").read_text()
