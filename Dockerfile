@@ -39,7 +39,8 @@
 # No `# syntax=` line on purpose: the Dockerfile uses only what the BuildKit built into
 # Docker 20.10 understands, so it builds where no frontend image can be pulled.
 
-# Digests of the official multi-platform indexes (tag kept for humans; the digest wins).
+# Digests of the official multi-platform indexes (tag kept for humans; the digest wins),
+# taken from public sources, not pulled here: check with `docker buildx imagetools inspect`.
 ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 ARG DOCKER_CLI_SOURCE=image
 ARG DOCKER_CLI_IMAGE=docker.io/library/docker:27.5.1-cli@sha256:851f91d241214e7c6db86513b270d58776379aacc5eb9c4a87e5b47115e3065c
