@@ -1,21 +1,22 @@
 # The aibrix-release-bot image: one image for `aibrix-bot serve` and `aibrix-bot worker`.
 #
 #   docker buildx build --platform linux/amd64,linux/arm64 \
-#     --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:... \
 #     --build-arg SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)" \
 #     -t registry.example.com/aibrix/aibrix-release-bot:0.1.0 --push .
 #
 # Build arguments (all pinned by the caller; see docs/deploy.md):
-#   BASE_IMAGE          required. A Debian-based image with Python 3.11+ as `python3`: an
-#                       official python:3.11-slim-bookworm, or a debootstrap'd Debian 12 with
-#                       Debian's python3. Pin it by digest. Used for both stages, so the venv's
-#                       interpreter path is the same at build and at run time.
+#   BASE_IMAGE          a Debian-based image with Python 3.11+ as `python3`: by default the
+#                       official python:3.11-slim-bookworm, pinned by digest (tag shown for
+#                       humans); or a debootstrap'd Debian 12 with Debian's python3. Pin any
+#                       other by digest too. Used for both stages, so the venv's interpreter
+#                       path is the same at build and at run time.
 #   SOURCE_DATE_EPOCH   timestamp of every file of the venv and of the wheels (default 0);
 #                       BuildKit 0.11+ also uses it for the image's own timestamps.
 #   PIP_VERSION         pip used in the builder (pinned).
-#   PIP_CONSTRAINT      optional path, inside the build context, of a constraints file pinning
-#                       every dependency (e.g. from `pip freeze`); without it the newest
-#                       versions allowed by pyproject.toml are taken at build time.
+#   PIP_CONSTRAINT      path, inside the build context, of the constraints file pinning every
+#                       dependency and the build backend (default constraints.txt, the lock
+#                       that `scripts/lock` generates with pip-compile); empty: the newest
+#                       versions pyproject.toml allows, taken at build time.
 #   DOCKER_CLI_SOURCE   where the worker's docker CLI and buildx plugin come from:
 #                         image   (default) copied from DOCKER_CLI_IMAGE, which has them at
 #                                 /usr/local/bin/docker and
@@ -27,7 +28,8 @@
 #                         context taken from the build context, build/docker-cli/OS-ARCH[VARIANT]/
 #                                 docker and docker-buildx (e.g. build/docker-cli/linux-arm64/),
 #                                 for offline builds from binaries you unpacked yourself.
-#   DOCKER_CLI_IMAGE    the image for DOCKER_CLI_SOURCE=image (pin it by digest).
+#   DOCKER_CLI_IMAGE    the image for DOCKER_CLI_SOURCE=image (default docker:27.5.1-cli, pinned
+#                       by digest).
 #   RUNTIME_PACKAGES    Debian packages the runtime needs and installs when the base lacks
 #                       them (default: git openssh-client ca-certificates, for checkouts).
 #   APT_SNAPSHOT        optional snapshot.debian.org timestamp (e.g. 20250520T000000Z) to
@@ -37,9 +39,11 @@
 # No `# syntax=` line on purpose: the Dockerfile uses only what the BuildKit built into
 # Docker 20.10 understands, so it builds where no frontend image can be pulled.
 
-ARG BASE_IMAGE
+# Digests of the official multi-platform indexes (tag kept for humans; the digest wins),
+# taken from public sources, not pulled here: check with `docker buildx imagetools inspect`.
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 ARG DOCKER_CLI_SOURCE=image
-ARG DOCKER_CLI_IMAGE=docker.io/library/docker:27.5.1-cli
+ARG DOCKER_CLI_IMAGE=docker.io/library/docker:27.5.1-cli@sha256:851f91d241214e7c6db86513b270d58776379aacc5eb9c4a87e5b47115e3065c
 
 # ---------------------------------------------------------------- docker CLI + buildx
 FROM ${DOCKER_CLI_IMAGE} AS docker-cli-image
@@ -72,7 +76,7 @@ FROM docker-cli-${DOCKER_CLI_SOURCE} AS docker-cli
 FROM ${BASE_IMAGE} AS builder
 ARG SOURCE_DATE_EPOCH=0
 ARG PIP_VERSION=24.3.1
-ARG PIP_CONSTRAINT=
+ARG PIP_CONSTRAINT=constraints.txt
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -100,8 +104,9 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY jobs ./jobs
-# The constraints file, if the caller names one (pyproject.toml only makes the source list
-# non-empty when none is named). .dockerignore lets constraints*.txt and constraints/ in.
+# The constraints file (constraints.txt unless the caller names another or none;
+# pyproject.toml only makes the source list non-empty when none is named).
+# .dockerignore lets constraints*.txt and constraints/ in.
 COPY pyproject.toml ${PIP_CONSTRAINT} /src/constraints/
 
 # A wheel of the project and of every dependency, then an offline install of exactly those

@@ -156,6 +156,7 @@ THREE_PLATFORMS = {
         ]
     }
 }  # fmt: skip
+DIND = {"docker": {"mode": "dind"}}
 EXTERNAL_DOCKER = {
     "docker": {
         "mode": "external",
@@ -196,6 +197,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "external-redis": EXTERNAL_REDIS,
     "three-platforms": THREE_PLATFORMS,
     "external-docker": EXTERNAL_DOCKER,
+    "dind": DIND,
     "everything-on": EVERYTHING_ON,
     "socket-external-everything": {**EVERYTHING_ON, **SOCKET_MODE, **EXTERNAL_REDIS,
                                    **EXTERNAL_DOCKER},
@@ -341,8 +343,9 @@ def test_every_container_has_requests_and_limits(
 
 def test_security_contexts_are_restrictive(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     name, docs = rendered
-    dind_mode = VALUE_SETS[name].get("docker", {}).get("mode", "dind") == "dind"
+    mode = VALUE_SETS[name].get("docker", {}).get("mode", "buildkit")
     privileged = []
+    builders = []
     for where, spec in pod_specs(docs):
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, where
@@ -355,6 +358,16 @@ def test_security_contexts_are_restrictive(rendered: tuple[str, list[dict[str, A
                 privileged.append(where)
                 assert sc["privileged"] is True
                 continue
+            if c["name"] == "buildkitd":
+                # Rootless BuildKit: never privileged, never root, no capability added; only
+                # its seccomp/AppArmor profiles and privilege escalation (newuidmap) differ.
+                builders.append(where)
+                assert sc["privileged"] is False
+                assert sc["runAsNonRoot"] is True
+                assert sc["runAsUser"] == 1000
+                assert "capabilities" not in sc
+                assert sc["seccompProfile"] == {"type": "Unconfined"}
+                continue
             assert sc["runAsNonRoot"] is True, (where, c["name"])
             assert sc["runAsUser"] > 0, (where, c["name"])
             assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
@@ -364,10 +377,8 @@ def test_security_contexts_are_restrictive(rendered: tuple[str, list[dict[str, A
             assert "add" not in sc["capabilities"]
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, (where, c["name"])
     worker_names = {f"Deployment/{w['metadata']['name']}" for w in workers(docs)}
-    if dind_mode:
-        assert set(privileged) == worker_names
-    else:
-        assert privileged == []
+    assert set(privileged) == (worker_names if mode == "dind" else set())
+    assert set(builders) == (worker_names if mode == "buildkit" else set())
 
 
 def test_nothing_secret_is_rendered(rendered: tuple[str, list[dict[str, Any]]]) -> None:
@@ -425,7 +436,8 @@ def test_workers_have_probes_and_the_config(rendered: tuple[str, list[dict[str, 
     name, docs = rendered
     config_map = f"{FULL}-config"
     has_config = bool(VALUE_SETS[name].get("config"))
-    assert bool(of_kind(docs, "ConfigMap")) is has_config
+    config_maps = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == config_map]
+    assert bool(config_maps) is has_config
     for deployment in [*workers(docs), named(docs, "Deployment", f"{FULL}-bot")]:
         spec = deployment["spec"]["template"]["spec"]
         main = spec["containers"][0]
@@ -509,6 +521,7 @@ def test_default_values_render_the_whole_release(helm: Helm) -> None:
     assert kinds == sorted(
         [
             "Deployment",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Pod",
             "Service",
@@ -517,7 +530,7 @@ def test_default_values_render_the_whole_release(helm: Helm) -> None:
         ]
     )
     assert not of_kind(docs, "ServiceMonitor"), "ServiceMonitor is off by default"
-    assert not of_kind(docs, "NetworkPolicy"), "NetworkPolicy is off by default"
+    assert of_kind(docs, "NetworkPolicy"), "NetworkPolicies are on by default"
     assert not of_kind(docs, "Ingress")
     assert {d["metadata"]["name"] for d in of_kind(docs, "Deployment")} == {
         f"{FULL}-bot",
@@ -552,11 +565,11 @@ def test_one_worker_per_platform_on_its_architecture(helm: Helm) -> None:
 
 
 def test_dind_sidecar_shares_only_a_unix_socket(helm: Helm) -> None:
-    docs = helm.template({})
+    docs = helm.template(DIND)
     for worker in workers(docs):
         spec = worker["spec"]["template"]["spec"]
         main, dind = container(spec, "worker"), container(spec, "dind")
-        assert dind["image"] == "docker.io/library/docker:27.5.1-dind"
+        assert dind["image"].startswith("docker.io/library/docker:27.5.1-dind@sha256:")
         assert env_of(main)["DOCKER_HOST"]["value"] == "unix:///run/dind/docker.sock"
         assert dind["args"][0] == "dockerd"
         assert "--host=unix:///run/dind/docker.sock" in dind["args"]
@@ -733,10 +746,15 @@ def test_registry_credentials_are_mounted_at_docker_config(helm: Helm) -> None:
         assert spec["imagePullSecrets"] == [{"name": "pull"}]
         checked += 1
     assert checked == 3
+    buildkitd_toml = named(docs, "ConfigMap", f"{FULL}-buildkitd")["data"]["buildkitd.toml"]
+    assert tomllib.loads(buildkitd_toml)["registry"]["registry.lab:5000"] == {
+        "http": True, "insecure": True}  # fmt: skip
     for worker in workers(docs):
         spec = worker["spec"]["template"]["spec"]
-        dind = container(spec, "dind")
-        assert "--insecure-registry=registry.lab:5000" in dind["args"]
+        buildkitd = container(spec, "buildkitd")
+        assert buildkitd["args"][-2:] == ["--config", "/etc/buildkit/buildkitd.toml"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "buildkit-config"]
+        assert volume["configMap"]["name"] == f"{FULL}-buildkitd"
         # An SSH key for ssh:// sources, through the extra volumes.
         assert {"name": "git-ssh", "mountPath": "/tmp/.ssh", "readOnly": True} in container(
             spec, "worker"
@@ -766,7 +784,7 @@ def test_service_monitor_and_network_policies(helm: Helm) -> None:
     assert sorted(scraped) == [f"{FULL}-bot", f"{FULL}-worker-metrics"]
 
     policies = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}
-    assert set(policies) == {f"{FULL}-bot", f"{FULL}-worker", f"{FULL}-redis"}
+    assert set(policies) == {f"{FULL}-bot", f"{FULL}-worker", f"{FULL}-redis", f"{FULL}-test"}
     redis = policies[f"{FULL}-redis"]["spec"]
     (rule,) = redis["ingress"]
     (peer,) = rule["from"]
@@ -948,7 +966,14 @@ def test_notes_tell_what_to_do_next(helm: Helm, notes_chart: Path) -> None:
     assert "WARNING: no configuration" in http
     assert "built-in defaults" in http
     assert f"helm test {RELEASE}" in http
-    socket = notes(merged(SOCKET_MODE, EXTERNAL_REDIS, {"config": {"toml": "x = 1"}}))
+    socket = notes(
+        merged(
+            SOCKET_MODE,
+            EXTERNAL_REDIS,
+            {"config": {"toml": "x = 1"}},
+            {"image": {"digest": "sha256:" + "ab" * 32}},
+        )
+    )
     assert "Socket Mode" in socket
     assert "app-token" in socket
     assert "secret/aibrix-redis" in socket

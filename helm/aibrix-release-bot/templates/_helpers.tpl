@@ -52,9 +52,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* repository:tag or repository@digest. Call with (dict "image" IMAGE "default" TAG). */}}
+{{/*
+repository:tag, or repository:tag@digest when a digest is given (the runtime pulls by the
+digest; the tag is there for humans). Call with (dict "image" IMAGE "default" TAG).
+*/}}
 {{- define "aibrix.imageRef" -}}
-{{- if .image.digest }}
+{{- if and .image.digest .image.tag }}
+{{- printf "%s:%s@%s" .image.repository (toString .image.tag) .image.digest }}
+{{- else if .image.digest }}
 {{- printf "%s@%s" .image.repository .image.digest }}
 {{- else }}
 {{- printf "%s:%s" .image.repository (toString (default .default .image.tag)) }}
@@ -99,6 +104,11 @@ replicas, nodeSelector, tolerations and resources. Returns YAML {"workers": [...
 {{- if not (hasKey $w "resources") }}{{ $_ := set $w "resources" $.Values.workers.resources }}{{ end }}
 {{- if not (hasKey $w "tolerations") }}{{ $_ := set $w "tolerations" $.Values.workers.tolerations }}{{ end }}
 {{- $selector := deepCopy (default dict $.Values.workers.nodeSelector) }}
+{{- $pool := $.Values.workers.dedicatedPool }}
+{{- if $pool.enabled }}
+{{- $_ := set $selector $pool.key (toString $pool.value) }}
+{{- $_ := set $w "tolerations" (append (default list $w.tolerations) (dict "key" $pool.key "operator" "Equal" "value" (toString $pool.value) "effect" $pool.effect)) }}
+{{- end }}
 {{- if $.Values.workers.pinToArchitecture }}
 {{- $_ := set $selector "kubernetes.io/os" (index $parts 0) }}
 {{- $_ := set $selector "kubernetes.io/arch" (index $parts 1) }}
@@ -139,6 +149,14 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/*
+The Secret with the in-release Redis's password. Required: a Redis without a password is
+open to every pod that can reach it, and a build step on a worker's IP can reach it.
+*/}}
+{{- define "aibrix.redisAuthSecret" -}}
+{{- required "redis.auth.existingSecret is required: the in-release Redis always has a password (create the Secret first, see docs/deploy.md)" .Values.redis.auth.existingSecret }}
+{{- end }}
+
 {{- define "aibrix.redisHost" -}}
 {{- printf "%s-redis" (include "aibrix.fullname" .) }}
 {{- end }}
@@ -169,18 +187,13 @@ the only literals are paths, host names and the non-secret settings.
   value: {{ join "," .Values.registry.insecureRegistries | quote }}
 {{- end }}
 {{- if .Values.redis.enabled }}
-{{- if .Values.redis.auth.existingSecret }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.redis.auth.existingSecret }}
+      name: {{ include "aibrix.redisAuthSecret" . }}
       key: {{ .Values.redis.auth.passwordKey }}
 - name: REDIS_URL
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379/%d" (include "aibrix.redisHost" .) (int .Values.redis.database) | quote }}
-{{- else }}
-- name: REDIS_URL
-  value: {{ printf "redis://%s:6379/%d" (include "aibrix.redisHost" .) (int .Values.redis.database) | quote }}
-{{- end }}
 {{- else }}
 - name: REDIS_URL
   valueFrom:
@@ -348,5 +361,155 @@ values reach templates as float64). Call with (dict "path" LIST-OF-KEYS "map" MA
 {{- include "aibrix.toml.table" (dict "path" $sub "map" .) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+
+{{/*
+IPv4 arithmetic for NetworkPolicy ipBlocks. "aibrix.ipv4" turns "a.b.c.d/n" into YAML
+{ip: INT, bits: n, size: 2^(32-n)}; "aibrix.ipv4.contains" prints true when the block
+(dict "outer" CIDR "inner" CIDR) holds the other one.
+*/}}
+{{- define "aibrix.ipv4" -}}
+{{- $parts := splitList "/" . }}
+{{- if ne (len $parts) 2 }}{{ fail (printf "networkPolicy: %q is not a CIDR (ADDRESS/BITS)" .) }}{{ end }}
+{{- $octets := splitList "." (index $parts 0) }}
+{{- if ne (len $octets) 4 }}{{ fail (printf "networkPolicy: %q is not an IPv4 CIDR" .) }}{{ end }}
+{{- $ip := 0 }}
+{{- range $octets }}
+{{- if not (regexMatch "^[0-9]{1,3}$" .) }}{{ fail (printf "networkPolicy: %q is not an IPv4 address" .) }}{{ end }}
+{{- $ip = add (mul $ip 256) (atoi .) }}
+{{- end }}
+{{- $bits := atoi (index $parts 1) }}
+{{- if or (lt $bits 0) (gt $bits 32) }}{{ fail (printf "networkPolicy: %q has a bad prefix length" .) }}{{ end }}
+{{- $size := 1 }}
+{{- range until (int (sub 32 $bits)) }}{{ $size = mul $size 2 }}{{ end }}
+{{- toYaml (dict "ip" $ip "bits" $bits "size" $size) }}
+{{- end }}
+
+{{- define "aibrix.ipv4.contains" -}}
+{{- $o := include "aibrix.ipv4" .outer | fromYaml }}
+{{- $i := include "aibrix.ipv4" .inner | fromYaml }}
+{{- if and (le (int $o.bits) (int $i.bits)) (eq (div (int64 $o.ip) (int64 $o.size)) (div (int64 $i.ip) (int64 $o.size))) }}true{{ end }}
+{{- end }}
+
+{{/*
+One NetworkPolicyPeer ipBlock for an allowed CIDR, with the cloud metadata addresses taken
+out of it. A block inside the IPv4 metadata range is refused; an IPv6 block other than ::/0
+must not be a unique-local or link-local one (where fd00:ec2::254 lives). Call with
+(dict "cidr" CIDR "except" LIST "where" TEXT).
+*/}}
+{{- define "aibrix.ipBlock" -}}
+{{- $cidr := toString .cidr }}
+{{- $except := list }}
+{{- if contains ":" $cidr }}
+{{- if eq $cidr "::/0" }}
+{{- range .except }}{{ if contains ":" (toString .) }}{{ $except = append $except (toString .) }}{{ end }}{{ end }}
+{{- $except = append $except "fd00:ec2::254/128" }}
+{{- else if regexMatch "(?i)^f[cde]" $cidr }}
+{{- fail (printf "%s: %s may hold the metadata address fd00:ec2::254; list narrower public ranges" .where $cidr) }}
+{{- end }}
+{{- else }}
+{{- $meta := "169.254.0.0/16" }}
+{{- if include "aibrix.ipv4.contains" (dict "outer" $meta "inner" $cidr) }}
+{{- fail (printf "%s: %s lies in the link-local metadata range 169.254.0.0/16, which is never allowed" .where $cidr) }}
+{{- end }}
+{{- range .except }}
+{{- $e := toString . }}
+{{- if and (not (contains ":" $e)) (ne $e $cidr) (include "aibrix.ipv4.contains" (dict "outer" $cidr "inner" $e)) }}
+{{- $except = append $except $e }}
+{{- end }}
+{{- end }}
+{{- if include "aibrix.ipv4.contains" (dict "outer" $cidr "inner" $meta) }}
+{{- $except = append $except $meta }}
+{{- end }}
+{{- end }}
+- ipBlock:
+    cidr: {{ $cidr | quote }}
+    {{- with uniq $except }}
+    except:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+{{- end }}
+
+{{/* Egress rules for a list of {cidr, ports}. Call with (dict "targets" LIST "where" TEXT). */}}
+{{- define "aibrix.egressTargets" -}}
+{{- range $i, $t := .targets }}
+{{- if not $t.cidr }}{{ fail (printf "%s[%d] needs a cidr" $.where $i) }}{{ end }}
+{{- if not $t.ports }}{{ fail (printf "%s[%d] needs ports" $.where $i) }}{{ end }}
+- to:
+    {{- include "aibrix.ipBlock" (dict "cidr" $t.cidr "except" list "where" (printf "%s[%d]" $.where $i)) | trim | nindent 4 }}
+  ports:
+    {{- range $t.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* DNS egress, for every pod that resolves names. */}}
+{{- define "aibrix.dnsEgress" -}}
+- to:
+    {{- toYaml .Values.networkPolicy.egress.dns | nindent 4 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
+{{/*
+Egress of the bot and the workers (and so of the build steps, which share the worker pod's
+network namespace): DNS, the release's Redis, the public internet over HTTPS minus private
+and metadata ranges, the listed registries, git hosts and external Redis, and raw extras.
+*/}}
+{{- define "aibrix.appEgress" -}}
+{{- $eg := .Values.networkPolicy.egress }}
+{{- include "aibrix.dnsEgress" . }}
+{{- if .Values.redis.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "aibrix.selectorLabels" . | nindent 10 }}
+          app.kubernetes.io/component: redis
+  ports:
+    - port: 6379
+      protocol: TCP
+{{- end }}
+{{- if $eg.public.enabled }}
+- to:
+    {{- range $i, $cidr := $eg.public.cidrs }}
+    {{- include "aibrix.ipBlock" (dict "cidr" $cidr "except" $eg.public.except "where" (printf "networkPolicy.egress.public.cidrs[%d]" $i)) | trim | nindent 4 }}
+    {{- end }}
+  ports:
+    {{- range $eg.public.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- with include "aibrix.egressTargets" (dict "targets" $eg.registries "where" "networkPolicy.egress.registries") }}
+{{ . }}
+{{- end }}
+{{- with include "aibrix.egressTargets" (dict "targets" $eg.gitHosts "where" "networkPolicy.egress.gitHosts") }}
+{{ . }}
+{{- end }}
+{{- with include "aibrix.egressTargets" (dict "targets" $eg.redis "where" "networkPolicy.egress.redis") }}
+{{ . }}
+{{- end }}
+{{- with $eg.extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+buildkitd.toml of the rootless BuildKit sidecar: the plain-HTTP registries, and nothing that
+grants an entitlement (no insecure-entitlements key).
+*/}}
+{{- define "aibrix.buildkitdToml" -}}
+# Rendered by the aibrix-release-bot chart.
+{{- range .Values.registry.insecureRegistries }}
+[registry.{{ toJson . }}]
+  http = true
+  insecure = true
 {{- end }}
 {{- end }}
