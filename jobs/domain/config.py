@@ -276,8 +276,22 @@ class Config:
     # Images named in FROM -> the reference to build from instead (a mirror).
     base_images: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     preflight: Preflight = Preflight()
+    # Every registry location a release publishes to, the first being `repository` (the
+    # primary, where the one merge writes); empty: `repository` alone.
+    publish: tuple[str, ...] = ()
     path: Path | None = None
     """The file this was loaded from; None for the built-in defaults."""
+
+    @property
+    def publish_locations(self) -> tuple[str, ...]:
+        """Where a release is published, primary first: one build, one merge into the
+        primary, the verified index copied to the others with the sync engine."""
+        return self.publish or (self.repository,)
+
+    @property
+    def secondary_publish(self) -> tuple[str, ...]:
+        """The publish registries after the primary: they receive copies of the index."""
+        return self.publish_locations[1:]
 
     @property
     def label(self) -> str:

@@ -407,6 +407,23 @@ def config_bad_location(value: str) -> str:
     )
 
 
+def publish_copy_failed(target: str, reason: str) -> str:
+    return f"publish registry {target} does not hold the verified index: {reason}"
+
+
+def publish_holds_other(held: str | None, digest: str) -> str:
+    if held is None:
+        return f"the tag is missing there (expected {short_digest(digest)})"
+    return f"the tag holds {short_digest(held)}, not the verified {short_digest(digest)}"
+
+
+def config_repository_not_primary(repository: str, primary: str) -> str:
+    return (
+        f"{quote_input(repository)} must be the first entry of publish ({quote_input(primary)}), "
+        "the primary registry the merge writes; or leave repository out"
+    )
+
+
 def config_mirror_is_repository(value: str) -> str:
     return f"{quote_input(value)} is the release repository itself, not a mirror"
 

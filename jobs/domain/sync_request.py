@@ -42,7 +42,7 @@ def resolve_mirrors(config: Config, texts: Sequence[str]) -> tuple[Mirror, ...]:
     mirrors: dict[str, Mirror] = {}
     for text in texts:
         location = config.mirror(text).rstrip("/")
-        if location == config.repository.rstrip("/"):
+        if location in {p.rstrip("/") for p in config.publish_locations}:
             raise MirrorError(messages.config_mirror_is_repository(text))
         try:
             parse_reference(f"{location}/x:v")

@@ -43,6 +43,7 @@ from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
 from jobs.usecases.plan import check_request
 from jobs.usecases.promote import promote
+from jobs.usecases.publish import copy_to_publish
 from jobs.usecases.sync_job import (
     SyncRecord,
     SyncState,
@@ -586,6 +587,13 @@ class Pipeline:
             )
             problems += wrong
             outcome = Outcome.MISMATCH.value if wrong else outcome
+        if outcome == Outcome.OK.value:
+            # Verified on the primary: the same bytes to every other publish registry.
+            copies = await copy_to_publish(
+                self._store, client, self.config, release, job.component, digest
+            )
+            problems += copies
+            outcome = Outcome.MISMATCH.value if copies else outcome
         if decision.action is not TagAction.KEEP:
             await self._store.record_tag(
                 release.version,

@@ -31,6 +31,7 @@ from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
 from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
+from jobs.usecases.publish import promote_on_publish
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
@@ -207,6 +208,8 @@ async def promote(
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
+    # Every other publish registry: its copy of the index checked, then the same tags.
+    failures += await promote_on_publish(store, config, release, client)
     mirror_failures, waiting = await _promote_to_mirrors(store, config, release, client)
     failures += mirror_failures
     if failures:
