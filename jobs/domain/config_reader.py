@@ -401,15 +401,9 @@ class _Reader:
         if value is None:
             return (self.location(repository, "repository"),)
         locations = self.unique_items(value, "publish", self.location, non_empty=True)
-        stripped: dict[str, str] = {}
-        for index, location in enumerate(locations):
-            key = f"publish[{index}]"
-            if location.rstrip("/") in stripped:
-                self.fail(key, messages.config_duplicate(location, stripped[location.rstrip("/")]))
-            stripped[location.rstrip("/")] = key
         if repository is not None:
             primary = self.location(repository, "repository")
-            if primary.rstrip("/") != locations[0].rstrip("/"):
+            if primary != locations[0]:
                 self.fail(
                     "repository", messages.config_repository_not_primary(primary, locations[0])
                 )
