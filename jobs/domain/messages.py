@@ -407,6 +407,12 @@ def config_bad_location(value: str) -> str:
     )
 
 
+def dependencies_not_synced(version: str, reasons: Sequence[str]) -> str:
+    return f"the dependency images of {version} were not copied to the mirrors: " + "; ".join(
+        reasons
+    )
+
+
 def publish_copy_failed(target: str, reason: str) -> str:
     return f"publish registry {target} does not hold the verified index: {reason}"
 

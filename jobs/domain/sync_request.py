@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from jobs.domain import messages
 from jobs.domain.config import Config, MirrorError
 from jobs.domain.errors import InvalidInput
-from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
+from jobs.domain.references import (
+    DOCKER_HUB,
+    InvalidReferenceError,
+    Reference,
+    parse_reference,
+)
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 
 
@@ -116,3 +121,32 @@ def release_jobs(
         for mirror in mirrors
         for name in dict.fromkeys(names)
     )
+
+
+def dependency_destination(source: Reference, mirror: Mirror) -> Reference:
+    """Where a dependency image goes on a mirror: its repository path under the mirror's
+    location (Docker Hub's `library/` dropped: `redis:7.4` -> `MIRROR/redis:7.4`,
+    `envoyproxy/envoy:v1.33.2` -> `MIRROR/envoyproxy/envoy:v1.33.2`), same tag, or the
+    same digest when the reference names no tag."""
+    path = source.repository
+    if source.registry == DOCKER_HUB:
+        path = path.removeprefix("library/")
+    suffix = f":{source.tag}" if source.tag else f"@{source.digest}"
+    return parse_reference(f"{mirror.location}/{path}{suffix}")
+
+
+def dependency_jobs(references: Sequence[str], mirrors: Sequence[Mirror]) -> tuple[CopyJob, ...]:
+    """The copies of a release's dependency images to each mirror (`component` is the
+    reference as the plan names it). References that do not parse are left out: the plan
+    showed them as errors already."""
+    jobs: list[CopyJob] = []
+    for text in dict.fromkeys(references):
+        try:
+            source = parse_reference(text)
+        except InvalidReferenceError:
+            continue
+        jobs += [
+            CopyJob(text, source, mirror, dependency_destination(source, mirror))
+            for mirror in mirrors
+        ]
+    return tuple(jobs)

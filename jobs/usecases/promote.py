@@ -31,6 +31,7 @@ from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
 from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
+from jobs.usecases.dependencies import sync_dependencies
 from jobs.usecases.publish import promote_on_publish
 from jobs.usecases.sync import sync_release
 
@@ -212,6 +213,9 @@ async def promote(
     failures += await promote_on_publish(store, config, release, client)
     mirror_failures, waiting = await _promote_to_mirrors(store, config, release, client)
     failures += mirror_failures
+    if not failures and not waiting:
+        # The third-party images it deploys go with it, through the same gate.
+        failures += await sync_dependencies(store, config, release, client)
     if failures:
         await store.transition(
             job.version, job.run_id, [State.PROMOTING], State.FAILED, reason="; ".join(failures)
