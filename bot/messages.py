@@ -65,3 +65,18 @@ def demo_needs_a_clone() -> str:
         "aibrix-bot demo: the demo is not installed here; it runs from a clone of the "
         "repository with scripts/demo"
     )
+
+
+# ---- aibrix-bot nightly (bot/cli_pipeline.py) ------------------------------------------------
+
+
+def nightly_line(branch: str, revision: str) -> str:
+    return f"nightly of {branch} at {revision}"
+
+
+def nightly_outcome(revision: str, moved: bool, state: str) -> str:
+    if moved:
+        return f"nightly moved to {revision}: every publish registry holds it"
+    return (
+        f"nightly not moved ({state}): the previous nightly stays in place; the reasons are above"
+    )

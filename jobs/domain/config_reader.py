@@ -28,6 +28,7 @@ from jobs.domain.config import (
     Config,
     ConfigError,
     Layout,
+    NightlySettings,
     PolicyChoice,
     Preflight,
     Promotion,
@@ -352,6 +353,7 @@ class _Reader:
                 "base_images",
                 "preflight",
                 "registry",
+                "nightly",
             ),
         )
         for required in ("source", "components"):
@@ -392,6 +394,7 @@ class _Reader:
             base_images=self.base_images(top.get("base_images", {}), "base_images"),
             preflight=preflight,
             publish=publish,
+            nightly=self.nightly(top.get("nightly", {}), "nightly"),
             path=path,
         )
 
@@ -853,6 +856,12 @@ class _Reader:
             table.get("mirrors", []), self.join(key, "mirrors"), mirror_name, non_empty=False
         )
         return Promotion(tags=tags, prereleases=prereleases, mirrors=to)
+
+    def nightly(self, value: object, key: str) -> NightlySettings:
+        table = self.table(value, key, ("approval",))
+        return NightlySettings(
+            approval=self.boolean(table.get("approval", False), self.join(key, "approval"))
+        )
 
     def registry(self, value: object, key: str) -> RegistryConfig:
         table = self.table(value, key, ("budget_seconds",))

@@ -413,6 +413,36 @@ def dependencies_not_synced(version: str, reasons: Sequence[str]) -> str:
     )
 
 
+def nightly_bad_branch(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a branch name; give a git branch such as main or "
+        "release-0.7 (letters, digits, '.', '_', '-', '/'; not starting with '-')"
+    )
+
+
+def nightly_not_a_commit(text: str) -> str:
+    return f"{quote_input(text)} is not a full commit id (40 hex digits)"
+
+
+def nightly_reserved(version: str) -> str:
+    return f"{version} is reserved for nightly builds; ask for one with `nightly [BRANCH]`"
+
+
+def nightly_needs_git(location: str) -> str:
+    return f"a nightly builds a branch head, and the source {location} is a directory, not git"
+
+
+def nightly_no_branch(location: str, branch: str) -> str:
+    return f"{location} has no branch {quote_input(branch)}"
+
+
+def nightly_started(branch: str, revision: str) -> str:
+    return (
+        f"nightly of {branch} at {revision}: building; `{revision}` and `nightly` are written "
+        "on every publish registry once every platform passes the gate"
+    )
+
+
 def publish_copy_failed(target: str, reason: str) -> str:
     return f"publish registry {target} does not hold the verified index: {reason}"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from jobs.domain import messages
 from jobs.domain.config import Config, MirrorError
 from jobs.domain.errors import InvalidInput
+from jobs.domain.nightly import release_tag
 from jobs.domain.references import (
     DOCKER_HUB,
     InvalidReferenceError,
@@ -116,7 +117,7 @@ def release_jobs(
             name,
             parse_reference(config.release_reference(name, version)),
             mirror,
-            mirror.reference(name, str(version)),
+            mirror.reference(name, release_tag(version)),
         )
         for mirror in mirrors
         for name in dict.fromkeys(names)

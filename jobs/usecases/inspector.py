@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from jobs.domain.approvals import TagReading, publish_key
 from jobs.domain.config import Config
+from jobs.domain.nightly import release_tag
 from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform
 from jobs.domain.references import Reference, parse_reference
@@ -69,7 +70,7 @@ class Inspector:
             for component in release.components:
                 key = publish_key(location, component)
                 keys.append(key)
-                refs.append(parse_reference(f"{key}:{release.version}"))
+                refs.append(parse_reference(f"{key}:{release_tag(release.version)}"))
         async with RegistryClient(self.settings) as client:
             readings = await asyncio.gather(*(self._read_tag(client, ref) for ref in refs))
         return dict(zip(keys, readings, strict=True))

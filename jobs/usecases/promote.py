@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from jobs.domain import messages
 from jobs.domain.config import Config
+from jobs.domain.nightly import is_nightly
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
 from jobs.domain.sync_report import ComponentStatus
@@ -211,9 +212,13 @@ async def promote(
                 failures.append(messages.promotion_failed(target, detail))
     # Every other publish registry: its copy of the index checked, then the same tags.
     failures += await promote_on_publish(store, config, release, client)
-    mirror_failures, waiting = await _promote_to_mirrors(store, config, release, client)
+    # A nightly goes to the publish registries only: mirrors get releases.
+    nightly = is_nightly(release.version)
+    mirror_failures, waiting = (
+        ([], False) if nightly else await _promote_to_mirrors(store, config, release, client)
+    )
     failures += mirror_failures
-    if not failures and not waiting:
+    if not failures and not waiting and not nightly:
         # The third-party images it deploys go with it, through the same gate.
         failures += await sync_dependencies(store, config, release, client)
     if failures:

@@ -19,6 +19,7 @@ import logging
 
 from jobs.domain import messages
 from jobs.domain.config import Config
+from jobs.domain.nightly import release_tag
 from jobs.domain.references import parse_reference
 from jobs.domain.release import Release
 from jobs.domain.sync_request import Mirror
@@ -63,7 +64,7 @@ async def copy_to_publish(
     if not report.gate_passed:
         sentences = [sentence for problem in report.gate for sentence in problem.sentences]
         return [
-            messages.publish_copy_failed(f"{t.location}/{component}:{version}", s)
+            messages.publish_copy_failed(f"{t.location}/{component}:{release_tag(version)}", s)
             for t in targets
             for s in sentences
         ]
@@ -90,7 +91,7 @@ async def publish_copy_problem(
 ) -> str | None:
     """Why a secondary publish registry cannot be promoted (None: it holds `digest` at the
     release tag): the index is missing there, or the tag holds another digest."""
-    target = f"{location.rstrip('/')}/{component}:{version}"
+    target = f"{location.rstrip('/')}/{component}:{release_tag(version)}"
     try:
         held: str | None = (await client.get_manifest(parse_reference(target))).digest
     except NotFoundError:
