@@ -103,7 +103,9 @@ def ack_text(command: Command) -> str:
 def inspect_in_scope(config: Config, command: InspectCommand) -> InspectCommand | str:
     """The command with its reference spelled as the config names the registry, or the
     refusal when the reference is on no registry the config names (`jobs.domain.inspect_scope`)."""
-    locations = configured_locations(config.repository, config.mirrors)
+    locations = configured_locations(
+        config.repository, config.mirrors, publish=config.publish_locations
+    )
     reference = admitted(locations, command.reference)
     if reference is None:
         return messages.inspect_not_configured(str(command.reference), locations)

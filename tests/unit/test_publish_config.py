@@ -118,3 +118,15 @@ def test_the_recheck_finds_a_publish_registry_holding_another_digest_or_none() -
     assert len(recheck.drift) == 2
     assert any(s.startswith("ghcr.io/aibrix/runtime v1.0.0") for s in recheck.drift)
     assert any(s.startswith("quay.io/aibrix/runtime v1.0.0") for s in recheck.drift)
+
+
+def test_slack_inspect_admits_every_publish_registry() -> None:
+    from jobs.domain.inspect_scope import admitted, configured_locations
+    from jobs.domain.references import parse_reference
+
+    config = parse_config(doc(top=TWO), FILE)
+    locations = configured_locations(
+        config.repository, config.mirrors, publish=config.publish_locations
+    )
+    assert admitted(locations, parse_reference("ghcr.io/aibrix/runtime:v1.0.0")) is not None
+    assert admitted(locations, parse_reference("ghcr.io/other/runtime:v1.0.0")) is None
