@@ -77,6 +77,11 @@ def nightly_line(branch: str, revision: str) -> str:
 def nightly_outcome(revision: str, moved: bool, state: str) -> str:
     if moved:
         return f"nightly moved to {revision}: every publish registry holds it"
+    if state == "ready":
+        return (
+            f"{revision} passed the gate; nightly moves to it once approved "
+            "([nightly] approval = true)"
+        )
     return (
         f"nightly not moved ({state}): the previous nightly stays in place; the reasons are above"
     )

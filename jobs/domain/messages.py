@@ -436,10 +436,10 @@ def nightly_no_branch(location: str, branch: str) -> str:
     return f"{location} has no branch {quote_input(branch)}"
 
 
-def nightly_started(branch: str, revision: str) -> str:
+def nightly_already(branch: str, revision: str) -> str:
     return (
-        f"nightly of {branch} at {revision}: building; `{revision}` and `nightly` are written "
-        "on every publish registry once every platform passes the gate"
+        f"the head of {branch}, {revision}, was built and published as nightly already; "
+        "nothing to do until the branch moves"
     )
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from jobs.domain import messages
 from jobs.domain.nightly import BranchError, nightly_version, parse_branch
-from jobs.domain.release import Release
+from jobs.domain.release import Release, State
 from jobs.tools.source import SourceError, branch_head
 from jobs.usecases.pipeline import CLI_CHANNEL, Pipeline, ReleaseInputError, ReleasePlan
 
@@ -51,7 +52,11 @@ async def request_nightly(
     request_id: str = "",
 ) -> tuple[Release, bool]:
     """Start the nightly run (or return the commit's run already going): the same
-    request path as a release, so the plan's checks refuse a missing path first."""
+    request path as a release, so the plan's checks refuse a missing path first. A head
+    already published as nightly is answered as such (`ReleaseInputError`)."""
+    done = await pipeline.find_run(request.plan.version)
+    if done is not None and done.state is State.PROMOTED:
+        raise ReleaseInputError(messages.nightly_already(request.branch, request.revision))
     return await pipeline.request_release(
         request.plan, requested_by, channel, request_id=request_id
     )

@@ -117,6 +117,10 @@ async def test_nightly_moves_when_the_gate_passes_and_stays_when_arm64_breaks(
     # No approval: the policy moved it on, and the audit stream says so.
     assert any(e["actor"] == "policy:nightly" for e in audit)
 
+    # Asked again for the same head: nothing to do, said so, nothing queued.
+    code, out, err = await found.cli("nightly", "--no-follow")
+    assert code == 2 and "was built and published as nightly already" in err, out + err
+
     # The next head breaks arm64 in its Dockerfile: blocked, and nightly stays put.
     dockerfile = repo / DOCKERFILE
     dockerfile.write_text(
