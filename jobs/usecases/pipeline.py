@@ -44,7 +44,7 @@ from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
 from jobs.usecases.plan import check_request
 from jobs.usecases.promote import promote, promote_job
-from jobs.usecases.publish import copy_to_publish
+from jobs.usecases.publish import audit_tag_write, copy_to_publish
 from jobs.usecases.sync_job import (
     SyncRecord,
     SyncState,
@@ -607,6 +607,9 @@ class Pipeline:
                 job.component,
                 digest,
                 verified=outcome == Outcome.OK.value,
+            )
+            await audit_tag_write(
+                self._store, release, f"{image}:{release_tag(release.version)}", digest
             )
         await self._store.record_index(
             job.version, job.run_id, job.component, digest, outcome, "; ".join(problems)

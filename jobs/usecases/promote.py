@@ -33,7 +33,7 @@ from jobs.store.queue import Job, JobKind
 from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
 from jobs.usecases.dependencies import sync_dependencies
-from jobs.usecases.publish import promote_on_publish
+from jobs.usecases.publish import audit_tag_write, promote_on_publish
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
@@ -210,6 +210,8 @@ async def promote(
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
+            else:
+                await audit_tag_write(store, release, target, index.digest)
     # Every other publish registry: its copy of the index checked, then the same tags.
     failures += await promote_on_publish(store, config, release, client)
     # A nightly goes to the publish registries only: mirrors get releases.

@@ -33,6 +33,19 @@ log = logging.getLogger("aibrix.publish")
 PUBLISH_WHERE = "worker"
 
 
+async def audit_tag_write(store: ReleaseStore, release: Release, target: str, digest: str) -> None:
+    """Every tag a run writes is in the audit stream (`published`): on whose request (the
+    run's requester), the tag and the digest it now holds."""
+    await store.audit(
+        release.version,
+        release.run_id,
+        release.requested_by,
+        "published",
+        f"{target} {digest}",
+        PUBLISH_WHERE,
+    )
+
+
 def publish_targets(config: Config) -> tuple[Mirror, ...]:
     """The secondary publish registries as sync destinations (labelled by location)."""
     return tuple(Mirror(location, location.rstrip("/")) for location in config.secondary_publish)
@@ -72,14 +85,7 @@ async def copy_to_publish(
     for mirror in report.mirrors:
         for item in mirror.components:
             if item.ok and item.final_digest == digest:
-                await store.audit(
-                    version,
-                    release.run_id,
-                    release.requested_by,
-                    "published",
-                    f"{item.destination} {digest}",
-                    PUBLISH_WHERE,
-                )
+                await audit_tag_write(store, release, item.destination, digest)
                 continue
             reason = item.reason or messages.publish_holds_other(item.final_digest, digest)
             problems.append(messages.publish_copy_failed(item.destination, reason))
@@ -152,12 +158,5 @@ async def promote_on_publish(
                 if got != digest:
                     failures.append(messages.promotion_failed(target, detail))
                 else:
-                    await store.audit(
-                        release.version,
-                        release.run_id,
-                        release.requested_by,
-                        "published",
-                        f"{target} {digest}",
-                        PUBLISH_WHERE,
-                    )
+                    await audit_tag_write(store, release, target, digest)
     return failures
