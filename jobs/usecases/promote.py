@@ -119,6 +119,8 @@ async def _promote_to_mirrors(
         elif not item.ok:
             failures.append(messages.promotion_failed(item.destination, item.reason or ""))
         elif item.final_digest:
+            if item.status is ComponentStatus.COPIED:  # written now, not already there
+                await audit_tag_write(store, release, item.destination, item.final_digest)
             failures += await _tag_on_mirror(
                 store, config, release, client, item.destination, item.final_digest
             )
@@ -161,6 +163,8 @@ async def _tag_on_mirror(
         )
         if got != digest:
             failures.append(messages.promotion_failed(target, detail))
+        else:
+            await audit_tag_write(store, release, target, digest)
     return failures
 
 

@@ -22,6 +22,7 @@ from jobs.domain.config import Config
 from jobs.domain.nightly import release_tag
 from jobs.domain.references import parse_reference
 from jobs.domain.release import Release
+from jobs.domain.sync_report import ComponentStatus
 from jobs.domain.sync_request import Mirror
 from jobs.domain.versions import Version
 from jobs.registry.client import NotFoundError, RegistryClient, RegistryError
@@ -85,7 +86,8 @@ async def copy_to_publish(
     for mirror in report.mirrors:
         for item in mirror.components:
             if item.ok and item.final_digest == digest:
-                await audit_tag_write(store, release, item.destination, digest)
+                if item.status is ComponentStatus.COPIED:  # written now, not already there
+                    await audit_tag_write(store, release, item.destination, digest)
                 continue
             reason = item.reason or messages.publish_holds_other(item.final_digest, digest)
             problems.append(messages.publish_copy_failed(item.destination, reason))
