@@ -32,6 +32,7 @@ from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.errors import Refused, UsageError
 from jobs.domain.messages import short_digest
+from jobs.domain.nightly import parse_branch as parse_nightly_branch
 from jobs.domain.permissions import Action, Actor, authorize, operator
 from jobs.domain.plan import plan_json
 from jobs.domain.platforms import parse_platform
@@ -45,7 +46,9 @@ from jobs.usecases.plan import make_plan, shown_findings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FINAL_STATES = {State.READY, State.BLOCKED, State.FAILED, State.CANCELLED, State.PROMOTED}
+FINAL_STATES = frozenset(
+    {State.READY, State.BLOCKED, State.FAILED, State.CANCELLED, State.PROMOTED}
+)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +80,16 @@ def add_commands(commands: Any) -> None:
     release.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     release.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(release)
+
+    nightly = commands.add_parser(
+        "nightly",
+        help="build a branch head (default main): tags COMMIT and nightly on every publish "
+        "registry, once every platform passes the gate",
+    )
+    nightly.add_argument("branch", metavar="BRANCH", nargs="?", default=None)
+    nightly.add_argument("--no-follow", action="store_true", help="enqueue and return")
+    nightly.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    add_common(nightly)
 
     status = commands.add_parser("status", help="show releases and their builds")
     status.add_argument("version", nargs="?", metavar="VERSION")
@@ -145,7 +158,12 @@ def run(coro_factory: Callable[[], Any]) -> int:
     return int(asyncio.run(coro_factory()))
 
 
-async def follow(pipeline: Pipeline, release: Release, timeout: float | None) -> Release:
+async def follow(
+    pipeline: Pipeline,
+    release: Release,
+    timeout: float | None,
+    final: frozenset[State] = FINAL_STATES,
+) -> Release:
     display = Display()
     progress: dict[tuple[str, str], StepProgress] = {}
     after = "0-0"
@@ -156,7 +174,7 @@ async def follow(pipeline: Pipeline, release: Release, timeout: float | None) ->
         if loaded is not None:
             current = loaded
         display.show(release_lines(current, progress))
-        if current.state in FINAL_STATES or (deadline and time.monotonic() > deadline):
+        if current.state in final or (deadline and time.monotonic() > deadline):
             return current
         events = await pipeline.events(after, count=500, block_ms=1000)
         for event in events:
@@ -214,6 +232,39 @@ def cmd_release(args: argparse.Namespace) -> int:
             final = await follow(pipeline, release, args.timeout)
             summarize(final)
             return release_exit(final)
+
+    return run(go)
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    """`nightly [BRANCH]`: the branch validated before anything is read; its head built as
+    a run; followed until `nightly` moved (0) or did not (1, with the reason)."""
+    from jobs.usecases.nightly import plan_nightly, request_nightly
+
+    config = load(args)
+    parse_nightly_branch(args.branch)  # bad input: exit 2 before Redis or git is touched
+    settings = redis_settings(args, config)
+    actor = authorized(config, Action.NIGHTLY)
+    # Without an approval step a nightly goes on from ready to promoted by itself.
+    final = FINAL_STATES - {State.READY} if not config.nightly.approval else FINAL_STATES
+
+    async def go() -> int:
+        async with open_pipeline(settings, config) as pipeline:
+            request = await plan_nightly(pipeline, args.branch)
+            release, created = await request_nightly(pipeline, request, actor.user, CLI_WHERE)
+            print(
+                f"{terminal.nightly_line(request.branch, request.revision)} "
+                f"({'started run' if created else 'already running as run'} "
+                f"{release.run_id[:8]})",
+                file=sys.stderr,
+            )
+            if args.no_follow:
+                return 0
+            ended = await follow(pipeline, release, args.timeout, final)
+            summarize(ended)
+            moved = ended.state is State.PROMOTED
+            print(terminal.nightly_outcome(request.revision, moved, ended.state.value))
+            return 0 if moved or ended.state is State.READY else 1
 
     return run(go)
 
@@ -326,6 +377,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "release": cmd_release,
+    "nightly": cmd_nightly,
     "status": cmd_status,
     "cancel": cmd_cancel,
     "retry": cmd_retry,

@@ -69,3 +69,23 @@ def demo_needs_a_clone() -> str:
 
 def card_heading(component: str, image: str) -> str:
     return f"{component} ({image}): versions, registries and mirrors"
+
+
+# ---- aibrix-bot nightly (bot/cli_pipeline.py) ------------------------------------------------
+
+
+def nightly_line(branch: str, revision: str) -> str:
+    return f"nightly of {branch} at {revision}"
+
+
+def nightly_outcome(revision: str, moved: bool, state: str) -> str:
+    if moved:
+        return f"nightly moved to {revision}: every publish registry holds it"
+    if state == "ready":
+        return (
+            f"{revision} passed the gate; nightly moves to it once approved "
+            "([nightly] approval = true)"
+        )
+    return (
+        f"nightly not moved ({state}): the previous nightly stays in place; the reasons are above"
+    )

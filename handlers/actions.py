@@ -51,6 +51,7 @@ from jobs.domain.approvals import (
     decide_overwrite,
     decide_recheck,
     decide_rejection,
+    publish_expected,
     tally,
 )
 from jobs.domain.approvals import needs_groups as needs_approver_groups
@@ -214,7 +215,9 @@ async def on_approve(
         await _answer(respond, blocks.plain(f"{decision.reason}. {counted.text()}"))
         return
     readings = await deps.inspector.release_tags(release)
-    recheck = decide_recheck(str(release.version), click.verified, readings)
+    # Every publish registry must hold the verified digests, not only the primary.
+    expected = publish_expected(click.verified, deps.config.secondary_publish)
+    recheck = decide_recheck(str(release.version), expected, readings)
     if recheck.unreadable and not recheck.drift:
         # Unreadable is not drift: nothing is recorded, the release stays ready.
         log.warning("click-time re-check of %s: registry unreadable", release.version)

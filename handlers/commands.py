@@ -33,6 +33,7 @@ from handlers.parse import (
     Command,
     HelpCommand,
     InspectCommand,
+    NightlyCommand,
     ParseError,
     PlanCommand,
     ReleaseCommand,
@@ -50,6 +51,7 @@ from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
 from jobs.domain.references import Reference
 from jobs.tools.source import SourceError
+from jobs.usecases.nightly import plan_nightly, request_nightly
 from jobs.usecases.plan import shown_findings
 
 log = logging.getLogger("aibrix.bot")
@@ -59,7 +61,7 @@ Respond = Callable[..., Awaitable[Any]]
 
 # Commands that change something: each delivery of one is claimed in Redis, so that a
 # redelivery of one already handled does nothing (inspect and status only read).
-CHANGING = (ReleaseCommand, SyncCommand, CancelCommand, RetryCommand)
+CHANGING = (ReleaseCommand, SyncCommand, CancelCommand, RetryCommand, NightlyCommand)
 
 
 def command_action(command: Command) -> Action:
@@ -69,6 +71,8 @@ def command_action(command: Command) -> Action:
         return Action.SUPERSEDE if command.supersede else Action.RELEASE
     if isinstance(command, SyncCommand):
         return Action.SYNC
+    if isinstance(command, NightlyCommand):
+        return Action.NIGHTLY
     if isinstance(command, CancelCommand):
         return Action.CANCEL
     if isinstance(command, RetryCommand):
@@ -99,13 +103,17 @@ def ack_text(command: Command) -> str:
         return messages.slack_working(f"cancel {command.version}")
     if isinstance(command, RetryCommand):
         return messages.slack_working(f"retry {command.version}")
+    if isinstance(command, NightlyCommand):
+        return messages.slack_working(f"nightly {command.branch}")
     return messages.slack_working("status")
 
 
 def inspect_in_scope(config: Config, command: InspectCommand) -> InspectCommand | str:
     """The command with its reference spelled as the config names the registry, or the
     refusal when the reference is on no registry the config names (`jobs.domain.inspect_scope`)."""
-    locations = configured_locations(config.repository, config.mirrors)
+    locations = configured_locations(
+        config.repository, config.mirrors, publish=config.publish_locations
+    )
     reference = admitted(locations, command.reference)
     if reference is None:
         return messages.inspect_not_configured(str(command.reference), locations)
@@ -247,6 +255,8 @@ async def run_command(
         )
         await _answer(respond, blocks.plain(started if shown is None else f"{started}\n{shown}"))
         return True
+    if isinstance(command, NightlyCommand):
+        return await _run_nightly(deps, command, user, channel, respond, client, request_id)
     if isinstance(command, InspectCommand):
         if command.component and command.reference.tag:
             await _answer(
@@ -314,3 +324,42 @@ async def _tag_everywhere(deps: Deps, component: str, reference: Reference) -> b
         deps.inspector.inspect(reference), deps.inspector.card(component, releases, only_tag=tag)
     )
     return blocks.inspection_with_card(f"{component} {tag}", inspection, everywhere)
+
+
+async def _run_nightly(
+    deps: Deps,
+    command: NightlyCommand,
+    user: str,
+    channel: str,
+    respond: Respond,
+    client: AsyncWebClient,
+    request_id: str | None,
+) -> bool:
+    """`/aibrix nightly [BRANCH]`: the branch head resolved, its run started (or the run of
+    that commit already going answered), the live message posted."""
+    try:
+        request = await plan_nightly(deps.pipeline, command.branch)
+    except SourceError as error:  # no such branch, or the source cannot be read
+        await _answer(respond, blocks.error_message(str(error)))
+        return False
+    release, created = await request_nightly(
+        deps.pipeline, request, user, channel, request_id=request_id or ""
+    )
+    if not created:
+        await _answer(
+            respond,
+            blocks.plain(
+                messages.slack_release_running(
+                    str(release.version), release.run_id, release.state.value
+                )
+            ),
+        )
+        return False
+    await post_status_message(deps, client, release)
+    await _answer(
+        respond,
+        blocks.plain(
+            messages.slack_nightly_started(request.branch, request.revision, release.run_id)
+        ),
+    )
+    return True

@@ -31,6 +31,7 @@ SLACK_USAGE = {
     "sync": "/aibrix sync VERSION MIRROR [--ready]",
     "cancel": "/aibrix cancel VERSION",
     "retry": "/aibrix retry VERSION",
+    "nightly": "/aibrix nightly [BRANCH]",
     "help": "/aibrix help",
 }
 
@@ -105,6 +106,13 @@ def slack_release_started(version: str, run_id: str) -> str:
 
 def slack_release_running(version: str, run_id: str, state: str) -> str:
     return f"{version} is already running as run {run_id[:8]} ({state}); no second run was started"
+
+
+def slack_nightly_started(branch: str, revision: str, run_id: str) -> str:
+    return (
+        f"nightly of {branch} at {revision}: started run {run_id[:8]}; `nightly` moves "
+        "only when every platform passes the gate; progress is in the channel message"
+    )
 
 
 def slack_working(what: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from handlers import messages
 from jobs.domain import messages as core_messages
 from jobs.domain.config import Config
+from jobs.domain.nightly import BranchError, parse_branch
 from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
 from jobs.domain.versions import (
     ComponentError,
@@ -94,6 +95,11 @@ class HelpCommand:
     pass
 
 
+@dataclass(frozen=True)
+class NightlyCommand:
+    branch: str  # validated as a git branch name (`jobs.domain.nightly.parse_branch`)
+
+
 Command = (
     ReleaseCommand
     | PlanCommand
@@ -103,6 +109,7 @@ Command = (
     | SyncCommand
     | CancelCommand
     | RetryCommand
+    | NightlyCommand
     | HelpCommand
 )
 
@@ -244,6 +251,13 @@ def parse_command(text: str, config: Config) -> Command | ParseError:
         return version if isinstance(version, ParseError) else StatusCommand(version)
     if name == "sync":
         return _sync(args, config)
+    if name == "nightly":
+        if len(args) > 1:
+            return ParseError(messages.slack_usage("nightly"))
+        try:
+            return NightlyCommand(parse_branch(args[0] if args else None))
+        except BranchError as error:
+            return ParseError(f"{error}; {messages.slack_usage('nightly')}")
     if name in ("cancel", "retry"):
         version = _one_version(name, args, config)
         if isinstance(version, ParseError):

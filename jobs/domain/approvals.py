@@ -7,7 +7,7 @@ after the policy allows the click, since it needs the network.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -141,6 +141,21 @@ def decide_overwrite(policy: ApprovalPolicy, click: Click, pending: Mapping[str,
     if click.user == click.requested_by and not policy.allow_self_approval:
         return Decision(Verdict.REFUSE, messages.approval_self(click.user, click.version))
     return Decision(Verdict.RECORD)
+
+
+def publish_key(location: str, component: str) -> str:
+    """How a component's copy on a secondary publish registry is named in a re-check."""
+    return f"{location.rstrip('/')}/{component}"
+
+
+def publish_expected(verified: Mapping[str, str], secondary: Sequence[str]) -> dict[str, str]:
+    """The digests every publish registry must hold: the verified ones on the primary
+    (by component) and the same on each other publish registry (by `publish_key`)."""
+    expected = dict(verified)
+    for location in secondary:
+        for component, digest in verified.items():
+            expected[publish_key(location, component)] = digest
+    return expected
 
 
 @dataclass(frozen=True)

@@ -148,10 +148,13 @@ class ComponentCard:
 
 
 def card_columns(config: Config) -> tuple[Column, ...]:
-    """The source first, then the mirrors promotion publishes to, then the other mirrors
+    """The source first, then the other publish registries (named by their location: a
+    release's copies), then the mirrors promotion publishes to, then the other mirrors
     (each in configured order)."""
     source = Column(config.repository.split("/", 1)[0], ColumnKind.SOURCE, config.repository)
     publish = [
+        Column(location, ColumnKind.PUBLISH, location) for location in config.secondary_publish
+    ] + [
         Column(name, ColumnKind.PUBLISH, config.mirrors[name]) for name in config.promotion.mirrors
     ]
     others = [

@@ -45,6 +45,13 @@ from jobs.domain.config_grammar import (
     version_values,
 )
 from jobs.domain.errors import InvalidInput
+from jobs.domain.nightly import (
+    NIGHTLY_TAG,
+    is_nightly,
+    layout_version,
+    nightly_revision,
+    release_tag,
+)
 from jobs.domain.permissions import Permissions
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform
 from jobs.domain.versions import (
@@ -113,10 +120,12 @@ class Component:
     layouts: tuple[Layout, ...] = ()
 
     def applies_to(self, version: Version) -> bool:
+        version = layout_version(version)
         return self.versions is None or self.versions.contains(version)
 
     def at(self, version: Version) -> Component:
         """This component's build for `version`: the matching layout applied, no ranges."""
+        version = layout_version(version)
         chosen = next((lay for lay in self.layouts if lay.versions.contains(version)), None)
         resolved = replace(self, versions=None, layouts=())
         if chosen is None:
@@ -160,6 +169,8 @@ class Preflight:
     prerelease: PolicyChoice = "show"
 
     def refuses(self, version: Version) -> bool:
+        if is_nightly(version):
+            return False  # a branch head's manifests name the last release, by design
         return (self.prerelease if version.is_prerelease else self.final) == "refuse"
 
 
@@ -191,7 +202,11 @@ class Source:
         return Path(self.location) if self.kind == "path" else None
 
     def ref_for(self, version: Version) -> str:
-        """The git ref to check out for a release, e.g. `v0.3.0-rc.2` or `release-v0.3`."""
+        """The git ref to check out for a release, e.g. `v0.3.0-rc.2` or `release-v0.3`;
+        for a nightly, its commit."""
+        revision = nightly_revision(version)
+        if revision is not None:
+            return revision
         ref = render(self.ref, version_values(version))
         if not is_git_ref(ref):  # a very long version, or one ending in ".lock"
             raise VersionError(messages.version_unusable(str(version), "git ref", ref))
@@ -241,6 +256,14 @@ class InspectSettings:
 
 
 @dataclass(frozen=True)
+class NightlySettings:
+    """`[nightly]`: whether a nightly waits for an approval before `nightly` moves (by
+    default it moves as soon as the new index passes the gate)."""
+
+    approval: bool = False
+
+
+@dataclass(frozen=True)
 class QueueSettings:
     max_attempts: int = 3
     backoff_base_seconds: float = 2.0
@@ -287,8 +310,23 @@ class Config:
     base_images: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     preflight: Preflight = Preflight()
     inspect: InspectSettings = InspectSettings()
+    # Every registry location a release publishes to, the first being `repository` (the
+    # primary, where the one merge writes); empty: `repository` alone.
+    publish: tuple[str, ...] = ()
+    nightly: NightlySettings = NightlySettings()
     path: Path | None = None
     """The file this was loaded from; None for the built-in defaults."""
+
+    @property
+    def publish_locations(self) -> tuple[str, ...]:
+        """Where a release is published, primary first: one build, one merge into the
+        primary, the verified index copied to the others with the sync engine."""
+        return self.publish or (self.repository,)
+
+    @property
+    def secondary_publish(self) -> tuple[str, ...]:
+        """The publish registries after the primary: they receive copies of the index."""
+        return self.publish_locations[1:]
 
     @property
     def label(self) -> str:
@@ -314,8 +352,9 @@ class Config:
         return f"{self.repository}/{self.component(name).name}"
 
     def release_reference(self, component: str | Component, version: Version) -> str:
-        """The release tag, which only the merge step writes: `docker.io/aibrix/runtime:v0.3.0`."""
-        return f"{self.image(component)}:{version}"
+        """The release tag, which only the merge step writes: `docker.io/aibrix/runtime:v0.3.0`
+        (a nightly's: the full commit sha)."""
+        return f"{self.image(component)}:{release_tag(version)}"
 
     def staging_tag_for(self, version: Version, platform: Platform) -> str:
         """The per-platform tag a build pushes, e.g. `v0.3.0-rc.2-arm64`."""
@@ -331,7 +370,9 @@ class Config:
 
     def promotion_tags_for(self, version: Version) -> tuple[str, ...]:
         """The tags promotion writes for this version (none for a prerelease unless
-        `promotion.prereleases`)."""
+        `promotion.prereleases`); a nightly's: `nightly`."""
+        if is_nightly(version):
+            return (NIGHTLY_TAG,)
         if version.is_prerelease and not self.promotion.prereleases:
             return ()
         tags = tuple(render(t, version_values(version)) for t in self.promotion.tags)

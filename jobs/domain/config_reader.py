@@ -30,6 +30,7 @@ from jobs.domain.config import (
     ConfigError,
     InspectSettings,
     Layout,
+    NightlySettings,
     PolicyChoice,
     Preflight,
     Promotion,
@@ -120,7 +121,15 @@ def extend(data: Mapping[str, object], label: str) -> dict[str, object]:
     if not isinstance(base, str) or base not in BASES:
         shown = base if isinstance(base, str) else repr(base)
         raise ConfigError(label, "extends", messages.config_bad_extends(shown, sorted(BASES)))
-    merged: dict[str, object] = {**BASES[base], **{k: v for k, v in data.items() if k != "extends"}}
+    inherited_base = dict(BASES[base])
+    if "repository" in data or "publish" in data:
+        # Where to publish is one decision: a file naming either key makes it alone.
+        inherited_base.pop("repository", None)
+        inherited_base.pop("publish", None)
+    merged: dict[str, object] = {
+        **inherited_base,
+        **{k: v for k, v in data.items() if k != "extends"},
+    }
     if "components" in data and isinstance(data["components"], list):
         own = [c for c in data["components"] if isinstance(c, dict)]
         if len(own) == len(data["components"]):
@@ -157,7 +166,8 @@ def _python_from_v05(old_dockerfile: str) -> list[dict[str, object]]:
 # v0.1.0 to v0.7.0: the components by version, the release overlay and chart, the
 # dependency images AIBrix mirrors by hand).
 _DEFAULTS: dict[str, object] = {
-    "repository": "docker.io/aibrix",
+    # One build, published to both: AIBrix's own workflows build once per registry.
+    "publish": ["docker.io/aibrix", "ghcr.io/aibrix"],
     "platforms": ["linux/amd64", "linux/arm64"],
     "source": {"git": "https://github.com/vllm-project/aibrix", "ref": "{version}"},
     "components": [
@@ -331,6 +341,7 @@ class _Reader:
             "",
             (
                 "repository",
+                "publish",
                 "platforms",
                 "staging_tag",
                 "source",
@@ -345,21 +356,25 @@ class _Reader:
                 "preflight",
                 "registry",
                 "inspect",
+                "nightly",
             ),
         )
-        for required in ("repository", "source", "components"):
+        for required in ("source", "components"):
             if required not in top:
                 self.fail(required, messages.config_missing_key())
-        repository = self.location(top["repository"], "repository")
+        if "repository" not in top and "publish" not in top:
+            self.fail("repository", messages.config_missing_key())
+        publish = self.publish(top.get("publish"), top.get("repository"))
+        repository = publish[0]
         source = self.source(top["source"], "source")
-        components = self.components(top["components"], "components", repository)
+        components = self.components(top["components"], "components", max(publish, key=len))
         platforms = (
             self.platforms(top["platforms"], "platforms")
             if "platforms" in top
             else DEFAULT_PLATFORMS
         )
         staging_tag = self.staging_tag(top.get("staging_tag", "{version}-{arch}"), platforms)
-        mirrors = self.mirrors(top.get("mirrors", {}), "mirrors", repository)
+        mirrors = self.mirrors(top.get("mirrors", {}), "mirrors", publish)
         approval = self.approval(top.get("approval", {}), "approval")
         permissions = self.permissions(top.get("permissions", {}), "permissions", approval)
         promotion = self.promotion(top.get("promotion", {}), "promotion", mirrors)
@@ -383,8 +398,24 @@ class _Reader:
             base_images=self.base_images(top.get("base_images", {}), "base_images"),
             preflight=preflight,
             inspect=inspect,
+            publish=publish,
+            nightly=self.nightly(top.get("nightly", {}), "nightly"),
             path=path,
         )
+
+    def publish(self, value: object, repository: object) -> tuple[str, ...]:
+        """The publish list: `publish` (primary first), or `repository` alone; when both
+        are given, `repository` must be the first of `publish`."""
+        if value is None:
+            return (self.location(repository, "repository"),)
+        locations = self.unique_items(value, "publish", self.location, non_empty=True)
+        if repository is not None:
+            primary = self.location(repository, "repository")
+            if primary != locations[0]:
+                self.fail(
+                    "repository", messages.config_repository_not_primary(primary, locations[0])
+                )
+        return tuple(locations)
 
     def location(self, value: object, key: str) -> str:
         text = self.text(value, key)
@@ -717,7 +748,7 @@ class _Reader:
                 owners[tag] = platform
         return template
 
-    def mirrors(self, value: object, key: str, repository: str) -> Mapping[str, str]:
+    def mirrors(self, value: object, key: str, publish: Sequence[str]) -> Mapping[str, str]:
         if not isinstance(value, dict):
             self.fail(key, messages.config_wrong_type("a table", _type_name(value)))
         mirrors: dict[str, str] = {}
@@ -725,7 +756,7 @@ class _Reader:
             mirror_key = self.join(key, name)
             self.name(name, mirror_key, "mirror")
             mirrors[name] = self.location(location, mirror_key)
-            if mirrors[name].rstrip("/") == repository:
+            if mirrors[name].rstrip("/") in {p.rstrip("/") for p in publish}:
                 self.fail(mirror_key, messages.config_mirror_is_repository(mirrors[name]))
         return MappingProxyType(mirrors)
 
@@ -842,6 +873,12 @@ class _Reader:
             table.get("mirrors", []), self.join(key, "mirrors"), mirror_name, non_empty=False
         )
         return Promotion(tags=tags, prereleases=prereleases, mirrors=to)
+
+    def nightly(self, value: object, key: str) -> NightlySettings:
+        table = self.table(value, key, ("approval",))
+        return NightlySettings(
+            approval=self.boolean(table.get("approval", False), self.join(key, "approval"))
+        )
 
     def registry(self, value: object, key: str) -> RegistryConfig:
         table = self.table(value, key, ("budget_seconds",))

@@ -92,9 +92,16 @@ def configured_locations(
     repository: str,
     mirrors: Mapping[str, str],
     dependencies: Iterable[str] = (),
+    publish: Iterable[str] = (),
 ) -> tuple[Location, ...]:
-    """The release repository, then each mirror by name, then dependency images."""
+    """The release repository (and the other publish registries), then each mirror by
+    name, then dependency images."""
     found = [parse_location(repository, LocationKind.REPOSITORY)]
+    found.extend(
+        parse_location(location, LocationKind.REPOSITORY)
+        for location in publish
+        if location != repository
+    )
     found.extend(
         parse_location(location, LocationKind.MIRROR, name)
         for name, location in sorted(mirrors.items())

@@ -407,6 +407,59 @@ def config_bad_location(value: str) -> str:
     )
 
 
+def dependencies_not_synced(version: str, reasons: Sequence[str]) -> str:
+    return f"the dependency images of {version} were not copied to the mirrors: " + "; ".join(
+        reasons
+    )
+
+
+def nightly_bad_branch(text: str) -> str:
+    return (
+        f"{quote_input(text)} is not a branch name; give a git branch such as main or "
+        "release-0.7 (letters, digits, '.', '_', '-', '/'; not starting with '-')"
+    )
+
+
+def nightly_not_a_commit(text: str) -> str:
+    return f"{quote_input(text)} is not a full commit id (40 hex digits)"
+
+
+def nightly_reserved(version: str) -> str:
+    return f"{version} is reserved for nightly builds; ask for one with `nightly [BRANCH]`"
+
+
+def nightly_needs_git(location: str) -> str:
+    return f"a nightly builds a branch head, and the source {location} is a directory, not git"
+
+
+def nightly_no_branch(location: str, branch: str) -> str:
+    return f"{location} has no branch {quote_input(branch)}"
+
+
+def nightly_already(branch: str, revision: str) -> str:
+    return (
+        f"the head of {branch}, {revision}, was built and published as nightly already; "
+        "nothing to do until the branch moves"
+    )
+
+
+def publish_copy_failed(target: str, reason: str) -> str:
+    return f"publish registry {target} does not hold the verified index: {reason}"
+
+
+def publish_holds_other(held: str | None, digest: str) -> str:
+    if held is None:
+        return f"the tag is missing there (expected {short_digest(digest)})"
+    return f"the tag holds {short_digest(held)}, not the verified {short_digest(digest)}"
+
+
+def config_repository_not_primary(repository: str, primary: str) -> str:
+    return (
+        f"{quote_input(repository)} must be the first entry of publish ({quote_input(primary)}), "
+        "the primary registry the merge writes; or leave repository out"
+    )
+
+
 def config_mirror_is_repository(value: str) -> str:
     return f"{quote_input(value)} is the release repository itself, not a mirror"
 

@@ -39,6 +39,7 @@ class Action(StrEnum):
     REJECT = "reject"
     CONFIRM_OVERWRITE = "confirm_overwrite"
     SUPERSEDE = "supersede"
+    NIGHTLY = "nightly"  # unlisted: whoever may release
     # read-only: open to members of the accepted channels
     STATUS = "status"
     INSPECT = "inspect"
@@ -52,6 +53,7 @@ ROLES: tuple[Action, ...] = (
     Action.CANCEL,
     Action.SYNC,
     Action.SUPERSEDE,
+    Action.NIGHTLY,
 )
 APPROVER_ACTIONS: tuple[Action, ...] = (
     Action.APPROVE,
@@ -98,9 +100,12 @@ def build_permissions(
     roles: Mapping[Action, Grant],
     approvers: Grant,
 ) -> Permissions:
-    """The table: listed roles as given, unlisted roles and the approval actions granted
-    to the approvers (so an empty config grants nothing to anyone)."""
+    """The table: listed roles as given, an unlisted `nightly` as `release`, other unlisted
+    roles and the approval actions granted to the approvers (so an empty config grants
+    nothing to anyone)."""
     grants = {action: roles.get(action, approvers) for action in ROLES}
+    # A nightly builds what a release builds: by default, whoever may release may ask.
+    grants[Action.NIGHTLY] = roles.get(Action.NIGHTLY, grants[Action.RELEASE])
     grants.update({action: approvers for action in APPROVER_ACTIONS})
     return Permissions(tuple(channels), MappingProxyType(grants))
 

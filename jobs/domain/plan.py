@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from jobs.domain import messages
 from jobs.domain.config import ComponentBuild, Config, Preflight
+from jobs.domain.nightly import release_tag
 from jobs.domain.platforms import Platform
 from jobs.domain.preflight import MISSING, Problem
 from jobs.domain.versions import Version
@@ -84,9 +85,10 @@ def publish_targets(
     config: Config, version: Version, components: Sequence[str]
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Every tag the release would write, per registry: the release tag and the promotion
-    tags in the repository, and the same on each promotion mirror."""
-    tags = (str(version), *config.promotion_tags_for(version))
-    locations = [config.repository] + [config.mirrors[m] for m in config.promotion.mirrors]
+    tags on every publish registry (the primary first), and the same on each promotion
+    mirror."""
+    tags = (release_tag(version), *config.promotion_tags_for(version))
+    locations = [*config.publish_locations] + [config.mirrors[m] for m in config.promotion.mirrors]
     return tuple(
         (location, tuple(f"{location}/{name}:{tag}" for name in components for tag in tags))
         for location in locations

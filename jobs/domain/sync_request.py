@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from jobs.domain import messages
 from jobs.domain.config import Config, MirrorError
 from jobs.domain.errors import InvalidInput
-from jobs.domain.references import InvalidReferenceError, Reference, parse_reference
+from jobs.domain.nightly import release_tag
+from jobs.domain.references import (
+    DOCKER_HUB,
+    InvalidReferenceError,
+    Reference,
+    parse_reference,
+)
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 
 
@@ -42,7 +48,7 @@ def resolve_mirrors(config: Config, texts: Sequence[str]) -> tuple[Mirror, ...]:
     mirrors: dict[str, Mirror] = {}
     for text in texts:
         location = config.mirror(text).rstrip("/")
-        if location == config.repository.rstrip("/"):
+        if location in {p.rstrip("/") for p in config.publish_locations}:
             raise MirrorError(messages.config_mirror_is_repository(text))
         try:
             parse_reference(f"{location}/x:v")
@@ -111,8 +117,37 @@ def release_jobs(
             name,
             parse_reference(config.release_reference(name, version)),
             mirror,
-            mirror.reference(name, str(version)),
+            mirror.reference(name, release_tag(version)),
         )
         for mirror in mirrors
         for name in dict.fromkeys(names)
     )
+
+
+def dependency_destination(source: Reference, mirror: Mirror) -> Reference:
+    """Where a dependency image goes on a mirror: its repository path under the mirror's
+    location (Docker Hub's `library/` dropped: `redis:7.4` -> `MIRROR/redis:7.4`,
+    `envoyproxy/envoy:v1.33.2` -> `MIRROR/envoyproxy/envoy:v1.33.2`), same tag, or the
+    same digest when the reference names no tag."""
+    path = source.repository
+    if source.registry == DOCKER_HUB:
+        path = path.removeprefix("library/")
+    suffix = f":{source.tag}" if source.tag else f"@{source.digest}"
+    return parse_reference(f"{mirror.location}/{path}{suffix}")
+
+
+def dependency_jobs(references: Sequence[str], mirrors: Sequence[Mirror]) -> tuple[CopyJob, ...]:
+    """The copies of a release's dependency images to each mirror (`component` is the
+    reference as the plan names it). References that do not parse are left out: the plan
+    showed them as errors already."""
+    jobs: list[CopyJob] = []
+    for text in dict.fromkeys(references):
+        try:
+            source = parse_reference(text)
+        except InvalidReferenceError:
+            continue
+        jobs += [
+            CopyJob(text, source, mirror, dependency_destination(source, mirror))
+            for mirror in mirrors
+        ]
+    return tuple(jobs)

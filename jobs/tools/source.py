@@ -14,8 +14,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.domain import messages
 from jobs.domain.config import Source
 from jobs.domain.errors import Unavailable
+from jobs.domain.nightly import nightly_revision
 from jobs.domain.versions import Version
 from jobs.tools import process
 
@@ -70,6 +72,9 @@ def resolve_revision(source: Source, version: Version) -> str:
         if not directory.is_dir():
             raise SourceError(f"the source directory {directory} does not exist")
         return tree_revision(directory)
+    nightly = nightly_revision(version)
+    if nightly is not None:
+        return nightly  # resolved from its branch when it was asked for
     ref = source.ref_for(version)
     # `--` keeps a location from ever being read as an option.
     out = _git("ls-remote", "--", source.location, ref, f"{ref}^{{}}", timeout=120)
@@ -81,6 +86,20 @@ def resolve_revision(source: Source, version: Version) -> str:
         if name in found and _SHA.match(found[name]):
             return found[name]
     raise SourceError(f"{source.location} has no tag or branch {ref!r}")
+
+
+def branch_head(source: Source, branch: str) -> str:
+    """The commit a branch of a git source points at now (a nightly builds it)."""
+    if source.kind != "git":
+        raise SourceError(messages.nightly_needs_git(source.location))
+    name = f"refs/heads/{branch}"
+    # `--` keeps a location from ever being read as an option; the branch is validated.
+    out = _git("ls-remote", "--", source.location, name, timeout=120)
+    for line in out.splitlines():
+        sha, _, found = line.partition("\t")
+        if found == name and _SHA.match(sha):
+            return sha
+    raise SourceError(messages.nightly_no_branch(source.location, branch))
 
 
 def checkout(source: Source, version: Version, revision: str, workdir: Path) -> Checkout:
@@ -98,6 +117,12 @@ def checkout(source: Source, version: Version, revision: str, workdir: Path) -> 
     ref = source.ref_for(version)
     workdir.mkdir(parents=True, exist_ok=True)
     dest = workdir / f"src-{revision[:12]}-{os.getpid()}-{os.urandom(3).hex()}"
+    if nightly_revision(version) is not None:
+        # A nightly names its commit, not a ref (the branch may have moved on since).
+        _git("init", "--quiet", str(dest))
+        _git("-C", str(dest), "fetch", "--quiet", "--depth", "1", "--", source.location, revision)
+        _git("-C", str(dest), "checkout", "--quiet", "--detach", "FETCH_HEAD")
+        return Checkout(dest, revision, temporary=True)
     _git("clone", "--quiet", "--depth", "1", "--branch", ref, "--", source.location, str(dest))
     head = _git("-C", str(dest), "rev-parse", "HEAD").strip()
     if head != revision:

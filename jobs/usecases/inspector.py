@@ -14,9 +14,10 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jobs.domain.approvals import TagReading
+from jobs.domain.approvals import TagReading, publish_key
 from jobs.domain.component_card import ComponentCard
 from jobs.domain.config import Config
+from jobs.domain.nightly import release_tag
 from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform
 from jobs.domain.references import Reference, parse_reference
@@ -67,14 +68,22 @@ class Inspector:
         )
 
     async def release_tags(self, release: Release) -> dict[str, TagReading]:
-        """Each component's release tag of `release` read again (see `TagReading`)."""
+        """Each component's release tag of `release` read again (see `TagReading`), keyed
+        by component on the primary and by `LOCATION/COMPONENT` on every other publish
+        registry (`jobs.domain.approvals.publish_expected` keys the digests alike)."""
+        keys: list[str] = list(release.components)
         refs = [
             parse_reference(self.config.release_reference(c, release.version))
             for c in release.components
         ]
+        for location in self.config.secondary_publish:
+            for component in release.components:
+                key = publish_key(location, component)
+                keys.append(key)
+                refs.append(parse_reference(f"{key}:{release_tag(release.version)}"))
         async with RegistryClient(self.settings) as client:
             readings = await asyncio.gather(*(self._read_tag(client, ref) for ref in refs))
-        return dict(zip(release.components, readings, strict=True))
+        return dict(zip(keys, readings, strict=True))
 
     async def _read_tag(self, client: RegistryClient, ref: Reference) -> TagReading:
         try:

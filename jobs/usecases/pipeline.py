@@ -19,6 +19,7 @@ from jobs.domain import messages
 from jobs.domain.config import Config, ConfigError
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
+from jobs.domain.nightly import NIGHTLY_ACTOR, is_nightly, promotes_unapproved, release_tag
 from jobs.domain.platforms import Platform, PlatformError, parse_platform, unique
 from jobs.domain.references import parse_reference
 from jobs.domain.release import (
@@ -42,7 +43,8 @@ from jobs.tools.merge import MergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
 from jobs.usecases.plan import check_request
-from jobs.usecases.promote import promote
+from jobs.usecases.promote import promote, promote_job
+from jobs.usecases.publish import audit_tag_write, copy_to_publish
 from jobs.usecases.sync_job import (
     SyncRecord,
     SyncState,
@@ -83,6 +85,8 @@ def plan_release(
     """Validate a release request. Raises ReleaseInputError; touches nothing."""
     try:
         version = parse_version(version_text)
+        if is_nightly(version):
+            raise ReleaseInputError(messages.nightly_reserved(str(version)))
         config.check_version(version)
         chosen = tuple(dict.fromkeys(config.component(name).name for name in components))
     except (VersionError, ComponentError, ConfigError) as error:
@@ -563,11 +567,13 @@ class Pipeline:
             await self._refuse_tag(release, job.component, held, decision.reason)
             return held or ""
         if decision.action is TagAction.WRITE:
-            await asyncio.to_thread(write_index, image, str(release.version), sources)
+            await asyncio.to_thread(write_index, image, release_tag(release.version), sources)
         else:
             log.info("%s: %s", subject, decision.reason or "already holds this run's builds")
         await self._store.transition(job.version, job.run_id, [State.MERGING], State.VERIFYING)
-        published = await verify_published(client, image, str(release.version), builds, required)
+        published = await verify_published(
+            client, image, release_tag(release.version), builds, required
+        )
         inspection = published.inspection
         # A kept tag holds an earlier run's builds by design: only its platforms are judged.
         mismatch = () if decision.action is TagAction.KEEP else published.problems
@@ -576,7 +582,8 @@ class Pipeline:
         digest = inspection.digest or ""
         if not digest:
             raise MergeError(
-                f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
+                f"{image}:{release_tag(release.version)} could not be read back: "
+                f"{inspection.verdict.error}"
             )
         if outcome == Outcome.OK.value and self.config.check_binaries:
             # The labels agree; now the bytes: the ELF headers of every platform's binaries.
@@ -586,6 +593,13 @@ class Pipeline:
             )
             problems += wrong
             outcome = Outcome.MISMATCH.value if wrong else outcome
+        if outcome == Outcome.OK.value:
+            # Verified on the primary: the same bytes to every other publish registry.
+            copies = await copy_to_publish(
+                self._store, client, self.config, release, job.component, digest
+            )
+            problems += copies
+            outcome = Outcome.MISMATCH.value if copies else outcome
         if decision.action is not TagAction.KEEP:
             await self._store.record_tag(
                 release.version,
@@ -593,6 +607,9 @@ class Pipeline:
                 job.component,
                 digest,
                 verified=outcome == Outcome.OK.value,
+            )
+            await audit_tag_write(
+                self._store, release, f"{image}:{release_tag(release.version)}", digest
             )
         await self._store.record_index(
             job.version, job.run_id, job.component, digest, outcome, "; ".join(problems)
@@ -610,7 +627,7 @@ class Pipeline:
     ) -> tuple[str | None, TagDecision]:
         """Read the release tag (the compare of the compare-and-set) and decide. A registry
         that cannot be read raises: the job is retried, nothing is written meanwhile."""
-        reference = parse_reference(f"{image}:{release.version}")
+        reference = parse_reference(f"{image}:{release_tag(release.version)}")
         try:
             held: str | None = (await client.get_manifest(reference)).digest
         except NotFoundError:
@@ -620,7 +637,7 @@ class Pipeline:
         holds_this_run = False
         if held is not None and (wrote is None or wrote.digest != held):
             found = await verify_published(
-                client, image, str(release.version), builds, list(builds)
+                client, image, release_tag(release.version), builds, list(builds)
             )
             children = {
                 e.platform: e.digest for e in found.inspection.verdict.entries if e.platform
@@ -670,7 +687,18 @@ class Pipeline:
             )
             return State.BLOCKED
         await self._store.transition(version, run_id, [State.VERIFYING], State.READY)
+        if promotes_unapproved(self.config.nightly.approval, version):
+            await self._promote_unapproved(version, run_id)
         return State.READY
+
+    async def _promote_unapproved(self, version: Version, run_id: str) -> None:
+        """A nightly that passed the gate needs no approval (unless configured): approved
+        by the policy (audited as such) and its one promotion queued, which moves
+        `nightly`. Compare-and-set: racing settles queue it once."""
+        if await self._store.transition(
+            version, run_id, [State.READY], State.APPROVED, actor=NIGHTLY_ACTOR, where="worker"
+        ):
+            await self._queue.enqueue(promote_job(await self.load_run(version, run_id)))
 
     # -- progress events (what the live message shows between state changes)
 

@@ -169,6 +169,21 @@ class DependencyGate:
     unreadable: tuple[str, ...] = ()
 
 
+async def dependency_references(
+    config: Config, version: Version, components: Sequence[str], revision: str
+) -> tuple[str, ...]:
+    """The release's dependency images: the third-party images its overlays name at the
+    revision, then the configured ones, each once. Raises `SourceError` when the source
+    cannot be read."""
+    preflight = config.preflight
+    found: tuple[str, ...] = ()
+    if preflight.kustomizations:
+        _, found = await asyncio.to_thread(
+            _facts, config, version, revision, components, default_cache_dir()
+        )
+    return tuple(dict.fromkeys((*found, *preflight.dependencies)))
+
+
 async def dependency_gate(
     config: Config,
     version: Version,

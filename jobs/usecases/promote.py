@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from jobs.domain import messages
 from jobs.domain.config import Config
+from jobs.domain.nightly import is_nightly
 from jobs.domain.references import parse_reference
 from jobs.domain.release import OVERWRITE_PENDING, Release, State
 from jobs.domain.sync_report import ComponentStatus
@@ -31,6 +32,8 @@ from jobs.registry.client import RegistryClient, RegistryError
 from jobs.store.queue import Job, JobKind
 from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
+from jobs.usecases.dependencies import sync_dependencies
+from jobs.usecases.publish import audit_tag_write, promote_on_publish
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
@@ -116,6 +119,8 @@ async def _promote_to_mirrors(
         elif not item.ok:
             failures.append(messages.promotion_failed(item.destination, item.reason or ""))
         elif item.final_digest:
+            if item.status is ComponentStatus.COPIED:  # written now, not already there
+                await audit_tag_write(store, release, item.destination, item.final_digest)
             failures += await _tag_on_mirror(
                 store, config, release, client, item.destination, item.final_digest
             )
@@ -158,6 +163,8 @@ async def _tag_on_mirror(
         )
         if got != digest:
             failures.append(messages.promotion_failed(target, detail))
+        else:
+            await audit_tag_write(store, release, target, digest)
     return failures
 
 
@@ -207,8 +214,19 @@ async def promote(
             )
             if not ok:
                 failures.append(messages.promotion_failed(target, detail))
-    mirror_failures, waiting = await _promote_to_mirrors(store, config, release, client)
+            else:
+                await audit_tag_write(store, release, target, index.digest)
+    # Every other publish registry: its copy of the index checked, then the same tags.
+    failures += await promote_on_publish(store, config, release, client)
+    # A nightly goes to the publish registries only: mirrors get releases.
+    nightly = is_nightly(release.version)
+    mirror_failures, waiting = (
+        ([], False) if nightly else await _promote_to_mirrors(store, config, release, client)
+    )
     failures += mirror_failures
+    if not failures and not waiting and not nightly:
+        # The third-party images it deploys go with it, through the same gate.
+        failures += await sync_dependencies(store, config, release, client)
     if failures:
         await store.transition(
             job.version, job.run_id, [State.PROMOTING], State.FAILED, reason="; ".join(failures)

@@ -101,6 +101,17 @@ def test_columns_source_then_publish_then_mirrors(config: Config) -> None:
     ]
 
 
+def test_other_publish_registries_are_columns_after_the_source(config: Config) -> None:
+    from dataclasses import replace
+
+    published = replace(config, publish=("docker.io/aibrix", "ghcr.io/aibrix"))
+    assert [(c.name, c.kind.value, c.location) for c in card_columns(published)][:3] == [
+        ("docker.io", "source", "docker.io/aibrix"),
+        ("ghcr.io/aibrix", "publish", "ghcr.io/aibrix"),
+        ("tokyo", "publish", "registry.tokyo.example.com/aibrix"),
+    ]
+
+
 def test_choose_tags_records_registry_and_promotion_tags(config: Config) -> None:
     records = (
         Record("v0.6.0", "r1", "promoted", A),

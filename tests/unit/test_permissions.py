@@ -61,7 +61,7 @@ def expected(action: Action, user: str, groups: frozenset[str], requested_by: st
         return True
     if action is Action.REJECT and user == requested_by:
         return True
-    if action is Action.RELEASE:
+    if action in (Action.RELEASE, Action.NIGHTLY):  # nightly unlisted: as release
         return user == RELEASER or RELEASE_GROUP in groups
     if action is Action.SYNC:
         return False
@@ -381,3 +381,14 @@ def test_item4_only_a_blocked_or_failed_run_with_failed_builds_may_be_retried(
 ) -> None:
     refusal = retry_refusal(run(state, failed))
     assert (refusal is None) == (failed and state in (State.BLOCKED, State.FAILED))
+
+
+def test_nightly_listed_is_its_own_role() -> None:
+    table = build_permissions(
+        [CHANNEL],
+        {Action.RELEASE: Grant(users=(RELEASER,)), Action.NIGHTLY: Grant(users=(STRANGER,))},
+        Grant(users=(APPROVER,)),
+    )
+    assert authorize(table, Action.NIGHTLY, Actor(STRANGER, frozenset(), CHANNEL)) is None
+    refused = authorize(table, Action.NIGHTLY, Actor(RELEASER, frozenset(), CHANNEL))
+    assert refused is not None and "may not nightly here" in refused

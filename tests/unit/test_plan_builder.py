@@ -94,8 +94,10 @@ def test_publish_lists_every_tag_per_registry() -> None:
     plan = build_plan(config, V070, REV, builds, DEFAULT_PLATFORMS)
     publish = dict(plan.publish)
     beijing = "aibrix-container-registry-cn-beijing.cr.volces.com/aibrix"
-    assert list(publish) == ["docker.io/aibrix", beijing]
+    # every publish registry (AIBrix: Docker Hub and GHCR), then the promotion mirror
+    assert list(publish) == ["docker.io/aibrix", "ghcr.io/aibrix", beijing]
     assert "docker.io/aibrix/vllm-mock:v0.7.0" in publish["docker.io/aibrix"]
+    assert "ghcr.io/aibrix/runtime:v0.7" in publish["ghcr.io/aibrix"]
     assert "docker.io/aibrix/runtime:v0.7" in publish["docker.io/aibrix"]
     assert f"{beijing}/runtime:latest" in publish[beijing]
     assert len(publish["docker.io/aibrix"]) == 6 * 3
