@@ -31,6 +31,7 @@ SLACK_USAGE = {
     "sync": "/aibrix sync VERSION MIRROR [--ready]",
     "cancel": "/aibrix cancel VERSION",
     "retry": "/aibrix retry VERSION",
+    "workers": "/aibrix workers",
     "help": "/aibrix help",
 }
 
@@ -155,6 +156,14 @@ def slack_retrying(version: str, failed: int, run_id: str) -> str:
 
 def slack_no_releases() -> str:
     return "there are no releases yet; start one with /aibrix release VERSION"
+
+
+def slack_workers_title(count: int) -> str:
+    return f"{count} live worker{'' if count == 1 else 's'}"
+
+
+def slack_fleet_unreadable() -> str:
+    return "the list of workers cannot be read right now (Redis did not answer); try again"
 
 
 def slack_internal_error(what: str) -> str:

@@ -94,6 +94,11 @@ class HelpCommand:
     pass
 
 
+@dataclass(frozen=True)
+class WorkersCommand:
+    """`/aibrix workers`: the live workers (read-only, like status)."""
+
+
 Command = (
     ReleaseCommand
     | PlanCommand
@@ -104,6 +109,7 @@ Command = (
     | CancelCommand
     | RetryCommand
     | HelpCommand
+    | WorkersCommand
 )
 
 
@@ -244,6 +250,8 @@ def parse_command(text: str, config: Config) -> Command | ParseError:
         return version if isinstance(version, ParseError) else StatusCommand(version)
     if name == "sync":
         return _sync(args, config)
+    if name == "workers":
+        return WorkersCommand() if not args else ParseError(messages.slack_usage("workers"))
     if name in ("cancel", "retry"):
         version = _one_version(name, args, config)
         if isinstance(version, ParseError):

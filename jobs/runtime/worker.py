@@ -30,6 +30,7 @@ from jobs.domain.references import parse_reference
 from jobs.domain.release import State
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
+from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS, Heartbeat, job_label, worker_heartbeat
 from jobs.runtime.logs import job_context
 from jobs.runtime.metrics import WorkerMetrics, serve_metrics
 from jobs.store.queue import Job, JobKind, Lease, Queue
@@ -63,6 +64,7 @@ class WorkerSettings:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "aibrix-worker")
     block_ms: int = 1000
     cancel_poll_s: float = 1.0
+    heartbeat_ttl_s: float = DEFAULT_TTL_SECONDS  # see jobs.runtime.heartbeat
 
     def consumer(self, slot: int) -> str:
         return f"{self.worker_id}:{self.platform}:{slot}"
@@ -105,6 +107,7 @@ class Worker:
         self.registry_settings = registry
         self.metrics = WorkerMetrics()
         self.builder: BuilderInfo | None = None
+        self.heartbeat: Heartbeat | None = None
 
     @property
     def build_stream(self) -> str:
@@ -141,11 +144,28 @@ class Worker:
                     )
                 )
             loops.append(self._watch_depth(stop))
+            loops.append(self._heartbeat().run(stop))
             try:
                 await asyncio.gather(*loops)
             finally:
                 if runner is not None:
                     await runner.cleanup()
+
+    def _heartbeat(self) -> Heartbeat:
+        """This worker's announcement in the fleet (made once, after the builder check)."""
+        if self.heartbeat is None:
+            builder = self.builder.name if self.builder else (self.settings.builder or "")
+            settings = self.settings
+            self.heartbeat = worker_heartbeat(
+                self.queue.redis,
+                self.queue.keys,
+                settings.worker_id,
+                settings.platform,
+                builder,
+                control=settings.control,
+                ttl_seconds=settings.heartbeat_ttl_s,
+            )
+        return self.heartbeat
 
     async def _ensure_groups(self, stop: asyncio.Event) -> None:
         """Create the consumer groups, waiting out a Redis that is restarting."""
@@ -184,7 +204,11 @@ class Worker:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
                 job = lease.job
-                with job_context(str(job.version), job.component, str(job.platform or "")):
+                label = job_label(job.kind.value, str(job.version), job.component)
+                with (
+                    job_context(str(job.version), job.component, str(job.platform or "")),
+                    self._heartbeat().running(label),
+                ):
                     try:
                         await self.handle(lease, client)
                     except RedisError as error:
