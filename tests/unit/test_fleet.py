@@ -6,6 +6,8 @@ rendering, and the metrics' command label."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -32,7 +34,7 @@ from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.release import BuildRecord, BuildState, Release, State
 from jobs.domain.versions import parse_version
 from jobs.runtime.heartbeat import Heartbeat
-from jobs.runtime.metrics import BotMetrics
+from jobs.runtime.metrics import BotMetrics, WorkerMetrics
 from jobs.store.fleet import Announcement, parse_beat
 from tests.support.blocks import assert_within_limits
 
@@ -306,3 +308,38 @@ async def test_a_scrape_answers_with_the_counters_when_redis_fails() -> None:
     assert 'aibrix_slack_commands_total{command="workers",outcome="ok"} 1.0' in body
     assert 'aibrix_slack_commands_total{command="workers",outcome="refused"} 0.0' in body
     assert "aibrix_metrics_refresh_errors_total 1.0" in body
+
+
+# ---- the sample Grafana dashboard
+
+DASHBOARD = Path(__file__).parents[2] / "helm/aibrix-release-bot/dashboards/aibrix-release-bot.json"
+
+
+def exposed_series() -> set[str]:
+    """Every series name the bot and a worker expose (with the suffixes Prometheus adds)."""
+    names: set[str] = set()
+    for registry in (BotMetrics(["x"], ["workers"]).registry, WorkerMetrics().registry):
+        for family in registry.collect():
+            names.update(sample.name for sample in family.samples)
+            # A labelled family shows no sample until a child exists: name its series.
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+            names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names
+
+
+def test_the_dashboard_queries_only_series_the_code_exposes() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    used = {name for expr in exprs for name in re.findall(r"\baibrix_[a-z_]+", expr)}
+    assert used - exposed_series() == set()
+    for wanted in ("aibrix_workers_live", "aibrix_releases", "aibrix_notifier_lag_seconds",
+                   "aibrix_slack_commands_total", "aibrix_slack_requests_refused_total"):  # fmt: skip
+        assert wanted in used
+
+
+def test_workers_is_read_only_like_status() -> None:
+    from handlers.commands import command_action
+    from jobs.domain.permissions import READ_ONLY, Action
+
+    assert command_action(WorkersCommand()) is Action.STATUS
+    assert Action.STATUS in READ_ONLY
