@@ -71,7 +71,7 @@ class Heartbeat:
             self._wake.clear()
             try:
                 await self.fleet.beat(self.me, self.jobs, self.ttl_seconds)
-            except RedisError as error:
+            except (RedisError, OSError) as error:
                 log.warning("heartbeat not recorded (%s)", type(error).__name__)
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
@@ -79,7 +79,7 @@ class Heartbeat:
             finally:
                 for waiter in waits:
                     waiter.cancel()
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(RedisError, OSError):
             await self.fleet.leave(self.me)
 
 
