@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import Iterator
 from importlib import metadata
+from typing import Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from jobs.domain.platforms import Platform
 from jobs.store.fleet import Announcement, Fleet
-from jobs.store.keys import Keys
+from jobs.store.queue import Job, Queue
+from jobs.tools.build import BuilderInfo
 
 log = logging.getLogger("aibrix.heartbeat")
 
@@ -83,21 +84,45 @@ class Heartbeat:
             await self.fleet.leave(self.me)
 
 
+class WorkerIdentity(Protocol):
+    """What a heartbeat needs of a worker's settings (`jobs.runtime.worker.WorkerSettings`)."""
+
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def platform(self) -> Platform: ...
+    @property
+    def builder(self) -> str | None: ...
+    @property
+    def control(self) -> bool: ...
+    @property
+    def heartbeat_ttl_s(self) -> float: ...
+
+
 def worker_heartbeat(
-    redis: aioredis.Redis,
-    keys: Keys,
-    worker_id: str,
-    platform: Platform,
-    builder: str,
-    *,
-    control: bool,
-    ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    queue: Queue, settings: WorkerIdentity, builder: BuilderInfo | None
 ) -> Heartbeat:
-    """The heartbeat of a worker that starts now."""
-    me = Announcement(worker_id, platform, package_version(), builder, control, time.time())
-    return Heartbeat(Fleet(redis, keys), me, ttl_seconds)
+    """The heartbeat of a worker that starts now, on its queue's Redis and key prefix;
+    `builder`: the Buildx builder its start-up check found."""
+    name = builder.name if builder is not None else (settings.builder or "")
+    me = Announcement(
+        settings.worker_id,
+        settings.platform,
+        package_version(),
+        name,
+        settings.control,
+        time.time(),
+    )
+    return Heartbeat(Fleet(queue.redis, queue.keys), me, settings.heartbeat_ttl_s)
 
 
 def job_label(kind: str, version: str, component: str) -> str:
     """How a heartbeat names a job: `build v0.3.0 runtime`."""
     return " ".join(part for part in (kind, version, component) if part)
+
+
+def running(heartbeat: Heartbeat | None, job: Job) -> contextlib.AbstractContextManager[None]:
+    """While a job runs, the heartbeat names it (nothing before the heartbeat exists)."""
+    if heartbeat is None:
+        return contextlib.nullcontext()
+    return heartbeat.running(job_label(job.kind.value, str(job.version), job.component))

@@ -30,7 +30,7 @@ from jobs.domain.references import parse_reference
 from jobs.domain.release import State
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
-from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS, Heartbeat, job_label, worker_heartbeat
+from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS, Heartbeat, running, worker_heartbeat
 from jobs.runtime.logs import job_context
 from jobs.runtime.metrics import WorkerMetrics, serve_metrics
 from jobs.store.queue import Job, JobKind, Lease, Queue
@@ -144,28 +144,13 @@ class Worker:
                     )
                 )
             loops.append(self._watch_depth(stop))
-            loops.append(self._heartbeat().run(stop))
+            self.heartbeat = worker_heartbeat(self.queue, self.settings, self.builder)
+            loops.append(self.heartbeat.run(stop))
             try:
                 await asyncio.gather(*loops)
             finally:
                 if runner is not None:
                     await runner.cleanup()
-
-    def _heartbeat(self) -> Heartbeat:
-        """This worker's announcement in the fleet (made once, after the builder check)."""
-        if self.heartbeat is None:
-            builder = self.builder.name if self.builder else (self.settings.builder or "")
-            settings = self.settings
-            self.heartbeat = worker_heartbeat(
-                self.queue.redis,
-                self.queue.keys,
-                settings.worker_id,
-                settings.platform,
-                builder,
-                control=settings.control,
-                ttl_seconds=settings.heartbeat_ttl_s,
-            )
-        return self.heartbeat
 
     async def _ensure_groups(self, stop: asyncio.Event) -> None:
         """Create the consumer groups, waiting out a Redis that is restarting."""
@@ -204,10 +189,9 @@ class Worker:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
                 job = lease.job
-                label = job_label(job.kind.value, str(job.version), job.component)
                 with (
                     job_context(str(job.version), job.component, str(job.platform or "")),
-                    self._heartbeat().running(label),
+                    running(self.heartbeat, job),
                 ):
                     try:
                         await self.handle(lease, client)
