@@ -24,6 +24,7 @@ from jobs.domain.platforms import parse_platform
 from jobs.store.connections import RedisSettings, connect
 from jobs.store.fleet import Announcement, Fleet
 from jobs.store.keys import Keys
+from jobs.store.notices import NoticeStore
 from tests.support.bot import REQUESTER, Bot, bot
 from tests.support.pipeline import BOT
 
@@ -178,3 +179,28 @@ async def test_a_waiting_release_says_its_platform_has_no_live_worker_once_it_di
     assert status == 0, out
     assert "waiting: no linux/arm64 worker has been seen for" in out
     assert "amd64 worker" not in out
+
+
+async def test_the_notifier_lag_is_the_age_of_the_oldest_unshown_event(
+    redis_url: str, key_prefix: str
+) -> None:
+    keys = Keys(key_prefix)
+    redis = await connect(RedisSettings.from_dsn(redis_url, key_prefix=key_prefix))
+    notices = NoticeStore(redis, keys)
+    try:
+        assert await notices.unshown_age() == 0.0  # no cursor yet: nothing to be behind
+        seconds, _ = await redis.time()
+        old = f"{(int(seconds) - 120) * 1000}-0"
+        await redis.xadd(keys.events, {"type": "state"}, id=old)
+        await redis.xadd(keys.events, {"type": "state"}, id="*")
+        await notices.save_cursor("1-0")
+        assert 119 <= await notices.unshown_age() < 200
+        newest = await notices.newest_event_id()
+        assert newest is not None
+        await notices.save_cursor(newest)
+        assert await notices.unshown_age() == 0.0
+    finally:
+        keys_found = await redis.keys(f"{key_prefix}*")
+        if keys_found:
+            await redis.delete(*keys_found)
+        await redis.aclose()
