@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from bot import messages as terminal
 from bot.follow import Display, release_lines
@@ -31,6 +32,7 @@ from bot.report import plan_lines
 from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.errors import Refused, UsageError
+from jobs.domain.fleet import FleetView, fleet_json, fleet_lines, release_gaps
 from jobs.domain.messages import short_digest
 from jobs.domain.nightly import parse_branch as parse_nightly_branch
 from jobs.domain.permissions import Action, Actor, authorize, operator
@@ -39,8 +41,11 @@ from jobs.domain.platforms import parse_platform
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, State
 from jobs.runtime import logs
+from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
+from jobs.store.fleet import Fleet
+from jobs.store.keys import Keys
 from jobs.usecases.pipeline import Pipeline, ReleasePlan, job_queue, plan_release
 from jobs.usecases.plan import make_plan, shown_findings
 
@@ -113,7 +118,18 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--no-control", action="store_true", help="do not run merge jobs")
     worker.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="0: off")
     worker.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+    worker.add_argument(
+        "--heartbeat-ttl",
+        type=float,
+        default=DEFAULT_TTL_SECONDS,
+        metavar="SECONDS",
+        help="how long the worker's heartbeat outlives it if it dies (it beats every third)",
+    )
     add_common(worker)
+
+    workers = commands.add_parser("workers", help="list the live workers (heartbeats)")
+    workers.add_argument("--json", action="store_true", help="one JSON object")
+    add_common(workers)
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -127,11 +143,30 @@ def redis_settings(args: argparse.Namespace, config: Config) -> RedisSettings:
 
 @contextlib.asynccontextmanager
 async def open_pipeline(settings: RedisSettings, config: Config) -> AsyncIterator[Pipeline]:
+    async with open_with_fleet(settings, config) as (pipeline, _):
+        yield pipeline
+
+
+@contextlib.asynccontextmanager
+async def open_with_fleet(
+    settings: RedisSettings, config: Config
+) -> AsyncIterator[tuple[Pipeline, Fleet]]:
+    """The pipeline and the workers' heartbeats, on one Redis client."""
     client: aioredis.Redis = await connect(settings)
     try:
-        yield Pipeline(client, config)
+        yield Pipeline(client, config), Fleet(client, Keys(config.queue.key_prefix))
     finally:
         await client.aclose()
+
+
+async def fleet_view(fleet: Fleet | None) -> FleetView | None:
+    """The fleet now, or None when it cannot be read (the release lines then say nothing
+    of workers rather than fail)."""
+    if fleet is None:
+        return None
+    with contextlib.suppress(RedisError):
+        return await fleet.view()
+    return None
 
 
 CLI_WHERE = "cli"  # what the audit stream records as where a CLI command came from
@@ -163,6 +198,7 @@ async def follow(
     release: Release,
     timeout: float | None,
     final: frozenset[State] = FINAL_STATES,
+    fleet: Fleet | None = None,
 ) -> Release:
     display = Display()
     progress: dict[tuple[str, str], StepProgress] = {}
@@ -173,7 +209,8 @@ async def follow(
         loaded = await pipeline.find_run(release.version, release.run_id)
         if loaded is not None:
             current = loaded
-        display.show(release_lines(current, progress))
+        notes = release_gaps(current, await fleet_view(fleet))
+        display.show(release_lines(current, progress, notes))
         if current.state in final or (deadline and time.monotonic() > deadline):
             return current
         events = await pipeline.events(after, count=500, block_ms=1000)
@@ -212,7 +249,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     actor = authorized(config, Action.RELEASE)
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
+        async with open_with_fleet(settings, config) as (pipeline, fleet):
             release, created = await pipeline.request_release(
                 plan, actor.user, CLI_WHERE, supersede=args.supersede
             )
@@ -229,7 +266,7 @@ def cmd_release(args: argparse.Namespace) -> int:
                     print(shown, file=sys.stderr)
             if args.no_follow:
                 return 0
-            final = await follow(pipeline, release, args.timeout)
+            final = await follow(pipeline, release, args.timeout, fleet=fleet)
             summarize(final)
             return release_exit(final)
 
@@ -249,7 +286,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     final = FINAL_STATES - {State.READY} if not config.nightly.approval else FINAL_STATES
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
+        async with open_with_fleet(settings, config) as (pipeline, fleet):
             request = await plan_nightly(pipeline, args.branch)
             release, created = await request_nightly(pipeline, request, actor.user, CLI_WHERE)
             print(
@@ -260,7 +297,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             )
             if args.no_follow:
                 return 0
-            ended = await follow(pipeline, release, args.timeout, final)
+            ended = await follow(pipeline, release, args.timeout, final, fleet)
             summarize(ended)
             moved = ended.state is State.PROMOTED
             print(terminal.nightly_outcome(request.revision, moved, ended.state.value))
@@ -285,12 +322,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = redis_settings(args, config)
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
+        async with open_with_fleet(settings, config) as (pipeline, fleet):
             releases = await pipeline.status(args.version)
             if not releases:
                 print("no releases")
+            view = await fleet_view(fleet) if releases else None
             for release in releases:
-                print("\n".join(release_lines(release, {})))
+                print("\n".join(release_lines(release, {}, release_gaps(release, view))))
             return 0
 
     return run(go)
@@ -316,7 +354,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     actor = authorized(config, Action.RETRY)
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
+        async with open_with_fleet(settings, config) as (pipeline, fleet):
             release, failed = await pipeline.retry(args.version, actor.user, CLI_WHERE)
             print(
                 f"{release.version}: retrying {failed} failed builds in run {release.run_id[:8]}",
@@ -324,9 +362,29 @@ def cmd_retry(args: argparse.Namespace) -> int:
             )
             if args.no_follow:
                 return 0
-            final = await follow(pipeline, release, args.timeout)
+            final = await follow(pipeline, release, args.timeout, fleet=fleet)
             summarize(final)
             return release_exit(final)
+
+    return run(go)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """`aibrix-bot workers`: the live workers, and each configured platform without one."""
+    config = load(args)
+    settings = redis_settings(args, config)
+
+    async def go() -> int:
+        client: aioredis.Redis = await connect(settings)
+        try:
+            view = await Fleet(client, Keys(config.queue.key_prefix)).view()
+        finally:
+            await client.aclose()
+        if args.json:
+            print(json.dumps(fleet_json(view, config.platforms), indent=2))
+        else:
+            print("\n".join(fleet_lines(view, config.platforms)))
+        return 0
 
     return run(go)
 
@@ -338,6 +396,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be between 1 and 16")
     if not 0 <= args.metrics_port < 65536:
         raise UsageError("--metrics-port must be between 0 and 65535")
+    if not 1 <= args.heartbeat_ttl <= 3600:
+        raise UsageError("--heartbeat-ttl must be between 1 and 3600 seconds")
     for flag, value in (("--builder", args.builder), ("--worker-id", args.worker_id)):
         if value is not None and not WORKER_NAME.match(value):
             raise UsageError(f"{flag} takes a name of letters, digits, '.', '_' and '-' (1-64)")
@@ -351,6 +411,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         control=not args.no_control,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
+        heartbeat_ttl_s=args.heartbeat_ttl,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
     logs.configure()
@@ -382,4 +443,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "worker": cmd_worker,
+    "workers": cmd_workers,
 }

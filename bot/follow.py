@@ -4,7 +4,7 @@ redrawn in place on a terminal, printed as plain changed lines otherwise."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from jobs.domain.messages import short_digest
@@ -43,7 +43,13 @@ def build_line(
     return f"{label} {bar(0.0)} queued"
 
 
-def release_lines(release: Release, progress: Mapping[tuple[str, str], StepProgress]) -> list[str]:
+def release_lines(
+    release: Release,
+    progress: Mapping[tuple[str, str], StepProgress],
+    notes: Sequence[str] = (),
+) -> list[str]:
+    """The release's lines; `notes`: the fleet's word on platforms it waits for with no
+    live worker (`jobs.domain.fleet.release_gaps`)."""
     lines = [f"{release.version} ({release.run_id[:8]}): {release.state.value}"]
     for component in release.components:
         for platform in release.platforms:
@@ -58,6 +64,7 @@ def release_lines(release: Release, progress: Mapping[tuple[str, str], StepProgr
             )
     if release.state_reason:
         lines.append(f"  reason: {release.state_reason}")
+    lines.extend(f"  waiting: {note}" for note in notes)
     return lines
 
 

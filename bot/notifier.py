@@ -45,8 +45,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from handlers import blocks
 from handlers.live_message import needs_live_message, post_live_message
 from jobs.domain.approvals import tally
+from jobs.domain.fleet import WAITING_STATES, release_gaps
 from jobs.domain.progress import StepProgress, apply_event
 from jobs.domain.release import Release, ReleaseEvent, State
+from jobs.store.fleet import Fleet
 from jobs.store.notices import NoticeStore
 from jobs.usecases.pipeline import Pipeline
 
@@ -61,6 +63,9 @@ STOP_FLUSH_SECONDS = 5.0  # how long a clean stop may spend showing what is pend
 LEASE_MS = 10_000  # how long a silent leader keeps the lease (the failover delay)
 OUTBOX_INTERVAL = 1.0  # how often the leader looks for runs whose message is missing
 OUTBOX_BACKOFF = 60.0  # after Slack refused a live message, before trying it again
+# How often the leader re-reads the fleet for messages of runs waiting on builds: a worker
+# that dies while a release waits changes no event, yet the message must say so.
+FLEET_RECHECK = 10.0
 
 
 def stream_id_key(stream_id: str) -> tuple[int, int]:
@@ -91,6 +96,10 @@ class _Run:
     replied: set[tuple[str, str]] = field(default_factory=set)
     # The stream id just before this run's first event not yet shown (None: all shown).
     unshown_after: str | None = None
+    # The fleet sentences the message shows ("no linux/arm64 worker ..."); waiting: the
+    # message is of a run whose builds may wait for a worker (re-read every FLEET_RECHECK).
+    notes: tuple[str, ...] = ()
+    waiting: bool = False
 
 
 @dataclass
@@ -124,11 +133,18 @@ def tally_text(pipeline: Pipeline, release: Release, now: float) -> str:
     return counted.text()
 
 
-def render(pipeline: Pipeline, release: Release, run: _Run | None, now: float) -> blocks.Message:
+def render(
+    pipeline: Pipeline,
+    release: Release,
+    run: _Run | None,
+    now: float,
+    notes: tuple[str, ...] = (),
+) -> blocks.Message:
     return blocks.release_message(
         release,
         run.progress if run else {},
         tally_text=tally_text(pipeline, release, now),
+        notes=notes,
     )
 
 
@@ -143,8 +159,11 @@ class Notifier:
         block_ms: int = 1000,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        fleet: Fleet | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.fleet = fleet
+        self._fleet_due = float("-inf")
         self.notices = notices
         self.client = client
         self.interval = interval
@@ -304,6 +323,7 @@ class Notifier:
             try:
                 if await self.lead():
                     await self.drain_outbox()
+                    await self.recheck_fleet()
                     await self.flush()
                     await self.save_cursor()
             except (RedisError, ClientError) as error:
@@ -346,6 +366,36 @@ class Notifier:
                 posted += 1
                 self.touch(version, run_id)
         return posted
+
+    async def _fleet_notes(self, release: Release) -> tuple[str, ...]:
+        """What the message says of platforms it waits for with no live worker."""
+        if self.fleet is None or release.state not in WAITING_STATES:
+            return ()
+        try:
+            view = await self.fleet.view()
+        except RedisError as error:
+            log.warning("fleet not read (%s)", type(error).__name__)
+            return ()
+        return tuple(release_gaps(release, view))
+
+    async def recheck_fleet(self, *, force: bool = False) -> int:
+        """Every FLEET_RECHECK seconds (`force`: now), mark dirty each waiting run whose
+        fleet sentences changed (a worker died or came back); how many were marked."""
+        now = self.clock()
+        if self.fleet is None or (not force and now < self._fleet_due):
+            return 0
+        self._fleet_due = now + FLEET_RECHECK
+        marked = 0
+        for (version, run_id), run in list(self.runs.items()):
+            if run.dirty or not run.waiting:
+                continue
+            release = await self.pipeline.find_run(version, run_id)
+            if release is None or not release.status_ts:
+                continue
+            if await self._fleet_notes(release) != run.notes:
+                run.dirty = True
+                marked += 1
+        return marked
 
     async def flush(self, *, force: bool = False) -> None:
         """Send what is due now: one update per dirty run whose interval has passed (with
@@ -417,7 +467,9 @@ class Notifier:
                 self.runs.pop(key, None)
             return
         run.dirty = False
-        message = render(self.pipeline, release, run, self.wall())
+        run.notes = await self._fleet_notes(release)
+        run.waiting = release.state in WAITING_STATES
+        message = render(self.pipeline, release, run, self.wall(), run.notes)
         try:
             await self.client.chat_update(
                 channel=release.status_channel,

@@ -32,10 +32,15 @@ from bot.registry_env import registry_settings
 from bot.request_gate import Refusal, SlackRequestGate
 from bot.settings import BotSettings, SettingsError
 from handlers.context import Deps
+from handlers.messages import SLACK_USAGE
 from jobs.domain.config import Config
+from jobs.domain.fleet import live_counts
+from jobs.domain.release import State
 from jobs.registry.client import RegistrySettings
 from jobs.runtime.metrics import BotMetrics
 from jobs.store.connections import RedisSettings, make_client
+from jobs.store.fleet import Fleet
+from jobs.store.keys import Keys
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline, job_queue, notice_store, release_store
@@ -89,7 +94,11 @@ def make_server(
     pipeline = Pipeline(redis, config, queue, store)
     web_client = client or slack_client(settings)
     notices = notice_store(redis, config)
-    notifier = Notifier(pipeline, notices, web_client, interval=notifier_interval, wall=clock)
+    fleet = Fleet(redis, Keys(config.queue.key_prefix))
+    notifier = Notifier(
+        pipeline, notices, web_client, interval=notifier_interval, wall=clock, fleet=fleet
+    )
+    metrics = BotMetrics([reason.value for reason in Refusal], [*SLACK_USAGE, "other"])
     inspector = Inspector(
         registry or registry_settings(os.environ, budget=config.registry.budget_seconds), config
     )
@@ -100,9 +109,22 @@ def make_server(
         sync_jobs(redis, config, store, queue),
         notices,
         notifier,
+        fleet=fleet,
+        metrics=metrics,
     )
     bolt = build_app(settings, deps, client=web_client, clock=clock)
-    metrics = BotMetrics([reason.value for reason in Refusal])
+
+    async def refresh(metrics: BotMetrics) -> None:
+        counts = dict.fromkeys((state.value for state in State), 0)
+        for release in await pipeline.status(None):
+            counts[release.state.value] += 1
+        metrics.set_releases(counts)
+        view = await fleet.view()
+        live = live_counts(view, [*config.platforms, *view.last_seen])
+        metrics.set_workers({str(platform): count for platform, count in live.items()})
+        metrics.notifier_lag.set(await notices.unshown_age())
+
+    metrics.refresh = refresh
     web_app = web.Application()
     if not socket_mode:
         gate = SlackRequestGate(bolt, settings.signing_secret, metrics)

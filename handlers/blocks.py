@@ -17,6 +17,7 @@ from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
 from jobs.domain.component_card import ComponentCard, card_headline, card_table
+from jobs.domain.fleet import FleetView, aligned, gaps, worker_rows
 from jobs.domain.plan import Plan
 from jobs.domain.platforms import Platform, satisfies
 from jobs.domain.progress import StepProgress
@@ -485,6 +486,24 @@ def error_message(text: str) -> Message:
     """A refusal: user input inside it is escaped."""
     safe = escape(text)
     return Message(_clip(safe, FALLBACK_LIMIT), [section(":warning: " + safe)])
+
+
+def workers_message(view: FleetView | None, platforms: Sequence[Platform]) -> Message:
+    """`/aibrix workers`: the live workers' table, then each configured platform with no
+    live worker ("no linux/arm64 worker has been seen for 10 min")."""
+    if view is None:
+        return error_message(messages.slack_fleet_unreadable())
+    title = messages.slack_workers_title(len(view.workers))
+    gap_lines = [f"• {escape(gap.sentence())}" for gap in gaps(platforms, view)]
+    blocks: list[Block] = [header(title)]
+    budget = MAX_BLOCKS - 1
+    gap_blocks = text_sections(gap_lines, max(1, budget // 3)) if gap_lines else []
+    if view.workers:
+        table = [escape(line) for line in aligned(worker_rows(view))]
+        blocks.extend(table_sections(table, budget - len(gap_blocks)))
+    blocks.extend(gap_blocks)
+    text = title + (f": {gap_lines[0][2:]}" if gap_lines else "")
+    return Message(_clip(text, FALLBACK_LIMIT), blocks)
 
 
 def status_message(releases: Sequence[Release]) -> Message:

@@ -40,6 +40,7 @@ from handlers.parse import (
     RetryCommand,
     StatusCommand,
     SyncCommand,
+    WorkersCommand,
     command_delivery,
     command_origin,
     parse_command,
@@ -47,6 +48,7 @@ from handlers.parse import (
 from handlers.sync import audit_sync_refusal, run_sync_command
 from jobs.domain.config import Config
 from jobs.domain.errors import InvalidInput, NotFound
+from jobs.domain.fleet import FleetView
 from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
 from jobs.domain.references import Reference
@@ -105,7 +107,20 @@ def ack_text(command: Command) -> str:
         return messages.slack_working(f"retry {command.version}")
     if isinstance(command, NightlyCommand):
         return messages.slack_working(f"nightly {command.branch}")
+    if isinstance(command, WorkersCommand):
+        return messages.slack_working("workers")
     return messages.slack_working("status")
+
+
+async def _fleet(deps: Deps) -> FleetView | None:
+    """The fleet's view, or None when it cannot be read (the answer says so)."""
+    if deps.fleet is None:
+        return None
+    try:
+        return await deps.fleet.view()
+    except RedisError as error:
+        log.warning("fleet not read, Redis failed (%s)", type(error).__name__)
+        return None
 
 
 def inspect_in_scope(config: Config, command: InspectCommand) -> InspectCommand | str:
@@ -143,21 +158,42 @@ async def on_command(
     respond: Respond,
     client: AsyncWebClient,
 ) -> None:
+    outcome = await _on_command(deps, ack, body, respond, client)
+    if deps.metrics is not None:
+        deps.metrics.command(command_name(str(body.get("text") or "")), outcome)
+
+
+def command_name(text: str) -> str:
+    """The subcommand a metric counts: a known one's name, else `other` (user text never
+    becomes a label value)."""
+    words = text.split()
+    name = words[0].lower() if words else "help"
+    return name if name in messages.SLACK_USAGE else "other"
+
+
+async def _on_command(
+    deps: Deps,
+    ack: Ack,
+    body: Mapping[str, Any],
+    respond: Respond,
+    client: AsyncWebClient,
+) -> str:
+    """Answer one slash command; its outcome, for the metrics."""
     origin = command_origin(body)
     if isinstance(origin, ParseError):
         error = blocks.error_message(origin.message)
         await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
-        return
+        return "invalid"
     text = str(body.get("text") or "")
     parsed = parse_command(text, deps.config)
     if isinstance(parsed, ParseError):
         error = blocks.error_message(parsed.message)
         await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
-        return
+        return "invalid"
     if isinstance(parsed, HelpCommand):
         help_ = blocks.plain(messages.slack_help())
         await ack(response_type="ephemeral", text=help_.text, blocks=help_.blocks)
-        return
+        return "ok"
     refusal = await permission_refusal(
         deps, client, command_action(parsed), origin.user, origin.channel
     )
@@ -170,13 +206,13 @@ async def on_command(
                 await audit_sync_refusal(deps, parsed, origin.user, origin.channel, refusal)
             except RedisError as failure:
                 log.warning("sync refusal not audited, Redis failed (%s)", type(failure).__name__)
-        return
+        return "refused"
     if isinstance(parsed, InspectCommand):
         scoped = inspect_in_scope(deps.config, parsed)
         if isinstance(scoped, str):  # refused before any connection
             error = blocks.error_message(scoped)
             await ack(response_type="ephemeral", text=error.text, blocks=error.blocks)
-            return
+            return "refused"
         parsed = scoped
     identity = command_delivery(body) if isinstance(parsed, CHANGING) else None
     try:
@@ -186,7 +222,7 @@ async def on_command(
         identity, first = None, True  # the command itself will meet Redis and say so
     if not first:
         await ack()
-        return
+        return "duplicate"
     await ack(response_type="ephemeral", text=ack_text(parsed))
     # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
     try:
@@ -200,16 +236,20 @@ async def on_command(
     except (InvalidInput, NotFound) as error:  # the branches: bad input, no such release
         await forget_delivery(deps, identity)
         await _answer(respond, blocks.error_message(str(error)))
+        return "not_found" if isinstance(error, NotFound) else "invalid"
     except SlackApiError as error:
         # Not done: no claim is kept, so Slack's redelivery tries again (a release gets
         # its run back and finishes, see run_command).
         await forget_delivery(deps, identity)
         log.warning("Slack refused a call: %s", error.response.get("error"))
         await _answer(respond, blocks.error_message(messages.slack_internal_error(text[:40])))
+        return "error"
     except Exception:
         await forget_delivery(deps, identity)
         log.exception("command failed")
         await _answer(respond, blocks.error_message(messages.slack_internal_error("the command")))
+        return "error"
+    return "ok"
 
 
 async def run_command(
@@ -283,6 +323,9 @@ async def run_command(
     if isinstance(command, StatusCommand):
         releases = await pipeline.status(command.version)
         await _answer(respond, blocks.status_message(releases))
+        return False
+    if isinstance(command, WorkersCommand):
+        await _answer(respond, blocks.workers_message(await _fleet(deps), deps.config.platforms))
         return False
     if isinstance(command, SyncCommand):
 

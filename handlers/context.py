@@ -17,6 +17,7 @@ from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_d
 from jobs.domain.permissions import Action, Actor, authorize
 from jobs.domain.permissions import needs_groups as needs_permission_groups
 from jobs.domain.release import Release
+from jobs.store.fleet import Fleet
 from jobs.store.notices import NoticeStore
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
@@ -38,6 +39,12 @@ class LiveUpdates(Protocol):
     def touch_sync(self, sync_id: str) -> None: ...
 
 
+class CommandCounter(Protocol):
+    """Counts each slash command by outcome (`jobs.runtime.metrics.BotMetrics`)."""
+
+    def command(self, name: str, outcome: str) -> None: ...
+
+
 @dataclass
 class Deps:
     pipeline: Pipeline
@@ -50,6 +57,9 @@ class Deps:
     # The Slack side's bookkeeping: delivery claims, the live-message claim and outbox.
     notices: NoticeStore
     notifier: LiveUpdates | None = None
+    # The workers' heartbeats (`/aibrix workers`); None: not wired (some tests).
+    fleet: Fleet | None = None
+    metrics: CommandCounter | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @property

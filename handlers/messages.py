@@ -32,6 +32,7 @@ SLACK_USAGE = {
     "cancel": "/aibrix cancel VERSION",
     "retry": "/aibrix retry VERSION",
     "nightly": "/aibrix nightly [BRANCH]",
+    "workers": "/aibrix workers",
     "help": "/aibrix help",
 }
 
@@ -163,6 +164,14 @@ def slack_retrying(version: str, failed: int, run_id: str) -> str:
 
 def slack_no_releases() -> str:
     return "there are no releases yet; start one with /aibrix release VERSION"
+
+
+def slack_workers_title(count: int) -> str:
+    return f"{count} live worker{'' if count == 1 else 's'}"
+
+
+def slack_fleet_unreadable() -> str:
+    return "the list of workers cannot be read right now (Redis did not answer); try again"
 
 
 def slack_internal_error(what: str) -> str:

@@ -100,6 +100,11 @@ class NightlyCommand:
     branch: str  # validated as a git branch name (`jobs.domain.nightly.parse_branch`)
 
 
+@dataclass(frozen=True)
+class WorkersCommand:
+    """`/aibrix workers`: the live workers (read-only, like status)."""
+
+
 Command = (
     ReleaseCommand
     | PlanCommand
@@ -111,6 +116,7 @@ Command = (
     | RetryCommand
     | NightlyCommand
     | HelpCommand
+    | WorkersCommand
 )
 
 
@@ -258,6 +264,8 @@ def parse_command(text: str, config: Config) -> Command | ParseError:
             return NightlyCommand(parse_branch(args[0] if args else None))
         except BranchError as error:
             return ParseError(f"{error}; {messages.slack_usage('nightly')}")
+    if name == "workers":
+        return WorkersCommand() if not args else ParseError(messages.slack_usage("workers"))
     if name in ("cancel", "retry"):
         version = _one_version(name, args, config)
         if isinstance(version, ParseError):

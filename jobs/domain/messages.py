@@ -1391,3 +1391,32 @@ def _and(items: Sequence[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# ---- the fleet of workers (jobs/domain/fleet.py) -----------------------------------------
+
+
+def duration_words(seconds: float) -> str:
+    """A span for humans: `45 s`, `10 min`, `3 h`, `2 days` (rounded down)."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def no_live_worker(platform: str, seen_seconds_ago: float | None) -> str:
+    """Why a release waits: nothing is there to build its platform."""
+    if seen_seconds_ago is None:
+        return f"no {platform} worker has ever been seen: its builds wait until one starts"
+    return (
+        f"no {platform} worker has been seen for {duration_words(seen_seconds_ago)}: "
+        "its builds wait until one starts"
+    )
+
+
+def no_workers() -> str:
+    return "no worker is alive"

@@ -3,11 +3,15 @@ bot's, on the bot's web server."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+
+REFRESH_TIMEOUT_S = 3.0  # a scrape answers with the last values rather than hang on Redis
 
 
 class WorkerMetrics:
@@ -67,11 +71,55 @@ async def serve_metrics(metrics: WorkerMetrics, host: str, port: int) -> web.App
     return runner
 
 
-class BotMetrics:
-    """The bot's own metrics, on its web server's GET /metrics."""
+COMMAND_OUTCOMES = ("ok", "invalid", "refused", "not_found", "duplicate", "error")
 
-    def __init__(self, refusal_reasons: Sequence[str] = ()) -> None:
+
+class BotMetrics:
+    """The bot's own metrics, on its web server's GET /metrics.
+
+    Counters change as things happen (commands by outcome, refused requests by reason);
+    the gauges read from Redis (releases by state, live workers per platform, the
+    notifier's lag) are brought up to date by `refresh`, a hook the server sets, at each
+    scrape: the numbers are what Redis holds then, whichever replica is scraped."""
+
+    def __init__(
+        self,
+        refusal_reasons: Sequence[str] = (),
+        commands: Sequence[str] = (),
+    ) -> None:
         self.registry = CollectorRegistry()
+        self.refresh: Callable[[BotMetrics], Awaitable[None]] | None = None
+        self.commands = Counter(
+            "aibrix_slack_commands",
+            "Slash commands answered, by subcommand and outcome",
+            ["command", "outcome"],
+            registry=self.registry,
+        )
+        for name in commands:  # every series shows, at 0 until it happens
+            for outcome in COMMAND_OUTCOMES:
+                self.commands.labels(command=name, outcome=outcome)
+        self.releases = Gauge(
+            "aibrix_releases",
+            "Current runs of the newest versions (at most 50), by state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.workers = Gauge(
+            "aibrix_workers_live",
+            "Workers whose heartbeat has not expired, by platform",
+            ["platform"],
+            registry=self.registry,
+        )
+        self.notifier_lag = Gauge(
+            "aibrix_notifier_lag_seconds",
+            "Age of the oldest event the notifier has not shown yet (0: all shown)",
+            registry=self.registry,
+        )
+        self.scrape_errors = Counter(
+            "aibrix_metrics_refresh_errors",
+            "Scrapes whose Redis-backed gauges could not be refreshed (they keep old values)",
+            registry=self.registry,
+        )
         self.refused = Counter(
             "aibrix_slack_requests_refused",
             "Requests to the Slack endpoint refused before the app saw them, by reason",
@@ -81,8 +129,26 @@ class BotMetrics:
         for reason in refusal_reasons:  # every reason shows, at 0 until it happens
             self.refused.labels(reason=reason)
 
+    def command(self, name: str, outcome: str) -> None:
+        self.commands.labels(command=name, outcome=outcome).inc()
+
+    def set_releases(self, counts: Mapping[str, int]) -> None:
+        """Releases by state: every state in `counts`; a state gone since is set to 0."""
+        for state, count in counts.items():
+            self.releases.labels(state=state).set(count)
+
+    def set_workers(self, counts: Mapping[str, int]) -> None:
+        for platform, count in counts.items():
+            self.workers.labels(platform=platform).set(count)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     async def handle(self, _: web.Request) -> web.Response:
+        if self.refresh is not None:
+            try:
+                async with asyncio.timeout(REFRESH_TIMEOUT_S):
+                    await self.refresh(self)
+            except (RedisError, OSError, TimeoutError):
+                self.scrape_errors.inc()
         return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

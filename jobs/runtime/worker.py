@@ -30,6 +30,7 @@ from jobs.domain.references import parse_reference
 from jobs.domain.release import State
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
+from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS, Heartbeat, running, worker_heartbeat
 from jobs.runtime.logs import job_context
 from jobs.runtime.metrics import WorkerMetrics, serve_metrics
 from jobs.store.queue import Job, JobKind, Lease, Queue
@@ -63,6 +64,7 @@ class WorkerSettings:
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "aibrix-worker")
     block_ms: int = 1000
     cancel_poll_s: float = 1.0
+    heartbeat_ttl_s: float = DEFAULT_TTL_SECONDS  # see jobs.runtime.heartbeat
 
     def consumer(self, slot: int) -> str:
         return f"{self.worker_id}:{self.platform}:{slot}"
@@ -105,6 +107,7 @@ class Worker:
         self.registry_settings = registry
         self.metrics = WorkerMetrics()
         self.builder: BuilderInfo | None = None
+        self.heartbeat: Heartbeat | None = None
 
     @property
     def build_stream(self) -> str:
@@ -141,6 +144,8 @@ class Worker:
                     )
                 )
             loops.append(self._watch_depth(stop))
+            self.heartbeat = worker_heartbeat(self.queue, self.settings, self.builder)
+            loops.append(self.heartbeat.run(stop))
             try:
                 await asyncio.gather(*loops)
             finally:
@@ -184,7 +189,10 @@ class Worker:
                 if lease.reclaimed:
                     self.metrics.reclaimed.labels(stream=stream).inc()
                 job = lease.job
-                with job_context(str(job.version), job.component, str(job.platform or "")):
+                with (
+                    job_context(str(job.version), job.component, str(job.platform or "")),
+                    running(self.heartbeat, job),
+                ):
                     try:
                         await self.handle(lease, client)
                     except RedisError as error:

@@ -37,6 +37,12 @@ Layout (P = prefix, default `aibrix`):
     P:notifier:cursor                   string  last events-stream id the notifier has shown
     P:sync:<job id>                     hash    one Slack sync of a version to a mirror (TTL)
     P:audit-once:<sha256>               string  a refusal already audited (TTL)
+    P:fleet:worker:<id>@<platform>      string  one live worker's heartbeat JSON (TTL: a
+                                                killed worker drops out on its own)
+    P:fleet:workers                     zset    "<id>@<platform>" -> last heartbeat (unix
+                                                s), to list the records; pruned after a week
+    P:fleet:platforms                   hash    platform -> last heartbeat of any worker of
+                                                it (bounded by the platforms ever run)
 
 Retention: a run's detail (`run:<r>` and every `run:<r>:*` key) expires a configured
 time (`[queue] retention_days`, default 90) after the run settles (promoted, failed,
@@ -267,6 +273,20 @@ class Keys:
     def notifier_cursor(self) -> str:
         """The events-stream id up to which the notifier has shown every event."""
         return f"{self.prefix}:notifier:cursor"
+
+    # The fleet of workers (see `jobs.store.fleet`) ----------------------------------------
+
+    def fleet_worker(self, member: str) -> str:
+        """One worker's heartbeat record; `member` is `<id>@<platform>`."""
+        return f"{self.prefix}:fleet:worker:{segment(member)}"
+
+    @property
+    def fleet_workers(self) -> str:
+        return f"{self.prefix}:fleet:workers"
+
+    @property
+    def fleet_platforms(self) -> str:
+        return f"{self.prefix}:fleet:platforms"
 
     def _own_stream(self, stream: str) -> str:
         head = f"{self.prefix}:jobs:"

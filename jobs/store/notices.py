@@ -65,6 +65,19 @@ class NoticeStore:
     async def save_cursor(self, cursor: str) -> None:
         await self._redis.set(self._keys.notifier_cursor, cursor)
 
+    async def unshown_age(self) -> float:
+        """Seconds since the oldest event after the saved cursor was written (0 when every
+        event is shown, or no cursor is saved yet): the notifier's lag, for metrics."""
+        cursor: Any = await self._redis.get(self._keys.notifier_cursor)
+        if not cursor:
+            return 0.0
+        first: Any = await self._redis.xrange(self._keys.events, min=f"({cursor}", count=1)
+        if not first:
+            return 0.0
+        seconds, micros = await self._redis.time()
+        written_ms = int(str(first[0][0]).partition("-")[0])
+        return max(0.0, int(seconds) + int(micros) / 1_000_000 - written_ms / 1000)
+
     # -- the live-message outbox and post claim
 
     async def outbox(self) -> list[str]:

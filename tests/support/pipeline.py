@@ -84,9 +84,16 @@ class Setup:
         return {**os.environ, "AIBRIX_CONFIG": str(self.config_path), "REDIS_URL": self.redis_url}
 
     def start_worker(
-        self, platform: str, worker_id: str | None = None, *, control: bool = True
+        self,
+        platform: str,
+        worker_id: str | None = None,
+        *,
+        control: bool = True,
+        extra: Sequence[str] = (),
     ) -> WorkerProcess:
-        worker = WorkerProcess(self, platform, worker_id or f"w-{uuid.uuid4().hex[:6]}", control)
+        worker = WorkerProcess(
+            self, platform, worker_id or f"w-{uuid.uuid4().hex[:6]}", control, tuple(extra)
+        )
         worker.start()
         self.workers.append(worker)
         return worker
@@ -146,6 +153,7 @@ class WorkerProcess:
     platform: str
     worker_id: str
     control: bool
+    extra: tuple[str, ...] = ()  # more `aibrix-bot worker` flags
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -165,6 +173,7 @@ class WorkerProcess:
         ]
         if not self.control:
             args.append("--no-control")
+        args.extend(self.extra)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=out, env=self.setup.env())
 
