@@ -60,7 +60,7 @@ async def main(requests: int) -> None:
                 f'key_prefix = "{prefix}"',
                 "[[components]]",
                 'name = "runtime"',
-                'dockerfile = "build/container/Dockerfile.runtime"',
+                'dockerfile = "build/container/Dockerfile.python"',
             ]
         )
         + "\n"

@@ -2,14 +2,18 @@
 
 1. The incident, replayed: two pipelines write one tag, the arm64 one last; `docker
    pull` fails on amd64 exactly as it did, and the inspection gate names the cause.
-2. A release of the sample project (five components) through Redis and two workers
-   (amd64 native, arm64 under QEMU) with runtime broken on arm64: the release is
-   blocked, naming the component and platform, and runtime's release tag is never
-   written.
-3. The fix, and a second release that is ready: every tag a verified two-platform
-   index built from pinned digests.
-4. The same story through Slack: the real `aibrix-bot serve` against the Slack
-   stand-in, signed `/aibrix release` commands, the live message, a self-approval
+2. A release of the sample project through Redis and two workers (amd64 native, arm64
+   under QEMU) with runtime broken on arm64: the release is blocked, naming the
+   component and platform, and runtime's release tag is never written. The sample is a
+   git repository made for the demo (tests/support/sample_history.py): AIBrix's layout
+   before v0.5 at tags v0.4.x, its layout today at v0.7.x.
+3. The fix, and two releases that are ready, one per layout: v0.4.1 (five components,
+   metadata-service and runtime from Dockerfiles of their own) and v0.7.0 (six:
+   metadata-service and runtime one build of Dockerfile.python, vllm-mock from
+   development/app), each planned first (`release --dry-run`); every tag a verified
+   two-platform index built from pinned digests.
+4. The same story through Slack, on v0.7.x: the real `aibrix-bot serve` against the
+   Slack stand-in, signed `/aibrix release` commands, the live message, a self-approval
    refused, an approver's click accepted, promotion done, and at the end `/aibrix
    inspect runtime`: runtime's card across versions and registries; the channel is
    printed as text and written as an HTML page (demo-output/channel.html).
@@ -65,16 +69,17 @@ def _inspect_json(*refs: str) -> list[dict[str, object]]:
     return list(json.loads(captured.getvalue()))
 
 
-def _demo_config(source: Path, target: Path, prefix: str, registry: str) -> Path:
+def _demo_config(source: Path, target: Path, prefix: str, registry: str, history: Path) -> Path:
     """The sample config with its own key prefix and registry namespace, both named after
     the prefix (a fresh installation each time: released versions are immutable, so a
-    new bot must not meet tags an earlier one wrote), absolute paths, and the lab's
-    registry wherever the sample names the default one."""
+    new bot must not meet tags an earlier one wrote), the sample's git history as the
+    source (releases check out their tag), and the lab's registry wherever the sample
+    names the default one."""
     namespace = prefix.replace(":", "-")
     text = source.read_text().replace("127.0.0.1:5000/aibrix-sample", f"{registry}/{namespace}")
     text = text.replace("127.0.0.1:5000", registry)
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
-    text = re.sub(r'(?m)^path = "\."$', f'path = "{SAMPLE}"', text)
+    text = re.sub(r'(?m)^path = "\."$', f'git = "{history}"', text)
     text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
     target.write_text(text)
     return target
@@ -113,6 +118,67 @@ def _release(config: Path, redis_url: str, version: str) -> int:
     os.environ["REDIS_URL"] = redis_url
     print(f"$ aibrix-bot release {version}", flush=True)
     return cli_main(["release", version, "--timeout", "600"])
+
+
+def _plan(config: Path, version: str) -> dict[str, Any]:
+    """`aibrix-bot release VERSION --dry-run --json`, shown as a table; the plan's object."""
+    os.environ["AIBRIX_CONFIG"] = str(config)
+    print(f"$ aibrix-bot release {version} --dry-run", flush=True)
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        code = cli_main(["release", version, "--dry-run", "--json"])
+    plan: dict[str, Any] = json.loads(captured.getvalue())
+    plan["exit"] = code
+    print(f"  {version} at revision {plan['revision'][:12]} (exit {code})")
+    for c in plan["components"]:
+        print(f"  {c['name']:<20} {c['dockerfile']:<36} context {c['context']:<16} {c['build']}")
+    for d in plan["dependencies"]:
+        print(f"  dependency {d['reference']}: {d['verdict']}")
+    for problem in plan["problems"]:
+        print(f"  problem: {problem['message']}")
+    return plan
+
+
+def _release_both_layouts(
+    config: Path, redis_url: str, registry: str, prefix: str, logs: Path
+) -> list[tuple[str, bool]]:
+    """Step 3: the last release of the pre-v0.5 layout and one of today's, each planned
+    first, then released by the same workers and inspected."""
+    from tests.support.sample_history import NEW_TAG, OLD_TAG
+
+    checks: list[tuple[str, bool]] = []
+    for version, expected in ((OLD_TAG, 5), (NEW_TAG, 6)):
+        plan = _plan(config, version)
+        names = [c["name"] for c in plan["components"]]
+        checks.append(
+            (
+                f"the plan of {version} is clean, {expected} components",
+                plan["exit"] == 0 and len(names) == expected,
+            )
+        )
+        if version == NEW_TAG:
+            build = {c["name"]: c["build"] for c in plan["components"]}
+            checks.append(
+                (
+                    "the plan builds metadata-service and runtime once (Dockerfile.python)",
+                    build["metadata-service"] == build["runtime"],
+                )
+            )
+        with _workers(config, redis_url, logs):
+            code = _release(config, redis_url, version)
+        checks.append((f"the release of {version} is ready (exit 0)", code == 0))
+        refs = [f"{registry}/{prefix}/{name}:{version}" for name in names]
+        print(f"  $ aibrix-bot inspect {' '.join(n + ':' + version for n in names)}")
+        reports = _inspect_json(*refs)
+        for report in reports:
+            print(f"  {report['reference']}: {report['verdict']}")
+        checks.append(
+            (
+                f"every tag of {version} passes the gate",
+                len(reports) == expected and all(r["verdict"] == "ok" for r in reports),
+            )
+        )
+    return checks
 
 
 def _replay_incident(lab: dict[str, str], workdir: Path) -> bool:
@@ -158,6 +224,8 @@ SLACK_CHANNEL = "C0RELEASES"
 REQUESTER = "U0APPROVER2"  # an approver too: the refusal is for approving oneself
 APPROVER = "U0APPROVER1"
 OUTPUT = REPO / "demo-output"
+# Tags of the sample's history in today's layout (tests/support/sample_history.py).
+SLACK_BROKEN, SLACK_FIXED = "v0.7.0-rc.1", "v0.7.0"
 
 
 def _free_port() -> int:
@@ -230,23 +298,23 @@ async def _slack_story(
                         lambda: _in(state_of(version), states), 600, f"{version} to settle"
                     )
 
-                print("  riley: /aibrix release v0.3.0-rc.1   (runtime broken on arm64)")
+                print(f"  riley: /aibrix release {SLACK_BROKEN}   (runtime broken on arm64)")
                 with _workers(broken, redis_url, logs):
                     await slack.slash_command(
-                        "release v0.3.0-rc.1", user_id=REQUESTER, channel_id=SLACK_CHANNEL
+                        f"release {SLACK_BROKEN}", user_id=REQUESTER, channel_id=SLACK_CHANNEL
                     )
-                    await reached("v0.3.0-rc.1", {State.BLOCKED, State.READY, State.FAILED})
-                    blocked = await state_of("v0.3.0-rc.1") is State.BLOCKED
+                    await reached(SLACK_BROKEN, {State.BLOCKED, State.READY, State.FAILED})
+                    blocked = await state_of(SLACK_BROKEN) is State.BLOCKED
                     await asyncio.sleep(2.5)  # let the notifier bring the message up to date
                 checks.append(("Slack: the broken release is blocked", blocked))
 
-                print("  riley: /aibrix release v0.3.0   (the fix)")
+                print(f"  riley: /aibrix release {SLACK_FIXED}   (the fix)")
                 with _workers(fixed, redis_url, logs):
                     await slack.slash_command(
-                        "release v0.3.0", user_id=REQUESTER, channel_id=SLACK_CHANNEL
+                        f"release {SLACK_FIXED}", user_id=REQUESTER, channel_id=SLACK_CHANNEL
                     )
-                    await reached("v0.3.0", {State.BLOCKED, State.READY, State.FAILED})
-                    ready = await pipeline.find_run("v0.3.0")
+                    await reached(SLACK_FIXED, {State.BLOCKED, State.READY, State.FAILED})
+                    ready = await pipeline.find_run(SLACK_FIXED)
                     checks.append(
                         (
                             "Slack: the fixed release is ready",
@@ -263,7 +331,7 @@ async def _slack_story(
                         message_ts=status,
                     )
                     await asyncio.sleep(1.5)
-                    after = await pipeline.find_run("v0.3.0")
+                    after = await pipeline.find_run(SLACK_FIXED)
                     checks.append(
                         (
                             "Slack: self-approval is refused",
@@ -279,8 +347,8 @@ async def _slack_story(
                         channel_id=SLACK_CHANNEL,
                         message_ts=status,
                     )
-                    await reached("v0.3.0", {State.PROMOTED, State.FAILED, State.BLOCKED})
-                    done = await pipeline.find_run("v0.3.0")
+                    await reached(SLACK_FIXED, {State.PROMOTED, State.FAILED, State.BLOCKED})
+                    done = await pipeline.find_run(SLACK_FIXED)
                     promoted = done is not None and done.state is State.PROMOTED
                     checks.append(("Slack: the approval promotes the release", promoted))
                     await asyncio.sleep(2.5)
@@ -353,6 +421,8 @@ async def _in(state: Awaitable[object], states: set[Any]) -> bool:
 
 
 def run_demo() -> int:
+    from tests.support.sample_history import make_sample_history
+
     lab = _lab_values()
     redis_url = lab["AIBRIX_LAB_REDIS_URL"]
     started = time.monotonic()
@@ -361,6 +431,9 @@ def run_demo() -> int:
         workdir = Path(tmp)
         logs = workdir / "logs"
         logs.mkdir()
+        # The bare repositories a git source is read from, the demo's own (the plan, the
+        # workers and the bot all read it from the environment).
+        os.environ["AIBRIX_SOURCE_CACHE"] = str(workdir / "source-cache")
         (workdir / "incident").mkdir()
 
         _say("1. the incident, replayed with real Buildx")
@@ -370,13 +443,21 @@ def run_demo() -> int:
 
         prefix = f"aibrix-demo-{uuid.uuid4().hex[:6]}"
         registry = lab["AIBRIX_LAB_REGISTRY"]
+        history = workdir / "sample"
+        print(f"  the sample project as a git repository, with tags: {history}")
+        for version, commit in make_sample_history(history).items():
+            print(f"    {version} {commit[:12]}")
         broken = _demo_config(
-            SAMPLE / "aibrix-sample-broken-arm64.toml", workdir / "broken.toml", prefix, registry
+            SAMPLE / "aibrix-sample-broken-arm64.toml",
+            workdir / "broken.toml",
+            prefix,
+            registry,
+            history,
         )
         fixed = _demo_config(
-            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, registry
+            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, registry, history
         )
-        broken_version, fixed_version = "v0.3.0-rc.1", "v0.3.0-rc.2"
+        broken_version = "v0.4.0-rc.1"
 
         _say(f"2. release {broken_version} of the sample project, runtime broken on arm64")
         with _workers(broken, redis_url, logs):
@@ -388,25 +469,8 @@ def run_demo() -> int:
         print(f"  {absent['verdict']}: {absent['error']}")
         checks.append(("runtime's release tag was never written", absent["verdict"] == "error"))
 
-        _say(f"3. the fix, and release {fixed_version}")
-        with _workers(fixed, redis_url, logs):
-            code = _release(fixed, redis_url, fixed_version)
-        checks.append(("the fixed release is ready (exit 0)", code == 0))
-        components = (
-            "controller-manager",
-            "gateway-plugins",
-            "metadata-service",
-            "kvcache-watcher",
-            "runtime",
-        )
-        refs = [f"{registry}/{prefix}/{c}:{fixed_version}" for c in components]
-        print(f"  $ aibrix-bot inspect {' '.join(c + ':' + fixed_version for c in components)}")
-        reports = _inspect_json(*refs)
-        for report in reports:
-            print(f"  {report['reference']}: {report['verdict']}")
-        checks.append(
-            ("every released tag passes the gate", all(r["verdict"] == "ok" for r in reports))
-        )
+        _say("3. the fix, and a release of each layout: v0.4.1 (before v0.5) and v0.7.0 (today)")
+        checks += _release_both_layouts(fixed, redis_url, registry, prefix, logs)
 
         _say("4. the same story in Slack: /aibrix release, the live message, the approval gate")
         slack_prefix = f"aibrix-demo-slack-{uuid.uuid4().hex[:6]}"
@@ -415,9 +479,14 @@ def run_demo() -> int:
             workdir / "s-broken.toml",
             slack_prefix,
             registry,
+            history,
         )
         slack_fixed = _demo_config(
-            SAMPLE / "aibrix-sample.toml", workdir / "s-fixed.toml", slack_prefix, registry
+            SAMPLE / "aibrix-sample.toml",
+            workdir / "s-fixed.toml",
+            slack_prefix,
+            registry,
+            history,
         )
         checks += asyncio.run(_slack_story(slack_broken, slack_fixed, redis_url, registry, logs))
 

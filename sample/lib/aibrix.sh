@@ -1,21 +1,23 @@
 # Helpers shared by the sample components (busybox sh). Sourced by each cmd/*/main.sh.
 
-aibrix_component() { cat /etc/aibrix-component; }
+# The components this image is, space-separated: one, or two for the image that
+# build/container/Dockerfile.python builds once for metadata-service and runtime.
+aibrix_components() { cat /etc/aibrix-component; }
 
-# One line that says what this image is and where it runs.
+# One line that says which component runs, on what, built for what.
 aibrix_banner() {
-  echo "aibrix-sample $(aibrix_component) $(uname -m) (built for $(cat /opt/aibrix/share/arch))"
+  echo "aibrix-sample $1 $(uname -m) (built for $(cat /opt/aibrix/share/arch))"
 }
 
 # Checks an image on itself at build time: right component, right architecture,
 # files intact. Exits non-zero with a reason on stderr when something is off.
 aibrix_self_test() {
   expected=$1
-  actual=$(aibrix_component)
-  if [ "$actual" != "$expected" ]; then
-    echo "self-test: /etc/aibrix-component says $actual, expected $expected" >&2
-    return 1
-  fi
+  actual=$(aibrix_components)
+  case " $actual " in
+    *" $expected "*) ;;
+    *) echo "self-test: /etc/aibrix-component says $actual, expected $expected" >&2; return 1 ;;
+  esac
   if [ "$(cat /opt/aibrix/share/arch)" != "$(uname -m)" ]; then
     echo "self-test: built for $(cat /opt/aibrix/share/arch) but running on $(uname -m)" >&2
     return 1

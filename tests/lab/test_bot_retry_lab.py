@@ -33,7 +33,7 @@ AMD64, ARM64 = parse_platform("linux/amd64"), parse_platform("linux/arm64")
 BROKEN = SAMPLE / "aibrix-sample-broken-arm64.toml"
 COMPONENTS = {
     "controller-manager": "build/container/Dockerfile",
-    "runtime": "build/container/Dockerfile.runtime",
+    "runtime": "build/container/Dockerfile.python",
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.domain.platforms import parse_platform
 from jobs.domain.release import State
 from tests.conftest import REPO, Lab
 from tests.support.pipeline import BOT, SAMPLE, Setup, toml_config
@@ -181,7 +182,7 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(
     assert set(found) == set(MACHINES)
     for platform, entry in found.items():
         assert entry["config_platform"] == platform
-        assert entry["digest"] == release.build(COMPONENT, platform).digest
+        assert entry["digest"] == release.build(COMPONENT, parse_platform(platform)).digest
 
     # Each platform's image by its own digest in the index (Docker 20.10's image store
     # keeps one platform per index digest).

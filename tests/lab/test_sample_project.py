@@ -1,6 +1,9 @@
-"""The sample project really builds: every component for linux/amd64, two for linux/arm64
-under QEMU, pushed to the lab registry; the pushed image is what the metadata file says
-and really is the platform it was built for; FAIL_ON_ARCH breaks arm64 only."""
+"""The sample project really builds: every component of its current layout for
+linux/amd64 (vllm-mock from development/app, metadata-service and runtime from the one
+Dockerfile.python), two for linux/arm64 under QEMU, each from Docker Hub's base image
+names redirected to the lab's by the sample's [base_images], pushed to the lab registry;
+the pushed image is what the metadata file says and really is the platform it was built
+for; FAIL_ON_ARCH breaks arm64 only."""
 
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "sample" / "aibrix-sample.
 BROKEN_CONFIG = SAMPLE_CONFIG.with_name("aibrix-sample-broken-arm64.toml")
 AMD64 = parse_platform("linux/amd64")
 ARM64 = parse_platform("linux/arm64")
-VERSION = parse_version("v0.0.1-test.1")
+# In the current layout (from v0.5.0) and with vllm-mock (from v0.7.0).
+VERSION = parse_version("v0.7.0-test.1")
+MAIN = "/opt/aibrix/bin/main.sh"
 MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
@@ -59,29 +64,31 @@ class Built:
     metadata: Mapping[str, Any]
 
 
-def build(
-    config: Config, name: str, platform: Platform, version: Version, lab: Lab, out: Path
-) -> Built:
-    """One per-platform build the way a worker does it: the component's Dockerfile and
-    context from the config, its build args, pushed to its staging tag."""
-    from python_on_whales import docker
+def build(config: Config, name: str, platform: Platform, version: Version, out: Path) -> Built:
+    """One per-platform build the way a worker does it: the component's Dockerfile,
+    context and build args for `version`, the config's base images, pushed to its
+    staging tag."""
+    from jobs.tools.build import BuildRequest, run_build
 
-    component = config.component(name)
+    release = config.at(version)
+    component = release.component(name)
     assert config.source.directory is not None
-    paths = config.build_paths(component, config.source.directory)
-    reference = config.staging_reference(component, version, platform)
-    metadata_file = out / f"{name}-{platform.architecture}.json"
-    docker.buildx.build(
-        paths.context,
-        file=paths.dockerfile,
-        platforms=[str(platform)],
-        build_args={**component.build_args, "BASE_IMAGE": lab.base_image},
-        tags=[reference],
-        push=True,
-        metadata_file=metadata_file,
-        progress=False,
+    paths = release.build_paths(component, config.source.directory)
+    folder = out / f"{name}-{platform.architecture}"
+    folder.mkdir()
+    request = BuildRequest(
+        context=paths.context,
+        dockerfile=paths.dockerfile,
+        platform=platform,
+        image=release.image(component),
+        staging_tag=release.staging_tag_for(version, platform),
+        metadata_file=folder / "metadata.json",
+        build_args=component.build_args,
+        base_images=config.base_images,
     )
-    return Built(reference, json.loads(metadata_file.read_text()))
+    run_build(request)
+    reference = release.staging_reference(component, version, platform)
+    return Built(reference, json.loads(request.metadata_file.read_text()))
 
 
 def _get(url: str, accept: str | None = None) -> tuple[dict[str, str], bytes]:
@@ -117,11 +124,13 @@ def test_every_component_builds_for_amd64_and_two_for_arm64(
 ) -> None:
     from python_on_whales import docker
 
-    jobs = [(name, AMD64) for name in sample.component_names]
+    names = sample.at(VERSION).component_names
+    assert len(names) == 6
+    jobs = [(name, AMD64) for name in names]
     jobs += [("gateway-plugins", ARM64), ("kvcache-watcher", ARM64)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {
-            job: pool.submit(build, sample, job[0], job[1], VERSION, lab, tmp_path) for job in jobs
+            job: pool.submit(build, sample, job[0], job[1], VERSION, tmp_path) for job in jobs
         }
         results = {job: future.result() for job, future in futures.items()}
 
@@ -135,16 +144,20 @@ def test_every_component_builds_for_amd64_and_two_for_arm64(
             platform.os,
             platform.architecture,
         )
-        assert image_config["config"]["Cmd"] == ["/bin/sh", "/opt/aibrix/bin/main.sh"]
+        command = ["python3", "app.py"] if name == "vllm-mock" else ["/bin/sh", MAIN]
+        assert image_config["config"]["Cmd"] == command
 
-    # The images run and say what they are, natively and under QEMU.
-    for name, platform, machine in (
-        ("runtime", AMD64, "x86_64"),
-        ("gateway-plugins", ARM64, "aarch64"),
+    # The images run and say what they are, natively and under QEMU; metadata-service is
+    # the Python image with its own command, as its deployment runs it.
+    for name, platform, machine, override in (
+        ("runtime", AMD64, "x86_64", []),
+        ("metadata-service", AMD64, "x86_64", ["/bin/sh", "/opt/aibrix/bin/metadata-service.sh"]),
+        ("vllm-mock", AMD64, "x86_64", []),
+        ("gateway-plugins", ARM64, "aarch64", []),
     ):
         reference = results[(name, platform)].reference
         pulled.append(reference)
-        output = docker.run(reference, remove=True, platform=str(platform))
+        output = docker.run(reference, override, remove=True, platform=str(platform))
         assert isinstance(output, str)
         first_line = output.splitlines()[0]
         assert first_line == f"aibrix-sample {name} {machine} (built for {machine})"
@@ -153,15 +166,15 @@ def test_every_component_builds_for_amd64_and_two_for_arm64(
 def test_fail_on_arch_breaks_the_arm64_build_only(
     broken_sample: Config, lab: Lab, tmp_path: Path
 ) -> None:
-    from python_on_whales import DockerException
+    from jobs.tools.build import BuildError
 
     assert broken_sample.component("runtime").build_args["FAIL_ON_ARCH"] == "aarch64"
-    amd64 = build(broken_sample, "runtime", AMD64, VERSION, lab, tmp_path)
+    amd64 = build(broken_sample, "runtime", AMD64, VERSION, tmp_path)
     assert published(lab, amd64.reference)[0] == amd64.metadata["containerimage.digest"]
 
-    with pytest.raises(DockerException) as caught:
-        build(broken_sample, "runtime", ARM64, VERSION, lab, tmp_path)
-    assert "runtime: unsupported on aarch64" in (caught.value.stderr or "")
+    with pytest.raises(BuildError) as caught:
+        build(broken_sample, "runtime", ARM64, VERSION, tmp_path)
+    assert "runtime: unsupported on aarch64" in str(caught.value)
     # Nothing was pushed for arm64: the staging tag does not exist.
     arm64_reference = broken_sample.staging_reference("runtime", VERSION, ARM64)
     with pytest.raises(urllib.error.HTTPError) as missing:

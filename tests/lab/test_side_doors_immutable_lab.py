@@ -489,7 +489,7 @@ def lab_config_plain(key_prefix: str) -> str:
             f'path = "{SAMPLE}"',
             "[[components]]",
             'name = "runtime"',
-            'dockerfile = "build/container/Dockerfile.runtime"',
+            'dockerfile = "build/container/Dockerfile.python"',
             "[queue]",
             f'key_prefix = "{key_prefix}"',
             "",

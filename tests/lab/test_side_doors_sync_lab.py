@@ -65,12 +65,16 @@ def config_text(lab: Lab, namespace: str, key_prefix: str, mirror: str) -> str:
         "backoff_cap_seconds = 1.0",
         "[mirrors]",
         f'{MIRROR} = "{mirror}/{namespace}"',
+        # The sample's Dockerfiles name Docker Hub's images; the lab has its own.
+        "[base_images]",
+        f'"busybox:1.36" = "{lab.base_image}"',
+        f'"python:3.11" = "{lab.python_image}"',
         "[[components]]",
         'name = "controller-manager"',
         'dockerfile = "build/container/Dockerfile"',
         "[[components]]",
         'name = "runtime"',
-        'dockerfile = "build/container/Dockerfile.runtime"',
+        'dockerfile = "build/container/Dockerfile.python"',
     ]
     return "\n".join(lines) + "\n"
 

@@ -22,12 +22,15 @@ from tests.support.records import Records
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 SAMPLE = REPO / "sample"
+# The sample's current layout, vllm-mock aside (its context is development/app): one
+# Dockerfile.python for metadata-service and runtime, built once when their build
+# arguments agree.
 SAMPLE_COMPONENTS = {
     "controller-manager": "build/container/Dockerfile",
     "gateway-plugins": "build/container/Dockerfile.gateway",
-    "metadata-service": "build/container/Dockerfile.metadata",
     "kvcache-watcher": "build/container/Dockerfile.kvcache",
-    "runtime": "build/container/Dockerfile.runtime",
+    "metadata-service": "build/container/Dockerfile.python",
+    "runtime": "build/container/Dockerfile.python",
 }
 
 

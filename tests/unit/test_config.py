@@ -39,6 +39,15 @@ AIBRIX_COMPONENTS = {
     "kvcache-watcher": "build/container/Dockerfile.kvcache",
     "runtime": "build/container/Dockerfile.runtime",
 }
+# The sample project today (AIBrix's layout from v0.7.0): name -> (dockerfile, context).
+SAMPLE_CURRENT = {
+    "controller-manager": ("build/container/Dockerfile", "."),
+    "gateway-plugins": ("build/container/Dockerfile.gateway", "."),
+    "kvcache-watcher": ("build/container/Dockerfile.kvcache", "."),
+    "metadata-service": ("build/container/Dockerfile.python", "."),
+    "runtime": ("build/container/Dockerfile.python", "."),
+    "vllm-mock": ("Dockerfile", "development/app"),
+}
 
 # ---- the built-in defaults ----------------------------------------------------------
 
@@ -114,8 +123,19 @@ def test_the_sample_file_loads() -> None:
     config = load_config(SAMPLE_CONFIG)
     assert config.path == SAMPLE_CONFIG
     assert config.repository == "127.0.0.1:5000/aibrix-sample"
-    assert config.component_names == tuple(AIBRIX_COMPONENTS)
-    assert {c.name: c.dockerfile for c in config.components} == AIBRIX_COMPONENTS
+    current = config.at(parse_version("v0.7.0"))
+    assert {c.name: (c.dockerfile, c.context) for c in current.components} == SAMPLE_CURRENT
+    # The pre-v0.5 layout of the sample's git history (tests/support/sample_history.py).
+    old = config.at(parse_version("v0.4.1"))
+    assert {c.name: c.dockerfile for c in old.components} == {
+        name: AIBRIX_COMPONENTS[name] for name in sorted(AIBRIX_COMPONENTS)
+    }
+    assert dict(config.base_images) == {
+        "busybox:1.36": "127.0.0.1:5000/lab/base:latest",
+        "python:3.11": "127.0.0.1:5000/lab/python:3.11",
+    }
+    assert config.preflight.kustomizations == ("config/overlays/release/kustomization.yaml",)
+    assert config.preflight.charts == ("dist/chart/Chart.yaml",)
     assert config.source.kind == "path"
     assert config.source.directory == SAMPLE
     assert config.platforms == DEFAULT_PLATFORMS
@@ -129,15 +149,26 @@ def test_the_sample_file_loads() -> None:
 
 def test_every_sample_component_has_its_dockerfile_in_the_sample_tree() -> None:
     config = load_config(SAMPLE_CONFIG)
-    for component in config.components:
-        paths = config.build_paths(component, SAMPLE)
-        assert paths.context == SAMPLE
-        assert paths.dockerfile == SAMPLE / AIBRIX_COMPONENTS[component.name]
+    current = config.at(parse_version("v0.7.0"))
+    for component in current.components:
+        dockerfile, context = SAMPLE_CURRENT[component.name]
+        paths = current.build_paths(component, SAMPLE)
+        assert paths.context == SAMPLE / context
+        assert paths.dockerfile == SAMPLE / context / dockerfile
         text = paths.dockerfile.read_text()
-        assert "FROM ${BASE_IMAGE}" in text
-        assert "ARG BASE_IMAGE=127.0.0.1:5000/lab/base:latest" in text
-        assert "ARG FAIL_ON_ARCH" in text
-        assert (SAMPLE / "cmd" / component.name / "main.sh").is_file()
+        # Unmodified Docker Hub names, each redirected by [base_images].
+        named = re.findall(r"(?m)^ARG BASE_IMAGE=(\S+)$|^FROM (\S+)$", text)
+        images = {arg or image for arg, image in named} - {"${BASE_IMAGE}"}
+        assert images and images <= set(config.base_images), component.name
+        if component.name != "vllm-mock":
+            assert "FROM ${BASE_IMAGE}" in text and "ARG FAIL_ON_ARCH" in text
+            assert (SAMPLE / "cmd" / component.name / "main.sh").is_file()
+    # Where the git history takes the pre-v0.5 Dockerfiles from.
+    old = config.at(parse_version("v0.4.1"))
+    for name in ("metadata-service", "runtime"):
+        history = SAMPLE / "history" / "pre-v0.5" / old.component(name).dockerfile
+        assert not (SAMPLE / old.component(name).dockerfile).exists()
+        assert "ARG FAIL_ON_ARCH" in history.read_text()
 
 
 def test_the_broken_sample_differs_only_by_failing_runtime_on_aarch64() -> None:

@@ -6,7 +6,7 @@ set -eu
 case "${1:-}" in
   --self-test) aibrix_self_test controller-manager ;;
   *)
-    aibrix_banner
+    aibrix_banner controller-manager
     echo "watching: $(cat /opt/aibrix/share/controllers)"
     ;;
 esac

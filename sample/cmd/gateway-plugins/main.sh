@@ -6,7 +6,7 @@ set -eu
 case "${1:-}" in
   --self-test) aibrix_self_test gateway-plugins ;;
   *)
-    aibrix_banner
+    aibrix_banner gateway-plugins
     echo "routing strategies: $(cat /opt/aibrix/share/strategies)"
     ;;
 esac

@@ -6,7 +6,7 @@ set -eu
 case "${1:-}" in
   --self-test) aibrix_self_test kvcache-watcher ;;
   *)
-    aibrix_banner
+    aibrix_banner kvcache-watcher
     echo "watching kvcache pods with selector $(cat /opt/aibrix/share/selector)"
     ;;
 esac

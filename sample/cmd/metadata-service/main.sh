@@ -6,7 +6,7 @@ set -eu
 case "${1:-}" in
   --self-test) aibrix_self_test metadata-service ;;
   *)
-    aibrix_banner
+    aibrix_banner metadata-service
     cat /opt/aibrix/share/metadata.conf
     ;;
 esac

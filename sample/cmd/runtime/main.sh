@@ -6,7 +6,7 @@ set -eu
 case "${1:-}" in
   --self-test) aibrix_self_test runtime ;;
   *)
-    aibrix_banner
+    aibrix_banner runtime
     echo "runtime engines: $(cat /opt/aibrix/share/engines)"
     ;;
 esac
