@@ -34,7 +34,9 @@ PLUGIN = "-ptests.support.skips"
 QUIET = "ignore::pytest.PytestAssertRewriteWarning"
 
 
-def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, ci: bool, listed: str = "") -> pytest.RunResult:
+def run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, ci: bool, listed: str = ""
+) -> pytest.RunResult:
     allowed = pytester.path / "allowed.txt"
     allowed.write_text(listed)
     monkeypatch.setenv("AIBRIX_SKIPS_ALLOWED", str(allowed))
@@ -46,7 +48,9 @@ def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *, ci: bool,
     return pytester.runpytest_inprocess(PLUGIN, "-W", QUIET, "-rA")
 
 
-def test_in_ci_an_unlisted_skip_fails_the_run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_ci_an_unlisted_skip_fails_the_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = run(pytester, monkeypatch, ci=True)
     # A skip in the call fails the test; a skipif (decided in setup) errors it.
     result.assert_outcomes(passed=1, failed=1, errors=1, xfailed=1)
@@ -60,19 +64,25 @@ def test_in_ci_an_unlisted_skip_fails_the_run(pytester: pytest.Pytester, monkeyp
     )
 
 
-def test_in_ci_a_listed_skip_stays_a_skip(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_ci_a_listed_skip_stays_a_skip(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     listed = "# comment\ntest_suite.py::test_skips  the frobnicator is optional\ntest_suite.py::test_skip*  so is this\n"
     result = run(pytester, monkeypatch, ci=True, listed=listed)
     result.assert_outcomes(passed=1, skipped=2, xfailed=1)
     assert result.ret == pytest.ExitCode.OK
 
 
-def test_outside_ci_a_skip_is_a_skip(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outside_ci_a_skip_is_a_skip(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = run(pytester, monkeypatch, ci=False)
     result.assert_outcomes(passed=1, skipped=2, xfailed=1)
 
 
-def test_in_ci_a_skipped_module_fails(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_ci_a_skipped_module_fails(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("AIBRIX_SKIPS_ALLOWED", str(pytester.path / "none.txt"))
     pytester.makepyfile(
@@ -83,7 +93,9 @@ def test_in_ci_a_skipped_module_fails(pytester: pytest.Pytester, monkeypatch: py
     result.stdout.fnmatch_lines(["*skipped in CI, and not listed*no_such_module_here*"])
 
 
-def test_service_missing_fails_in_ci_and_skips_elsewhere(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_missing_fails_in_ci_and_skips_elsewhere(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     suite = "from tests.conftest import service_missing\ndef test_needs_redis():\n    service_missing('Redis at 127.0.0.1:1 does not answer')\n"
     monkeypatch.setenv("AIBRIX_SKIPS_ALLOWED", str(pytester.path / "none.txt"))
     pytester.makepyfile(test_service=suite)
