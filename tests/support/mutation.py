@@ -67,7 +67,9 @@ class ModuleReport:
         return 100.0 if judged == 0 else 100.0 * self.killed / judged
 
 
-def tally(module: str, exit_codes: dict[str, int | None], equivalents: dict[str, str]) -> ModuleReport:
+def tally(
+    module: str, exit_codes: dict[str, int | None], equivalents: dict[str, str]
+) -> ModuleReport:
     report = ModuleReport(module)
     for name, code in sorted(exit_codes.items()):
         if name in equivalents:
