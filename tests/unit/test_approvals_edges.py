@@ -191,8 +191,9 @@ def test_overwrite_confirmation_rules() -> None:
     assert decide_overwrite(
         POLICY, click("U0APPROVER1", state=State.PROMOTING), pending
     ) == Decision(Verdict.RECORD)
-    assert decide_overwrite(POLICY, click(REQUESTER, state=State.PROMOTING), pending).verdict is (
-        Verdict.REFUSE
+    assert decide_overwrite(POLICY, click(REQUESTER, state=State.PROMOTING), pending) == Decision(
+        Verdict.REFUSE,
+        "<@U0REQUESTER> is not an approver of this project (by user id or user group)",
     )
     listed = ApprovalPolicy(approvers=(REQUESTER,), allow_self_approval=False)
     assert decide_overwrite(listed, click(REQUESTER, state=State.PROMOTING), pending) == Decision(
@@ -222,3 +223,9 @@ def test_the_recheck_names_moved_removed_and_failing_tags_and_lists_unreadable_o
     ]
     recheck = decide_recheck("v1", {**verified, "absent": A}, readings)
     assert recheck == Recheck(drift_problems("v1", verified, readings), ["absent", "meta"])
+
+
+def test_without_a_requester_given_nobody_is_left_out_of_the_tally() -> None:
+    # Whatever the user id, even one that looks like a placeholder.
+    approvals = {"XXXX": approval("XXXX", 1)}
+    assert tally(POLICY, approvals, DIGESTS, NOW).counted == ("XXXX",)

@@ -164,3 +164,20 @@ def test_path_component_separators() -> None:
     for bad in ("a___b", "a..b", "_a", "a_", ".a"):
         with pytest.raises(InvalidReferenceError, match="not a valid repository path component"):
             parse_reference(f"x.io/{bad}")
+
+
+def test_a_bracketed_host_without_a_colon_is_still_a_host() -> None:
+    assert parse_reference("[fe80]/a").registry == "[fe80]"
+
+
+def test_a_second_at_sign_is_part_of_the_digest_and_refused_as_such() -> None:
+    with pytest.raises(InvalidReferenceError) as refused:
+        parse_reference(f"x.io/a@b@{DIGEST}")
+    assert str(refused.value) == f"'b@{DIGEST}' is not a digest; expected sha256:<64 hex digits>"
+
+
+@pytest.mark.parametrize(("text", "component"), [("x.io/a:b/c", "a:b"), ("x.io/a/b:x/c", "b:x")])
+def test_a_tag_is_only_after_the_last_slash(text: str, component: str) -> None:
+    with pytest.raises(InvalidReferenceError) as refused:
+        parse_reference(text)
+    assert f"{component!r} is not a valid repository path component" in str(refused.value)
