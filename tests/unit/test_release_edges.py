@@ -12,9 +12,11 @@ from jobs.domain.release import (
     BuildState,
     Event,
     InvalidTransition,
+    Promoted,
     PromotionResult,
     Release,
     State,
+    VersionImmutable,
     build_field,
     check_component,
     check_digest,
@@ -158,3 +160,10 @@ def test_pending_overwrites_are_the_failed_promotions_waiting_for_confirmation()
     }
     assert OVERWRITE_PENDING == "overwrite-pending"
     assert pending_overwrites(run({}, promotions)) == {"m1": A}
+
+
+def test_the_immutable_refusal_keeps_what_it_refused() -> None:
+    promoted = Promoted(run_id="r1", at=1.0, by=("U0A",), digests={"runtime": A})
+    refused = VersionImmutable("v1.0.0", promoted)
+    assert (refused.version, refused.promoted) == ("v1.0.0", promoted)
+    assert str(refused) == "v1.0.0 is promoted and immutable"
