@@ -5,12 +5,22 @@ values are written out here, not taken from the module."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from handlers import blocks
-from jobs.domain.release import BuildRecord, BuildState, ComponentIndex, Release, State
+from jobs.domain.progress import StepProgress
+from jobs.domain.release import (
+    OVERWRITE_PENDING,
+    BuildRecord,
+    BuildState,
+    ComponentIndex,
+    PromotionResult,
+    Release,
+    State,
+)
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 VALUE = '{"version":"v0.3.0","run_id":"0123456789abcdef"}'
@@ -139,6 +149,7 @@ def elements(state: State, **kwargs: bool) -> list[tuple[str, str, str | None]]:
     actions = blocks.gate_actions(release(1, state, **kwargs))
     assert actions is not None
     assert actions["block_id"] == "gate:0123456789abcdef"
+    assert all(json.loads(e["value"]) == json.loads(VALUE) for e in actions["elements"])
     return [(e["text"]["text"], e["action_id"], e.get("style")) for e in actions["elements"]]
 
 
@@ -159,3 +170,66 @@ def test_every_gate_button_carries_the_run() -> None:
     actions = blocks.gate_actions(release(1, State.READY))
     assert actions is not None
     assert [json.loads(e["value"]) for e in actions["elements"]] == [json.loads(VALUE)] * 2
+
+
+def test_a_promotion_waiting_on_a_mirror_tag_asks_to_confirm_the_overwrite() -> None:
+    waiting = PromotionResult("x.io/m:v0.3.0", False, "sha256:" + "f" * 64, OVERWRITE_PENDING, 1.0)
+    promoting = dataclasses.replace(
+        release(1, State.PROMOTING), promotions={waiting.target: waiting}
+    )
+    actions = blocks.gate_actions(promoting)
+    assert actions == {
+        "type": "actions",
+        "block_id": "gate:0123456789abcdef",
+        "elements": [
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Confirm overwrite"},
+                "action_id": "confirm_overwrite",
+                "value": VALUE,
+                "style": "danger",
+            }
+        ],
+    }
+    ready = blocks.gate_actions(release(1, State.READY))
+    assert ready is not None and ready["type"] == "actions"
+
+
+def test_chunks_count_the_newline_between_lines() -> None:
+    assert blocks.chunk_lines(["ab", "cd"], 4) == [["ab"], ["cd"]]
+    assert blocks.chunk_lines(["ab", "cd"], 5) == [["ab", "cd"]]
+
+
+def test_plain_text_is_split_at_its_newlines() -> None:
+    message = blocks.plain("a" * 2000 + "\n" + "b" * 2000)
+    assert texts(message.blocks) == ["a" * 2000, "b" * 2000]
+
+
+def many_problems(state: State) -> Release:
+    base = release(1500, state)
+    reasons = "; ".join(f"problem {i} " + "p" * 2900 for i in range(40))
+    indexes = dict(base.indexes)
+    first = base.components[0]
+    indexes[first] = ComponentIndex(first, "sha256:" + "e" * 64, "ok", "a detail of an ok index")
+    return dataclasses.replace(base, state_reason=reasons, indexes=indexes)
+
+
+def test_problems_get_a_third_of_the_budget_and_the_table_the_rest() -> None:
+    message = blocks.release_message(many_problems(State.READY), tally_text="t", notes=("a", "b"))
+    assert len(message.blocks) == 50
+    sections = texts([b for b in message.blocks if b["type"] == "section"])
+    problems = [t for t in sections if t.startswith("• problem") or "more, not shown" in t]
+    # 50 blocks less header, summary, tally, two notes and the actions: 44; a third is 14.
+    assert len(problems) == 14
+    assert problems[-1] == "… and 27 more, not shown (Slack's message limit)"
+    assert not any("a detail of an ok index" in t for t in sections)
+
+
+def test_the_table_shows_build_progress_and_pads_long_names() -> None:
+    base = release(1, State.BUILDING)
+    name = base.components[0]
+    building = BuildRecord(name, "linux/arm64", BuildState.BUILDING)
+    run = dataclasses.replace(base, builds={**base.builds, (name, "linux/arm64"): building})
+    lines = blocks.release_table(run, {(name, "linux/arm64"): StepProgress("building", 2, 9)})
+    assert lines[0].startswith("COMPONENT" + " " * 49 + "linux/amd64")
+    assert lines[1].split()[3:5] == ["building", "2/9"]

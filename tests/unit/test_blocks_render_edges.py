@@ -254,3 +254,26 @@ def test_the_status_of_several_releases_is_one_line_each() -> None:
     assert blocks.status_message([]).blocks == [
         md("there are no releases yet; start one with /aibrix release VERSION")
     ]
+
+
+def test_a_ready_sync_says_so_and_a_huge_one_fits_in_50_blocks() -> None:
+    digests = {f"c{i:04d}": A for i in range(2500)}
+    record = SyncRecord(
+        id="j1",
+        version="v1.0.0",
+        run_id="r1",
+        mirror="tokyo",
+        location="x.io/aibrix",
+        requested_by="U0ALICE",
+        channel="C0",
+        mode="ready",
+        digests=digests,
+        state=SyncState.RUNNING,
+    )
+    message = blocks.sync_message(record)
+    assert message.blocks[1] == md(
+        "asked by <@U0ALICE>; an approver's sync of a ready, not yet approved release: its "
+        "verified digests; to `x.io/aibrix`"
+    )
+    assert len(message.blocks) == 50
+    assert message.blocks[-1]["text"]["text"].endswith("more, not shown (Slack's message limit)")
