@@ -257,7 +257,7 @@ def test_the_status_of_several_releases_is_one_line_each() -> None:
 
 
 def test_a_ready_sync_says_so_and_a_huge_one_fits_in_50_blocks() -> None:
-    digests = {f"c{i:04d}": A for i in range(2500)}
+    digests = {f"c{i:04d}": A for i in range(6000)}  # about 80 lines a section
     record = SyncRecord(
         id="j1",
         version="v1.0.0",
