@@ -233,3 +233,14 @@ def test_the_table_shows_build_progress_and_pads_long_names() -> None:
     lines = blocks.release_table(run, {(name, "linux/arm64"): StepProgress("building", 2, 9)})
     assert lines[0].startswith("COMPONENT" + " " * 49 + "linux/amd64")
     assert lines[1].split()[3:5] == ["building", "2/9"]
+
+
+def test_the_shown_sections_over_budget_are_the_first_lines_exactly() -> None:
+    assert texts(blocks.table_sections(ROWS, 2)) == [
+        "```" + "\n".join(ROWS[:30]) + "```",
+        "… and 70 more rows, not shown (Slack's message limit)",
+    ]
+    assert texts(blocks.text_sections(ROWS, 2)) == [
+        "\n".join(ROWS[:30]),
+        "… and 70 more, not shown (Slack's message limit)",
+    ]

@@ -84,6 +84,8 @@ def test_several_references_one_unreadable() -> None:
             "linux/amd64  present  sha256:111111111111```"
         ),
     ]
+    three = blocks.inspection_message(["gw v1", "ok v1", "ok v1"], [bad, ok, ok])
+    assert three.text == "3 references inspected, 1 not ok"
     assert blocks.inspection_message([], []).blocks == []
     assert blocks.inspection_message([], []).text == "0 references inspected, 0 not ok"
 
