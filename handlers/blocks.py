@@ -35,7 +35,7 @@ FALLBACK_LIMIT = 3000
 CONTEXT_ELEMENT_LIMIT = 2000
 # What a section's text may hold once the code fence is counted.
 _TABLE_LIMIT = SECTION_TEXT_LIMIT - 8
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}\Z")
 
 APPROVE_ACTION = "approve_release"
 REJECT_ACTION = "reject_release"

@@ -28,7 +28,7 @@ from jobs.usecases.pipeline import ReleaseInputError, ReleasePlan, plan_release
 MAX_TEXT_LENGTH = 500
 # Letters, digits, blanks and the punctuation versions and image references need.
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \t.-_/:@")
-_RUN_ID = re.compile(r"^[0-9a-f]{8,64}$")
+_RUN_ID = re.compile(r"^[0-9a-f]{8,64}\Z")
 # Slack's ids, as Slack spells them (the config accepts the same shapes).
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,31}")

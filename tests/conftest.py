@@ -1,6 +1,7 @@
 """Fixtures that find the real lab services started by `scripts/lab up`, and the tier rule.
 
 In CI (CI=true) a missing service is a failure; elsewhere the test skips and says why.
+Any other skip in CI fails too unless listed with its reason (tests/support/skips.py).
 Every test is marked from the fixtures it uses (`integration`, `lab`), and a test under
 tests/unit that asks for a service fails the collection (tests/support/tiers.py).
 """
@@ -17,7 +18,16 @@ from typing import NoReturn
 
 import pytest
 
+# In CI a skip not listed in tests/skips-allowed.txt fails the run: the rule's hooks.
+from tests.support.skips import (  # noqa: F401
+    in_ci,
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+)
 from tests.support.tiers import markers_for, misplaced_in_unit
+
+# pytester runs the no-silent-skips rule's own tests (tests/unit/test_skips_rule.py).
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "tests" / "unit"
@@ -42,7 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    return in_ci()
 
 
 def service_missing(reason: str, hint: str = "start it with scripts/lab up") -> NoReturn:

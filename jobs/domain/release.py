@@ -146,8 +146,8 @@ def build_field(component: str, platform: Platform | str) -> str:
     return f"{component}@{platform}"
 
 
-_COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha512:[0-9a-f]{128}$")
+_COMPONENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z|^sha512:[0-9a-f]{128}\Z")
 
 
 def check_version(version: Version | str) -> str:

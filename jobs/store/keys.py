@@ -69,7 +69,7 @@ CONSUMER_GROUP = "workers"
 
 _SAFE = frozenset(string.ascii_letters + string.digits + ".-@+")
 _PLAIN = re.compile(r"^[A-Za-z0-9.\-@+]+\Z")
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}\Z")
 
 
 @functools.lru_cache(maxsize=4096)  # pure, and on every queue operation's path

@@ -3,12 +3,12 @@ delivery does nothing, and one whose first delivery never arrived is handled, on
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from handlers.parse import action_delivery, command_delivery
 from tests.support.bot import APPROVER, REQUESTER, Bot, answer, bot, make_ready
+from tests.support.log_signal import DROPPED, log_signal
 from tests.support.slack_client import encode_form
 
 __all__ = ["bot"]  # the fixture
@@ -42,9 +42,10 @@ async def test_a_redelivery_whose_first_never_arrived_is_handled_once(bot: Bot) 
     assert "working on release v0.3.1" in answer(retried.body)["text"]
     await bot.standin.wait_for_calls("chat.postMessage", 1, timeout=15)
     await bot.ephemeral(REQUESTER, lambda e: "started run" in e.text)
-    again = await bot.slack.send(body, retry_num=2)
-    assert again.status == 200 and again.body == ""
-    await asyncio.sleep(0.3)  # anything it wrongly started would have written by now
+    with log_signal(DROPPED) as dropped:
+        again = await bot.slack.send(body, retry_num=2)
+        assert again.status == 200 and again.body == ""
+        await dropped.wait_for(1)  # the bot decided to drop it, and returned
     assert len(await bot.records.run_ids("v0.3.1")) == 1
     assert len(bot.standin.calls_to("chat.postMessage")) == 1
     hook = bot.standin.responses(fields["response_url"])
@@ -67,7 +68,7 @@ async def test_bad_input_redelivered_is_answered_again_and_writes_nothing(bot: B
     for retry in (None, 1, 2):
         resp = await bot.slack.send(body, retry_num=retry)
         assert "is not a release version" in answer(resp.body)["text"]
-    await asyncio.sleep(0.3)
+    # Each answer is sent once the handler decided, and the handler returns after it.
     assert await bot.keys() == []
 
 
@@ -82,9 +83,10 @@ async def test_a_click_whose_first_delivery_was_lost_records_one_approval(bot: B
     assert resp.status == 200
     said = await bot.ephemeral(APPROVER, lambda e: "approvals" in e.text)
     assert f"1 of 2 approvals: <@{APPROVER}>" in said.text
-    for retry in (2, 3):
-        assert (await bot.slack.send(body, retry_num=retry)).status == 200
-    await asyncio.sleep(0.3)
+    with log_signal(DROPPED) as dropped:
+        for retry in (2, 3):
+            assert (await bot.slack.send(body, retry_num=retry)).status == 200
+        await dropped.wait_for(2)  # both redeliveries dropped, after the decision
     after = await bot.records.run("v3.0.0")
     assert list(after.approvals) == [APPROVER]
     audit = [e for e in await bot.records.audit(100) if e["version"] == "v3.0.0"]
