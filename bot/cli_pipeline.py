@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -100,6 +101,14 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--no-control", action="store_true", help="do not run merge jobs")
     worker.add_argument("--metrics-port", type=int, default=9464, metavar="PORT", help="0: off")
     worker.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+    worker.add_argument(
+        "--state-dir", metavar="DIR", help="checkouts, build metadata and the result spool"
+    )
+    worker.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="results pushed but not yet recorded (default: DIR/spool)",
+    )
     add_common(worker)
 
 
@@ -300,8 +309,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         control=not args.no_control,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
+        spool_dir=Path(args.spool_dir) if args.spool_dir else None,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
+    if args.state_dir:
+        worker_settings = dataclasses.replace(worker_settings, workdir=Path(args.state_dir))
     logs.configure()
 
     async def go() -> int:
