@@ -44,6 +44,7 @@ from jobs.tools.build import (
     check_builder,
     metadata_dir,
     run_build,
+    sweep_metadata_dirs,
 )
 from jobs.tools.merge import MergeError
 from jobs.tools.source import SourceError, checkout
@@ -136,7 +137,12 @@ class Worker:
                 self.metrics, self.settings.metrics_host, self.settings.metrics_port
             )
         log.info("worker %s started for %s", self.settings.worker_id, self.settings.platform)
-        await self._replay_spool()
+        if self.settings.workdir.is_dir():
+            swept = await asyncio.to_thread(sweep_metadata_dirs, self.settings.workdir)
+            if swept:
+                log.info("removed %d metadata directories of dead workers", swept)
+        with contextlib.suppress(RedisError):  # else the janitor replays it soon
+            await self._replay_spool()
         async with RegistryClient(self.registry_settings) as client:
             loops = [
                 self._loop(self.build_stream, self.settings.consumer(slot), stop, client)
@@ -184,18 +190,22 @@ class Worker:
         """Every pass: record spooled results once Redis is back, and remove from the
         groups the consumers of dead workers (idle past the threshold, nothing pending)."""
         idle_s = self.queue.settings.consumer_idle_ms / 1000
-        interval = min(max(1.0, idle_s / 2), 60.0)
+        sweep_every = min(max(1.0, idle_s / 2), 60.0)
+        swept = time.monotonic()
         streams = [self.build_stream, self.queue.platform_stream(None)]
         while not stop.is_set():
+            # A spooled result is looked at every second: it waits for Redis only.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
             if stop.is_set():
                 return
             try:
                 await self._replay_spool()
-                for stream in streams:
-                    for name in await self.queue.remove_idle_consumers(stream):
-                        log.info("removed idle consumer %s from %s", name, stream)
+                if time.monotonic() - swept >= sweep_every:
+                    swept = time.monotonic()
+                    for stream in streams:
+                        for name in await self.queue.remove_idle_consumers(stream):
+                            log.info("removed idle consumer %s from %s", name, stream)
             except RedisError as error:
                 log.warning("janitor pass skipped: Redis unavailable (%s)", type(error).__name__)
 

@@ -282,8 +282,32 @@ def metadata_dir(workdir: Path) -> Iterator[Path]:
     """A private directory for one build's metadata file (and a rewritten Dockerfile),
     removed on every way out: success, failure, cancel, a lost lease."""
     workdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=METADATA_PREFIX, dir=workdir) as name:
+    prefix = f"{METADATA_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as name:
         yield Path(name)
+
+
+def sweep_metadata_dirs(workdir: Path) -> int:
+    """Remove the metadata directories of processes that are gone (a worker killed
+    mid-build cannot remove its own); how many were removed."""
+    removed = 0
+    for path in workdir.glob(f"{METADATA_PREFIX}*-*"):
+        pid_text = path.name[len(METADATA_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _kill_marked(marker: str) -> int:
