@@ -55,6 +55,20 @@ class LeaseKeeper:
         self.lost = reason
         self.on_lost(reason)
 
+    async def check_now(self) -> None:
+        """Renew once, at once (a push is about to begin): if the lease has passed to
+        another worker, give it up now rather than at the next renewal."""
+        if self.lost is not None:
+            return
+        try:
+            kept = await asyncio.wait_for(self.queue.renew(self.lease), timeout=self.interval_s)
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("lease check before push failed (%s)", type(error).__name__)
+            return  # the renewal loop decides, within the lease
+        if not kept:
+            log.warning("lease of job %s lost to another worker before push", self.lease.job.id)
+            self._give_up("the lease was lost")
+
     async def run(self) -> None:
         # The lease was taken (claimed or renewed) no later than now.
         renewed = self.clock()

@@ -16,8 +16,10 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -88,6 +90,8 @@ class _Stopper:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
+        # Run (on the event loop) when the build starts pushing: the lease check.
+        self.before_push: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     def stop(self, reason: str) -> None:
         self.reason = reason
@@ -313,6 +317,7 @@ class Worker:
             return
         stopper = _Stopper()
         holder = LeaseKeeper(self.queue, lease, stopper.stop)
+        stopper.before_push = holder.check_now
         keeper = asyncio.create_task(holder.run())
         started = time.monotonic()
         tail: tuple[str, ...] = ()
@@ -381,6 +386,8 @@ class Worker:
                     if last and last[-1] == progress:
                         return  # coalesce: the notifier needs changes, not every log line
                     last.append(progress)
+                    if progress.phase == "pushing" and stopper.before_push is not None:
+                        asyncio.run_coroutine_threadsafe(stopper.before_push(), loop)
                     asyncio.run_coroutine_threadsafe(
                         pipeline.progress(job, progress.phase, progress.step, progress.total), loop
                     )
