@@ -10,12 +10,18 @@ than `lease_ms`, so a job held by a dead worker runs again; `renew` resets the i
 with `XCLAIM ... JUSTID` (which does not count as a delivery). Every lease operation
 (renew, ack, fail) first checks, in the same Lua script, that the caller still owns the
 entry with the same delivery count, so a worker that stalled past its lease and lost the
-job can neither steal it back nor ack or retry it under the new owner. Chosen over a
+job can neither steal it back nor ack or retry it under the new owner. (consumer,
+delivery count) is thus the lease's fencing token (`Lease.fence`): a reclaim makes a new
+one, and the release store's record of a build's digest checks it in its own Lua step, so
+a worker that outlived its lease cannot record either. Chosen over a
 lease key with a TTL because the PEL already holds owner and age durably, survives a
 restart (AOF), and needs no second structure to keep consistent with the stream.
 
 A job travels as one stream field, `job`, holding its JSON document (validated when
 read back); the client's RESP parser, not Redis, is the cost of every extra field.
+
+Consumers of dead workers are removed from their groups (`remove_idle_consumers`: idle
+past `consumer_idle_ms` with nothing pending), on a worker's janitor pass.
 
 Nothing the queue relies on lives in process memory: jobs, delayed retries, dedup
 markers, done results and cancel flags are all in Redis. The only in-memory state is
