@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -124,6 +125,14 @@ def add_commands(commands: Any) -> None:
         default=DEFAULT_TTL_SECONDS,
         metavar="SECONDS",
         help="how long the worker's heartbeat outlives it if it dies (it beats every third)",
+    )
+    worker.add_argument(
+        "--state-dir", metavar="DIR", help="checkouts, build metadata and the result spool"
+    )
+    worker.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        help="results pushed but not yet recorded (default: DIR/spool)",
     )
     add_common(worker)
 
@@ -412,8 +421,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port or None,
         heartbeat_ttl_s=args.heartbeat_ttl,
+        spool_dir=Path(args.spool_dir) if args.spool_dir else None,
         **({"worker_id": args.worker_id} if args.worker_id else {}),
     )
+    if args.state_dir:
+        worker_settings = dataclasses.replace(worker_settings, workdir=Path(args.state_dir))
     logs.configure()
 
     async def go() -> int:

@@ -275,6 +275,11 @@ class QueueSettings:
     # How long a Slack delivery, or a release's live message, being handled is held
     # before a redelivery or another bot replica may take it over (a crash mid-handling).
     claim_seconds: int = 30
+    # How often a worker renews the lease of a job it runs (0: a third of the lease). A
+    # renewal that fails is retried with backoff until the lease would run out.
+    renew_seconds: float = 0.0
+    # A consumer idle this long with nothing pending (a dead worker's) leaves its group.
+    consumer_idle_seconds: int = 3600
 
     @property
     def retention_seconds(self) -> int:

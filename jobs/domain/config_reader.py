@@ -905,6 +905,8 @@ class _Reader:
                 "key_prefix",
                 "retention_days",
                 "claim_seconds",
+                "renew_seconds",
+                "consumer_idle_seconds",
             ),
         )
         defaults = QueueSettings()
@@ -926,6 +928,15 @@ class _Reader:
         cap = self.seconds(table.get("backoff_cap_seconds", defaults.backoff_cap_seconds), cap_key)
         if cap < base:
             self.fail(cap_key, messages.config_cap_below_base(cap, base))
+        renew_key = self.join(key, "renew_seconds")
+        renew = (
+            self.seconds(table["renew_seconds"], renew_key)
+            if "renew_seconds" in table
+            else defaults.renew_seconds
+        )
+        lease = table.get("lease_seconds", defaults.lease_seconds)
+        if renew and isinstance(lease, int) and renew * 2 > lease:
+            self.fail(renew_key, messages.config_renew_too_long(renew, lease))
         prefix_key = self.join(key, "key_prefix")
         prefix = self.text(table.get("key_prefix", defaults.key_prefix), prefix_key)
         if not KEY_PREFIX.fullmatch(prefix):
@@ -949,6 +960,13 @@ class _Reader:
                 self.join(key, "claim_seconds"),
                 1,
                 3600,
+            ),
+            renew_seconds=renew,
+            consumer_idle_seconds=self.integer(
+                table.get("consumer_idle_seconds", defaults.consumer_idle_seconds),
+                self.join(key, "consumer_idle_seconds"),
+                1,
+                30 * 86400,
             ),
         )
 

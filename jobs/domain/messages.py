@@ -578,6 +578,10 @@ def config_bad_key_prefix(value: str) -> str:
     )
 
 
+def config_renew_too_long(renew: float, lease: int) -> str:
+    return f"{renew} is more than half of lease_seconds ({lease}); a renewal must fit twice"
+
+
 def config_cap_below_base(cap: float, base: float) -> str:
     return f"{cap} is below backoff_base_seconds ({base})"
 

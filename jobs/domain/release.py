@@ -314,9 +314,23 @@ class VersionImmutable(Refused):
 class DigestRecorded:
     # "recorded": stored now; "already": the same digest was stored before (a redelivery);
     # "conflict": a different digest is stored and stays; "refused": run not active or the
-    # build was cancelled. `digest` is the one the release holds.
-    status: Literal["recorded", "already", "conflict", "refused"]
+    # build was cancelled; "stale": the caller's lease was taken over by a reclaim, so
+    # its result is not recorded (the holder of the new lease records). `digest` is the
+    # one the release holds.
+    status: Literal["recorded", "already", "conflict", "refused", "stale"]
     digest: str | None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a write is made under: the job's stream entry, the consumer holding it
+    and the delivery count, which a reclaim increments (so it is the lease's token). A
+    write fenced by a token that is no longer the entry's current one is refused."""
+
+    stream: str
+    entry_id: str
+    consumer: str
+    deliveries: int
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -27,21 +28,26 @@ from jobs.domain.config import ConfigError
 from jobs.domain.errors import Failed
 from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference
-from jobs.domain.release import State
+from jobs.domain.release import DigestRecorded, State
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
 from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS, Heartbeat, running, worker_heartbeat
+from jobs.runtime.lease import LeaseKeeper
 from jobs.runtime.logs import job_context
 from jobs.runtime.metrics import WorkerMetrics, serve_metrics
+from jobs.runtime.results import Spool, SpooledResult, pushed_before, with_redis_retries
 from jobs.store.queue import Job, JobKind, Lease, Queue
 from jobs.tools.build import (
+    IDEMPOTENCY_LABEL,
     BuildCancelled,
     BuilderInfo,
     BuildError,
     BuildRequest,
     Progress,
     check_builder,
+    metadata_dir,
     run_build,
+    sweep_metadata_dirs,
 )
 from jobs.tools.merge import MergeError
 from jobs.tools.source import SourceError, checkout
@@ -65,6 +71,12 @@ class WorkerSettings:
     block_ms: int = 1000
     cancel_poll_s: float = 1.0
     heartbeat_ttl_s: float = DEFAULT_TTL_SECONDS  # see jobs.runtime.heartbeat
+    # Results pushed but not yet recorded (Redis away); default: `spool` in workdir.
+    spool_dir: Path | None = None
+
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else self.workdir / "spool"
 
     def consumer(self, slot: int) -> str:
         return f"{self.worker_id}:{self.platform}:{slot}"
@@ -80,6 +92,8 @@ class _Stopper:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
+        # Run (on the event loop) when the build starts pushing: the lease check.
+        self.before_push: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     def stop(self, reason: str) -> None:
         self.reason = reason
@@ -108,6 +122,7 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.builder: BuilderInfo | None = None
         self.heartbeat: Heartbeat | None = None
+        self.spool = Spool(settings.spool_path)
 
     @property
     def build_stream(self) -> str:
@@ -129,6 +144,12 @@ class Worker:
                 self.metrics, self.settings.metrics_host, self.settings.metrics_port
             )
         log.info("worker %s started for %s", self.settings.worker_id, self.settings.platform)
+        if self.settings.workdir.is_dir():
+            swept = await asyncio.to_thread(sweep_metadata_dirs, self.settings.workdir)
+            if swept:
+                log.info("removed %d metadata directories of dead workers", swept)
+        with contextlib.suppress(RedisError):  # else the janitor replays it soon
+            await self._replay_spool()
         async with RegistryClient(self.registry_settings) as client:
             loops = [
                 self._loop(self.build_stream, self.settings.consumer(slot), stop, client)
@@ -146,6 +167,7 @@ class Worker:
             loops.append(self._watch_depth(stop))
             self.heartbeat = worker_heartbeat(self.queue, self.settings, self.builder)
             loops.append(self.heartbeat.run(stop))
+            loops.append(self._janitor(stop))
             try:
                 await asyncio.gather(*loops)
             finally:
@@ -172,6 +194,51 @@ class Worker:
                     self.metrics.queue_depth.labels(stream=stream, kind=kind).set(depth.total)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=5)
+
+    async def _janitor(self, stop: asyncio.Event) -> None:
+        """Every pass: record spooled results once Redis is back, and remove from the
+        groups the consumers of dead workers (idle past the threshold, nothing pending)."""
+        idle_s = self.queue.settings.consumer_idle_ms / 1000
+        sweep_every = min(max(1.0, idle_s / 2), 60.0)
+        swept = time.monotonic()
+        streams = [self.build_stream, self.queue.platform_stream(None)]
+        while not stop.is_set():
+            # A spooled result is looked at every second: it waits for Redis only.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            if stop.is_set():
+                return
+            try:
+                await self._replay_spool()
+                if time.monotonic() - swept >= sweep_every:
+                    swept = time.monotonic()
+                    for stream in streams:
+                        for name in await self.queue.remove_idle_consumers(stream):
+                            log.info("removed idle consumer %s from %s", name, stream)
+            except RedisError as error:
+                log.warning("janitor pass skipped: Redis unavailable (%s)", type(error).__name__)
+
+    async def _replay_spool(self) -> None:
+        """Record every spooled result through the same fenced path as a live one."""
+        for item in self.spool.pending():
+            if not isinstance(item, SpooledResult):
+                log.error("spool file %s cannot be read; set aside", item.name)
+                self.spool.set_aside(item)
+                continue
+            job = item.job
+            with job_context(str(job.version), job.component, str(job.platform or "")):
+                try:
+                    recorded = await self.pipeline.record_build(job, item.digest, item.fence)
+                    await self._after_record(item.lease(), recorded, item.digest)
+                except RedisError as error:
+                    log.warning(
+                        "spooled result of job %s kept: Redis unavailable (%s)",
+                        job.id,
+                        type(error).__name__,
+                    )
+                    return
+                log.info("spooled result of job %s replayed: %s", job.id, recorded.status)
+                self.spool.done(item.path)
 
     async def _loop(
         self, stream: str, consumer: str, stop: asyncio.Event, client: RegistryClient
@@ -239,6 +306,16 @@ class Worker:
             log.info("build already done (%s); not building again", done)
             await self._record(lease, done)
             return
+        if lease.reclaimed:
+            # The worker that had it may have pushed and lost it before recording.
+            staging = pipeline.config.staging_reference(job.component, job.version, job.platform)
+            reused = await pushed_before(client, staging, job.idempotency_key)
+            if reused is not None:
+                log.info(
+                    "%s already holds this job's image %s; recorded, not rebuilt", staging, reused
+                )
+                await self._record(lease, reused)
+                return
         if not await pipeline.start_build(job):
             pushed = await pipeline.pushed_digest(job)
             if pushed is not None:
@@ -247,7 +324,9 @@ class Worker:
                 await self.queue.ack(lease)
             return
         stopper = _Stopper()
-        keeper = asyncio.create_task(self._keep_lease(lease, stopper))
+        holder = LeaseKeeper(self.queue, lease, stopper.stop)
+        stopper.before_push = holder.check_now
+        keeper = asyncio.create_task(holder.run())
         started = time.monotonic()
         tail: tuple[str, ...] = ()
         try:
@@ -255,6 +334,10 @@ class Worker:
             await self._verify_pushed(client, job, digest)
         except BuildCancelled:
             keeper.cancel()
+            if holder.lost is not None:
+                # Not cancelled: the job goes on under the worker that reclaims it.
+                log.warning("build of job %s stopped: %s", job.id, holder.lost)
+                return
             await pipeline.build_cancelled(job)
             await self.queue.ack(lease)
             self.metrics.builds.labels(platform=str(job.platform), outcome="cancelled").inc()
@@ -270,6 +353,9 @@ class Worker:
         label = str(job.platform)
         self.metrics.build_seconds.labels(platform=label).observe(time.monotonic() - started)
         self.metrics.builds.labels(platform=label, outcome="pushed").inc()
+        if holder.lost is not None:
+            log.warning("build of job %s finished after %s; not recording it", job.id, holder.lost)
+            return
         await self._record(lease, digest)
 
     async def _run_build(self, job: Job, stopper: _Stopper) -> tuple[str, tuple[str, ...]]:
@@ -285,60 +371,58 @@ class Worker:
             at_version = config.at(version)
             paths = at_version.build_paths(job.component, work.root)
             component = at_version.component(job.component)
-            self.settings.workdir.mkdir(parents=True, exist_ok=True)
-            meta_dir = Path(tempfile.mkdtemp(prefix="aibrix-meta-", dir=self.settings.workdir))
-            request = BuildRequest(
-                context=paths.context,
-                dockerfile=paths.dockerfile,
-                platform=platform,
-                image=config.image(job.component),
-                staging_tag=config.staging_tag_for(version, platform),
-                metadata_file=meta_dir / "metadata.json",
-                build_args=dict(component.build_args),
-                target=component.target,
-                builder=self.settings.builder,
-                push_by_digest=bool(self.builder and self.builder.can_push_by_digest),
-                base_images=config.base_images,
-            )
-            loop = asyncio.get_running_loop()
-            last: list[Progress] = []
-
-            def on_progress(progress: Progress) -> None:
-                if last and last[-1] == progress:
-                    return  # coalesce: the notifier needs changes, not every log line
-                last.append(progress)
-                asyncio.run_coroutine_threadsafe(
-                    pipeline.progress(job, progress.phase, progress.step, progress.total), loop
+            # Removed on every way out (failure, cancel, a lost lease), not only success.
+            with metadata_dir(self.settings.workdir) as meta_dir:
+                request = BuildRequest(
+                    context=paths.context,
+                    dockerfile=paths.dockerfile,
+                    platform=platform,
+                    image=config.image(job.component),
+                    staging_tag=config.staging_tag_for(version, platform),
+                    metadata_file=meta_dir / "metadata.json",
+                    build_args=dict(component.build_args),
+                    target=component.target,
+                    builder=self.settings.builder,
+                    push_by_digest=bool(self.builder and self.builder.can_push_by_digest),
+                    base_images=config.base_images,
+                    labels={IDEMPOTENCY_LABEL: job.idempotency_key},
                 )
+                loop = asyncio.get_running_loop()
+                last: list[Progress] = []
 
-            watcher = asyncio.create_task(self._watch_cancel(job, stopper))
-            try:
-                result = await asyncio.to_thread(run_build, request, on_progress, stopper)
-            finally:
-                watcher.cancel()
-            shutil.rmtree(meta_dir, ignore_errors=True)
+                def on_progress(progress: Progress) -> None:
+                    if last and last[-1] == progress:
+                        return  # coalesce: the notifier needs changes, not every log line
+                    last.append(progress)
+                    if progress.phase == "pushing" and stopper.before_push is not None:
+                        asyncio.run_coroutine_threadsafe(stopper.before_push(), loop)
+                    asyncio.run_coroutine_threadsafe(
+                        pipeline.progress(job, progress.phase, progress.step, progress.total), loop
+                    )
+
+                watcher = asyncio.create_task(self._watch_cancel(job, stopper))
+                try:
+                    result = await asyncio.to_thread(run_build, request, on_progress, stopper)
+                finally:
+                    watcher.cancel()
             log.info("pushed %s", result.pushed_as)
-            await pipeline.progress(job, "pushed")
+            try:
+                await pipeline.progress(job, "pushed")
+            except RedisError as error:  # only a progress line: the record follows
+                log.warning("progress not written: Redis unavailable (%s)", type(error).__name__)
             return result.digest, result.log_tail
         finally:
             await asyncio.to_thread(work.remove)
 
     async def _watch_cancel(self, job: Job, stopper: _Stopper) -> None:
         while not stopper():
-            if await self.queue.is_cancelled(job.version, job.run_id):
-                stopper.stop("the release was cancelled")
-                return
+            try:
+                if await self.queue.is_cancelled(job.version, job.run_id):
+                    stopper.stop("the release was cancelled")
+                    return
+            except RedisError:
+                pass  # Redis away: the lease keeper decides whether the build goes on
             await asyncio.sleep(self.settings.cancel_poll_s)
-
-    async def _keep_lease(self, lease: Lease, stopper: _Stopper) -> None:
-        """Renew the lease while a build runs; stop the build if the lease is lost."""
-        interval = max(0.1, self.queue.settings.lease_ms / 3000)
-        while True:
-            await asyncio.sleep(interval)
-            if not await self.queue.renew(lease):
-                log.warning("lease lost to another worker; stopping this build")
-                stopper.stop("the lease was lost")
-                return
 
     async def _verify_pushed(self, client: RegistryClient, job: Job, digest: str) -> None:
         """The pushed image's config must really be this worker's platform."""
@@ -356,13 +440,31 @@ class Worker:
             raise VerifyError(messages.pushed_platform_wrong(image, str(platform), detail))
 
     async def _record(self, lease: Lease, digest: str) -> None:
+        """Record a pushed digest under this lease; through a Redis outage, retry for a
+        while, then keep it in the spool (replayed when Redis is back): never rebuilt."""
         job = lease.job
-        pipeline = self.pipeline
-        recorded = await pipeline.record_build(job, digest)
+        try:
+            recorded = await with_redis_retries(
+                lambda: self.pipeline.record_build(job, digest, lease.fence),
+                f"recording the digest of job {job.id}",
+            )
+        except RedisError:
+            path = self.spool.write(lease, digest)
+            log.warning(
+                "Redis unavailable: %s kept in %s, recorded when Redis is back", digest, path
+            )
+            return
+        await self._after_record(lease, recorded, digest)
+
+    async def _after_record(self, lease: Lease, recorded: DigestRecorded, digest: str) -> None:
+        job = lease.job
+        if recorded.status == "stale":
+            log.warning("lease of job %s was taken over; its holder records the result", job.id)
+            return
         if recorded.status == "conflict":
             log.warning("a different digest %s is already recorded; keeping it", recorded.digest)
         await self.queue.ack(lease, result=recorded.digest or digest)
-        await pipeline.after_build(job.version, job.run_id, job.component, claimer=job.id)
+        await self.pipeline.after_build(job.version, job.run_id, job.component, claimer=job.id)
 
     async def _fail(self, lease: Lease, reason: str, tail: tuple[str, ...]) -> str:
         """Fail the attempt (retried with backoff, or dead-lettered); the queue's outcome."""
@@ -390,7 +492,7 @@ class Worker:
                 worker=self.settings.control_consumer,
             )
         )
-        keeper = asyncio.create_task(self._keep_lease(lease, stopper))
+        keeper = asyncio.create_task(LeaseKeeper(self.queue, lease, stopper.stop).run())
         keeper.add_done_callback(lambda _: work.cancel() if stopper() else None)
         try:
             await work

@@ -10,12 +10,18 @@ than `lease_ms`, so a job held by a dead worker runs again; `renew` resets the i
 with `XCLAIM ... JUSTID` (which does not count as a delivery). Every lease operation
 (renew, ack, fail) first checks, in the same Lua script, that the caller still owns the
 entry with the same delivery count, so a worker that stalled past its lease and lost the
-job can neither steal it back nor ack or retry it under the new owner. Chosen over a
+job can neither steal it back nor ack or retry it under the new owner. (consumer,
+delivery count) is thus the lease's fencing token (`Lease.fence`): a reclaim makes a new
+one, and the release store's record of a build's digest checks it in its own Lua step, so
+a worker that outlived its lease cannot record either. Chosen over a
 lease key with a TTL because the PEL already holds owner and age durably, survives a
 restart (AOF), and needs no second structure to keep consistent with the stream.
 
 A job travels as one stream field, `job`, holding its JSON document (validated when
 read back); the client's RESP parser, not Redis, is the cost of every extra field.
+
+Consumers of dead workers are removed from their groups (`remove_idle_consumers`: idle
+past `consumer_idle_ms` with nothing pending), on a worker's janitor pass.
 
 Nothing the queue relies on lives in process memory: jobs, delayed retries, dedup
 markers, done results and cancel flags are all in Redis. The only in-memory state is
@@ -43,6 +49,7 @@ from redis.exceptions import ResponseError
 from jobs.domain.config import QueueSettings
 from jobs.domain.errors import InvalidInput
 from jobs.domain.platforms import Platform, PlatformError, canonical_platform, parse_platform
+from jobs.domain.release import Fence
 from jobs.domain.versions import Version, VersionError, parse_version
 from jobs.store.connections import Arg, Batch, Script
 from jobs.store.keys import CONSUMER_GROUP, Keys
@@ -325,6 +332,10 @@ class QueueTuning:
     # How often a busy worker looks for stalled jobs and due retries; None: a quarter of
     # the lease, at most a second.
     maintenance_interval_ms: int | None = None
+    # How often a held lease is renewed; None: a third of the lease.
+    renew_ms: int | None = None
+    # A consumer idle this long with nothing pending is removed from its group.
+    consumer_idle_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         if self.lease_ms < 1 or self.max_attempts < 1 or self.max_deliveries < 1:
@@ -342,7 +353,15 @@ class QueueTuning:
             max_attempts=settings.max_attempts,
             backoff_base_s=settings.backoff_base_seconds,
             backoff_cap_s=settings.backoff_cap_seconds,
+            renew_ms=round(settings.renew_seconds * 1000) or None,
+            consumer_idle_ms=settings.consumer_idle_seconds * 1000,
         )
+
+    @property
+    def renew_interval_s(self) -> float:
+        if self.renew_ms is not None:
+            return self.renew_ms / 1000
+        return max(0.1, self.lease_ms / 3000)
 
     @property
     def maintenance_interval_s(self) -> float:
@@ -360,6 +379,11 @@ class Lease:
     # With consumer, identifies this one delivery: a reclaim increments it.
     deliveries: int
     reclaimed: bool = False
+
+    @property
+    def fence(self) -> Fence:
+        """This lease's token for fenced writes: a reclaim makes a new one."""
+        return Fence(self.stream, self.entry_id, self.consumer, self.deliveries)
 
 
 @dataclass(frozen=True)
@@ -583,6 +607,15 @@ _EXISTS_EACH = Script(
 local out = {}
 for i = 1, #KEYS do out[i] = tostring(redis.call('EXISTS', KEYS[i])) end
 return table.concat(out)
+"""
+)
+
+# KEYS: stream.  ARGV: group, consumer.  Rechecked here: it may have claimed a job since.
+_DEL_IDLE_CONSUMER = Script(
+    """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 )
 
@@ -980,6 +1013,26 @@ class Queue:
                 batch.script(_DEL_IF, [self.keys.pending(idem)], [job_id])
         await batch.execute()
         return len(pairs)
+
+    async def remove_idle_consumers(self, stream: str) -> list[str]:
+        """Remove from the group every consumer idle past `consumer_idle_ms` that holds
+        nothing pending (a dead worker's); the names removed. A live worker's consumer
+        is never idle that long (it reads every block_ms), and if it were, reading again
+        recreates it: removing one loses nothing."""
+        try:
+            consumers = await self.redis.xinfo_consumers(stream, CONSUMER_GROUP)
+        except ResponseError as error:
+            if "NOGROUP" in str(error) or "no such key" in str(error):
+                return []
+            raise
+        removed: list[str] = []
+        for info in consumers:
+            name = str(info["name"])
+            if int(info["pending"]) or int(info["idle"]) < self.settings.consumer_idle_ms:
+                continue
+            if await _DEL_IDLE_CONSUMER(self.redis, [stream], [CONSUMER_GROUP, name]):
+                removed.append(name)
+        return removed
 
     async def is_cancelled(self, version: Version | str, run_id: str) -> bool:
         return bool(await self.redis.exists(self.keys.cancelled(str(version), run_id)))

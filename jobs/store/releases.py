@@ -36,6 +36,7 @@ from jobs.domain.release import (
     ComponentIndex,
     DigestRecorded,
     Event,
+    Fence,
     InvalidTransition,
     Promoted,
     PromotionResult,
@@ -55,7 +56,7 @@ from jobs.domain.release import (
 )
 from jobs.domain.versions import Version, VersionError, parse_version
 from jobs.store.connections import Arg, Script
-from jobs.store.keys import Keys
+from jobs.store.keys import CONSUMER_GROUP, Keys
 from jobs.store.queue import ENQUEUE_LUA
 
 
@@ -252,9 +253,16 @@ return 1
 # KEYS: pointer, run, builds, events
 # ARGV: version, run id, field, digest, attempt, allowed from csv, terminal csv, events maxlen,
 #       component, platform
+#       [group, entry id, consumer, deliveries: the fence, with KEYS[5] the job stream]
 _RECORD_DIGEST = Script(
     _COMMON
     + """
+if ARGV[11] and ARGV[11] ~= '' then
+  local p = redis.call('XPENDING', KEYS[5], ARGV[11], ARGV[12], ARGV[12], 1)
+  if #p == 0 or p[1][2] ~= ARGV[13] or tonumber(p[1][4]) ~= tonumber(ARGV[14]) then
+    return {'stale', ''}
+  end
+end
 local state = active_state(KEYS[1], KEYS[2], ARGV[2])
 if not state or set_of(ARGV[7])[state] then return {'refused', ''} end
 local raw = redis.call('HGET', KEYS[3], ARGV[3])
@@ -666,18 +674,24 @@ class ReleaseStore:
         platform: Platform | str,
         digest: str,
         attempt: int,
+        fence: Fence | None = None,
     ) -> DigestRecorded:
         """Store the digest a build pushed, once: repeating it is harmless, replacing it is
-        refused (the first recorded digest is the one the merge will pin)."""
+        refused (the first recorded digest is the one the merge will pin). Given `fence`,
+        only while that lease is still the job's current one, checked in the same step."""
         version = str(version)
         platform = str(platform)
         check_digest(digest)
+        fenced: list[Any] = []
+        if fence is not None:
+            fenced = [CONSUMER_GROUP, fence.entry_id, fence.consumer, fence.deliveries]
         reply = await _RECORD_DIGEST(
             self.redis,
             [
                 *self._guard_keys(version, run_id),
                 self.keys.builds(version, run_id),
                 self.keys.events,
+                *([fence.stream] if fence is not None else []),
             ],
             [
                 version,
@@ -690,10 +704,13 @@ class ReleaseStore:
                 self.events_maxlen,
                 component,
                 platform,
+                *fenced,
             ],
         )
         status = reply[0]
         stored = reply[1] or None
+        if status == "stale":
+            return DigestRecorded("stale", None)
         if status == "recorded":
             return DigestRecorded("recorded", stored)
         if status == "already":

@@ -10,9 +10,14 @@ release request before it gets here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
+import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +33,8 @@ from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
 
 LOG_TAIL_LINES = 30
+# The image config label holding the job's idempotency key (see BuildRequest.labels).
+IDEMPOTENCY_LABEL = "org.aibrix.release-bot.idempotency-key"
 _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\]")
 _STEP_HEADER = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\]")
 _PUSHING = re.compile(r"^#\d+ (?:pushing|exporting to image)", re.IGNORECASE)
@@ -166,6 +173,9 @@ class BuildRequest:
     push_by_digest: bool = False
     # Images named in FROM -> the reference to build from instead (validated by the config).
     base_images: Mapping[str, str] = field(default_factory=dict)
+    # Written into the image config: the job's idempotency key, so a worker that reclaims
+    # the job can tell from the registry that the staging tag already holds its result.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +220,8 @@ def _build_kwargs(request: BuildRequest) -> dict[str, Any]:
         "stream_logs": True,
         "provenance": False,
     }
+    if request.labels:
+        kwargs["labels"] = dict(request.labels)
     if request.target:
         kwargs["target"] = request.target
     if request.builder:
@@ -243,15 +255,18 @@ def run_build(
     try:
         lines = docker.buildx.build(request.context, **kwargs)
         assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
-        for line in lines:
-            line = line.rstrip("\n")
-            tail.append(line)
-            progress = parse_progress(line)
-            if progress is not None:
-                on_progress(progress)
-            if should_stop():
-                raise BuildCancelled("the release was cancelled")
+        with _stop_watch(str(request.metadata_file), should_stop):
+            for line in lines:
+                line = line.rstrip("\n")
+                tail.append(line)
+                progress = parse_progress(line)
+                if progress is not None:
+                    on_progress(progress)
+                if should_stop():
+                    raise BuildCancelled("the release was cancelled")
     except DockerException as error:
+        if should_stop():  # killed by the stop watch: not a failure of the build
+            raise BuildCancelled("the build was stopped") from None
         for line in (error.stderr or "").splitlines()[-LOG_TAIL_LINES:]:
             tail.append(line)
         summary = failure_summary(tuple(tail))
@@ -271,3 +286,84 @@ def run_build(
         else f"{request.image}:{request.staging_tag}"
     )
     return BuildResult(digest, pushed, tuple(tail))
+
+
+METADATA_PREFIX = "aibrix-meta-"
+
+
+@contextlib.contextmanager
+def metadata_dir(workdir: Path) -> Iterator[Path]:
+    """A private directory for one build's metadata file (and a rewritten Dockerfile),
+    removed on every way out: success, failure, cancel, a lost lease."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    prefix = f"{METADATA_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=workdir) as name:
+        yield Path(name)
+
+
+def sweep_metadata_dirs(workdir: Path) -> int:
+    """Remove the metadata directories of processes that are gone (a worker killed
+    mid-build cannot remove its own); how many were removed."""
+    removed = 0
+    for path in workdir.glob(f"{METADATA_PREFIX}*-*"):
+        pid_text = path.name[len(METADATA_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_marked(marker: str) -> int:
+    """SIGKILL every process of ours whose command line holds `marker` (the build's
+    unique metadata path): the docker CLI and its buildx plugin. BuildKit cancels a
+    build whose client went away, so nothing is pushed after this. Linux /proc only."""
+    killed = 0
+    needle = marker.encode()
+    uid = os.getuid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != uid or needle not in (entry / "cmdline").read_bytes():
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return killed
+
+
+@contextlib.contextmanager
+def _stop_watch(
+    marker: str, should_stop: Callable[[], bool], poll_s: float = 0.2
+) -> Iterator[None]:
+    """Poll `should_stop` while the build runs, not only when a log line arrives (a long
+    `RUN` prints nothing), and kill the build's processes once it says stop."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_s):
+            if should_stop():
+                _kill_marked(marker)
+                return
+
+    thread = threading.Thread(target=watch, name="build-stop-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        if should_stop():  # left on a log line: the processes may still be running
+            _kill_marked(marker)

@@ -26,6 +26,7 @@ from jobs.domain.release import (
     BuildState,
     DigestRecorded,
     Event,
+    Fence,
     Release,
     ReleaseEvent,
     State,
@@ -514,12 +515,15 @@ class Pipeline:
             log_lines=list(log_tail),
         )
 
-    async def record_build(self, job: Job, digest: str) -> DigestRecorded:
+    async def record_build(
+        self, job: Job, digest: str, fence: Fence | None = None
+    ) -> DigestRecorded:
         """The digest `job`'s build pushed, recorded once: a repeat is harmless, another
-        digest is refused (see `ReleaseStore.record_build_digest`)."""
+        digest is refused (see `ReleaseStore.record_build_digest`); under `fence`, only
+        while that lease is still current ("stale" otherwise)."""
         assert job.platform is not None
         return await self._store.record_build_digest(
-            job.version, job.run_id, job.component, job.platform, digest, job.attempt
+            job.version, job.run_id, job.component, job.platform, digest, job.attempt, fence
         )
 
     async def after_build(
