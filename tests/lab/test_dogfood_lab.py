@@ -25,7 +25,7 @@ from tests.support.pipeline import BOT, SAMPLE, Setup, toml_config
 COMPONENT = "aibrix-release-bot"
 VERSION = "v0.1.0"
 # What the Dockerfile's context needs; .dockerignore narrows it further.
-CONTEXT_FILES = ("pyproject.toml", "README.md", "Dockerfile", ".dockerignore")
+CONTEXT_FILES = ("pyproject.toml", "README.md", "constraints.txt", "Dockerfile", ".dockerignore")
 CONTEXT_DIRS = ("bot", "handlers", "jobs")
 MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 
