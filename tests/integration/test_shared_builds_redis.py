@@ -21,8 +21,10 @@ from jobs.store.connections import RedisSettings, connect
 from jobs.store.queue import Job, JobKind
 from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
+from tests.integration.test_sample_history import sample_config
 from tests.support.bot import CHANNEL, REQUESTER, config_text
 from tests.support.records import Records
+from tests.support.sample_history import NEW_TAG, OLD_TAG, make_sample_history
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 AMD64, ARM64 = (parse_platform(p) for p in PLATFORMS)
@@ -230,3 +232,30 @@ async def test_a_cancelled_shared_build_cancels_both_and_an_older_job_moves_its_
     after = await records.run("v2.4.0")
     assert after.build(LEAD, ARM64).state is BuildState.PUSHED
     assert after.build(FOLLOWER, ARM64).state is BuildState.QUEUED
+
+
+async def test_a_release_of_the_sample_history_enqueues_builds_times_platforms(
+    redis: aioredis.Redis,
+    records: Records,
+    tmp_path: Path,
+    key_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sample's own config on its generated git history: v0.7.0 (six components,
+    metadata-service and runtime one build) is 5 builds x 2 platforms, not 12; v0.4.1 (the
+    old layout, five components with Dockerfiles of their own) stays 5 x 2."""
+    monkeypatch.setenv("AIBRIX_SOURCE_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "sample"
+    make_sample_history(repo)
+    config = load_config(sample_config(tmp_path, f'git = "{repo}"', key_prefix))
+    pipeline = Pipeline(redis, config)
+    for tag, components, shared in (
+        (NEW_TAG, 6, {"metadata-service": "runtime"}),
+        (OLD_TAG, 5, {}),
+    ):
+        release, _ = await pipeline.request_release(plan_release(config, tag), "cli:tester")
+        jobs = await build_jobs(records, release.run_id)
+        print(f"\n{tag}: {len(release.components)} components, {len(jobs)} build jobs")
+        assert len(release.components) == components
+        assert len(jobs) == 10
+        assert {j.component: j.payload["with"] for j in jobs if j.payload} == shared
