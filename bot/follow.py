@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from jobs.domain.builds import sharing_lines
+from jobs.domain.builds import progress_key, sharing_lines
 from jobs.domain.messages import short_digest
 from jobs.domain.platforms import Platform
 from jobs.domain.progress import StepProgress
@@ -56,7 +56,12 @@ def release_lines(
         for platform in release.platforms:
             lines.append(
                 "  "
-                + build_line(release, component, platform, progress.get((component, str(platform))))
+                + build_line(
+                    release,
+                    component,
+                    platform,
+                    progress.get(progress_key(release, component, platform)),
+                )
             )
         index = release.indexes.get(component)
         if index is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
-from jobs.domain.builds import sharing_lines
+from jobs.domain.builds import progress_key, sharing_lines
 from jobs.domain.component_card import ComponentCard, card_headline, card_table
 from jobs.domain.fleet import FleetView, aligned, gaps, worker_rows
 from jobs.domain.plan import Plan
@@ -178,7 +178,9 @@ def release_table(release: Release, progress: Mapping[tuple[str, str], StepProgr
             [
                 component.ljust(width),
                 *(
-                    build_cell(release, component, p, progress.get((component, str(p))))
+                    build_cell(
+                        release, component, p, progress.get(progress_key(release, component, p))
+                    )
                     for p in release.platforms
                 ),
                 index_cell(release, component),

@@ -123,3 +123,10 @@ def digest_holders(release: Release, component: str) -> dict[Platform, str]:
 def sharing_lines(release: Release) -> list[str]:
     """What the live message and the terminal show of the sharing, one line a component."""
     return [messages.built_with(c, lead) for c, lead in built_with(release).items()]
+
+
+def progress_key(release: Release, component: str, platform: Platform) -> tuple[str, str]:
+    """Whose build-step progress `component`'s cell shows on `platform`: a shared build
+    reports its steps under the component that runs it."""
+    record = release.builds.get((component, platform))
+    return ((record.built_with if record else "") or component, str(platform))

@@ -23,12 +23,14 @@ from jobs.domain.builds import (
     followers,
     group_builds,
     job_components,
+    progress_key,
     shared_payload,
     sharing_lines,
 )
 from jobs.domain.config import Component, components_for
 from jobs.domain.config_reader import default_config
 from jobs.domain.platforms import DEFAULT_PLATFORMS, Platform, parse_platform
+from jobs.domain.progress import StepProgress
 from jobs.domain.release import BuildRecord, BuildState, Release, State
 from jobs.domain.versions import parse_version
 
@@ -208,3 +210,22 @@ def test_the_live_message_and_the_terminal_say_which_build_a_component_shares() 
     alone = release_of({(c, p): record(c, p) for c in ("a", "b") for p in PLATFORMS})
     assert sharing_lines(alone) == []
     assert not any("built with" in str(block) for block in release_message(alone).blocks)
+
+
+def test_a_component_built_with_another_shows_that_builds_steps() -> None:
+    building = release_of(
+        {
+            ("metadata-service", AMD64): BuildRecord(
+                "metadata-service", AMD64, BuildState.BUILDING
+            ),
+            ("runtime", AMD64): BuildRecord(
+                "runtime", AMD64, BuildState.BUILDING, built_with="metadata-service"
+            ),
+        }
+    )
+    assert progress_key(building, "runtime", AMD64) == ("metadata-service", "linux/amd64")
+    assert progress_key(building, "metadata-service", AMD64) == ("metadata-service", "linux/amd64")
+    steps = {("metadata-service", "linux/amd64"): StepProgress("building", 3, 7)}
+    assert [line for line in release_lines(building, steps) if "step 3/7" in line] == [
+        line for line in release_lines(building, steps) if "linux/amd64" in line
+    ]
