@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from jobs.domain import messages
 from jobs.domain.builds import (
+    BuildGroup,
     builds_to_run,
     digest_holders,
     followers,
@@ -461,9 +462,9 @@ class Pipeline:
                         built_with[key] = record.built_with
         reused = {(c, p): d for (c, p), d in reused.items() if c in components and p in platforms}
         built_with = {k: w for k, w in built_with.items() if k in reused}
-        at_version = self.config.at(version)
-        groups = group_builds([at_version.component(c) for c in components], revision, platforms)
-        planned = builds_to_run(groups, platforms, reused)
+        planned = builds_to_run(
+            self._build_groups(version, revision, components, platforms), platforms, reused
+        )
         jobs: list[Job] = [
             Job(
                 JobKind.BUILD,
@@ -488,6 +489,23 @@ class Pipeline:
             jobs=[self._queue.enqueue_call(job) for job in jobs],
             built_with=built_with,
         )
+
+    def _build_groups(
+        self,
+        version: Version,
+        revision: str,
+        components: Sequence[str],
+        platforms: Sequence[Platform],
+    ) -> tuple[BuildGroup, ...]:
+        """The run's components grouped by identical build inputs."""
+        try:
+            at_version = self.config.at(version)
+            builds = [at_version.component(c) for c in components]
+        except (ComponentError, ConfigError):
+            # A run asked for before the config lost a component (resumed or retried):
+            # each of its builds is its own, as it was when the run was asked for.
+            return tuple(BuildGroup(c, (c,)) for c in components)
+        return group_builds(builds, revision, platforms)
 
     async def promote(self, job: Job, client: RegistryClient) -> State | None:
         """Promote the run a promote job names (see `jobs.usecases.promote`); where it
