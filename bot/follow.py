@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
+from jobs.domain.builds import progress_key, sharing_lines
 from jobs.domain.messages import short_digest
 from jobs.domain.platforms import Platform
 from jobs.domain.progress import StepProgress
@@ -55,13 +56,19 @@ def release_lines(
         for platform in release.platforms:
             lines.append(
                 "  "
-                + build_line(release, component, platform, progress.get((component, str(platform))))
+                + build_line(
+                    release,
+                    component,
+                    platform,
+                    progress.get(progress_key(release, component, platform)),
+                )
             )
         index = release.indexes.get(component)
         if index is not None:
             lines.append(
                 f"  {component:<20} {'index':<13} {index.verdict} {short_digest(index.digest)}"
             )
+    lines.extend(f"  {line}" for line in sharing_lines(release))
     if release.state_reason:
         lines.append(f"  reason: {release.state_reason}")
     lines.extend(f"  waiting: {note}" for note in notes)

@@ -16,6 +16,7 @@ from typing import Any
 from handlers import messages
 from handlers.parse import button_value
 from jobs.domain import messages as core_messages
+from jobs.domain.builds import progress_key, sharing_lines
 from jobs.domain.component_card import ComponentCard, card_headline, card_table
 from jobs.domain.fleet import FleetView, aligned, gaps, worker_rows
 from jobs.domain.plan import Plan
@@ -177,7 +178,9 @@ def release_table(release: Release, progress: Mapping[tuple[str, str], StepProgr
             [
                 component.ljust(width),
                 *(
-                    build_cell(release, component, p, progress.get((component, str(p))))
+                    build_cell(
+                        release, component, p, progress.get(progress_key(release, component, p))
+                    )
                     for p in release.platforms
                 ),
                 index_cell(release, component),
@@ -242,6 +245,9 @@ def release_message(
     if tally_text:
         footer.append(context(tally_text))
     footer.extend(context(escape(n)) for n in notes[:2])
+    shared = sharing_lines(release)
+    if shared:  # identical builds ran once: say whose build each such component is
+        footer.append(context(escape(" · ".join(shared))))
     footer.append(context(escape(messages.card_hint(release.components))))
     fixed = 2 + len(footer) + (1 if actions else 0)
     budget = MAX_BLOCKS - fixed

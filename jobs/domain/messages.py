@@ -605,6 +605,12 @@ def platform_not_configured(platform: str, configured: Sequence[Platform]) -> st
     return f"{platform} is not a configured platform; expected one of {names}"
 
 
+def built_with(component: str, lead: str) -> str:
+    """A component whose build is another's (identical build inputs): the live message's
+    line, e.g. "runtime: built with metadata-service"."""
+    return f"{component}: built with {lead}"
+
+
 def build_failed(component: str, version: str, platform: str, error: str) -> str:
     reason = error.strip().splitlines()[-1] if error.strip() else "no reason was recorded"
     return f"{component} {version} failed to build for {platform}: {reason}"

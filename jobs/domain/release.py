@@ -195,6 +195,10 @@ class BuildRecord:
     error: str = ""
     log_tail: tuple[str, ...] = ()
     updated_at: float = 0.0
+    # The component whose build this is, when its build inputs are identical to that
+    # one's (`jobs.domain.builds`): that component's repository holds the digest. "" for
+    # a build of its own.
+    built_with: str = ""
 
 
 @dataclass(frozen=True)

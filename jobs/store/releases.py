@@ -71,6 +71,9 @@ class RunStart:
     merges: tuple[str, ...] = ()
     # The jobs to enqueue, as `Queue.enqueue_call` gives them.
     jobs: Sequence[tuple[Sequence[str], Sequence[Arg]]] = ()
+    # (component, platform) -> the component whose build it shares (`jobs.domain.builds`),
+    # for the builds that are not the component's own.
+    built_with: Mapping[tuple[str, Platform], str] = field(default_factory=dict, hash=False)
 
 
 # Given the new run's id and the id of the run it replaces ("" for none).
@@ -220,42 +223,70 @@ return 1
 """
 )
 
+# The build records of one build: the component's (its field is ARGV[3]) and, from
+# ARGV[first] on, the components sharing its build (`jobs.domain.builds`), each
+# `component@platform`. nil when any of them is missing.
+_SHARED_RECORDS = """
+local function shared_records(builds, field, platform, first)
+  local names, records = {field}, {}
+  for i = first, #ARGV do table.insert(names, ARGV[i] .. '@' .. platform) end
+  for n, name in ipairs(names) do
+    local raw = redis.call('HGET', builds, name)
+    if not raw then return nil end
+    records[n] = cjson.decode(raw)
+  end
+  return names, records
+end
+"""
+
+# Every record of the build moves, or none (a shared build is one build).
 # KEYS: pointer, run, builds, events
 # ARGV: version, run id, field, new state, allowed from csv, terminal csv, attempt ('' keeps),
-#       error, log lines json, max log lines, events maxlen, component, platform
+#       error, log lines json, max log lines, events maxlen, component, platform, then the
+#       components sharing the build...
 _UPDATE_BUILD = Script(
     _COMMON
+    + _SHARED_RECORDS
     + """
 local state = active_state(KEYS[1], KEYS[2], ARGV[2])
 if not state or set_of(ARGV[6])[state] then return 0 end
-local raw = redis.call('HGET', KEYS[3], ARGV[3])
-if not raw then return 0 end
-local record = cjson.decode(raw)
-if not set_of(ARGV[5])[record.state] then return 0 end
-record.state = ARGV[4]
-if ARGV[7] ~= '' then record.attempt = tonumber(ARGV[7]) end
-record.error = ARGV[8]
-local log = {}
-if type(record.log) == 'table' then log = record.log end
-for _, line in ipairs(cjson.decode(ARGV[9])) do table.insert(log, line) end
-local keep = tonumber(ARGV[10])
-while #log > keep do table.remove(log, 1) end
-record.log = log
-record.updated_at = tonumber(now_ms())
-redis.call('HSET', KEYS[3], ARGV[3], cjson.encode(record))
-event(KEYS[4], ARGV[11], ARGV[1], ARGV[2], 'build', 'component', ARGV[12],
-  'platform', ARGV[13], 'build_state', ARGV[4], 'attempt', tostring(record.attempt or 0),
-  'error', ARGV[8])
+local names, records = shared_records(KEYS[3], ARGV[3], ARGV[13], 14)
+if not names then return 0 end
+for _, record in ipairs(records) do
+  if not set_of(ARGV[5])[record.state] then return 0 end
+end
+local now = tonumber(now_ms())
+for n, record in ipairs(records) do
+  record.state = ARGV[4]
+  if ARGV[7] ~= '' then record.attempt = tonumber(ARGV[7]) end
+  record.error = ARGV[8]
+  local log = {}
+  if type(record.log) == 'table' then log = record.log end
+  for _, line in ipairs(cjson.decode(ARGV[9])) do table.insert(log, line) end
+  local keep = tonumber(ARGV[10])
+  while #log > keep do table.remove(log, 1) end
+  record.log = log
+  record.updated_at = now
+  redis.call('HSET', KEYS[3], names[n], cjson.encode(record))
+  local component = string.match(names[n], '^(.-)@')
+  event(KEYS[4], ARGV[11], ARGV[1], ARGV[2], 'build', 'component', component,
+    'platform', ARGV[13], 'build_state', ARGV[4], 'attempt', tostring(record.attempt or 0),
+    'error', ARGV[8])
+end
 return 1
 """
 )
 
+# Every record of the build gets the digest, or none: a digest another is pushed with is
+# a conflict (nothing written), one already pushed with it is kept as it is.
 # KEYS: pointer, run, builds, events
 # ARGV: version, run id, field, digest, attempt, allowed from csv, terminal csv, events maxlen,
-#       component, platform
-#       [group, entry id, consumer, deliveries: the fence, with KEYS[5] the job stream]
+#       component, platform,
+#       group, entry id, consumer, deliveries: the fence, with KEYS[5] the job stream ('' x4: none),
+#       then the components sharing the build...
 _RECORD_DIGEST = Script(
     _COMMON
+    + _SHARED_RECORDS
     + """
 if ARGV[11] and ARGV[11] ~= '' then
   local p = redis.call('XPENDING', KEYS[5], ARGV[11], ARGV[12], ARGV[12], 1)
@@ -265,23 +296,32 @@ if ARGV[11] and ARGV[11] ~= '' then
 end
 local state = active_state(KEYS[1], KEYS[2], ARGV[2])
 if not state or set_of(ARGV[7])[state] then return {'refused', ''} end
-local raw = redis.call('HGET', KEYS[3], ARGV[3])
-if not raw then return {'refused', ''} end
-local record = cjson.decode(raw)
-if record.state == 'pushed' then
-  if record.digest == ARGV[4] then return {'already', record.digest} end
-  return {'conflict', record.digest}
+local names, records = shared_records(KEYS[3], ARGV[3], ARGV[10], 15)
+if not names then return {'refused', ''} end
+for _, record in ipairs(records) do
+  if record.state == 'pushed' then
+    if record.digest ~= ARGV[4] then return {'conflict', record.digest} end
+  elseif not set_of(ARGV[6])[record.state] then
+    return {'refused', ''}
+  end
 end
-if not set_of(ARGV[6])[record.state] then return {'refused', ''} end
-record.state = 'pushed'
-record.digest = ARGV[4]
-record.attempt = tonumber(ARGV[5])
-record.error = ''
-record.updated_at = tonumber(now_ms())
-redis.call('HSET', KEYS[3], ARGV[3], cjson.encode(record))
-event(KEYS[4], ARGV[8], ARGV[1], ARGV[2], 'build', 'component', ARGV[9], 'platform', ARGV[10],
-  'build_state', 'pushed', 'digest', ARGV[4], 'attempt', ARGV[5])
-return {'recorded', ARGV[4]}
+local now, wrote = tonumber(now_ms()), false
+for n, record in ipairs(records) do
+  if record.state ~= 'pushed' then
+    record.state = 'pushed'
+    record.digest = ARGV[4]
+    record.attempt = tonumber(ARGV[5])
+    record.error = ''
+    record.updated_at = now
+    redis.call('HSET', KEYS[3], names[n], cjson.encode(record))
+    local component = string.match(names[n], '^(.-)@')
+    event(KEYS[4], ARGV[8], ARGV[1], ARGV[2], 'build', 'component', component,
+      'platform', ARGV[10], 'build_state', 'pushed', 'digest', ARGV[4], 'attempt', ARGV[5])
+    wrote = true
+  end
+end
+if wrote then return {'recorded', ARGV[4]} end
+return {'already', ARGV[4]}
 """
 )
 
@@ -488,6 +528,7 @@ class ReleaseStore:
             plan = await start(run_id, current) if start is not None else None
             builds: list[Arg] = []
             reused = {(c, str(p)): d for (c, p), d in plan.reused.items()} if plan else {}
+            shares = {(c, str(p)): w for (c, p), w in plan.built_with.items()} if plan else {}
             for component in components:
                 for platform in spelled:
                     digest = reused.get((component, platform))
@@ -495,6 +536,8 @@ class ReleaseStore:
                     if digest:
                         record = {"state": BuildState.PUSHED.value, "attempt": 0, "digest": digest}
                     record["error"] = ""
+                    if lead := shares.get((component, platform)):
+                        record["with"] = check_component(lead)
                     builds += [build_field(component, platform), json.dumps(record)]
             keys = [
                 self.keys.active_run(version),
@@ -631,13 +674,17 @@ class ReleaseStore:
         attempt: int | None = None,
         error: str = "",
         log_lines: Sequence[str] = (),
+        shared: Sequence[str] = (),
     ) -> bool:
         """Move a build to queued/building/failed/cancelled (pushed: `record_build_digest`).
+        `shared`: the other components whose build this is (`jobs.domain.builds`); their
+        records move with it in the same step, or none moves.
 
         False when the move is not allowed (already pushed, run settled or superseded).
         """
         version = str(version)
         platform = str(platform)
+        shared = [check_component(c) for c in shared]
         state = BuildState(state)
         if state is BuildState.PUSHED:
             raise ValueError("record a pushed build with record_build_digest")
@@ -662,6 +709,7 @@ class ReleaseStore:
                 self.events_maxlen,
                 component,
                 platform,
+                *shared,
             ],
         )
         return bool(ok)
@@ -675,14 +723,20 @@ class ReleaseStore:
         digest: str,
         attempt: int,
         fence: Fence | None = None,
+        *,
+        shared: Sequence[str] = (),
     ) -> DigestRecorded:
         """Store the digest a build pushed, once: repeating it is harmless, replacing it is
         refused (the first recorded digest is the one the merge will pin). Given `fence`,
-        only while that lease is still the job's current one, checked in the same step."""
+        only while that lease is still the job's current one, checked in the same step.
+        `shared`: the other components whose build this is; each gets the same digest in
+        the same step."""
         version = str(version)
         platform = str(platform)
+        shared = [check_component(c) for c in shared]
         check_digest(digest)
-        fenced: list[Any] = []
+        # Always four slots, so the sharing components start at ARGV[15].
+        fenced: list[Any] = ["", "", "", ""]
         if fence is not None:
             fenced = [CONSUMER_GROUP, fence.entry_id, fence.consumer, fence.deliveries]
         reply = await _RECORD_DIGEST(
@@ -705,6 +759,7 @@ class ReleaseStore:
                 component,
                 platform,
                 *fenced,
+                *shared,
             ],
         )
         status = reply[0]
@@ -1171,6 +1226,7 @@ def _release(
             # cjson writes an empty list as {}.
             log_tail=tuple(log) if isinstance(log, list) else (),
             updated_at=_ms(data.get("updated_at")),
+            built_with=str(data.get("with") or ""),
         )
     index_records = {}
     for component, raw in indexes.items():

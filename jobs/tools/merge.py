@@ -22,15 +22,21 @@ class MergeError(Failed):
 
 
 def merge_sources(
-    image: str, builds: Mapping[Platform, str], required: Sequence[Platform]
+    image: str,
+    builds: Mapping[Platform, str],
+    required: Sequence[Platform],
+    repositories: Mapping[Platform, str] | None = None,
 ) -> list[str]:
-    """The pinned sources of a release index, one per required platform, in order."""
+    """The pinned sources of a release index, one per required platform, in order.
+    `repositories`: where a platform's digest was pushed when not to `image` (a build
+    shared with another component pushed to that one's); `imagetools create` copies it."""
     missing = [str(p) for p in required if p not in builds]
     if missing:
         raise MergeError(
             f"{image} has no verified build for {', '.join(missing)}; the tag is not written"
         )
-    return [f"{image}@{validate_digest(builds[p])}" for p in required]
+    where = repositories or {}
+    return [f"{where.get(p, image)}@{validate_digest(builds[p])}" for p in required]
 
 
 def write_index(image: str, tag: str, sources: Sequence[str]) -> None:

@@ -16,6 +16,15 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from jobs.domain import messages
+from jobs.domain.builds import (
+    BuildGroup,
+    builds_to_run,
+    digest_holders,
+    followers,
+    group_builds,
+    job_components,
+    shared_payload,
+)
 from jobs.domain.config import Config, ConfigError
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.immutability import TagAction, TagDecision, decide_tag_write, release_refusal
@@ -60,6 +69,11 @@ log = logging.getLogger("aibrix.pipeline")
 EVENTS_MAXLEN = 10_000
 # The channel of a run asked for from the command line: it has no Slack message.
 CLI_CHANNEL = "cli"
+
+
+def _shared(job: Job) -> list[str]:
+    """The other components `job`'s build is for (identical builds run once)."""
+    return list(job_components(job.component, job.payload)[1:])
 
 
 class ReleaseInputError(InvalidInput, ValueError):
@@ -294,10 +308,20 @@ class Pipeline:
             run_id, version, release.source_ref, release.components, release.platforms, previous
         )
         log.warning("run %s of %s was left without jobs; starting it", run_id, version)
+        # A record that names another's build is built by that one's job.
         await self._queue.enqueue_many(
-            self.build_job(release, component, platform)
-            for (component, platform) in release.builds
-            if (component, platform) not in start.reused
+            self.build_job(
+                release,
+                component,
+                platform,
+                [
+                    c
+                    for (c, p), r in release.builds.items()
+                    if p == platform and r.built_with == component and (c, p) not in start.reused
+                ],
+            )
+            for (component, platform), record in release.builds.items()
+            if (component, platform) not in start.reused and not record.built_with
         )
         for (component, platform), digest in start.reused.items():
             await self._store.record_build_digest(version, run_id, component, platform, digest, 0)
@@ -397,7 +421,10 @@ class Pipeline:
             raise ReleaseNotFound(messages.release_not_found(str(version)))
         return release
 
-    def build_job(self, release: Release, component: str, platform: Platform) -> Job:
+    def build_job(
+        self, release: Release, component: str, platform: Platform, shared: Sequence[str] = ()
+    ) -> Job:
+        """The build of `component` on `platform`, for `shared` too (identical builds)."""
         return Job(
             JobKind.BUILD,
             release.version,
@@ -405,6 +432,7 @@ class Pipeline:
             release.source_ref,
             platform=platform,
             run_id=release.run_id,
+            payload=shared_payload([component, *shared]),
         )
 
     def merge_job(self, release: Release, component: str) -> Job:
@@ -421,21 +449,38 @@ class Pipeline:
         platforms: Sequence[Platform],
         previous: Release | None,
     ) -> RunStart:
-        """What a new run starts with: its build jobs, reusing digests a previous run of
-        the same revision already pushed (so a retry rebuilds only what failed), and the
-        merge of every component all of whose platforms are reused."""
+        """What a new run starts with: its build jobs, one per platform for the components
+        whose build inputs are identical (`jobs.domain.builds`), reusing digests a previous
+        run of the same revision already pushed (so a retry rebuilds only what failed), and
+        the merge of every component all of whose platforms are reused."""
         reused: dict[tuple[str, Platform], str] = {}
+        built_with: dict[tuple[str, Platform], str] = {}
         if previous is not None and previous.source_ref == revision:
             for key, record in previous.builds.items():
                 if record.state is BuildState.PUSHED and record.digest:
                     reused[key] = record.digest
+                    if record.built_with:  # the digest stays where that build pushed it
+                        built_with[key] = record.built_with
         reused = {(c, p): d for (c, p), d in reused.items() if c in components and p in platforms}
+        built_with = {k: w for k, w in built_with.items() if k in reused}
+        planned = builds_to_run(
+            self._build_groups(version, revision, components, platforms), platforms, reused
+        )
         jobs: list[Job] = [
-            Job(JobKind.BUILD, version, c, revision, platform=p, run_id=run_id)
-            for c in components
-            for p in platforms
-            if (c, p) not in reused
+            Job(
+                JobKind.BUILD,
+                version,
+                build.components[0],
+                revision,
+                platform=build.platform,
+                run_id=run_id,
+                payload=shared_payload(build.components),
+            )
+            for build in planned
         ]
+        for build in planned:
+            for component in build.components[1:]:
+                built_with[(component, build.platform)] = build.components[0]
         merges = tuple(c for c in components if all((c, p) in reused for p in platforms))
         jobs += [Job(JobKind.MERGE, version, c, revision, run_id=run_id) for c in merges]
         return RunStart(
@@ -443,7 +488,25 @@ class Pipeline:
             reused=reused,
             merges=merges,
             jobs=[self._queue.enqueue_call(job) for job in jobs],
+            built_with=built_with,
         )
+
+    def _build_groups(
+        self,
+        version: Version,
+        revision: str,
+        components: Sequence[str],
+        platforms: Sequence[Platform],
+    ) -> tuple[BuildGroup, ...]:
+        """The run's components grouped by identical build inputs."""
+        try:
+            at_version = self.config.at(version)
+            builds = [at_version.component(c) for c in components]
+        except (ComponentError, ConfigError):
+            # A run asked for before the config lost a component (resumed or retried):
+            # each of its builds is its own, as it was when the run was asked for.
+            return tuple(BuildGroup(c, (c,)) for c in components)
+        return group_builds(builds, revision, platforms)
 
     async def promote(self, job: Job, client: RegistryClient) -> State | None:
         """Promote the run a promote job names (see `jobs.usecases.promote`); where it
@@ -481,6 +544,7 @@ class Pipeline:
             job.platform,
             BuildState.BUILDING,
             attempt=job.attempt,
+            shared=_shared(job),
         )
 
     async def pushed_digest(self, job: Job) -> str | None:
@@ -497,7 +561,12 @@ class Pipeline:
         """`job`'s build was stopped because its run was cancelled."""
         assert job.platform is not None
         await self._store.update_build(
-            job.version, job.run_id, job.component, job.platform, BuildState.CANCELLED
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            BuildState.CANCELLED,
+            shared=_shared(job),
         )
 
     async def attempt_failed(self, job: Job, reason: str, log_tail: Sequence[str]) -> None:
@@ -513,6 +582,7 @@ class Pipeline:
             BuildState.BUILDING,
             error=reason,
             log_lines=list(log_tail),
+            shared=_shared(job),
         )
 
     async def record_build(
@@ -523,24 +593,42 @@ class Pipeline:
         while that lease is still current ("stale" otherwise)."""
         assert job.platform is not None
         return await self._store.record_build_digest(
-            job.version, job.run_id, job.component, job.platform, digest, job.attempt, fence
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            digest,
+            job.attempt,
+            fence,
+            shared=_shared(job),
         )
 
     async def after_build(
         self, version: Version, run_id: str, component: str, claimer: str
     ) -> None:
-        """Fan-in: once every platform of `component` is pushed, enqueue its one merge."""
-        if await self._store.try_claim_merge(version, run_id, component, claimer=claimer):
-            release = await self.load_run(version, run_id)
-            await self._queue.enqueue(self.merge_job(release, component))
-            await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+        """Fan-in: once every platform of `component` is pushed, enqueue its one merge;
+        the same for each component that shares its build (their digests were recorded in
+        the same step)."""
+        release = await self._store.load(version, run_id)
+        if release is None:
+            return
+        for name in (component, *followers(release, component)):
+            if await self._store.try_claim_merge(version, run_id, name, claimer=claimer):
+                await self._queue.enqueue(self.merge_job(release, name))
+                await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
 
     async def build_failed(self, job: Job, reason: str) -> None:
         """A build ran out of attempts: mark it failed; the component will not be merged."""
         if job.platform is None:
             return
         await self._store.update_build(
-            job.version, job.run_id, job.component, job.platform, BuildState.FAILED, error=reason
+            job.version,
+            job.run_id,
+            job.component,
+            job.platform,
+            BuildState.FAILED,
+            error=reason,
+            shared=_shared(job),
         )
         await self.settle(job.version, job.run_id)
 
@@ -565,7 +653,12 @@ class Pipeline:
         required = list(release.platforms)
         image = self.config.image(job.component)
         subject = f"{job.component} {release.version}"
-        sources = merge_sources(image, builds, required)
+        # A shared build's digests are in the repository of the component that pushed
+        # them; the index written here copies them into this one's.
+        holders = digest_holders(release, job.component)
+        sources = merge_sources(
+            image, builds, required, {p: self.config.image(c) for p, c in holders.items()}
+        )
         held, decision = await self._tag_decision(release, job.component, image, builds, client)
         if decision.action is TagAction.REFUSE:
             await self._refuse_tag(release, job.component, held, decision.reason)

@@ -320,7 +320,9 @@ async def test_each_manifest_finding_names_the_file_the_line_and_what_it_should_
     redis = await connect(RedisSettings.from_dsn(redis_url, key_prefix=key_prefix))
     try:
         depth = await Records.on(redis, key_prefix).depth("linux/amd64")
-        assert depth.lag == 6  # the candidate's six components are queued for amd64
+        # The candidate's six components are queued for amd64 as five builds:
+        # metadata-service and runtime are one (identical build inputs).
+        assert depth.lag == 5
     finally:
         await redis.aclose()
 
