@@ -123,11 +123,18 @@ def parse_release_version(version_text: Version | str) -> str:
         raise ReleaseInputError(str(error)) from None
 
 
+IN_FLIGHT = frozenset({BuildState.QUEUED, BuildState.BUILDING})
+
+
 def component_outcome(release: Release, component: str) -> str:
     """pending, merged, or failed: where one component of a release stands."""
     if component in release.indexes:
         return "merged"
     records = [release.builds.get((component, p)) for p in release.platforms]
+    if any(r is None or r.state in IN_FLIGHT for r in records):
+        # Still pending while any of its builds may run: a release settled now would
+        # miss the reason of a build that fails later (issue 16, item 6).
+        return "pending"
     if any(r is not None and r.state in (BuildState.FAILED, BuildState.CANCELLED) for r in records):
         # A component with a failed platform is never merged: its tag stays as it was.
         return "failed"
@@ -526,6 +533,10 @@ class Pipeline:
             release = await self.load_run(version, run_id)
             await self._queue.enqueue(self.merge_job(release, component))
             await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+            return
+        # No merge (a platform of it failed, or one still runs): this may have been the
+        # last build in flight, which the run waited for before settling.
+        await self.settle(version, run_id)
 
     async def build_failed(self, job: Job, reason: str) -> None:
         """A build ran out of attempts: mark it failed; the component will not be merged."""

@@ -115,6 +115,12 @@ def test_component_outcomes_and_reasons() -> None:
     r = release(builds, {})
     assert component_outcome(r, "runtime") == "failed"
     assert component_outcome(r, "gateway-plugins") == "pending"
+    # A failed platform while another still builds: pending until that one ends (item 6).
+    in_flight = dict(builds)
+    in_flight[("runtime", parse_platform("linux/amd64"))] = rec(
+        "runtime", "linux/amd64", BuildState.BUILDING
+    )
+    assert component_outcome(release(in_flight, {}), "runtime") == "pending"
     merged = release(
         builds,
         {
