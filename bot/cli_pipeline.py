@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import redis.asyncio as aioredis
 
 from bot import messages as terminal
 from bot.follow import Display, release_lines
+from bot.redis_wait import DEFAULT_WAIT_SECONDS, OUTAGE, RedisGone, RedisWait, host_port
 from bot.registry_env import registry_settings
 from bot.report import plan_lines
 from jobs.domain.config import Config
@@ -55,6 +57,20 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+REDIS_WAIT_ENV = "AIBRIX_REDIS_WAIT_SECONDS"
+
+
+def add_redis_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait out a Redis outage before giving up with exit 3 "
+        f"(default: ${REDIS_WAIT_ENV}, else {DEFAULT_WAIT_SECONDS:g})",
+    )
+
+
 def add_commands(commands: Any) -> None:
     release = commands.add_parser("release", help="build, merge and verify a release")
     release.add_argument("version", metavar="VERSION", help="vMAJOR.MINOR.PATCH[-PRERELEASE]")
@@ -77,10 +93,12 @@ def add_commands(commands: Any) -> None:
     release.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     release.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(release)
+    add_redis_wait(release)
 
     status = commands.add_parser("status", help="show releases and their builds")
     status.add_argument("version", nargs="?", metavar="VERSION")
     add_common(status)
+    add_redis_wait(status)
 
     cancel = commands.add_parser("cancel", help="cancel a release: queued work stops")
     cancel.add_argument("version", metavar="VERSION")
@@ -91,6 +109,7 @@ def add_commands(commands: Any) -> None:
     retry.add_argument("--no-follow", action="store_true")
     retry.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(retry)
+    add_redis_wait(retry)
 
     worker = commands.add_parser("worker", help="run a build worker for one platform")
     worker.add_argument("--platform", required=True, metavar="PLATFORM")
@@ -112,9 +131,26 @@ def redis_settings(args: argparse.Namespace, config: Config) -> RedisSettings:
     return RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
 
 
+def redis_wait(args: argparse.Namespace, settings: RedisSettings, hint: str = "") -> RedisWait:
+    """How long this command waits out a Redis outage (`--redis-wait`)."""
+    seconds = args.redis_wait
+    if seconds is None:
+        try:
+            seconds = float(os.environ.get(REDIS_WAIT_ENV) or DEFAULT_WAIT_SECONDS)
+        except ValueError:
+            raise UsageError(terminal.redis_wait_invalid()) from None
+    if not 0 <= seconds <= 3600:
+        raise UsageError(terminal.redis_wait_invalid())
+    return RedisWait.of(settings, seconds, hint)
+
+
 @contextlib.asynccontextmanager
-async def open_pipeline(settings: RedisSettings, config: Config) -> AsyncIterator[Pipeline]:
-    client: aioredis.Redis = await connect(settings)
+async def open_pipeline(
+    settings: RedisSettings, config: Config, wait: RedisWait | None = None
+) -> AsyncIterator[Pipeline]:
+    client: aioredis.Redis = (
+        await wait.call(lambda: connect(settings)) if wait else await connect(settings)
+    )
     try:
         yield Pipeline(client, config)
     finally:
@@ -139,26 +175,34 @@ def authorized(config: Config, action: Action) -> Actor:
     return actor
 
 
-def run(coro_factory: Callable[[], Any]) -> int:
+def run(coro_factory: Callable[[], Any], settings: RedisSettings | None = None) -> int:
     # Redis unreachable (3), no such release (1), bad input or a refusal (2): each is an
-    # `AibrixError` that `bot.cli.main` maps to its exit status.
-    return int(asyncio.run(coro_factory()))
+    # `AibrixError` that `bot.cli.main` maps to its exit status. A Redis outage met
+    # outside a waited call (a write, which is not repeated blindly) is exit 3 too.
+    try:
+        return int(asyncio.run(coro_factory()))
+    except OUTAGE as error:
+        where = host_port(settings) if settings else "its address"
+        raise RedisGone(terminal.redis_lost(where, type(error).__name__)) from None
 
 
-async def follow(pipeline: Pipeline, release: Release, timeout: float | None) -> Release:
+async def follow(
+    pipeline: Pipeline, release: Release, timeout: float | None, wait: RedisWait
+) -> Release:
+    """Show the run until it settles (or `timeout`), waiting out Redis outages (`wait`)."""
     display = Display()
     progress: dict[tuple[str, str], StepProgress] = {}
     after = "0-0"
     deadline = None if timeout is None else time.monotonic() + timeout
     current = release
     while True:
-        loaded = await pipeline.find_run(release.version, release.run_id)
+        loaded = await wait.call(lambda: pipeline.find_run(release.version, release.run_id))
         if loaded is not None:
             current = loaded
         display.show(release_lines(current, progress))
         if current.state in FINAL_STATES or (deadline and time.monotonic() > deadline):
             return current
-        events = await pipeline.events(after, count=500, block_ms=1000)
+        events = await wait.call(functools.partial(pipeline.events, after, 500, 1000))
         for event in events:
             after = event.id
             if event.run_id == release.run_id:
@@ -192,11 +236,15 @@ def cmd_release(args: argparse.Namespace) -> int:
         raise UsageError(terminal.json_needs_dry_run())
     settings = redis_settings(args, config)
     actor = authorized(config, Action.RELEASE)
+    wait = redis_wait(args, settings, f"aibrix-bot status {plan.version}")
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
-            release, created = await pipeline.request_release(
-                plan, actor.user, CLI_WHERE, supersede=args.supersede
+        async with open_pipeline(settings, config, wait) as pipeline:
+            # A repeated request is safe: it returns the version's active run.
+            release, created = await wait.call(
+                lambda: pipeline.request_release(
+                    plan, actor.user, CLI_WHERE, supersede=args.supersede
+                )
             )
             print(
                 f"{release.version}: {'started run' if created else 'already running as run'} "
@@ -211,11 +259,11 @@ def cmd_release(args: argparse.Namespace) -> int:
                     print(shown, file=sys.stderr)
             if args.no_follow:
                 return 0
-            final = await follow(pipeline, release, args.timeout)
+            final = await follow(pipeline, release, args.timeout, wait)
             summarize(final)
             return release_exit(final)
 
-    return run(go)
+    return run(go, settings)
 
 
 def summarize(release: Release) -> None:
@@ -232,17 +280,18 @@ def summarize(release: Release) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     config = load(args)
     settings = redis_settings(args, config)
+    wait = redis_wait(args, settings)
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
-            releases = await pipeline.status(args.version)
+        async with open_pipeline(settings, config, wait) as pipeline:
+            releases = await wait.call(lambda: pipeline.status(args.version))
             if not releases:
                 print("no releases")
             for release in releases:
                 print("\n".join(release_lines(release, {})))
             return 0
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -256,16 +305,17 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             print(f"{release.version}: {release.state.value}")
             return 0
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     config = load(args)
     settings = redis_settings(args, config)
     actor = authorized(config, Action.RETRY)
+    wait = redis_wait(args, settings, f"aibrix-bot status {args.version}")
 
     async def go() -> int:
-        async with open_pipeline(settings, config) as pipeline:
+        async with open_pipeline(settings, config, wait) as pipeline:
             release, failed = await pipeline.retry(args.version, actor.user, CLI_WHERE)
             print(
                 f"{release.version}: retrying {failed} failed builds in run {release.run_id[:8]}",
@@ -273,11 +323,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
             )
             if args.no_follow:
                 return 0
-            final = await follow(pipeline, release, args.timeout)
+            final = await follow(pipeline, release, args.timeout, wait)
             summarize(final)
             return release_exit(final)
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -321,7 +371,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    return run(go)
+    return run(go, settings)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -65,3 +65,29 @@ def demo_needs_a_clone() -> str:
         "aibrix-bot demo: the demo is not installed here; it runs from a clone of the "
         "repository with scripts/demo"
     )
+
+
+# ---- a Redis outage while the CLI follows or reads (bot/redis_wait.py) ------------------------
+
+
+def redis_waiting(where: str, seconds: float) -> str:
+    return f"waiting for Redis at {where} (up to {seconds:g} s)..."
+
+
+def redis_back(where: str, waited: float) -> str:
+    return f"Redis at {where} is back after {waited:.1f} s"
+
+
+def redis_gave_up(where: str, seconds: float, hint: str = "") -> str:
+    tail = f"; the release goes on without this terminal: {hint}" if hint else ""
+    return f"Redis at {where} could not be reached for {seconds:g} s{tail}"
+
+
+def redis_wait_invalid() -> str:
+    return (
+        "--redis-wait (or AIBRIX_REDIS_WAIT_SECONDS) takes a number of seconds between 0 and 3600"
+    )
+
+
+def redis_lost(where: str, error: str) -> str:
+    return f"Redis at {where} went away ({error}); nothing more was done"
