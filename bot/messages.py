@@ -78,9 +78,9 @@ def redis_back(where: str, waited: float) -> str:
     return f"Redis at {where} is back after {waited:.1f} s"
 
 
-def redis_gave_up(where: str, seconds: float, hint: str = "") -> str:
+def redis_gave_up(where: str, seconds: float, cause: str, hint: str = "") -> str:
     tail = f"; the release goes on without this terminal: {hint}" if hint else ""
-    return f"Redis at {where} could not be reached for {seconds:g} s{tail}"
+    return f"Redis at {where} could not be reached for {seconds:g} s ({cause}){tail}"
 
 
 def redis_wait_invalid() -> str:

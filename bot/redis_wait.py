@@ -70,14 +70,17 @@ class RedisWait:
         while True:
             try:
                 result = await attempt_call()
-            except OUTAGE:
+            except OUTAGE as error:
                 now = time.monotonic()
                 if deadline is None:
                     started, deadline = now, now + self.seconds
-                    self._say(terminal.redis_waiting(self.where, self.seconds))
+                    if self.seconds > 0:
+                        self._say(terminal.redis_waiting(self.where, self.seconds))
                 if now >= deadline:
+                    # The cause by its type only: a message could carry the URL.
+                    cause = type(error).__name__
                     raise RedisGone(
-                        terminal.redis_gave_up(self.where, self.seconds, self.hint)
+                        terminal.redis_gave_up(self.where, self.seconds, cause, self.hint)
                     ) from None
                 await asyncio.sleep(min(backoff(attempt), max(0.0, deadline - now)))
                 attempt += 1

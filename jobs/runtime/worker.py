@@ -404,12 +404,21 @@ class Worker:
     # -- merges
 
     async def _merge(self, lease: Lease, client: RegistryClient) -> None:
+        """Merge, riding out registry faults for the configured budget while the lease is
+        kept (a merge may now take minutes); a merge that ran out of it was recorded
+        unmerged with the reason (the run blocks), so the job is done either way."""
         started = time.monotonic()
+        stopper = _Stopper()
+        keeper = asyncio.create_task(self._keep_lease(lease, stopper))
         try:
-            digest = await self.pipeline.merge(lease.job, client)
+            digest = await self.pipeline.merge_patiently(lease.job, client, stopped=stopper)
         except (MergeError, RegistryError) as error:
             await self._fail(lease, str(error), ())
             return
+        finally:
+            keeper.cancel()
+        if stopper():
+            return  # the lease was lost: the worker holding it now carries on
         self.metrics.merge_seconds.observe(time.monotonic() - started)
         await self.queue.ack(lease, result=digest)
 

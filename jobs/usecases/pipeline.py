@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -38,9 +38,10 @@ from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
-from jobs.tools.merge import MergeError, merge_sources, write_index
+from jobs.tools.merge import MergeError, TransientMergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
+from jobs.usecases.merge_retry import GaveUp, ride_out
 from jobs.usecases.plan import check_request
 from jobs.usecases.promote import promote
 from jobs.usecases.sync_job import (
@@ -124,6 +125,8 @@ def parse_release_version(version_text: Version | str) -> str:
 
 
 IN_FLIGHT = frozenset({BuildState.QUEUED, BuildState.BUILDING})
+# The verdict kept for a component whose merge ran out of its retry budget (no digest).
+UNMERGED = "unmerged"
 
 
 def component_outcome(release: Release, component: str) -> str:
@@ -162,12 +165,27 @@ def block_reasons(release: Release) -> list[str]:
     return reasons
 
 
+def unmerged(release: Release) -> list[str]:
+    """The components whose every platform pushed but whose merge did not complete (the
+    registry kept failing; or, in runs of older workers, a dead merge failed the run)."""
+    return [
+        c
+        for c in release.components
+        if release.built_digests(c) is not None
+        and (c not in release.indexes or release.indexes[c].verdict == UNMERGED)
+    ]
+
+
 def retry_refusal(release: Release) -> str | None:
     """Why `release` cannot be retried (None: it can): only a blocked or failed run with
-    failed builds. Decided before anything is written (a refused click claims nothing)."""
+    failed builds or merges. Decided before anything is written (a refused click claims
+    nothing)."""
+    version, state = str(release.version), release.state.value
+    if release.state not in (State.BLOCKED, State.FAILED):
+        return messages.nothing_to_retry(version, state)
     failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
-    if release.state not in (State.BLOCKED, State.FAILED) or not failed:
-        return messages.nothing_to_retry(str(release.version), release.state.value)
+    if not failed and not unmerged(release):
+        return messages.nothing_failed_to_retry(version, state)
     return None
 
 
@@ -554,7 +572,33 @@ class Pipeline:
         if job.kind is JobKind.BUILD:
             await self.build_failed(job, dead.reason)
         elif job.kind is JobKind.MERGE:
-            await self._store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
+            # Blocked with the reason, not failed: `retry` merges again from the digests.
+            await self.merge_failed(job, dead.reason, 0.0)
+
+    async def merge_patiently(
+        self, job: Job, client: RegistryClient, *, stopped: Callable[[], bool] = lambda: False
+    ) -> str | None:
+        """`merge`, retried through registry faults that may pass for
+        `registry.merge_retry_seconds` (see `jobs.usecases.merge_retry`). None: the budget
+        ran out (or `stopped`), and the component is recorded unmerged with the reason."""
+        budget = self.config.registry.merge_retry_seconds
+        what = f"merge of {job.component} {job.version}"
+        outcome = await ride_out(
+            lambda: self.merge(job, client), budget, stopped=stopped, what=what
+        )
+        if isinstance(outcome, GaveUp):
+            await self.merge_failed(job, outcome.reason, outcome.seconds)
+            return None
+        return outcome.value
+
+    async def merge_failed(self, job: Job, reason: str, seconds: float) -> None:
+        """`job`'s component could not be merged: kept with the sentence, and the run
+        settles (`blocked`, once nothing else is in flight)."""
+        detail = messages.merge_gave_up(job.component, str(job.version), reason, seconds)
+        await self._store.record_merge_failed(
+            job.version, job.run_id, job.component, UNMERGED, detail
+        )
+        await self.settle(job.version, job.run_id)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
         """Write the component's release tag from its pinned digests and verify it, unless
@@ -586,7 +630,8 @@ class Pipeline:
         outcome = inspection.verdict.outcome.value if not mismatch else Outcome.MISMATCH.value
         digest = inspection.digest or ""
         if not digest:
-            raise MergeError(
+            # Written but not readable: a registry fault, retried (`merge_patiently`).
+            raise TransientMergeError(
                 f"{image}:{release.version} could not be read back: {inspection.verdict.error}"
             )
         if outcome == Outcome.OK.value and self.config.check_binaries:
