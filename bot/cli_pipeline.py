@@ -42,7 +42,13 @@ from jobs.domain.release import Release, State
 from jobs.runtime import logs
 from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
-from jobs.usecases.pipeline import Pipeline, ReleasePlan, job_queue, plan_release
+from jobs.usecases.pipeline import (
+    Pipeline,
+    ReleasePlan,
+    cancel_notes,
+    job_queue,
+    plan_release,
+)
 from jobs.usecases.plan import make_plan, shown_findings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -303,6 +309,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         async with open_pipeline(settings, config) as pipeline:
             release = await pipeline.cancel(args.version, actor.user, CLI_WHERE)
             print(f"{release.version}: {release.state.value}")
+            for note in cancel_notes(release):  # what the cancel could not undo
+                print(f"  {note}")
             return 0
 
     return run(go, settings)

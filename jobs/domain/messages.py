@@ -584,6 +584,11 @@ def merge_gave_up(component: str, version: str, detail: str, seconds: float) -> 
     )
 
 
+def already_published(component: str, version: str, digest: str) -> str:
+    """A release tag written before the cancel: it stays (a cancel does not unpublish)."""
+    return f"{component} {version} was already published: {digest}"
+
+
 def cannot_cancel(version: str, state: str) -> str:
     return f"{version} is {state} and cannot be cancelled"
 

@@ -62,7 +62,8 @@ class WorkerSettings:
     metrics_port: int | None = 9464
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "aibrix-worker")
     block_ms: int = 1000
-    cancel_poll_s: float = 1.0
+    # How often a running build asks whether its release was cancelled (issue 16, item 5).
+    cancel_poll_s: float = 0.25
 
     def consumer(self, slot: int) -> str:
         return f"{self.worker_id}:{self.platform}:{slot}"

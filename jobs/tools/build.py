@@ -3,9 +3,10 @@
 A build never writes the release tag: with a builder that can push by digest it
 pushes untagged (`push-by-digest=true`); with the docker driver, which refuses that,
 it pushes a per-platform staging tag such as `v0.3.0-arm64`. The digest comes from
-the metadata file Buildx writes. Everything goes through python-on-whales with
-argument lists, never a shell; every value was validated by the config and the
-release request before it gets here.
+the metadata file Buildx writes. Everything runs from argument lists, never a shell
+(the build itself as a process of our own, `jobs.tools.buildx_stream`, so a cancel can
+stop it; the rest through python-on-whales); every value was validated by the config
+and the release request before it gets here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import re
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from jobs.domain.base_images import build_contexts, rewrite_from_lines, supports
 from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
+from jobs.tools.buildx_stream import BuildxExited, Stopped, buildx_build_command, stream_lines
 
 LOG_TAIL_LINES = 30
 _STEP = re.compile(r"^#\d+ \[(?:[\w.-]+ )?(\d+)/(\d+)\]")
@@ -226,24 +228,22 @@ def run_build(
     if request.base_images:
         version = inspect_builder(request.builder).buildkit
         kwargs.update(redirect_base_images(request, supports_named_contexts(version)))
+    # Our own process, not python-on-whales' stream: a stop must really stop Buildx, and
+    # is looked at every 0.1 s, not only when a log line comes (`jobs.tools.buildx_stream`).
+    command = buildx_build_command(docker.buildx.docker_cmd, request.context, kwargs)
     try:
-        lines = docker.buildx.build(request.context, **kwargs)
-        assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
-        for line in lines:
+        for line in stream_lines(command, should_stop):
             line = line.rstrip("\n")
             tail.append(line)
             progress = parse_progress(line)
             if progress is not None:
                 on_progress(progress)
-            if should_stop():
-                raise BuildCancelled("the release was cancelled")
-    except DockerException as error:
-        for line in (error.stderr or "").splitlines()[-LOG_TAIL_LINES:]:
-            tail.append(line)
+    except Stopped:
+        raise BuildCancelled("the release was cancelled") from None
+    except (BuildxExited, OSError) as error:
         summary = failure_summary(tuple(tail))
         raise BuildError(
-            summary
-            or f"docker buildx build for {request.platform} exited with {error.return_code}",
+            summary or f"docker buildx build for {request.platform} failed: {error}",
             tuple(tail),
         ) from None
     try:

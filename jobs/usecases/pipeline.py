@@ -34,6 +34,7 @@ from jobs.domain.verdict import Outcome
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 from jobs.registry.client import NotFoundError, RegistryClient
 from jobs.registry.inspection import verify_published
+from jobs.store.inflight import held_jobs
 from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
@@ -56,6 +57,7 @@ from jobs.usecases.sync_job import (
 log = logging.getLogger("aibrix.pipeline")
 
 EVENTS_MAXLEN = 10_000
+CANCEL_WAIT_S = 15.0
 # The channel of a run asked for from the command line: it has no Slack message.
 CLI_CHANNEL = "cli"
 
@@ -176,6 +178,15 @@ def unmerged(release: Release) -> list[str]:
     ]
 
 
+def cancel_notes(release: Release) -> list[str]:
+    """What a cancel cannot undo: one sentence per release tag this run already wrote."""
+    return [
+        messages.already_published(component, str(release.version), index.digest)
+        for component, index in release.indexes.items()
+        if index.digest
+    ]
+
+
 def retry_refusal(release: Release) -> str | None:
     """Why `release` cannot be retried (None: it can): only a blocked or failed run with
     failed builds or merges. Decided before anything is written (a refused click claims
@@ -230,6 +241,8 @@ class Pipeline:
         store: ReleaseStore | None = None,
     ) -> None:
         self.config = config
+        # How long a cancel waits for workers to stop the run's builds (see `cancel`).
+        self.cancel_wait_s = CANCEL_WAIT_S
         self._queue = queue if queue is not None else job_queue(redis, config)
         self._queue.on_dead_letter = self._dead_lettered
         self._store = store if store is not None else release_store(redis, config)
@@ -381,7 +394,26 @@ class Pipeline:
             reason="cancelled",
             where=where,
         )
+        await self._await_released(version, release.run_id)
         return await self.load_run(version, release.run_id)
+
+    async def _await_released(self, version: str, run_id: str) -> None:
+        """Wait (at most `cancel_wait_s`) until no worker holds a job of the cancelled run:
+        a worker lets a build's job go only once its Buildx process is gone, so after this
+        nothing of the run pushes. Workers see the flag within a second and interrupt
+        Buildx, which may take a few seconds to let go."""
+        deadline = asyncio.get_running_loop().time() + self.cancel_wait_s
+        while held := await held_jobs(self._queue, version, run_id):
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning(
+                    "cancel of %s: %d jobs still held by workers after %.0f s: %s",
+                    version,
+                    len(held),
+                    self.cancel_wait_s,
+                    ", ".join(f"{j.kind.value} {j.component} {j.platform or ''}" for j in held),
+                )
+                return
+            await asyncio.sleep(0.1)
 
     async def status(self, version_text: str | None) -> list[Release]:
         if version_text is None:
