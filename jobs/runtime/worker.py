@@ -48,6 +48,8 @@ from jobs.usecases.pipeline import Pipeline
 
 log = logging.getLogger("aibrix.worker")
 
+# The reason `_keep_lease` stops a job with (a cancel stops it with another).
+LEASE_LOST = "the lease was lost"
 SETTLED_STATES = (State.CANCELLED, State.FAILED, State.PROMOTED, State.BLOCKED)
 
 
@@ -411,6 +413,8 @@ class Worker:
         started = time.monotonic()
         stopper = _Stopper()
         keeper = asyncio.create_task(self._keep_lease(lease, stopper))
+        # A cancel ends the retries (not a write under way): the cancel waits for this job.
+        watcher = asyncio.create_task(self._watch_cancel(lease.job, stopper))
         try:
             digest = await self.pipeline.merge_patiently(lease.job, client, stopped=stopper)
         except (MergeError, RegistryError) as error:
@@ -418,8 +422,9 @@ class Worker:
             return
         finally:
             keeper.cancel()
-        if stopper():
-            return  # the lease was lost: the worker holding it now carries on
+            watcher.cancel()
+        if stopper() and stopper.reason == LEASE_LOST:
+            return  # the worker holding the lease now carries on
         self.metrics.merge_seconds.observe(time.monotonic() - started)
         await self.queue.ack(lease, result=digest)
 
