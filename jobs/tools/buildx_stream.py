@@ -12,9 +12,12 @@ built from validated values (`buildx_build_command`), never a shell.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import queue
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -76,6 +79,17 @@ def buildx_build_command(
     return command
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGINT when the worker dies, so a SIGKILLed
+    worker leaves no Buildx behind to push after its job was reclaimed by another."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 def _read(stream: IO[bytes], lines: queue.Queue[bytes | None]) -> None:
     try:
         for raw in iter(stream.readline, b""):
@@ -110,7 +124,11 @@ def stream_lines(
     `Stopped` raised. A non-zero exit raises `BuildxExited`. Whatever ends the iteration
     (the caller closing it included), the process is not left running."""
     process = subprocess.Popen(
-        list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     assert process.stdout is not None
     lines: queue.Queue[bytes | None] = queue.Queue()

@@ -106,6 +106,9 @@ def manifest_reads_fault_twice(method: str, path: str, seen: int) -> int | None:
     return None
 
 
+_HOP_AND_LENGTH = ("content-length", "transfer-encoding", "connection")
+
+
 class FaultProxy:
     """HTTP forwarder that answers some requests with 500 or 429 before serving them."""
 
@@ -158,11 +161,13 @@ class FaultProxy:
             allow_redirects=False,
         ) as upstream:
             data = await upstream.read()
-            out_headers = {
-                k: v
-                for k, v in upstream.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")
-            }
+            # A HEAD answer's Content-Length is the size of what a GET would send (a pusher
+            # reads it to know a blob is there): kept as is, with no body.
+            head = request.method == "HEAD"
+            dropped = ("transfer-encoding", "connection") if head else _HOP_AND_LENGTH
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped}
+            if head:
+                return web.Response(status=upstream.status, headers=out_headers)
             return web.Response(status=upstream.status, body=data, headers=out_headers)
 
 

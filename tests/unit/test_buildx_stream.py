@@ -57,3 +57,43 @@ def test_a_failing_process_says_its_exit_status() -> None:
     with pytest.raises(BuildxExited) as raised:
         list(stream_lines([sys.executable, "-c", "raise SystemExit(3)"], lambda: False))
     assert raised.value.return_code == 3
+
+
+def test_a_killed_parent_leaves_no_build_behind(tmp_path: Path) -> None:
+    """A SIGKILLed worker's Buildx must not go on to push after its job was reclaimed."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from jobs.tools.buildx_stream import stream_lines\n"
+            "child = [sys.executable, '-c', 'import os, sys, time; "
+            f'open(sys.argv[1], "w").write(str(os.getpid())); time.sleep(60)\', {str(pid_file)!r}]\n'
+            "for _ in stream_lines(child, lambda: False): pass\n",
+        ],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        for _ in range(200):  # the positive signal: the child's process is gone
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the build process outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
