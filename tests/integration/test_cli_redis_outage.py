@@ -85,7 +85,8 @@ async def test_release_follows_through_a_redis_restart(
         waiting = await cli.wait_line("waiting for Redis at")
         assert f"127.0.0.1:{own_redis.port}" in waiting
         await own_redis.start()
-        await cli.wait_line("is back after")
+        back = await cli.wait_line("is back after")
+        print(f"outage seen by the CLI: {back.strip()}")
         # The run settles while the CLI follows (no workers here: it is cancelled).
         client = await connect(RedisSettings.from_dsn(own_redis.url, key_prefix=key_prefix))
         try:
