@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from redis.exceptions import RedisError
 
 from bot import messages as terminal
 from bot.follow import Display, release_lines
+from bot.redis_wait import DEFAULT_WAIT_SECONDS, OUTAGE, RedisGone, RedisWait, host_port
 from bot.registry_env import registry_settings
 from bot.report import plan_lines
 from jobs.domain.config import Config
@@ -47,7 +49,13 @@ from jobs.runtime.worker import Worker, WorkerSettings
 from jobs.store.connections import RedisSettings, connect
 from jobs.store.fleet import Fleet
 from jobs.store.keys import Keys
-from jobs.usecases.pipeline import Pipeline, ReleasePlan, job_queue, plan_release
+from jobs.usecases.pipeline import (
+    Pipeline,
+    ReleasePlan,
+    cancel_notes,
+    job_queue,
+    plan_release,
+)
 from jobs.usecases.plan import make_plan, shown_findings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -61,6 +69,20 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="configuration file (default: $AIBRIX_CONFIG)")
     parser.add_argument(
         "--redis-url", help=f"Redis URL (default: $REDIS_URL, else {DEFAULT_REDIS_URL})"
+    )
+
+
+REDIS_WAIT_ENV = "AIBRIX_REDIS_WAIT_SECONDS"
+
+
+def add_redis_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--redis-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait out a Redis outage before giving up with exit 3 "
+        f"(default: ${REDIS_WAIT_ENV}, else {DEFAULT_WAIT_SECONDS:g})",
     )
 
 
@@ -86,6 +108,7 @@ def add_commands(commands: Any) -> None:
     release.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     release.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(release)
+    add_redis_wait(release)
 
     nightly = commands.add_parser(
         "nightly",
@@ -95,11 +118,13 @@ def add_commands(commands: Any) -> None:
     nightly.add_argument("branch", metavar="BRANCH", nargs="?", default=None)
     nightly.add_argument("--no-follow", action="store_true", help="enqueue and return")
     nightly.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    add_redis_wait(nightly)
     add_common(nightly)
 
     status = commands.add_parser("status", help="show releases and their builds")
     status.add_argument("version", nargs="?", metavar="VERSION")
     add_common(status)
+    add_redis_wait(status)
 
     cancel = commands.add_parser("cancel", help="cancel a release: queued work stops")
     cancel.add_argument("version", metavar="VERSION")
@@ -110,6 +135,7 @@ def add_commands(commands: Any) -> None:
     retry.add_argument("--no-follow", action="store_true")
     retry.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     add_common(retry)
+    add_redis_wait(retry)
 
     worker = commands.add_parser("worker", help="run a build worker for one platform")
     worker.add_argument("--platform", required=True, metavar="PLATFORM")
@@ -150,18 +176,36 @@ def redis_settings(args: argparse.Namespace, config: Config) -> RedisSettings:
     return RedisSettings.from_dsn(url, key_prefix=config.queue.key_prefix)
 
 
+def redis_wait(args: argparse.Namespace, settings: RedisSettings, hint: str = "") -> RedisWait:
+    """How long this command waits out a Redis outage (`--redis-wait`)."""
+    seconds = args.redis_wait
+    if seconds is None:
+        try:
+            seconds = float(os.environ.get(REDIS_WAIT_ENV) or DEFAULT_WAIT_SECONDS)
+        except ValueError:
+            raise UsageError(terminal.redis_wait_invalid()) from None
+    if not 0 <= seconds <= 3600:
+        raise UsageError(terminal.redis_wait_invalid())
+    return RedisWait.of(settings, seconds, hint)
+
+
 @contextlib.asynccontextmanager
-async def open_pipeline(settings: RedisSettings, config: Config) -> AsyncIterator[Pipeline]:
-    async with open_with_fleet(settings, config) as (pipeline, _):
+async def open_pipeline(
+    settings: RedisSettings, config: Config, wait: RedisWait | None = None
+) -> AsyncIterator[Pipeline]:
+    async with open_with_fleet(settings, config, wait) as (pipeline, _):
         yield pipeline
 
 
 @contextlib.asynccontextmanager
 async def open_with_fleet(
-    settings: RedisSettings, config: Config
+    settings: RedisSettings, config: Config, wait: RedisWait | None = None
 ) -> AsyncIterator[tuple[Pipeline, Fleet]]:
-    """The pipeline and the workers' heartbeats, on one Redis client."""
-    client: aioredis.Redis = await connect(settings)
+    """The pipeline and the workers' heartbeats, on one Redis client (connected through
+    `wait`'s outage budget when given)."""
+    client: aioredis.Redis = (
+        await wait.call(lambda: connect(settings)) if wait else await connect(settings)
+    )
     try:
         yield Pipeline(client, config), Fleet(client, Keys(config.queue.key_prefix))
     finally:
@@ -196,33 +240,40 @@ def authorized(config: Config, action: Action) -> Actor:
     return actor
 
 
-def run(coro_factory: Callable[[], Any]) -> int:
+def run(coro_factory: Callable[[], Any], settings: RedisSettings | None = None) -> int:
     # Redis unreachable (3), no such release (1), bad input or a refusal (2): each is an
-    # `AibrixError` that `bot.cli.main` maps to its exit status.
-    return int(asyncio.run(coro_factory()))
+    # `AibrixError` that `bot.cli.main` maps to its exit status. A Redis outage met
+    # outside a waited call (a write, which is not repeated blindly) is exit 3 too.
+    try:
+        return int(asyncio.run(coro_factory()))
+    except OUTAGE as error:
+        where = host_port(settings) if settings else "its address"
+        raise RedisGone(terminal.redis_lost(where, type(error).__name__)) from None
 
 
 async def follow(
     pipeline: Pipeline,
     release: Release,
     timeout: float | None,
+    wait: RedisWait,
     final: frozenset[State] = FINAL_STATES,
     fleet: Fleet | None = None,
 ) -> Release:
+    """Show the run until it settles (or `timeout`), waiting out Redis outages (`wait`)."""
     display = Display()
     progress: dict[tuple[str, str], StepProgress] = {}
     after = "0-0"
     deadline = None if timeout is None else time.monotonic() + timeout
     current = release
     while True:
-        loaded = await pipeline.find_run(release.version, release.run_id)
+        loaded = await wait.call(lambda: pipeline.find_run(release.version, release.run_id))
         if loaded is not None:
             current = loaded
         notes = release_gaps(current, await fleet_view(fleet))
         display.show(release_lines(current, progress, notes))
         if current.state in final or (deadline and time.monotonic() > deadline):
             return current
-        events = await pipeline.events(after, count=500, block_ms=1000)
+        events = await wait.call(functools.partial(pipeline.events, after, 500, 1000))
         for event in events:
             after = event.id
             if event.run_id == release.run_id:
@@ -256,11 +307,15 @@ def cmd_release(args: argparse.Namespace) -> int:
         raise UsageError(terminal.json_needs_dry_run())
     settings = redis_settings(args, config)
     actor = authorized(config, Action.RELEASE)
+    wait = redis_wait(args, settings, f"aibrix-bot status {plan.version}")
 
     async def go() -> int:
-        async with open_with_fleet(settings, config) as (pipeline, fleet):
-            release, created = await pipeline.request_release(
-                plan, actor.user, CLI_WHERE, supersede=args.supersede
+        async with open_with_fleet(settings, config, wait) as (pipeline, fleet):
+            # A repeated request is safe: it returns the version's active run.
+            release, created = await wait.call(
+                lambda: pipeline.request_release(
+                    plan, actor.user, CLI_WHERE, supersede=args.supersede
+                )
             )
             print(
                 f"{release.version}: {'started run' if created else 'already running as run'} "
@@ -275,11 +330,11 @@ def cmd_release(args: argparse.Namespace) -> int:
                     print(shown, file=sys.stderr)
             if args.no_follow:
                 return 0
-            final = await follow(pipeline, release, args.timeout, fleet=fleet)
+            final = await follow(pipeline, release, args.timeout, wait, fleet=fleet)
             summarize(final)
             return release_exit(final)
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
@@ -290,12 +345,13 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     config = load(args)
     parse_nightly_branch(args.branch)  # bad input: exit 2 before Redis or git is touched
     settings = redis_settings(args, config)
+    wait = redis_wait(args, settings)
     actor = authorized(config, Action.NIGHTLY)
     # Without an approval step a nightly goes on from ready to promoted by itself.
     final = FINAL_STATES - {State.READY} if not config.nightly.approval else FINAL_STATES
 
     async def go() -> int:
-        async with open_with_fleet(settings, config) as (pipeline, fleet):
+        async with open_with_fleet(settings, config, wait) as (pipeline, fleet):
             request = await plan_nightly(pipeline, args.branch)
             release, created = await request_nightly(pipeline, request, actor.user, CLI_WHERE)
             print(
@@ -306,7 +362,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
             )
             if args.no_follow:
                 return 0
-            ended = await follow(pipeline, release, args.timeout, final, fleet)
+            ended = await follow(pipeline, release, args.timeout, wait, final, fleet)
             summarize(ended)
             moved = ended.state is State.PROMOTED
             print(terminal.nightly_outcome(request.revision, moved, ended.state.value))
@@ -329,10 +385,11 @@ def summarize(release: Release) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     config = load(args)
     settings = redis_settings(args, config)
+    wait = redis_wait(args, settings)
 
     async def go() -> int:
-        async with open_with_fleet(settings, config) as (pipeline, fleet):
-            releases = await pipeline.status(args.version)
+        async with open_with_fleet(settings, config, wait) as (pipeline, fleet):
+            releases = await wait.call(lambda: pipeline.status(args.version))
             if not releases:
                 print("no releases")
             view = await fleet_view(fleet) if releases else None
@@ -340,7 +397,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print("\n".join(release_lines(release, {}, release_gaps(release, view))))
             return 0
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -352,18 +409,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         async with open_pipeline(settings, config) as pipeline:
             release = await pipeline.cancel(args.version, actor.user, CLI_WHERE)
             print(f"{release.version}: {release.state.value}")
+            for note in cancel_notes(release):  # what the cancel could not undo
+                print(f"  {note}")
             return 0
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     config = load(args)
     settings = redis_settings(args, config)
     actor = authorized(config, Action.RETRY)
+    wait = redis_wait(args, settings, f"aibrix-bot status {args.version}")
 
     async def go() -> int:
-        async with open_with_fleet(settings, config) as (pipeline, fleet):
+        async with open_with_fleet(settings, config, wait) as (pipeline, fleet):
             release, failed = await pipeline.retry(args.version, actor.user, CLI_WHERE)
             print(
                 f"{release.version}: retrying {failed} failed builds in run {release.run_id[:8]}",
@@ -371,11 +431,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
             )
             if args.no_follow:
                 return 0
-            final = await follow(pipeline, release, args.timeout, fleet=fleet)
+            final = await follow(pipeline, release, args.timeout, wait, fleet=fleet)
             summarize(final)
             return release_exit(final)
 
-    return run(go)
+    return run(go, settings)
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
@@ -445,7 +505,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await client.aclose()
 
-    return run(go)
+    return run(go, settings)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -89,3 +89,29 @@ def nightly_outcome(revision: str, moved: bool, state: str) -> str:
     return (
         f"nightly not moved ({state}): the previous nightly stays in place; the reasons are above"
     )
+
+
+# ---- a Redis outage while the CLI follows or reads (bot/redis_wait.py) ------------------------
+
+
+def redis_waiting(where: str, seconds: float) -> str:
+    return f"waiting for Redis at {where} (up to {seconds:g} s)..."
+
+
+def redis_back(where: str, waited: float) -> str:
+    return f"Redis at {where} is back after {waited:.1f} s"
+
+
+def redis_gave_up(where: str, seconds: float, cause: str, hint: str = "") -> str:
+    tail = f"; the release goes on without this terminal: {hint}" if hint else ""
+    return f"Redis at {where} could not be reached for {seconds:g} s ({cause}){tail}"
+
+
+def redis_wait_invalid() -> str:
+    return (
+        "--redis-wait (or AIBRIX_REDIS_WAIT_SECONDS) takes a number of seconds between 0 and 3600"
+    )
+
+
+def redis_lost(where: str, error: str) -> str:
+    return f"Redis at {where} went away ({error}); nothing more was done"

@@ -54,6 +54,7 @@ from jobs.domain.permissions import Action
 from jobs.domain.references import Reference
 from jobs.tools.source import SourceError
 from jobs.usecases.nightly import plan_nightly, request_nightly
+from jobs.usecases.pipeline import cancel_notes
 from jobs.usecases.plan import shown_findings
 
 log = logging.getLogger("aibrix.bot")
@@ -337,7 +338,9 @@ async def run_command(
     if isinstance(command, CancelCommand):
         release = await pipeline.cancel(command.version, user, channel)
         deps.touch(release)
-        await _answer(respond, blocks.plain(messages.slack_cancelled(str(release.version), user)))
+        # What the cancel could not undo: the release tags already written stay.
+        lines = [messages.slack_cancelled(str(release.version), user), *cancel_notes(release)]
+        await _answer(respond, blocks.plain("\n".join(lines)))
         return True
     if isinstance(command, RetryCommand):
         release, failed = await pipeline.retry(

@@ -294,6 +294,10 @@ class RegistryConfig:
     # How long the reads of one reference (index, children, configs; every attempt) may
     # take before the registry client gives up on a server that hangs or trickles.
     budget_seconds: float = 35.0
+    # How long a merge (imagetools create, the read-back) keeps retrying transient registry
+    # faults (5xx, 429, dropped connections) before the release is left blocked with the
+    # reason: minutes, because a registry restart or a rate-limit window takes that long.
+    merge_retry_seconds: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -881,17 +881,19 @@ class _Reader:
         )
 
     def registry(self, value: object, key: str) -> RegistryConfig:
-        table = self.table(value, key, ("budget_seconds",))
-        budget_key = self.join(key, "budget_seconds")
-        budget = self.seconds(
-            table.get("budget_seconds", RegistryConfig().budget_seconds), budget_key
-        )
-        if budget > MAX_REGISTRY_BUDGET_SECONDS:
-            self.fail(
-                budget_key,
-                messages.config_seconds_out_of_range(budget, int(MAX_REGISTRY_BUDGET_SECONDS)),
-            )
-        return RegistryConfig(budget_seconds=budget)
+        table = self.table(value, key, ("budget_seconds", "merge_retry_seconds"))
+        defaults = RegistryConfig()
+        found = {}
+        for name in ("budget_seconds", "merge_retry_seconds"):
+            name_key = self.join(key, name)
+            seconds = self.seconds(table.get(name, getattr(defaults, name)), name_key)
+            if seconds > MAX_REGISTRY_BUDGET_SECONDS:
+                self.fail(
+                    name_key,
+                    messages.config_seconds_out_of_range(seconds, int(MAX_REGISTRY_BUDGET_SECONDS)),
+                )
+            found[name] = seconds
+        return RegistryConfig(**found)
 
     def queue(self, value: object, key: str) -> QueueSettings:
         table = self.table(

@@ -625,7 +625,31 @@ def release_not_found(version: str) -> str:
 
 
 def nothing_to_retry(version: str, state: str) -> str:
-    return f"{version} is {state}; retry restarts failed builds of a blocked or failed release only"
+    """A retry of a release that is not blocked or failed (still running, ready, ...)."""
+    return (
+        f"{version} is {state}; retry restarts failed builds and merges of a blocked or "
+        "failed release only"
+    )
+
+
+def nothing_failed_to_retry(version: str, state: str) -> str:
+    """A retry of a blocked or failed release none of whose builds or merges failed."""
+    return f"{version} is {state}, but none of its builds or merges failed: nothing to retry"
+
+
+def merge_gave_up(component: str, version: str, detail: str, seconds: float) -> str:
+    """A merge that met registry faults for its whole retry budget. `detail` is kept to one
+    clause: reasons are joined with "; "."""
+    clause = " ".join(detail.replace(";", ",").split())[:300]
+    return (
+        f"{component} {version} was not merged: the registry kept failing for {seconds:.0f} s "
+        f"({clause}); retry the release once the registry is healthy (nothing is rebuilt)"
+    )
+
+
+def already_published(component: str, version: str, digest: str) -> str:
+    """A release tag written before the cancel: it stays (a cancel does not unpublish)."""
+    return f"{component} {version} was already published: {digest}"
 
 
 def cannot_cancel(version: str, state: str) -> str:

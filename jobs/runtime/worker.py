@@ -69,7 +69,8 @@ class WorkerSettings:
     metrics_port: int | None = 9464
     workdir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "aibrix-worker")
     block_ms: int = 1000
-    cancel_poll_s: float = 1.0
+    # How often a running build asks whether its release was cancelled (issue 16, item 5).
+    cancel_poll_s: float = 0.25
     heartbeat_ttl_s: float = DEFAULT_TTL_SECONDS  # see jobs.runtime.heartbeat
     # Results pushed but not yet recorded (Redis away); default: `spool` in workdir.
     spool_dir: Path | None = None
@@ -514,12 +515,25 @@ class Worker:
     # -- merges
 
     async def _merge(self, lease: Lease, client: RegistryClient) -> None:
+        """Merge, riding out registry faults for the configured budget while the lease is
+        kept (a merge may now take minutes); a merge that ran out of it was recorded
+        unmerged with the reason (the run blocks), so the job is done either way."""
         started = time.monotonic()
+        stopper = _Stopper()
+        holder = LeaseKeeper(self.queue, lease, stopper.stop)
+        keeper = asyncio.create_task(holder.run())
+        # A cancel ends the retries (not a write under way): the cancel waits for this job.
+        watcher = asyncio.create_task(self._watch_cancel(lease.job, stopper))
         try:
-            digest = await self.pipeline.merge(lease.job, client)
+            digest = await self.pipeline.merge_patiently(lease.job, client, stopped=stopper)
         except (MergeError, RegistryError) as error:
             await self._fail(lease, str(error), ())
             return
+        finally:
+            keeper.cancel()
+            watcher.cancel()
+        if holder.lost is not None:
+            return  # the worker holding the lease now carries on
         self.metrics.merge_seconds.observe(time.monotonic() - started)
         await self.queue.ack(lease, result=digest)
 

@@ -866,6 +866,28 @@ class ReleaseStore:
             },
         )
 
+    async def record_merge_failed(
+        self, version: Version | str, run_id: str, component: str, verdict: str, detail: str
+    ) -> bool:
+        """`component` was not merged (the registry kept failing): kept where its index
+        would be, with no digest, so the run can settle and say why."""
+        version = str(version)
+        return await self._put(
+            version,
+            run_id,
+            self.keys.indexes(version, run_id),
+            component,
+            {"digest": "", "verdict": verdict, "detail": detail},
+            allowed=[s for s in State if s not in TERMINAL],
+            event_type="index",
+            event_fields={
+                "component": component,
+                "digest": "",
+                "verdict": verdict,
+                "detail": detail,
+            },
+        )
+
     async def set_status_message(
         self, version: Version | str, run_id: str, channel: str, ts: str
     ) -> bool:

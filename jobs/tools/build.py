@@ -3,9 +3,10 @@
 A build never writes the release tag: with a builder that can push by digest it
 pushes untagged (`push-by-digest=true`); with the docker driver, which refuses that,
 it pushes a per-platform staging tag such as `v0.3.0-arm64`. The digest comes from
-the metadata file Buildx writes. Everything goes through python-on-whales with
-argument lists, never a shell; every value was validated by the config and the
-release request before it gets here.
+the metadata file Buildx writes. Everything runs from argument lists, never a shell
+(the build itself as a process of our own, `jobs.tools.buildx_stream`, so a cancel can
+stop it; the rest through python-on-whales); every value was validated by the config
+and the release request before it gets here.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from jobs.domain.base_images import build_contexts, rewrite_from_lines, supports
 from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
+from jobs.tools.buildx_stream import BuildxExited, Stopped, buildx_build_command, stream_lines
 
 LOG_TAIL_LINES = 30
 # The image config label holding the job's idempotency key (see BuildRequest.labels).
@@ -252,27 +252,22 @@ def run_build(
     if request.base_images:
         version = inspect_builder(request.builder).buildkit
         kwargs.update(redirect_base_images(request, supports_named_contexts(version)))
+    # Our own process, not python-on-whales' stream: a stop must really stop Buildx, and
+    # is looked at every 0.1 s, not only when a log line comes (`jobs.tools.buildx_stream`).
+    command = buildx_build_command(docker.buildx.docker_cmd, request.context, kwargs)
     try:
-        lines = docker.buildx.build(request.context, **kwargs)
-        assert isinstance(lines, Iterator), "stream_logs=True yields log lines"
-        with _stop_watch(str(request.metadata_file), should_stop):
-            for line in lines:
-                line = line.rstrip("\n")
-                tail.append(line)
-                progress = parse_progress(line)
-                if progress is not None:
-                    on_progress(progress)
-                if should_stop():
-                    raise BuildCancelled("the release was cancelled")
-    except DockerException as error:
-        if should_stop():  # killed by the stop watch: not a failure of the build
-            raise BuildCancelled("the build was stopped") from None
-        for line in (error.stderr or "").splitlines()[-LOG_TAIL_LINES:]:
+        for line in stream_lines(command, should_stop):
+            line = line.rstrip("\n")
             tail.append(line)
+            progress = parse_progress(line)
+            if progress is not None:
+                on_progress(progress)
+    except Stopped:
+        raise BuildCancelled("the release was cancelled") from None
+    except (BuildxExited, OSError) as error:
         summary = failure_summary(tuple(tail))
         raise BuildError(
-            summary
-            or f"docker buildx build for {request.platform} exited with {error.return_code}",
+            summary or f"docker buildx build for {request.platform} failed: {error}",
             tuple(tail),
         ) from None
     try:
@@ -322,48 +317,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _kill_marked(marker: str) -> int:
-    """SIGKILL every process of ours whose command line holds `marker` (the build's
-    unique metadata path): the docker CLI and its buildx plugin. BuildKit cancels a
-    build whose client went away, so nothing is pushed after this. Linux /proc only."""
-    killed = 0
-    needle = marker.encode()
-    uid = os.getuid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if entry.stat().st_uid != uid or needle not in (entry / "cmdline").read_bytes():
-                continue
-            os.kill(int(entry.name), signal.SIGKILL)
-            killed += 1
-        except (OSError, ValueError):
-            continue  # gone meanwhile, or not ours to read
-    return killed
-
-
-@contextlib.contextmanager
-def _stop_watch(
-    marker: str, should_stop: Callable[[], bool], poll_s: float = 0.2
-) -> Iterator[None]:
-    """Poll `should_stop` while the build runs, not only when a log line arrives (a long
-    `RUN` prints nothing), and kill the build's processes once it says stop."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(poll_s):
-            if should_stop():
-                _kill_marked(marker)
-                return
-
-    thread = threading.Thread(target=watch, name="build-stop-watch", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-        if should_stop():  # left on a log line: the processes may still be running
-            _kill_marked(marker)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -45,13 +45,15 @@ from jobs.domain.verdict import Outcome
 from jobs.domain.versions import ComponentError, Version, VersionError, parse_version
 from jobs.registry.client import NotFoundError, RegistryClient
 from jobs.registry.inspection import verify_published
+from jobs.store.inflight import held_jobs
 from jobs.store.keys import Keys
 from jobs.store.notices import NoticeStore
 from jobs.store.queue import DeadLetter, Job, JobKind, Queue, QueueTuning
 from jobs.store.releases import ReleaseStore, RunStart
-from jobs.tools.merge import MergeError, merge_sources, write_index
+from jobs.tools.merge import MergeError, TransientMergeError, merge_sources, write_index
 from jobs.tools.source import SourceError, resolve_revision
 from jobs.usecases.binaries import check_index
+from jobs.usecases.merge_retry import GaveUp, ride_out
 from jobs.usecases.plan import check_request
 from jobs.usecases.promote import promote, promote_job
 from jobs.usecases.publish import audit_tag_write, copy_to_publish
@@ -67,6 +69,7 @@ from jobs.usecases.sync_job import (
 log = logging.getLogger("aibrix.pipeline")
 
 EVENTS_MAXLEN = 10_000
+CANCEL_WAIT_S = 15.0
 # The channel of a run asked for from the command line: it has no Slack message.
 CLI_CHANNEL = "cli"
 
@@ -142,11 +145,20 @@ def parse_release_version(version_text: Version | str) -> str:
         raise ReleaseInputError(str(error)) from None
 
 
+IN_FLIGHT = frozenset({BuildState.QUEUED, BuildState.BUILDING})
+# The verdict kept for a component whose merge ran out of its retry budget (no digest).
+UNMERGED = "unmerged"
+
+
 def component_outcome(release: Release, component: str) -> str:
     """pending, merged, or failed: where one component of a release stands."""
     if component in release.indexes:
         return "merged"
     records = [release.builds.get((component, p)) for p in release.platforms]
+    if any(r is None or r.state in IN_FLIGHT for r in records):
+        # Still pending while any of its builds may run: a release settled now would
+        # miss the reason of a build that fails later (issue 16, item 6).
+        return "pending"
     if any(r is not None and r.state in (BuildState.FAILED, BuildState.CANCELLED) for r in records):
         # A component with a failed platform is never merged: its tag stays as it was.
         return "failed"
@@ -174,12 +186,36 @@ def block_reasons(release: Release) -> list[str]:
     return reasons
 
 
+def unmerged(release: Release) -> list[str]:
+    """The components whose every platform pushed but whose merge did not complete (the
+    registry kept failing; or, in runs of older workers, a dead merge failed the run)."""
+    return [
+        c
+        for c in release.components
+        if release.built_digests(c) is not None
+        and (c not in release.indexes or release.indexes[c].verdict == UNMERGED)
+    ]
+
+
+def cancel_notes(release: Release) -> list[str]:
+    """What a cancel cannot undo: one sentence per release tag this run already wrote."""
+    return [
+        messages.already_published(component, str(release.version), index.digest)
+        for component, index in release.indexes.items()
+        if index.digest
+    ]
+
+
 def retry_refusal(release: Release) -> str | None:
     """Why `release` cannot be retried (None: it can): only a blocked or failed run with
-    failed builds. Decided before anything is written (a refused click claims nothing)."""
+    failed builds or merges. Decided before anything is written (a refused click claims
+    nothing)."""
+    version, state = str(release.version), release.state.value
+    if release.state not in (State.BLOCKED, State.FAILED):
+        return messages.nothing_to_retry(version, state)
     failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
-    if release.state not in (State.BLOCKED, State.FAILED) or not failed:
-        return messages.nothing_to_retry(str(release.version), release.state.value)
+    if not failed and not unmerged(release):
+        return messages.nothing_failed_to_retry(version, state)
     return None
 
 
@@ -224,6 +260,8 @@ class Pipeline:
         store: ReleaseStore | None = None,
     ) -> None:
         self.config = config
+        # How long a cancel waits for workers to stop the run's builds (see `cancel`).
+        self.cancel_wait_s = CANCEL_WAIT_S
         self._queue = queue if queue is not None else job_queue(redis, config)
         self._queue.on_dead_letter = self._dead_lettered
         self._store = store if store is not None else release_store(redis, config)
@@ -385,7 +423,26 @@ class Pipeline:
             reason="cancelled",
             where=where,
         )
+        await self._await_released(version, release.run_id)
         return await self.load_run(version, release.run_id)
+
+    async def _await_released(self, version: str, run_id: str) -> None:
+        """Wait (at most `cancel_wait_s`) until no worker holds a job of the cancelled run:
+        a worker lets a build's job go only once its Buildx process is gone, so after this
+        nothing of the run pushes. Workers see the flag within a second and interrupt
+        Buildx, which may take a few seconds to let go."""
+        deadline = asyncio.get_running_loop().time() + self.cancel_wait_s
+        while held := await held_jobs(self._queue, version, run_id):
+            if asyncio.get_running_loop().time() >= deadline:
+                log.warning(
+                    "cancel of %s: %d jobs still held by workers after %.0f s: %s",
+                    version,
+                    len(held),
+                    self.cancel_wait_s,
+                    ", ".join(f"{j.kind.value} {j.component} {j.platform or ''}" for j in held),
+                )
+                return
+            await asyncio.sleep(0.1)
 
     async def status(self, version_text: str | None) -> list[Release]:
         if version_text is None:
@@ -608,14 +665,19 @@ class Pipeline:
     ) -> None:
         """Fan-in: once every platform of `component` is pushed, enqueue its one merge;
         the same for each component that shares its build (their digests were recorded in
-        the same step)."""
+        the same step). With no merge to start (a platform failed, or one still runs), this
+        may have been the last build in flight, which the run waited for before settling."""
         release = await self._store.load(version, run_id)
         if release is None:
             return
+        claimed = False
         for name in (component, *followers(release, component)):
             if await self._store.try_claim_merge(version, run_id, name, claimer=claimer):
                 await self._queue.enqueue(self.merge_job(release, name))
                 await self._store.transition(version, run_id, [State.BUILDING], State.MERGING)
+                claimed = True
+        if not claimed:
+            await self.settle(version, run_id)
 
     async def build_failed(self, job: Job, reason: str) -> None:
         """A build ran out of attempts: mark it failed; the component will not be merged."""
@@ -639,7 +701,33 @@ class Pipeline:
         if job.kind is JobKind.BUILD:
             await self.build_failed(job, dead.reason)
         elif job.kind is JobKind.MERGE:
-            await self._store.apply(job.version, job.run_id, Event.FAIL, reason=dead.reason)
+            # Blocked with the reason, not failed: `retry` merges again from the digests.
+            await self.merge_failed(job, dead.reason, 0.0)
+
+    async def merge_patiently(
+        self, job: Job, client: RegistryClient, *, stopped: Callable[[], bool] = lambda: False
+    ) -> str | None:
+        """`merge`, retried through registry faults that may pass for
+        `registry.merge_retry_seconds` (see `jobs.usecases.merge_retry`). None: the budget
+        ran out (or `stopped`), and the component is recorded unmerged with the reason."""
+        budget = self.config.registry.merge_retry_seconds
+        what = f"merge of {job.component} {job.version}"
+        outcome = await ride_out(
+            lambda: self.merge(job, client), budget, stopped=stopped, what=what
+        )
+        if isinstance(outcome, GaveUp):
+            await self.merge_failed(job, outcome.reason, outcome.seconds)
+            return None
+        return outcome.value
+
+    async def merge_failed(self, job: Job, reason: str, seconds: float) -> None:
+        """`job`'s component could not be merged: kept with the sentence, and the run
+        settles (`blocked`, once nothing else is in flight)."""
+        detail = messages.merge_gave_up(job.component, str(job.version), reason, seconds)
+        await self._store.record_merge_failed(
+            job.version, job.run_id, job.component, UNMERGED, detail
+        )
+        await self.settle(job.version, job.run_id)
 
     async def merge(self, job: Job, client: RegistryClient) -> str:
         """Write the component's release tag from its pinned digests and verify it, unless
@@ -678,7 +766,8 @@ class Pipeline:
         outcome = inspection.verdict.outcome.value if not mismatch else Outcome.MISMATCH.value
         digest = inspection.digest or ""
         if not digest:
-            raise MergeError(
+            # Written but not readable: a registry fault, retried (`merge_patiently`).
+            raise TransientMergeError(
                 f"{image}:{release_tag(release.version)} could not be read back: "
                 f"{inspection.verdict.error}"
             )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 class LatencyProxy:
@@ -106,6 +107,9 @@ def manifest_reads_fault_twice(method: str, path: str, seen: int) -> int | None:
     return None
 
 
+_HOP_AND_LENGTH = ("content-length", "transfer-encoding", "connection")
+
+
 class FaultProxy:
     """HTTP forwarder that answers some requests with 500 or 429 before serving them."""
 
@@ -145,24 +149,30 @@ class FaultProxy:
         fault = self.rule(request.method, request.path_qs, seen)
         if fault is not None:
             self.injected[fault] += 1
-            headers = {"Retry-After": "1"} if fault == 429 else {}
-            return web.Response(status=fault, text="injected fault", headers=headers)
+            answer = {"Retry-After": "1"} if fault == 429 else {}
+            return web.Response(status=fault, text="injected fault", headers=answer)
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host",)}
+        # A multidict: a header sent several times (Go sends one Accept line per media
+        # type) must reach the registry every time, not only the last value.
+        sent = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() != "host")
         body = await request.read()
         async with self._session.request(
             request.method,
             self.target + request.path_qs,
-            headers=headers,
+            headers=sent,
             data=body,
             allow_redirects=False,
         ) as upstream:
             data = await upstream.read()
-            out_headers = {
-                k: v
-                for k, v in upstream.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")
-            }
+            # A HEAD answer's Content-Length is the size of what a GET would send (a pusher
+            # reads it to know a blob is there): kept as is, with no body.
+            head = request.method == "HEAD"
+            dropped = ("transfer-encoding", "connection") if head else _HOP_AND_LENGTH
+            out_headers = CIMultiDict(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in dropped
+            )
+            if head:
+                return web.Response(status=upstream.status, headers=out_headers)
             return web.Response(status=upstream.status, body=data, headers=out_headers)
 
 

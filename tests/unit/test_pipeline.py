@@ -115,6 +115,12 @@ def test_component_outcomes_and_reasons() -> None:
     r = release(builds, {})
     assert component_outcome(r, "runtime") == "failed"
     assert component_outcome(r, "gateway-plugins") == "pending"
+    # A failed platform while another still builds: pending until that one ends (item 6).
+    in_flight = dict(builds)
+    in_flight[("runtime", parse_platform("linux/amd64"))] = rec(
+        "runtime", "linux/amd64", BuildState.BUILDING
+    )
+    assert component_outcome(release(in_flight, {}), "runtime") == "pending"
     merged = release(
         builds,
         {
@@ -135,3 +141,31 @@ def test_component_outcomes_and_reasons() -> None:
     assert block_reasons(ok) == [
         "runtime v1.0.0 failed to build for linux/arm64: step 7/9 failed: boom"
     ]
+
+
+def test_retry_accepts_every_state_its_refusal_names() -> None:
+    """Issue 16, item 4: "retry restarts failed builds and merges of a blocked or failed
+    release only" must accept a failed or blocked release whose merge did not complete."""
+    from dataclasses import replace
+
+    from jobs.domain.release import State
+    from jobs.usecases.pipeline import UNMERGED, retry_refusal
+
+    pushed = {
+        ("runtime", parse_platform(p)): rec("runtime", p, BuildState.PUSHED)
+        for p in ("linux/amd64", "linux/arm64")
+    }
+    pushed |= {
+        ("gateway-plugins", parse_platform(p)): rec("gateway-plugins", p, BuildState.PUSHED)
+        for p in ("linux/amd64", "linux/arm64")
+    }
+    ok = {"gateway-plugins": ComponentIndex("gateway-plugins", D, "ok")}
+    dead_merge = release(pushed, ok)  # runtime: every platform pushed, never merged
+    assert retry_refusal(replace(dead_merge, state=State.FAILED)) is None
+    blocked = release(pushed, ok | {"runtime": ComponentIndex("runtime", "", UNMERGED, "x")})
+    assert retry_refusal(replace(blocked, state=State.BLOCKED)) is None
+    merged = release(pushed, ok | {"runtime": ComponentIndex("runtime", D, "ok")})
+    refusal = retry_refusal(replace(merged, state=State.BLOCKED))
+    assert refusal == "v1.0.0 is blocked, but none of its builds or merges failed: nothing to retry"
+    running = retry_refusal(replace(merged, state=State.BUILDING))
+    assert running is not None and "of a blocked or failed release only" in running
