@@ -85,7 +85,10 @@ USER root
 
 # Debian's python3 comes without venv/ensurepip, and a minimal Debian without CA
 # certificates (pip needs them); the builder adds what is missing.
+# PIP_CONSTRAINT (an ARG, so in this step's environment too) names a file copied later:
+# pip itself is pinned by PIP_VERSION, not by the lock.
 RUN set -eux; \
+    unset PIP_CONSTRAINT; \
     python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; \
     need=; \
     python3 -c 'import ensurepip, venv' 2>/dev/null || need="$need python3-venv"; \

@@ -12,11 +12,12 @@
    metadata-service and runtime one build of Dockerfile.python, vllm-mock from
    development/app), each planned first (`release --dry-run`); every tag a verified
    two-platform index built from pinned digests.
-4. The same story through Slack, on v0.7.x: the real `aibrix-bot serve` against the
-   Slack stand-in, signed `/aibrix release` commands, the live message, a self-approval
-   refused, an approver's click accepted, promotion done, and at the end `/aibrix
-   inspect runtime`: runtime's card across versions and registries; the channel is
-   printed as text and written as an HTML page (demo-output/channel.html).
+4. The same story through Slack (v0.4.0-rc.1 broken, v0.7.0 fixed): the real
+   `aibrix-bot serve` against the Slack stand-in, signed `/aibrix release` commands,
+   the live message, a self-approval refused, an approver's click accepted, promotion
+   done, and at the end `/aibrix inspect runtime`: runtime's card across versions and
+   registries; the channel is printed as text and written as an HTML page
+   (demo-output/channel.html).
 """
 
 from __future__ import annotations
@@ -224,8 +225,12 @@ SLACK_CHANNEL = "C0RELEASES"
 REQUESTER = "U0APPROVER2"  # an approver too: the refusal is for approving oneself
 APPROVER = "U0APPROVER1"
 OUTPUT = REPO / "demo-output"
-# Tags of the sample's history in today's layout (tests/support/sample_history.py).
-SLACK_BROKEN, SLACK_FIXED = "v0.7.0-rc.1", "v0.7.0"
+# Tags of the sample's history (tests/support/sample_history.py). The broken one is of the
+# pre-v0.5 layout, where runtime has a Dockerfile of its own: the demo breaks runtime by
+# giving the workers (not the bot) a config with FAIL_ON_ARCH, and from v0.5 runtime is
+# one build with metadata-service, which the bot plans and a worker runs as
+# metadata-service's build.
+SLACK_BROKEN, SLACK_FIXED = "v0.4.0-rc.1", "v0.7.0"
 
 
 def _free_port() -> int:

@@ -272,7 +272,9 @@ async def test_two_workers_of_one_platform_race(setup: Setup) -> None:
     builds_per_worker: Counter[str] = Counter()
     for worker in setup.workers:
         builds_per_worker[worker.worker_id] = worker.log.read_text().count('"message": "pushed ')
-    assert sum(builds_per_worker.values()) == 10, builds_per_worker
+    # Five components, but runtime and metadata-service share Dockerfile.python: four
+    # builds per platform, each run by exactly one of the racing workers.
+    assert sum(builds_per_worker.values()) == 8, builds_per_worker
 
 
 async def test_release_survives_a_redis_restart(
