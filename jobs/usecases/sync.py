@@ -96,6 +96,7 @@ _CONFIG_TYPES = frozenset(
     }
 )
 DEFAULT_PARALLEL_BLOBS = 32  # blob copies in flight per destination registry
+MAX_WARM_CONNECTIONS = 32  # begun ahead of the gate's reads, per source registry
 
 # ---- the gate ----------------------------------------------------------------
 
@@ -706,17 +707,43 @@ async def sync_jobs(
     report and the sentences. Registry failures of single components are in the report,
     never raised; the gate refusing is in `report.gate`."""
     with client.shared_reads():
-        return await _sync_jobs(
-            client,
-            jobs,
-            required,
-            version=version,
-            overwrite_allowed=overwrite_allowed,
-            deep=deep,
-            expected_digests=expected_digests,
-            progress=progress,
-            parallel_blobs=parallel_blobs,
-        )
+        # The gate's reads come in bursts (every tag, then every child, then every config):
+        # connections begun now, alongside the tags' reads, are ready for the children.
+        warming = [
+            client.open_connections(ref, count) for ref, count in source_connections(jobs, required)
+        ]
+        try:
+            return await _sync_jobs(
+                client,
+                jobs,
+                required,
+                version=version,
+                overwrite_allowed=overwrite_allowed,
+                deep=deep,
+                expected_digests=expected_digests,
+                progress=progress,
+                parallel_blobs=parallel_blobs,
+            )
+        finally:
+            for task in warming:
+                task.cancel()
+            await asyncio.gather(*warming, return_exceptions=True)
+
+
+def source_connections(
+    jobs: Sequence[CopyJob], required: Sequence[Platform]
+) -> list[tuple[Reference, int]]:
+    """The source registries to open connections to ahead of the gate's reads, and how
+    many: one per child the gate will read (a required platform of each component), at
+    most `MAX_WARM_CONNECTIONS` per registry. The tags' own reads open theirs."""
+    components: dict[str, dict[str, Reference]] = {}
+    for job in jobs:
+        components.setdefault(job.source.api_host, {}).setdefault(job.component, job.source)
+    per_component = max(1, len(required))
+    return [
+        (next(iter(refs.values())), min(MAX_WARM_CONNECTIONS, len(refs) * per_component))
+        for refs in components.values()
+    ]
 
 
 async def _sync_jobs(
