@@ -11,7 +11,12 @@ the promotion step after approval:
 1. Gate: every component's source tag is read and judged by the inspection engine
    (`inspect_reference`) against the required platforms, and its digest pinned. If one
    fails (or moved since it was approved, with `expected_digests`), nothing is copied
-   for the release and the report names each component and missing platform.
+   for the release and the report names each component and missing platform. Its reads
+   come in three bursts (tags, children, configs); with the tags' reads, one connection
+   per child to read is begun to each source registry (`source_connections`,
+   `RegistryClient.open_connections`), so the later bursts find them open rather than
+   each paying a connection set-up (a round trip, more over TLS). Not to the mirrors:
+   a warm sync sends them one HEAD per component, on connections of its own.
 2. Copy, per mirror and component: one HEAD of the mirror tag; equal to the source
    digest means up to date (one request). Otherwise the source tree (index, children,
    attestations: read while the gate runs, the same requests as the gate's within
