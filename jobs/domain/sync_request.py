@@ -1,6 +1,6 @@
 """What a sync is asked to do, validated before anything is contacted: pure, and light to
-import (the command line checks its input, and starts its connections, before it loads
-the copy engine in `jobs.usecases.sync`, which re-exports these names).
+import (the command line checks its input before it loads the copy engine in
+`jobs.usecases.sync`, which re-exports these names).
 
     request = parse_sync_request(config, "v0.3.0", ["lab-mirror", "registry.example.com/ns"])
     jobs = release_jobs(config, request.version, request.mirrors, request.components)

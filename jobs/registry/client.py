@@ -583,6 +583,29 @@ class RegistryClient:
         if held is not None:
             yield held
 
+    def open_connections(self, ref: Reference, count: int) -> asyncio.Task[None]:
+        """Begin `count` keep-alive connections to `ref`'s registry (through its proxy, TLS
+        included) with as many concurrent `GET /v2/`, the API's cheapest request, for a
+        burst of reads about to come: a request that finds no idle connection opens its
+        own, a round trip (more over TLS) before it is even sent. The pool keeps them once
+        answered. What they get back is not looked at, and failures are silent: the reads
+        that follow say what is wrong. Cancel the task (or let it end) before closing."""
+        url = self._url(ref, "/v2/")
+        host = ref.api_host
+
+        async def ping() -> None:
+            http = self._require_http()
+            with contextlib.suppress(*_TRANSPORT_ERRORS):
+                async with self._semaphore_for(host), asyncio.timeout(self.settings.budget):
+                    self._count("GET")
+                    async with http.request("GET", url) as response:
+                        await self._read_error_body(response)
+
+        async def pings() -> None:
+            await asyncio.gather(*(ping() for _ in range(count)))
+
+        return asyncio.create_task(pings())
+
     async def head_manifest(self, ref: Reference) -> str | None:
         """The digest `ref` (tag or digest) resolves to, read with one HEAD; None when the
         registry has no such manifest."""

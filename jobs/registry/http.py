@@ -15,9 +15,13 @@ and decoding to us again.
 
 Connections are no longer begun during start-up (the former `preconnect` module): httpx's
 pool opens connections on demand and takes no socket begun elsewhere without reaching
-into httpcore's private parts. Measured with `benchmarks/inspect_bench.py` (15
-references, 50 ms round trip, same loaded machine): 0.68 s before, 0.82 s after: the
-imports above, and one round trip no longer hidden behind them.
+into httpcore's private parts (`httpx.AsyncHTTPTransport` takes no `network_backend`).
+Measured with `benchmarks/inspect_bench.py` (15 references, 50 ms round trip, same
+loaded machine): 0.68 s before, 0.82 s after: the imports above, and one round trip no
+longer hidden behind them. What a burst of reads can still be spared is a connection
+set-up each: `RegistryClient.open_connections` begins them through this client (cheap
+`GET /v2/` requests) alongside the burst's first reads, and the pool keeps them for the
+next ones (the sync's gate: tags, then children, then configs).
 
 What stays here, and why:
 - The facade the registry client uses: `HttpClient.request(method, url, headers=,

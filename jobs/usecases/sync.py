@@ -11,7 +11,12 @@ the promotion step after approval:
 1. Gate: every component's source tag is read and judged by the inspection engine
    (`inspect_reference`) against the required platforms, and its digest pinned. If one
    fails (or moved since it was approved, with `expected_digests`), nothing is copied
-   for the release and the report names each component and missing platform.
+   for the release and the report names each component and missing platform. Its reads
+   come in three bursts (tags, children, configs); with the tags' reads, one connection
+   per child to read is begun to each source registry (`source_connections`,
+   `RegistryClient.open_connections`), so the later bursts find them open rather than
+   each paying a connection set-up (a round trip, more over TLS). Not to the mirrors:
+   a warm sync sends them one HEAD per component, on connections of its own.
 2. Copy, per mirror and component: one HEAD of the mirror tag; equal to the source
    digest means up to date (one request). Otherwise the source tree (index, children,
    attestations: read while the gate runs, the same requests as the gate's within
@@ -96,6 +101,7 @@ _CONFIG_TYPES = frozenset(
     }
 )
 DEFAULT_PARALLEL_BLOBS = 32  # blob copies in flight per destination registry
+MAX_WARM_CONNECTIONS = 32  # begun ahead of the gate's reads, per source registry
 
 # ---- the gate ----------------------------------------------------------------
 
@@ -706,17 +712,43 @@ async def sync_jobs(
     report and the sentences. Registry failures of single components are in the report,
     never raised; the gate refusing is in `report.gate`."""
     with client.shared_reads():
-        return await _sync_jobs(
-            client,
-            jobs,
-            required,
-            version=version,
-            overwrite_allowed=overwrite_allowed,
-            deep=deep,
-            expected_digests=expected_digests,
-            progress=progress,
-            parallel_blobs=parallel_blobs,
-        )
+        # The gate's reads come in bursts (every tag, then every child, then every config):
+        # connections begun now, alongside the tags' reads, are ready for the children.
+        warming = [
+            client.open_connections(ref, count) for ref, count in source_connections(jobs, required)
+        ]
+        try:
+            return await _sync_jobs(
+                client,
+                jobs,
+                required,
+                version=version,
+                overwrite_allowed=overwrite_allowed,
+                deep=deep,
+                expected_digests=expected_digests,
+                progress=progress,
+                parallel_blobs=parallel_blobs,
+            )
+        finally:
+            for task in warming:
+                task.cancel()
+            await asyncio.gather(*warming, return_exceptions=True)
+
+
+def source_connections(
+    jobs: Sequence[CopyJob], required: Sequence[Platform]
+) -> list[tuple[Reference, int]]:
+    """The source registries to open connections to ahead of the gate's reads, and how
+    many: one per child the gate will read (a required platform of each component), at
+    most `MAX_WARM_CONNECTIONS` per registry. The tags' own reads open theirs."""
+    components: dict[str, dict[str, Reference]] = {}
+    for job in jobs:
+        components.setdefault(job.source.api_host, {}).setdefault(job.component, job.source)
+    per_component = max(1, len(required))
+    return [
+        (next(iter(refs.values())), min(MAX_WARM_CONNECTIONS, len(refs) * per_component))
+        for refs in components.values()
+    ]
 
 
 async def _sync_jobs(

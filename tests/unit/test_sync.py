@@ -50,7 +50,7 @@ from jobs.domain.sync_report import (
     drift_table,
     sync_report_data,
 )
-from jobs.domain.sync_request import Mirror, release_jobs
+from jobs.domain.sync_request import CopyJob, Mirror, release_jobs
 from jobs.domain.verdict import EntryFacts, judge, unreadable
 from jobs.domain.versions import ComponentError, parse_version
 from jobs.registry.auth import Challenge, TokenResponse, authorization_flow, mount_scope
@@ -63,10 +63,12 @@ from jobs.registry.client import (
 )
 from jobs.registry.inspection import Inspection
 from jobs.usecases.sync import (
+    MAX_WARM_CONNECTIONS,
     SyncInputError,
     gate_problems,
     parse_sync_request,
     resolve_mirrors,
+    source_connections,
 )
 from tests.conftest import REPO
 
@@ -688,6 +690,33 @@ def test_resolve_mirrors_refuses(config, text: str, says: str) -> None:  # type:
 def test_resolve_no_mirror(config) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(MirrorError):
         resolve_mirrors(config, [])
+
+
+def _jobs(sources: dict[str, str], mirrors: list[str]) -> list[CopyJob]:
+    return [
+        CopyJob(
+            component,
+            parse_reference(f"{source}/{component}:v1"),
+            Mirror(mirror, f"{mirror}/ns"),
+            parse_reference(f"{mirror}/ns/{component}:v1"),
+        )
+        for mirror in mirrors
+        for component, source in sources.items()
+    ]
+
+
+def test_warm_connections_one_per_child_the_gate_reads_per_source_registry() -> None:
+    # Connections begun ahead of the gate: one per required platform of each component,
+    # counted once whatever the number of mirrors, per source registry; never to a mirror.
+    jobs = _jobs(
+        {"a": "src:5000/p", "b": "src:5000/p", "c": "src:5000/q", "d": "other:443/p"},
+        ["m1:5000", "m2:5000"],
+    )
+    wanted = source_connections(jobs, REQUIRED)
+    assert [(ref.api_host, count) for ref, count in wanted] == [("src:5000", 6), ("other:443", 2)]
+    assert source_connections(jobs, ()) == [(wanted[0][0], 3), (wanted[1][0], 1)]
+    many = _jobs({f"c{i}": "src:5000/p" for i in range(40)}, ["m1:5000"])
+    assert source_connections(many, REQUIRED)[0][1] == MAX_WARM_CONNECTIONS
 
 
 def test_release_jobs(config) -> None:  # type: ignore[no-untyped-def]
