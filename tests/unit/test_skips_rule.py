@@ -32,6 +32,9 @@ def test_xfail():
 # The plugin is the one this session loaded; the inner runs load it again by name.
 PLUGIN = "-ptests.support.skips"
 QUIET = "ignore::pytest.PytestAssertRewriteWarning"
+# The inner runs have no ini of ours: name the loop scope, as pyproject does, or
+# pytest-asyncio warns in every run.
+LOOP_SCOPE = ("-o", "asyncio_default_fixture_loop_scope=session")
 
 
 def run(
@@ -45,7 +48,7 @@ def run(
     else:
         monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile(test_suite=SUITE)
-    return pytester.runpytest_inprocess(PLUGIN, "-W", QUIET, "-rA")
+    return pytester.runpytest_inprocess(PLUGIN, *LOOP_SCOPE, "-W", QUIET, "-rA")
 
 
 def test_in_ci_an_unlisted_skip_fails_the_run(
@@ -88,7 +91,7 @@ def test_in_ci_a_skipped_module_fails(
     pytester.makepyfile(
         test_module_skip="import pytest\npytest.importorskip('no_such_module_here')\ndef test_x():\n    pass\n"
     )
-    result = pytester.runpytest_inprocess(PLUGIN, "-W", QUIET)
+    result = pytester.runpytest_inprocess(PLUGIN, *LOOP_SCOPE, "-W", QUIET)
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*skipped in CI, and not listed*no_such_module_here*"])
 
@@ -100,11 +103,11 @@ def test_service_missing_fails_in_ci_and_skips_elsewhere(
     monkeypatch.setenv("AIBRIX_SKIPS_ALLOWED", str(pytester.path / "none.txt"))
     pytester.makepyfile(test_service=suite)
     monkeypatch.setenv("CI", "true")
-    failed = pytester.runpytest_inprocess(PLUGIN, "-W", QUIET)
+    failed = pytester.runpytest_inprocess(PLUGIN, *LOOP_SCOPE, "-W", QUIET)
     failed.assert_outcomes(failed=1)
     failed.stdout.fnmatch_lines(["*CI requires the lab: Redis at 127.0.0.1:1 does not answer*"])
     monkeypatch.setenv("CI", "false")
-    pytester.runpytest_inprocess(PLUGIN, "-W", QUIET).assert_outcomes(skipped=1)
+    pytester.runpytest_inprocess(PLUGIN, *LOOP_SCOPE, "-W", QUIET).assert_outcomes(skipped=1)
 
 
 def test_the_list_needs_a_reason_per_entry() -> None:
