@@ -14,8 +14,8 @@ A build job names the components it builds for: the first as the job's `componen
 others in its payload under `SHARED_WITH` (comma-separated). A job without it (every job
 written before this existed) builds for its component alone.
 
-A build job also carries the plan's build id (`BUILD`): a worker whose own config gives the
-job's component another build id (another Dockerfile, context, build argument or target)
+A build job also carries the plan's build id (`BUILD`): a worker whose own config gives
+any component the job builds for another build id (another Dockerfile, context, build argument or target)
 refuses it (`build_drift`) rather than build, and publish under every sharing name,
 something the bot did not plan. A job without the id (written before) builds as before.
 """
@@ -97,29 +97,30 @@ def job_build_id(payload: Mapping[str, str]) -> str:
 
 
 def build_drift(
-    component: ComponentBuild,
+    components: Sequence[ComponentBuild],
     revision: str,
     platforms: Sequence[Platform],
     payload: Mapping[str, str],
 ) -> str | None:
-    """Why this worker must not run the build job: its config (`component`, as it builds
-    the job's version) gives another build id than the bot planned; None when they agree
-    or the job names no id."""
+    """Why this worker must not run the build job: its config (`components`, the ones the
+    job builds for, as it builds the job's version) gives one of them another build id than
+    the bot planned; None when all agree or the job names no id."""
     planned = job_build_id(payload)
     if not planned:
         return None
-    here = build_id(component, revision, platforms)
-    if here == planned:
-        return None
-    return messages.build_drift(
-        component.name,
-        planned,
-        here,
-        dockerfile=component.dockerfile_path,
-        context=component.context,
-        build_args=sorted(component.build_args),
-        target=component.target,
-    )
+    for component in components:
+        here = build_id(component, revision, platforms)
+        if here != planned:
+            return messages.build_drift(
+                component.name,
+                planned,
+                here,
+                dockerfile=component.dockerfile_path,
+                context=component.context,
+                build_args=sorted(component.build_args),
+                target=component.target,
+            )
+    return None
 
 
 def job_components(component: str, payload: Mapping[str, str]) -> tuple[str, ...]:

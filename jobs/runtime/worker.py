@@ -24,7 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from jobs.domain import messages
-from jobs.domain.builds import build_drift, job_build_id
+from jobs.domain.builds import build_drift, job_build_id, job_components
 from jobs.domain.config import ConfigError
 from jobs.domain.errors import Failed
 from jobs.domain.platforms import Platform
@@ -428,10 +428,13 @@ class Worker:
         if release is None:
             return  # the run is gone; the build's own steps say so
         try:
-            component = self.pipeline.config.at(job.version).component(job.component)
+            at_version = self.pipeline.config.at(job.version)
+            components = [
+                at_version.component(c) for c in job_components(job.component, job.payload)
+            ]
         except (ComponentError, ConfigError):
             return  # the build's own lookup fails with its sentence
-        drift = build_drift(component, job.source_revision, release.platforms, job.payload)
+        drift = build_drift(components, job.source_revision, release.platforms, job.payload)
         if drift is not None:
             raise BuildError(drift)
 
