@@ -17,7 +17,8 @@ written before this existed) builds for its component alone.
 A build job also carries the plan's build id (`BUILD`): a worker whose own config gives
 any component the job builds for another build id (another Dockerfile, context, build
 argument or target) refuses it (`build_drift`) rather than build, and publish under every
-sharing name, something the bot did not plan. A job without the id (written before) builds as before.
+sharing name, something the bot did not plan. A job without the id (written before)
+builds as before.
 """
 
 from __future__ import annotations
