@@ -43,17 +43,21 @@ def setups(
     source = project(tmp_path)
     bot_config = tmp_path / "bot.toml"
     worker_config = tmp_path / "worker.toml"
-    common = {"namespace": namespace, "key_prefix": key_prefix, "source": source}
-    bot_config.write_text(toml_config(lab, components=COMPONENTS, max_attempts=2, **common))
-    worker_config.write_text(
-        toml_config(
-            lab,
-            components=COMPONENTS,
-            build_args={"runtime": {"PY_VERSION": "3.12"}},
-            max_attempts=2,
-            **common,
+    for path, build_args in (
+        (bot_config, {}),
+        (worker_config, {"runtime": {"PY_VERSION": "3.12"}}),
+    ):
+        path.write_text(
+            toml_config(
+                lab,
+                namespace=namespace,
+                key_prefix=key_prefix,
+                source=source,
+                components=COMPONENTS,
+                build_args=build_args,
+                max_attempts=2,
+            )
         )
-    )
     logs = tmp_path / "logs"
     logs.mkdir()
     bot = Setup(lab, bot_config, redis_url, logs)
