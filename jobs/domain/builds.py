@@ -13,6 +13,12 @@ every component's index holds the same per-platform digests.
 A build job names the components it builds for: the first as the job's `component`, the
 others in its payload under `SHARED_WITH` (comma-separated). A job without it (every job
 written before this existed) builds for its component alone.
+
+A build job also carries the plan's build id (`BUILD`): a worker whose own config gives
+any component the job builds for another build id (another Dockerfile, context, build
+argument or target) refuses it (`build_drift`) rather than build, and publish under every
+sharing name, something the bot did not plan. A job without the id (written before)
+builds as before.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from jobs.domain.release import Release
 
 # The payload key of a build job: the other components it builds for.
 SHARED_WITH = "with"
+# The payload key of a build job: the build id the bot planned it as.
+BUILD = "build"
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class PlannedBuild:
 
     components: tuple[str, ...]
     platform: Platform
+    build: str = ""  # the plan's build id ("" where the config could not say)
 
 
 def group_builds(
@@ -70,13 +79,49 @@ def builds_to_run(
         for platform in platforms:
             members = tuple(c for c in group.components if (c, platform) not in reused)
             if members:
-                planned.append(PlannedBuild(members, platform))
+                planned.append(PlannedBuild(members, platform, group.build))
     return tuple(planned)
 
 
-def shared_payload(components: Sequence[str]) -> dict[str, str]:
-    """The payload of the build job for `components` (empty for a build of its own)."""
-    return {SHARED_WITH: ",".join(components[1:])} if len(components) > 1 else {}
+def shared_payload(components: Sequence[str], build: str = "") -> dict[str, str]:
+    """The payload of the build job for `components`, planned as `build` (no key for a
+    build of its own, nor for an unknown id)."""
+    payload = {SHARED_WITH: ",".join(components[1:])} if len(components) > 1 else {}
+    if build:
+        payload[BUILD] = build
+    return payload
+
+
+def job_build_id(payload: Mapping[str, str]) -> str:
+    """The build id the bot planned a build job as ("" for a job written without it)."""
+    return payload.get(BUILD, "")
+
+
+def build_drift(
+    components: Sequence[ComponentBuild],
+    revision: str,
+    platforms: Sequence[Platform],
+    payload: Mapping[str, str],
+) -> str | None:
+    """Why this worker must not run the build job: its config (`components`, the ones the
+    job builds for, as it builds the job's version) gives one of them another build id than
+    the bot planned; None when all agree or the job names no id."""
+    planned = job_build_id(payload)
+    if not planned:
+        return None
+    for component in components:
+        here = build_id(component, revision, platforms)
+        if here != planned:
+            return messages.build_drift(
+                component.name,
+                planned,
+                here,
+                dockerfile=component.dockerfile_path,
+                context=component.context,
+                build_args=sorted(component.build_args),
+                target=component.target,
+            )
+    return None
 
 
 def job_components(component: str, payload: Mapping[str, str]) -> tuple[str, ...]:

@@ -611,6 +611,30 @@ def built_with(component: str, lead: str) -> str:
     return f"{component}: built with {lead}"
 
 
+def build_drift(
+    component: str,
+    planned: str,
+    here: str,
+    *,
+    dockerfile: str,
+    context: str,
+    build_args: Sequence[str],
+    target: str | None,
+) -> str:
+    """A worker refuses a build job its own config would build otherwise than the bot
+    planned. What the worker would build is named (build argument names, not values: a
+    value may be a secret); the bot's inputs are not in the job, only its id."""
+    inputs = [f"Dockerfile {dockerfile}", f"context {context}"]
+    inputs.append("build args " + (", ".join(build_args) if build_args else "none"))
+    if target:
+        inputs.append(f"target {target}")
+    return (
+        f"this worker's configuration builds {component} differently from the bot's"
+        f" ({'; '.join(inputs)}): the bot planned build {planned}, this worker would"
+        f" build {here}; give the workers the bot's configuration"
+    )
+
+
 def build_failed(component: str, version: str, platform: str, error: str) -> str:
     reason = error.strip().splitlines()[-1] if error.strip() else "no reason was recorded"
     return f"{component} {version} failed to build for {platform}: {reason}"

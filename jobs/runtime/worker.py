@@ -24,11 +24,13 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from jobs.domain import messages
+from jobs.domain.builds import build_drift, job_build_id, job_components
 from jobs.domain.config import ConfigError
 from jobs.domain.errors import Failed
 from jobs.domain.platforms import Platform
 from jobs.domain.references import parse_reference
 from jobs.domain.release import DigestRecorded, State
+from jobs.domain.versions import ComponentError
 from jobs.registry.client import RegistryClient, RegistryError, RegistrySettings
 from jobs.registry.inspection import inspect_reference
 from jobs.runtime.heartbeat import DEFAULT_TTL_SECONDS, Heartbeat, running, worker_heartbeat
@@ -364,6 +366,7 @@ class Worker:
         config = pipeline.config
         assert job.platform is not None
         platform, version = job.platform, job.version
+        await self._check_planned_build(job)
         work = await asyncio.to_thread(
             checkout, config.source, version, job.source_revision, self.settings.workdir
         )
@@ -414,6 +417,26 @@ class Worker:
             return result.digest, result.log_tail
         finally:
             await asyncio.to_thread(work.remove)
+
+    async def _check_planned_build(self, job: Job) -> None:
+        """Refuse (BuildError: the failure path, nothing built or pushed) a build job this
+        worker's config would build otherwise than the bot planned it: building it anyway
+        would publish, under every sharing component's name, an image nobody planned."""
+        if not job_build_id(job.payload):
+            return  # a job written before the id: built as before
+        release = await self.pipeline.find_run(job.version, job.run_id)
+        if release is None:
+            return  # the run is gone; the build's own steps say so
+        try:
+            at_version = self.pipeline.config.at(job.version)
+            components = [
+                at_version.component(c) for c in job_components(job.component, job.payload)
+            ]
+        except (ComponentError, ConfigError):
+            return  # the build's own lookup fails with its sentence
+        drift = build_drift(components, job.source_revision, release.platforms, job.payload)
+        if drift is not None:
+            raise BuildError(drift)
 
     async def _watch_cancel(self, job: Job, stopper: _Stopper) -> None:
         while not stopper():

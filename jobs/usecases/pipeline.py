@@ -531,7 +531,7 @@ class Pipeline:
                 revision,
                 platform=build.platform,
                 run_id=run_id,
-                payload=shared_payload(build.components),
+                payload=shared_payload(build.components, build.build),
             )
             for build in planned
         ]
@@ -562,7 +562,8 @@ class Pipeline:
         except (ComponentError, ConfigError):
             # A run asked for before the config lost a component (resumed or retried):
             # each of its builds is its own, as it was when the run was asked for.
-            return tuple(BuildGroup(c, (c,)) for c in components)
+            # No build id then: the workers build these as before, unchecked.
+            return tuple(BuildGroup("", (c,)) for c in components)
         return group_builds(builds, revision, platforms)
 
     async def promote(self, job: Job, client: RegistryClient) -> State | None:

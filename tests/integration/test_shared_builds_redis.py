@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from jobs.domain.builds import BUILD, job_build_id
 from jobs.domain.config_reader import load_config
 from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildState, Release, State
@@ -94,6 +95,11 @@ async def start(pipeline: Pipeline, version: str) -> Release:
     return release
 
 
+def without_id(payload: Mapping[str, str]) -> dict[str, str]:
+    """A build job's payload but the plan's build id."""
+    return {k: v for k, v in payload.items() if k != BUILD}
+
+
 def shared_job(jobs: list[Job], platform: object) -> Job:
     (job,) = [j for j in jobs if j.component == LEAD and j.platform == platform]
     return job
@@ -109,7 +115,9 @@ async def test_the_run_enqueues_one_build_per_build_and_platform(
     )  # 4 builds for 3 components x 2 platforms, not 6
     for job in jobs:
         assert job.kind is JobKind.BUILD
-        assert job.payload == ({"with": FOLLOWER} if job.component == LEAD else {})
+        # Each job carries the plan's build id (a worker checks its config against it).
+        assert job_build_id(job.payload).startswith("build-")
+        assert without_id(job.payload) == ({"with": FOLLOWER} if job.component == LEAD else {})
     # Every component keeps its record per platform; runtime's names the build it shares.
     assert set(release.builds) == {(c, p) for c in (ALONE, LEAD, FOLLOWER) for p in (AMD64, ARM64)}
     assert {k: r.built_with for k, r in release.builds.items() if r.built_with} == {
@@ -203,7 +211,7 @@ async def test_a_failed_shared_build_fails_both_with_the_reason_and_a_retry_buil
     retried, failed = await pipeline.retry(version, REQUESTER)
     assert failed == 2
     again = await build_jobs(records, retried.run_id)
-    assert [(j.component, str(j.platform), j.payload) for j in again] == [
+    assert [(j.component, str(j.platform), without_id(j.payload)) for j in again] == [
         (LEAD, "linux/arm64", {"with": FOLLOWER})
     ]
     assert retried.build(FOLLOWER, AMD64).digest == DIGESTS[AMD64]
@@ -258,4 +266,4 @@ async def test_a_release_of_the_sample_history_enqueues_builds_times_platforms(
         print(f"\n{tag}: {len(release.components)} components, {len(jobs)} build jobs")
         assert len(release.components) == components
         assert len(jobs) == 10
-        assert {j.component: j.payload["with"] for j in jobs if j.payload} == shared
+        assert {j.component: j.payload["with"] for j in jobs if "with" in j.payload} == shared

@@ -120,10 +120,10 @@ def test_aibrix_v070_is_five_builds_per_platform_and_v030_six_components_apart()
 def test_builds_to_run_is_one_per_group_and_platform_minus_what_is_reused() -> None:
     groups = (BuildGroup("b1", ("metadata-service", "runtime")), BuildGroup("b2", ("gateway",)))
     assert builds_to_run(groups, PLATFORMS) == (
-        PlannedBuild(("metadata-service", "runtime"), AMD64),
-        PlannedBuild(("metadata-service", "runtime"), ARM64),
-        PlannedBuild(("gateway",), AMD64),
-        PlannedBuild(("gateway",), ARM64),
+        PlannedBuild(("metadata-service", "runtime"), AMD64, "b1"),
+        PlannedBuild(("metadata-service", "runtime"), ARM64, "b1"),
+        PlannedBuild(("gateway",), AMD64, "b2"),
+        PlannedBuild(("gateway",), ARM64, "b2"),
     )
     # A retry: the shared build pushed on amd64, gateway failed on arm64 only; a build
     # pushed for metadata-service alone (an older run) leaves runtime to build.
@@ -134,8 +134,8 @@ def test_builds_to_run_is_one_per_group_and_platform_minus_what_is_reused() -> N
         ("metadata-service", ARM64),
     }
     assert builds_to_run(groups, PLATFORMS, reused) == (
-        PlannedBuild(("runtime",), ARM64),
-        PlannedBuild(("gateway",), ARM64),
+        PlannedBuild(("runtime",), ARM64, "b1"),
+        PlannedBuild(("gateway",), ARM64, "b2"),
     )
 
 
