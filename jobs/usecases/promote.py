@@ -33,7 +33,7 @@ from jobs.store.queue import Job, JobKind
 from jobs.store.releases import ReleaseStore
 from jobs.tools.merge import MergeError, write_index
 from jobs.usecases.dependencies import sync_dependencies
-from jobs.usecases.publish import audit_tag_write, promote_on_publish
+from jobs.usecases.publish import audit_tag_write, promote_on_publish, write_promotion_tags
 from jobs.usecases.sync import sync_release
 
 log = logging.getLogger("aibrix.promote")
@@ -141,31 +141,7 @@ async def _tag_on_mirror(
     if not tags:
         return []
     repository = copied.rsplit(":", 1)[0]
-    failures = []
-    try:
-        manifest = await client.get_manifest(parse_reference(f"{repository}@{digest}"))
-    except RegistryError as error:
-        return [messages.promotion_failed(f"{repository}:{tags[0]}", str(error))]
-    for tag in tags:
-        target = f"{repository}:{tag}"
-        done = release.promotions.get(target)
-        if done is not None and done.ok:
-            continue
-        try:
-            got = await client.put_manifest(
-                parse_reference(target), manifest.raw, manifest.media_type
-            )
-            detail = "" if got == digest else f"it reads back as {got}"
-        except RegistryError as error:
-            got, detail = "", str(error)
-        await store.record_promotion(
-            release.version, release.run_id, target, ok=got == digest, digest=got, detail=detail
-        )
-        if got != digest:
-            failures.append(messages.promotion_failed(target, detail))
-        else:
-            await audit_tag_write(store, release, target, digest)
-    return failures
+    return await write_promotion_tags(store, release, client, repository, digest, tags)
 
 
 async def _read_digest(client: RegistryClient, target: str) -> str | None:

@@ -16,6 +16,7 @@ in the audit stream.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from jobs.domain import messages
 from jobs.domain.config import Config
@@ -132,33 +133,43 @@ async def promote_on_publish(
             if not tags:
                 continue
             repository = f"{repository_root}/{component}"
-            try:
-                manifest = await client.get_manifest(parse_reference(f"{repository}@{digest}"))
-            except RegistryError as error:
-                failures.append(messages.promotion_failed(f"{repository}:{tags[0]}", str(error)))
-                continue
-            for tag in tags:
-                target = f"{repository}:{tag}"
-                done = release.promotions.get(target)
-                if done is not None and done.ok:
-                    continue
-                try:
-                    got = await client.put_manifest(
-                        parse_reference(target), manifest.raw, manifest.media_type
-                    )
-                    detail = "" if got == digest else f"it reads back as {got}"
-                except RegistryError as error:
-                    got, detail = "", str(error)
-                await store.record_promotion(
-                    release.version,
-                    release.run_id,
-                    target,
-                    ok=got == digest,
-                    digest=got,
-                    detail=detail,
-                )
-                if got != digest:
-                    failures.append(messages.promotion_failed(target, detail))
-                else:
-                    await audit_tag_write(store, release, target, digest)
+            failures += await write_promotion_tags(store, release, client, repository, digest, tags)
+    return failures
+
+
+async def write_promotion_tags(
+    store: ReleaseStore,
+    release: Release,
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    tags: Sequence[str],
+) -> list[str]:
+    """The promotion `tags` in `repository`, each from the bytes of the verified index
+    `digest` there, so each reads back as that digest; tags already written by this run
+    are kept. Each write recorded, each good one audited; one sentence per failure."""
+    try:
+        manifest = await client.get_manifest(parse_reference(f"{repository}@{digest}"))
+    except RegistryError as error:
+        return [messages.promotion_failed(f"{repository}:{tags[0]}", str(error))]
+    failures = []
+    for tag in tags:
+        target = f"{repository}:{tag}"
+        done = release.promotions.get(target)
+        if done is not None and done.ok:
+            continue
+        try:
+            got = await client.put_manifest(
+                parse_reference(target), manifest.raw, manifest.media_type
+            )
+            detail = "" if got == digest else f"it reads back as {got}"
+        except RegistryError as error:
+            got, detail = "", str(error)
+        await store.record_promotion(
+            release.version, release.run_id, target, ok=got == digest, digest=got, detail=detail
+        )
+        if got != digest:
+            failures.append(messages.promotion_failed(target, detail))
+        else:
+            await audit_tag_write(store, release, target, digest)
     return failures
