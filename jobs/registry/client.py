@@ -313,23 +313,19 @@ def _unreachable(
             error.kind, proxy, error.detail, error.seconds, attempts
         )
         return UnreachableError(str(ref), said)
-    if via is not None and isinstance(error, HttpError) and error.kind == "network":
-        # httpcore's ProxyError for a refused CONNECT reads "STATUS REASON".
-        refused = _CONNECT_REFUSED.fullmatch(error.detail or "")
-        if refused:
-            return UnreachableError(
-                str(ref),
-                messages.proxy_refused_tunnel(
-                    via.shown, via.variable, ref.api_host, int(refused[1]), attempts
-                ),
-            )
+    if via is not None and isinstance(error, HttpError) and error.kind == "proxy-refused":
+        return UnreachableError(
+            str(ref),
+            messages.proxy_refused_tunnel(
+                via.shown, via.variable, ref.api_host, int(error.detail), attempts
+            ),
+        )
     said = transport_fault(ref.api_host, error, attempts)
     through = messages.registry_via_proxy(via.shown, via.variable) if via is not None else None
     return UnreachableError(str(ref), messages.registry_unreachable(said, through))
 
 
 _PROXY_FAULTS = frozenset({"dns", "refused", "connect-timeout"})
-_CONNECT_REFUSED = re.compile(r"([1-5][0-9][0-9]) [^\n]*")
 
 
 _ReadKey = tuple[str, str, str]  # (registry API host, repository, what was read)

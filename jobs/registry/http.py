@@ -99,6 +99,7 @@ FaultKind = Literal[
     "cut-short",
     "closed",
     "network",
+    "proxy-refused",  # the proxy answered CONNECT with an error status (in `detail`)
     "budget",  # the caller's: its time for a request or a reference ran out
 ]
 
@@ -215,6 +216,17 @@ def classify(error: BaseException, url: httpx.URL | str, *, in_body: bool) -> Ht
     if isinstance(error, (httpx.ReadTimeout, httpx.WriteTimeout)):
         return HttpError(f"{where}: idle timeout", kind="idle-timeout", host=where)
     detail = library_words(error)
+    if isinstance(error, httpx.ProxyError):
+        # httpcore says a refused CONNECT as "STATUS REASON": only the number is kept (the
+        # reason phrase is the proxy's own text).
+        refused = re.fullmatch(r"([1-5][0-9][0-9]) [^\n]*", detail)
+        if refused:
+            return HttpError(
+                f"{where}: the proxy refused the tunnel (HTTP {refused[1]})",
+                kind="proxy-refused",
+                host=where,
+                detail=refused[1],
+            )
     if not detail:  # httpx gives some of its errors no text
         if isinstance(error, httpx.ReadError):
             detail = "the connection broke while reading"

@@ -333,7 +333,7 @@ PROXIED_FAULTS = [
     ("refused", "Connection refused",
      "cannot reach the proxy http://proxy.corp:3128 (from HTTPS_PROXY): the connection was "
      "refused (6 attempts)"),
-    ("network", "403 Access violation",
+    ("proxy-refused", "403",
      "the proxy http://proxy.corp:3128 (from HTTPS_PROXY) did not open a tunnel to "
      "r.test:5000 (HTTP 403 to CONNECT) (6 attempts)"),
     ("network", "Connection reset by peer",
@@ -363,3 +363,15 @@ def test_a_fault_through_a_proxy_names_the_proxy_and_no_credentials(
     # Direct, no proxy is named.
     direct = RegistryClient(RegistrySettings())._unreachable(ref, error, 6)
     assert "proxy" not in str(direct)
+
+
+def test_the_transport_reads_a_refused_connect_as_its_status_only() -> None:
+    import httpx
+
+    from jobs.registry.http import classify
+
+    url = "https://r.test:5000/v2/"
+    refused = classify(httpx.ProxyError("403 Access violation"), url, in_body=False)
+    assert (refused.kind, refused.detail) == ("proxy-refused", "403")
+    other = classify(httpx.ProxyError("tunnel closed"), url, in_body=False)
+    assert (other.kind, other.detail) == ("network", "tunnel closed")
