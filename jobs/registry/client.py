@@ -64,7 +64,7 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import cast
@@ -539,16 +539,19 @@ class RegistryClient:
         """A blob's bytes in chunks as they arrive (a layer read without holding it whole).
         Its size and digest are checked on the way: a longer blob, or one that does not
         match, raises DigestMismatchError, before the last chunk is handed over."""
-        url = self._url(ref, f"/v2/{ref.repository}/blobs/{blob.digest}")
-        async with self._exchange(
+        async with self._blob_response(ref, blob.digest) as response:
+            yield self._checked_chunks(ref, response, blob)
+
+    def _blob_response(self, ref: Reference, digest: str) -> AbstractAsyncContextManager[Response]:
+        """The answer to a GET of blob `digest` in `ref`'s repository, its body unread."""
+        return self._exchange(
             ref,
             "GET",
-            url,
+            self._url(ref, f"/v2/{ref.repository}/blobs/{digest}"),
             scope=scope_for(ref.repository),
             headers={"Accept": "*/*"},
             final=(200,),
-        ) as response:
-            yield self._checked_chunks(ref, response, blob)
+        )
 
     async def _checked_chunks(
         self, ref: Reference, response: Response, blob: Descriptor
@@ -788,15 +791,7 @@ class RegistryClient:
         on_bytes: Callable[[int], None] | None,
         post: asyncio.Task[str | None] | None,
     ) -> None:
-        source_url = self._url(source, f"/v2/{source.repository}/blobs/{blob.digest}")
-        async with self._exchange(
-            source,
-            "GET",
-            source_url,
-            scope=scope_for(source.repository),
-            headers={"Accept": "*/*"},
-            final=(200,),
-        ) as response:
+        async with self._blob_response(source, blob.digest) as response:
             if post is not None:
                 state.location = await post
             location = state.location
