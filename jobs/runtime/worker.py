@@ -133,6 +133,13 @@ class Worker:
 
     async def check(self) -> BuilderInfo:
         """Refuse to start, with the reason, when the builder cannot build the platform."""
+        # Said first: the check runs the docker CLI, the one step of a start that can hang.
+        log.info(
+            "worker %s checking the Buildx builder %s for %s",
+            self.settings.worker_id,
+            self.settings.builder or "(default)",
+            self.settings.platform,
+        )
         self.builder = await asyncio.to_thread(
             check_builder, self.settings.builder, self.settings.platform
         )

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from python_on_whales import DockerException, docker
+from python_on_whales import docker
+from python_on_whales.components.buildx.models import BuilderInspectResult
 
 from jobs.domain import messages
 from jobs.domain.base_images import build_contexts, rewrite_from_lines, supports_named_contexts
 from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
+from jobs.tools import process
 from jobs.tools.buildx_stream import BuildxExited, Stopped, buildx_build_command, stream_lines
 
 LOG_TAIL_LINES = 30
@@ -110,14 +112,50 @@ class BuilderInfo:
         return self.driver != "docker"
 
 
-def inspect_builder(name: str | None) -> BuilderInfo:
+# How long each `docker buildx` call of the builder check may take. Buildx waits up to 20 s
+# per unreachable node; past this the CLI is stuck (Go 1.23+ under QEMU 7.2 was seen never to
+# return from starting its plugin), and a worker must say so instead of starting forever.
+BUILDER_CHECK_SECONDS = 120.0
+
+
+def _buildx(*args: str) -> str:
+    """The output of one `docker buildx` call of the builder check (BuilderError if it fails
+    or does not answer in time)."""
     try:
-        builder = docker.buildx.inspect(name)
-    except DockerException as error:
-        stderr = (error.stderr or "").strip()
-        raise BuilderError(
-            f"the Buildx builder {name or '(default)'} cannot be used: {stderr}"
-        ) from None
+        return process.run(
+            [*docker.buildx.docker_cmd, "buildx", *args], timeout=BUILDER_CHECK_SECONDS
+        ).stdout
+    except process.CommandError as error:
+        if error.returncode is None:
+            raise BuilderError(
+                f"docker buildx {args[0]} did not answer within {BUILDER_CHECK_SECONDS:.0f} s: "
+                "the docker CLI or the Docker engine is stuck"
+            ) from None
+        raise BuilderError(error.stderr.strip() or f"docker buildx {args[0]} failed") from None
+
+
+def inspect_builder(name: str | None) -> BuilderInfo:
+    """The builder `name` (the current one if None) as `docker buildx ls` describes it;
+    `inspect` only names it, as its text output has no JSON form."""
+    label = name or "(default)"
+    try:
+        shown = _buildx("inspect", *([name] if name else []))
+        listed = _buildx("ls", "--format", "{{json .}}")
+    except BuilderError as error:
+        raise BuilderError(f"the Buildx builder {label} cannot be used: {error}") from None
+    first = shown.splitlines()[0] if shown.strip() else ""
+    found_name = first.partition(":")[2].strip() if first.startswith("Name:") else ""
+    builder = None
+    for line in listed.splitlines():
+        try:
+            entry = BuilderInspectResult(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # a warning line, not a builder
+        if entry.name == found_name:
+            builder = entry
+            break
+    if builder is None:
+        raise BuilderError(f"the Buildx builder {label} cannot be used: buildx ls does not list it")
     platforms: list[Platform] = []
     for node in builder.nodes or []:
         for text in node.platforms or []:
@@ -127,7 +165,7 @@ def inspect_builder(name: str | None) -> BuilderInfo:
                 continue
     nodes = builder.nodes or []
     return BuilderInfo(
-        builder.name or (name or "default"),
+        found_name,
         builder.driver or "",
         tuple(dict.fromkeys(platforms)),
         (nodes[0].version or "") if nodes else "",
@@ -137,10 +175,16 @@ def inspect_builder(name: str | None) -> BuilderInfo:
 def current_context() -> str:
     """The Docker context the CLI uses now (DOCKER_CONTEXT, else the configured one)."""
     try:
-        return docker.context.inspect(None).name or "default"
-    except DockerException as error:
-        stderr = (error.stderr or "").strip()
-        raise BuilderError(f"the current Docker context cannot be read: {stderr}") from None
+        return (
+            process.run(
+                [*docker.buildx.docker_cmd, "context", "inspect", "--format", "{{.Name}}"],
+                timeout=BUILDER_CHECK_SECONDS,
+            ).stdout.strip()
+            or "default"
+        )
+    except process.CommandError as error:
+        reason = "it did not answer" if error.returncode is None else error.stderr.strip()
+        raise BuilderError(f"the current Docker context cannot be read: {reason}") from None
 
 
 def check_builder(name: str | None, platform: Platform) -> BuilderInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from jobs.domain.platforms import parse_platform
 from jobs.registry.client import RegistryClient
 from jobs.registry.inspection import compare_with_builds, verify_published
+from jobs.tools import build
 from jobs.tools.build import (
     BuilderError,
     BuildError,
@@ -68,6 +70,24 @@ def test_builder_refuses_a_platform_it_cannot_build(docker_available: None) -> N
     assert check_builder(None, ARM).driver == "docker"
     with pytest.raises(BuilderError):
         check_builder("no-such-builder", AMD)
+
+
+def test_a_docker_engine_that_never_answers_stops_the_builder_check_with_its_reason(
+    docker_available: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real docker CLI against a socket that takes the connection and never replies,
+    as a stuck engine (or a CLI stuck starting its plugin) would: the check ends with a
+    reason instead of leaving the worker starting forever with nothing in its log."""
+    path = tmp_path / "stuck.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(16)  # connections wait in the backlog; nothing ever reads them
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        monkeypatch.setattr(build, "BUILDER_CHECK_SECONDS", 3.0)
+        with pytest.raises(BuilderError) as error:
+            check_builder(None, AMD)
+    message = str(error.value)
+    assert "did not answer within 3 s" in message and "(default)" in message, message
 
 
 def _context(tmp_path: Path, lab: Lab, body: str) -> Path:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,18 @@ class ImageWorkers:
         assert result.returncode == 0, result.stderr
         self.names.append(name)
 
+    def wait_started(self, seconds: float = 300) -> None:
+        """Until each worker logs that it started (about 15 s for arm64 under QEMU), so a
+        worker stuck at start fails here with its own log, not as a release that waits."""
+        deadline = time.monotonic() + seconds
+        for name in self.names:
+            while not any(
+                line.get("message", "").startswith(f"worker {name} started for")
+                for line in self.log_lines(name)
+            ):
+                assert time.monotonic() < deadline, f"{name} did not start\n{self.logs()}"
+                time.sleep(0.5)
+
     def log_lines(self, name: str) -> list[dict[str, str]]:
         out = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
         lines = (out.stdout + out.stderr).splitlines()
@@ -207,6 +220,7 @@ async def test_the_bot_image_is_released_by_its_own_pipeline(
     sample, workers = inner
     for platform in MACHINES:
         workers.start(f"{repository}@{found[platform]['digest']}", platform)
+    workers.wait_started()
     code, out, err = await sample.cli("release", "v0.2.0", "--timeout", "600", timeout=700)
     assert code == 0, out + err + workers.logs()
     assert "v0.2.0: ready" in out
