@@ -36,7 +36,7 @@ from jobs.domain.config import Config
 from jobs.domain.config_reader import load_config
 from jobs.domain.errors import Refused, UsageError
 from jobs.domain.fleet import FleetView, fleet_json, fleet_lines, release_gaps
-from jobs.domain.messages import short_digest
+from jobs.domain.messages import retry_started, short_digest
 from jobs.domain.nightly import parse_branch as parse_nightly_branch
 from jobs.domain.permissions import Action, Actor, authorize, operator
 from jobs.domain.plan import plan_json
@@ -426,7 +426,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         async with open_with_fleet(settings, config, wait) as (pipeline, fleet):
             release, failed = await pipeline.retry(args.version, actor.user, CLI_WHERE)
             print(
-                f"{release.version}: retrying {failed} failed builds in run {release.run_id[:8]}",
+                retry_started(str(release.version), failed, release.run_id),
                 file=sys.stderr,
             )
             if args.no_follow:

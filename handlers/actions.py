@@ -343,7 +343,8 @@ async def on_retry(
         await post_status_message(deps, client, retried)
     await confirm_delivery(deps, identity)
     await _answer(
-        respond, blocks.plain(messages.slack_retrying(str(retried.version), failed, retried.run_id))
+        respond,
+        blocks.plain(core_messages.retry_started(str(retried.version), failed, retried.run_id)),
     )
 
 

@@ -46,6 +46,7 @@ from handlers.parse import (
     parse_command,
 )
 from handlers.sync import audit_sync_refusal, run_sync_command
+from jobs.domain import messages as core_messages
 from jobs.domain.config import Config
 from jobs.domain.errors import InvalidInput, NotFound
 from jobs.domain.fleet import FleetView
@@ -350,7 +351,7 @@ async def run_command(
             await post_status_message(deps, client, release)
         await _answer(
             respond,
-            blocks.plain(messages.slack_retrying(str(release.version), failed, release.run_id)),
+            blocks.plain(core_messages.retry_started(str(release.version), failed, release.run_id)),
         )
         return True
     return False

@@ -158,10 +158,6 @@ def slack_cancelled(version: str, actor: str) -> str:
     return f"{version} was cancelled by <@{actor}>"
 
 
-def slack_retrying(version: str, failed: int, run_id: str) -> str:
-    return f"{version}: rebuilding {failed} failed builds in run {run_id[:8]}"
-
-
 def slack_no_releases() -> str:
     return "there are no releases yet; start one with /aibrix release VERSION"
 

@@ -644,6 +644,15 @@ def verdict_not_ok(component: str, version: str, verdict: str) -> str:
     return f"{component} {version}: the published index failed the platform check ({verdict})"
 
 
+def retry_started(version: str, rebuilds: int, run_id: str) -> str:
+    """What a retry does: the builds it runs again (a build two components share counts
+    once), or, with none failed, the merge it redoes from the builds it reuses."""
+    if rebuilds == 0:
+        return f"{version}: merging again from the same builds in run {run_id[:8]}"
+    plural = "" if rebuilds == 1 else "s"
+    return f"{version}: rebuilding {rebuilds} failed build{plural} in run {run_id[:8]}"
+
+
 def release_not_found(version: str) -> str:
     return f"there is no release {version}; start one with: release {version}"
 

@@ -206,6 +206,18 @@ def cancel_notes(release: Release) -> list[str]:
     ]
 
 
+def failed_builds(release: Release) -> int:
+    """How many builds of `release` failed, each counted once: components whose build inputs
+    are identical share one build (`BuildRecord.built_with`) and fail together."""
+    return len(
+        {
+            (record.built_with or component, platform)
+            for (component, platform), record in release.builds.items()
+            if record.state is BuildState.FAILED
+        }
+    )
+
+
 def retry_refusal(release: Release) -> str | None:
     """Why `release` cannot be retried (None: it can): only a blocked or failed run with
     failed builds or merges. Decided before anything is written (a refused click claims
@@ -376,8 +388,9 @@ class Pipeline:
         *,
         request_id: str = "",
     ) -> tuple[Release, int]:
-        """A new run of a blocked or failed release that rebuilds only the failed builds.
-        `where`: the Slack channel the actor asked from, or `cli` (for the audit)."""
+        """A new run of a blocked or failed release that rebuilds only the failed builds;
+        returns it and how many builds it runs again (`failed_builds`). `where`: the Slack
+        channel the actor asked from, or `cli` (for the audit)."""
         version = parse_release_version(version_text)
         release = await self._store.load(version)
         if release is None:
@@ -385,21 +398,20 @@ class Pipeline:
         if request_id and release.request_id == request_id and release.previous_run_id:
             # A redelivery of the retry that started this run: the same answer again.
             previous = await self.load_run(version, release.previous_run_id)
-            failed = [k for k, r in previous.builds.items() if r.state is BuildState.FAILED]
-            return release, len(failed)
+            return release, failed_builds(previous)
         refusal = retry_refusal(release)
         if refusal is not None:
             raise ReleaseInputError(refusal)
-        failed = [k for k, r in release.builds.items() if r.state is BuildState.FAILED]
+        failed = failed_builds(release)
         plan = ReleasePlan(release.version, release.components, release.platforms)
         new, created = await self.request_release(
             plan, actor, release.channel, request_id=request_id
         )
         if created:
             await self._store.audit(
-                new.version, new.run_id, actor, "retried", f"{len(failed)} failed builds", where
+                new.version, new.run_id, actor, "retried", f"{failed} failed builds", where
             )
-        return new, len(failed)
+        return new, failed
 
     async def cancel(self, version_text: Version | str, actor: str, where: str = "cli") -> Release:
         version = parse_release_version(version_text)

@@ -204,7 +204,7 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
 
     # The requester's click: a new run that rebuilds only the failed build.
     answer_ = await click(bot, "retry_release", REQUESTER, ts)
-    assert "rebuilding 1 failed builds in run" in answer_
+    assert "rebuilding 1 failed build in run" in answer_
     valid_click = bot.last_click
     assert valid_click is not None
     redelivered = await bot.slack.resend(valid_click, retry_num=1)
@@ -230,7 +230,7 @@ async def test_retry_button_of_a_blocked_release(lab_bot: tuple[Bot, Setup]) -> 
     # /aibrix retry over HTTP does the same for the second run.
     assert "may not retry" in await command(bot, "retry v0.7.0", STRANGER)
     assert await snapshot(bot, "v0.7.0") == before
-    assert "rebuilding 1 failed builds" in await command(bot, "retry v0.7.0", REQUESTER)
+    assert "rebuilding 1 failed build in" in await command(bot, "retry v0.7.0", REQUESTER)
     third = await setup.wait_for("v0.7.0", [State.READY, State.BLOCKED, State.FAILED])
     assert len(await bot.records.run_ids("v0.7.0")) == 3
     assert third.state is State.BLOCKED

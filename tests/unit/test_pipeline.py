@@ -169,3 +169,40 @@ def test_retry_accepts_every_state_its_refusal_names() -> None:
     assert refusal == "v1.0.0 is blocked, but none of its builds or merges failed: nothing to retry"
     running = retry_refusal(replace(merged, state=State.BUILDING))
     assert running is not None and "of a blocked or failed release only" in running
+
+
+def test_a_failed_build_two_components_share_counts_once_in_a_retry() -> None:
+    from dataclasses import replace
+
+    from jobs.usecases.pipeline import failed_builds
+
+    amd, arm = "linux/amd64", "linux/arm64"
+    builds = {
+        ("runtime", parse_platform(amd)): rec("runtime", amd, BuildState.PUSHED),
+        ("runtime", parse_platform(arm)): rec("runtime", arm, BuildState.FAILED, "boom"),
+        ("gateway-plugins", parse_platform(amd)): rec("gateway-plugins", amd, BuildState.PUSHED),
+        ("gateway-plugins", parse_platform(arm)): replace(
+            rec("gateway-plugins", arm, BuildState.FAILED, "boom"), built_with="runtime"
+        ),
+    }
+    assert failed_builds(release(builds, {})) == 1
+    own = builds | {
+        ("gateway-plugins", parse_platform(arm)): rec("gateway-plugins", arm, BuildState.FAILED)
+    }
+    assert failed_builds(release(own, {})) == 2
+    pushed = {key: replace(record, state=BuildState.PUSHED) for key, record in builds.items()}
+    assert failed_builds(release(pushed, {})) == 0
+
+
+@pytest.mark.parametrize(
+    ("rebuilds", "expected"),
+    [
+        (0, "v1.0.0: merging again from the same builds in run 0123abcd"),
+        (1, "v1.0.0: rebuilding 1 failed build in run 0123abcd"),
+        (3, "v1.0.0: rebuilding 3 failed builds in run 0123abcd"),
+    ],
+)
+def test_a_retry_says_what_it_runs_again(rebuilds: int, expected: str) -> None:
+    from jobs.domain.messages import retry_started
+
+    assert retry_started("v1.0.0", rebuilds, "0123abcd-ffff") == expected
