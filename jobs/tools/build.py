@@ -4,7 +4,7 @@ A build never writes the release tag: with a builder that can push by digest it
 pushes untagged (`push-by-digest=true`); with the docker driver, which refuses that,
 it pushes a per-platform staging tag such as `v0.3.0-arm64`. The digest comes from
 the metadata file Buildx writes. Everything runs from argument lists, never a shell
-(the build itself as a process of our own, `jobs.tools.buildx_stream`, so a cancel can
+(the build itself as a process of our own, `jobs.tools.process.stream_lines`, so a cancel can
 stop it; the rest through python-on-whales); every value was validated by the config
 and the release request before it gets here.
 """
@@ -32,7 +32,7 @@ from jobs.domain.errors import Failed, Refused
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.references import validate_digest
 from jobs.tools import process
-from jobs.tools.buildx_stream import BuildxExited, Stopped, buildx_build_command, stream_lines
+from jobs.tools.buildx_command import buildx_build_command
 
 LOG_TAIL_LINES = 30
 # The image config label holding the job's idempotency key (see BuildRequest.labels).
@@ -297,18 +297,18 @@ def run_build(
         version = inspect_builder(request.builder).buildkit
         kwargs.update(redirect_base_images(request, supports_named_contexts(version)))
     # Our own process, not python-on-whales' stream: a stop must really stop Buildx, and
-    # is looked at every 0.1 s, not only when a log line comes (`jobs.tools.buildx_stream`).
+    # is looked at every 0.1 s, not only when a log line comes (`process.stream_lines`).
     command = buildx_build_command(docker.buildx.docker_cmd, request.context, kwargs)
     try:
-        for line in stream_lines(command, should_stop):
+        for line in process.stream_lines(command, should_stop):
             line = line.rstrip("\n")
             tail.append(line)
             progress = parse_progress(line)
             if progress is not None:
                 on_progress(progress)
-    except Stopped:
+    except process.Stopped:
         raise BuildCancelled("the release was cancelled") from None
-    except (BuildxExited, OSError) as error:
+    except (process.CommandError, OSError) as error:
         summary = failure_summary(tuple(tail))
         raise BuildError(
             summary or f"docker buildx build for {request.platform} failed: {error}",

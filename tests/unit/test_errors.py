@@ -32,7 +32,7 @@ INTERNAL = {
     # a build stopped because its release was cancelled: the worker catches it and acks
     "jobs.tools.build.BuildCancelled",
     # the build process stopped on request: `run_build` turns it into BuildCancelled
-    "jobs.tools.buildx_stream.Stopped",
+    "jobs.tools.process.Stopped",
 }
 
 

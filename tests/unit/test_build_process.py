@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.tools.buildx_stream import BuildxExited, Stopped, buildx_build_command, stream_lines
+from jobs.tools.buildx_command import buildx_build_command
+from jobs.tools.process import CommandError, Stopped, stream_lines
 
 
 def test_the_command_names_every_option_as_its_own_argument() -> None:
@@ -54,9 +55,9 @@ def test_a_silent_process_is_stopped_on_request() -> None:
 
 
 def test_a_failing_process_says_its_exit_status() -> None:
-    with pytest.raises(BuildxExited) as raised:
+    with pytest.raises(CommandError) as raised:
         list(stream_lines([sys.executable, "-c", "raise SystemExit(3)"], lambda: False))
-    assert raised.value.return_code == 3
+    assert raised.value.returncode == 3
 
 
 def test_a_killed_parent_leaves_no_build_behind(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_a_killed_parent_leaves_no_build_behind(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import sys\n"
-            "from jobs.tools.buildx_stream import stream_lines\n"
+            "from jobs.tools.process import stream_lines\n"
             "child = [sys.executable, '-c', 'import os, sys, time; "
             f'open(sys.argv[1], "w").write(str(os.getpid())); time.sleep(60)\', {str(pid_file)!r}]\n'
             "for _ in stream_lines(child, lambda: False): pass\n",
