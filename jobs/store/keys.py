@@ -36,7 +36,8 @@ Layout (P = prefix, default `aibrix`):
     P:slack:delivery:<sha256>           string  a Slack delivery already handled (TTL)
     P:notifier:cursor                   string  last events-stream id the notifier has shown
     P:sync:<job id>                     hash    one Slack sync of a version to a mirror (TTL)
-    P:audit-once:<sha256>               string  a refusal already audited (TTL)
+    P:audit-once:<sha256>               string  a refusal already audited (TTL: an hour for
+                                                a sync, the run's retention for a click)
     P:fleet:worker:<id>@<platform>      string  one live worker's heartbeat JSON (TTL: a
                                                 killed worker drops out on its own)
     P:fleet:workers                     zset    "<id>@<platform>" -> last heartbeat (unix
@@ -164,12 +165,7 @@ class Keys:
             self.promotions(version, run_id),
             self.overwrites(version, run_id),
             self.failure_replies(version, run_id),
-            self.refusals(version, run_id),
         ]
-
-    def refusals(self, version: Version | str, run_id: str) -> str:
-        """Who was refused what on this run (user and action -> 1): each is audited once."""
-        return f"{self.run(version, run_id)}:refused"
 
     @property
     def events(self) -> str:

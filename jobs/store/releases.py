@@ -410,13 +410,38 @@ return {1, total}
 """
 )
 
+
 # KEYS: refusals (hash of who was refused what on this run), audit
 # ARGV: field (user and action), version, run id, user, action, detail, where, audit maxlen
-_REFUSAL = Script(
+def _audit_fields(
+    version: Version | str,
+    run_id: str,
+    actor: str,
+    action: str,
+    detail: str,
+    where: str,
+    extra: Mapping[str, str] | None,
+) -> list[tuple[str, str]]:
+    """An audit entry's fields: `extra` first, then the six every entry has (which `extra`
+    never replaces)."""
+    six = {
+        "version": str(version),
+        "run_id": run_id,
+        "actor": actor,
+        "action": action,
+        "detail": detail,
+        "where": where,
+    }
+    return [(k, v) for k, v in (extra or {}).items() if k not in six] + list(six.items())
+
+
+# KEYS: the identity's marker, the audit stream.  ARGV: ttl s, maxlen, field/value pairs...
+# One script, so a marker is never set without its entry (a crash between the two would
+# otherwise lose the refusal from the audit for good).
+_AUDIT_ONCE = Script(
     """
-if redis.call('HSETNX', KEYS[1], ARGV[1], '1') == 0 then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'version', ARGV[2],
-  'run_id', ARGV[3], 'actor', ARGV[4], 'action', ARGV[5], 'detail', ARGV[6], 'where', ARGV[7])
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return 1
 """
 )
@@ -1052,14 +1077,10 @@ class ReleaseStore:
         """Append an audit entry (rejected, cancelled, ...) with `where` the actor acted
         from (a Slack channel id, or `cli`); returns its stream id. `extra`: more fields
         (a sync's mirror and outcome); they never replace the six."""
-        version = str(version)
-        fields: dict[Any, Any] = dict(extra or {})
-        fields.update(
-            version=version, run_id=run_id, actor=actor, action=action, detail=detail, where=where
-        )
+        fields = _audit_fields(version, run_id, actor, action, detail, where, extra)
         entry_id = await self.redis.xadd(
             self.keys.audit,
-            fields,
+            dict(fields),
             maxlen=self.audit_maxlen,
             approximate=True,
         )
@@ -1081,34 +1102,25 @@ class ReleaseStore:
         """`audit`, unless the same `identity` (who, what, why) was audited in the last
         `ttl_s` seconds: a refusal repeated is recorded once, so that it cannot push real
         records out of the capped stream. True when written."""
-        version = str(version)
-        if not await self.redis.set(self.keys.audit_once(identity), "1", nx=True, ex=ttl_s):
-            return False
-        await self.audit(version, run_id, actor, action, detail, where, extra=extra)
-        return True
+        fields = _audit_fields(version, run_id, actor, action, detail, where, extra)
+        written = await _AUDIT_ONCE(
+            self.redis,
+            [self.keys.audit_once(identity), self.keys.audit],
+            [ttl_s, self.audit_maxlen, *(item for pair in fields for item in pair)],
+        )
+        return bool(written)
 
     async def audit_refusal(
         self, version: Version | str, run_id: str, actor: str, action: str, detail: str, where: str
     ) -> bool:
         """Audit a refused attempt (`action`, such as `approval-refused`) once per run,
-        user and action: 200 refused clicks by one user are one entry, so they cannot push
-        real records out of the capped audit stream. True when this call wrote it."""
-        version = str(version)
-        written = await _REFUSAL(
-            self.redis,
-            [self.keys.refusals(version, run_id), self.keys.audit],
-            [
-                f"{actor}\n{action}",
-                version,
-                run_id,
-                actor,
-                action,
-                detail,
-                where,
-                self.audit_maxlen,
-            ],
+        user and action (for as long as the run's detail is kept): 200 refused clicks by
+        one user are one entry, so they cannot push real records out of the capped audit
+        stream. True when this call wrote it."""
+        identity = "\n".join(("refusal", str(version), run_id, actor, action))
+        return await self.audit_once(
+            identity, self.retention_seconds, version, run_id, actor, action, detail, where
         )
-        return bool(written)
 
     # Reading --------------------------------------------------------------------------
 

@@ -93,7 +93,6 @@ def test_every_key_name_exactly() -> None:
         "P:release:v1:run:r1:promotions",
         "P:release:v1:run:r1:overwrites",
         "P:release:v1:run:r1:replied",
-        "P:release:v1:run:r1:refused",
     ]
     assert k.events == "P:events"
     assert k.audit == "P:audit"
