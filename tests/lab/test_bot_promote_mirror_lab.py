@@ -113,13 +113,21 @@ async def test_promotion_copies_to_the_mirror_and_an_overwrite_needs_an_approver
                 await shown("approve_release")  # the click carries what the message shows
                 await slack.block_action("approve_release", user_id=APPROVER, message_ts=ts)
 
+                mirrored = {
+                    f"{lab.mirror_registry}/{namespace}/{c}:{VERSION}" for c in ready.components
+                }
+
                 async def waiting() -> Release:
+                    """Until the promotion's pass over the mirror is recorded: one record per
+                    component, written one after another (an overwrite held back may be the
+                    first of them), or the run settled."""
                     async with asyncio.timeout(120):
                         while True:
                             found = await store.load(VERSION)
                             settled = (State.PROMOTED, State.FAILED, State.BLOCKED)
                             if found is not None and (
-                                pending_overwrites(found) or found.state in settled
+                                (pending_overwrites(found) and mirrored <= set(found.promotions))
+                                or found.state in settled
                             ):
                                 return found
                             await asyncio.sleep(0.2)
