@@ -267,6 +267,12 @@ class Notifier:
         self.runs.setdefault((version, run_id), _Run()).dirty = True
         self._wake.set()
 
+    def up_to_date(self, version: str, run_id: str) -> bool:
+        """Whether the run's message shows all this notifier has seen of it (nothing marked
+        to send, no Retry-After holding an update back)."""
+        run = self.runs.get((version, run_id))
+        return run is None or not run.dirty
+
     def touch_sync(self, sync_id: str) -> None:
         """Ask for a sync's message to be brought up to date."""
         self.syncs.setdefault(sync_id, _SyncView()).dirty = True
