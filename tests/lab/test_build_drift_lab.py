@@ -16,7 +16,7 @@ import pytest
 from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildState, State
 from tests.conftest import Lab
-from tests.support.pipeline import Setup, toml_config
+from tests.support.pipeline import Setup, shared_build_project, toml_config
 
 pytestmark = pytest.mark.lab
 
@@ -25,22 +25,12 @@ AMD64 = parse_platform("linux/amd64")
 COMPONENTS = {"metadata-service": "Dockerfile.shared", "runtime": "Dockerfile.shared"}
 
 
-def project(tmp_path: Path) -> Path:
-    source = tmp_path / "drift-src"
-    source.mkdir()
-    (source / "hello.txt").write_text(f"hello {uuid.uuid4().hex}\n")
-    (source / "Dockerfile.shared").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY hello.txt /hello.txt\n"
-    )
-    return source
-
-
 @pytest.fixture
 def setups(
     lab: Lab, redis_url: str, docker_available: None, tmp_path: Path, key_prefix: str
 ) -> Iterator[tuple[Setup, Setup, str]]:
     namespace = f"drift-{uuid.uuid4().hex[:8]}"
-    source = project(tmp_path)
+    source = shared_build_project(tmp_path)
     bot_config = tmp_path / "bot.toml"
     worker_config = tmp_path / "worker.toml"
     for path, build_args in (

@@ -17,25 +17,11 @@ import pytest
 
 from jobs.domain.release import State
 from tests.conftest import Lab
-from tests.support.pipeline import BOT, Setup, toml_config
+from tests.support.pipeline import BOT, Setup, shared_build_project, toml_config
 
 pytestmark = pytest.mark.lab
 
 VERSION = "v1.0.0"
-
-
-def project(tmp_path: Path) -> Path:
-    """Two Dockerfiles without RUN (nothing to emulate), from the lab's multi-arch base."""
-    source = tmp_path / "shared-src"
-    source.mkdir()
-    (source / "hello.txt").write_text(f"hello {uuid.uuid4().hex}\n")
-    (source / "Dockerfile.shared").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY hello.txt /hello.txt\n"
-    )
-    (source / "Dockerfile.own").write_text(
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY hello.txt /own.txt\n"
-    )
-    return source
 
 
 @pytest.fixture
@@ -48,7 +34,7 @@ def setup(
             lab,
             namespace=f"shared-{uuid.uuid4().hex[:8]}",
             key_prefix=key_prefix,
-            source=project(tmp_path),
+            source=shared_build_project(tmp_path),
             components={
                 "metadata-service": "Dockerfile.shared",
                 "runtime": "Dockerfile.shared",

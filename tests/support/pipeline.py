@@ -193,3 +193,18 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def shared_build_project(tmp_path: Path) -> Path:
+    """A source for shared-build tests: two Dockerfiles without RUN (nothing to emulate),
+    from the lab's multi-arch base; `Dockerfile.shared` for components built once."""
+    source = tmp_path / "shared-src"
+    source.mkdir()
+    (source / "hello.txt").write_text(f"hello {uuid.uuid4().hex}\n")
+    (source / "Dockerfile.shared").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY hello.txt /hello.txt\n"
+    )
+    (source / "Dockerfile.own").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY hello.txt /own.txt\n"
+    )
+    return source
