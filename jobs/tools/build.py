@@ -112,26 +112,25 @@ class BuilderInfo:
         return self.driver != "docker"
 
 
-# How long each `docker buildx` call of the builder check may take. Buildx waits up to 20 s
+# How long each docker CLI call of the builder check may take. Buildx waits up to 20 s
 # per unreachable node; past this the CLI is stuck (Go 1.23+ under QEMU 7.2 was seen never to
 # return from starting its plugin), and a worker must say so instead of starting forever.
 BUILDER_CHECK_SECONDS = 120.0
 
 
-def _buildx(*args: str) -> str:
-    """The output of one `docker buildx` call of the builder check (BuilderError if it fails
-    or does not answer in time)."""
+def _docker(*args: str) -> str:
+    """The output of one docker CLI call of the builder check, such as `buildx inspect`
+    (BuilderError if it fails or does not answer in time)."""
+    what = f"docker {' '.join(args[:2])}"
     try:
-        return process.run(
-            [*docker.buildx.docker_cmd, "buildx", *args], timeout=BUILDER_CHECK_SECONDS
-        ).stdout
+        return process.run([*docker.buildx.docker_cmd, *args], timeout=BUILDER_CHECK_SECONDS).stdout
     except process.CommandError as error:
         if error.returncode is None:
             raise BuilderError(
-                f"docker buildx {args[0]} did not answer within {BUILDER_CHECK_SECONDS:.0f} s: "
+                f"{what} did not answer within {BUILDER_CHECK_SECONDS:.0f} s: "
                 "the docker CLI or the Docker engine is stuck"
             ) from None
-        raise BuilderError(error.stderr.strip() or f"docker buildx {args[0]} failed") from None
+        raise BuilderError(error.stderr.strip() or f"{what} failed") from None
 
 
 def inspect_builder(name: str | None) -> BuilderInfo:
@@ -139,8 +138,8 @@ def inspect_builder(name: str | None) -> BuilderInfo:
     `inspect` only names it, as its text output has no JSON form."""
     label = name or "(default)"
     try:
-        shown = _buildx("inspect", *([name] if name else []))
-        listed = _buildx("ls", "--format", "{{json .}}")
+        shown = _docker("buildx", "inspect", *([name] if name else []))
+        listed = _docker("buildx", "ls", "--format", "{{json .}}")
     except BuilderError as error:
         raise BuilderError(f"the Buildx builder {label} cannot be used: {error}") from None
     first = shown.splitlines()[0] if shown.strip() else ""
@@ -175,16 +174,9 @@ def inspect_builder(name: str | None) -> BuilderInfo:
 def current_context() -> str:
     """The Docker context the CLI uses now (DOCKER_CONTEXT, else the configured one)."""
     try:
-        return (
-            process.run(
-                [*docker.buildx.docker_cmd, "context", "inspect", "--format", "{{.Name}}"],
-                timeout=BUILDER_CHECK_SECONDS,
-            ).stdout.strip()
-            or "default"
-        )
-    except process.CommandError as error:
-        reason = "it did not answer" if error.returncode is None else error.stderr.strip()
-        raise BuilderError(f"the current Docker context cannot be read: {reason}") from None
+        return _docker("context", "inspect", "--format", "{{.Name}}").strip() or "default"
+    except BuilderError as error:
+        raise BuilderError(f"the current Docker context cannot be read: {error}") from None
 
 
 def check_builder(name: str | None, platform: Platform) -> BuilderInfo:
