@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks, messages
 from handlers.context import (
+    Answered,
     Deps,
     confirm_delivery,
     first_delivery,
@@ -53,6 +54,7 @@ from jobs.domain.fleet import FleetView
 from jobs.domain.inspect_scope import admitted, configured_locations
 from jobs.domain.permissions import Action
 from jobs.domain.references import Reference
+from jobs.domain.release import Release
 from jobs.tools.source import SourceError
 from jobs.usecases.nightly import plan_nightly, request_nightly
 from jobs.usecases.pipeline import cancel_notes
@@ -228,10 +230,10 @@ async def _on_command(
     await ack(response_type="ephemeral", text=ack_text(parsed))
     # Bolt answered Slack when ack() was called; the rest runs after the HTTP response.
     try:
-        changed = await run_command(
-            deps, parsed, origin.user, origin.channel, respond, client, request_id=identity
+        answered = await run_command(
+            deps, parsed, origin.user, origin.channel, client, request_id=identity
         )
-        if changed:
+        if answered.changed:
             await confirm_delivery(deps, identity)
         else:
             await forget_delivery(deps, identity)
@@ -251,6 +253,7 @@ async def _on_command(
         log.exception("command failed")
         await _answer(respond, blocks.error_message(messages.slack_internal_error("the command")))
         return "error"
+    await _answer(respond, answered.message)
     return "ok"
 
 
@@ -259,13 +262,12 @@ async def run_command(
     command: Command,
     user: str,
     channel: str,
-    respond: Respond,
     client: AsyncWebClient,
     *,
     request_id: str | None = None,
-) -> bool:
-    """Run a valid, permitted command of `user` in `channel`; True when it changed
-    something (started, cancelled, synced).
+) -> Answered:
+    """Run a valid, permitted command of `user` in `channel`: its answer, changed when it
+    started, cancelled or synced something.
 
     `request_id` identifies the Slack delivery: a redelivery of a release or retry whose
     first handling died after starting the run gets that run back and finishes the work
@@ -281,80 +283,59 @@ async def run_command(
             request_id=request_id or "",
         )
         if not created:
-            await _answer(
-                respond,
-                blocks.plain(
-                    messages.slack_release_running(
-                        str(release.version), release.run_id, release.state.value
-                    )
-                ),
-            )
-            return False
+            return Answered(_running(release))
         await post_status_message(deps, client, release)
         started = messages.slack_release_started(str(release.version), release.run_id)
         shown = await shown_findings(
             deps.config, command.plan.version, release.components, release.source_ref
         )
-        await _answer(respond, blocks.plain(started if shown is None else f"{started}\n{shown}"))
-        return True
+        return Answered(blocks.plain(started if shown is None else f"{started}\n{shown}"), True)
     if isinstance(command, NightlyCommand):
-        return await _run_nightly(deps, command, user, channel, respond, client, request_id)
+        return await _run_nightly(deps, command, user, channel, client, request_id)
     if isinstance(command, InspectCommand):
         if command.component and command.reference.tag:
-            await _answer(
-                respond, await _tag_everywhere(deps, command.component, command.reference)
-            )
-            return False
+            return Answered(await _tag_everywhere(deps, command.component, command.reference))
         inspection = await deps.inspector.inspect(command.reference)
-        await _answer(respond, blocks.inspection_message([str(command.reference)], [inspection]))
-        return False
+        return Answered(blocks.inspection_message([str(command.reference)], [inspection]))
     if isinstance(command, CardCommand):
         releases = await pipeline.status(None)
-        card = await deps.inspector.card(command.component, releases)
-        await _answer(respond, blocks.card_message(card))
-        return False
+        return Answered(blocks.card_message(await deps.inspector.card(command.component, releases)))
     if isinstance(command, PlanCommand):
         plan = command.plan
         try:
             made = await deps.inspector.plan(plan.version, plan.components, plan.platforms)
         except SourceError as error:  # the source cannot be read: say why, nothing changed
-            await _answer(respond, blocks.error_message(str(error)))
-            return False
-        await _answer(respond, blocks.plan_message(made))
-        return False
+            return Answered(blocks.error_message(str(error)))
+        return Answered(blocks.plan_message(made))
     if isinstance(command, StatusCommand):
-        releases = await pipeline.status(command.version)
-        await _answer(respond, blocks.status_message(releases))
-        return False
+        return Answered(blocks.status_message(await pipeline.status(command.version)))
     if isinstance(command, WorkersCommand):
-        await _answer(respond, blocks.workers_message(await _fleet(deps), deps.config.platforms))
-        return False
+        return Answered(blocks.workers_message(await _fleet(deps), deps.config.platforms))
     if isinstance(command, SyncCommand):
-
-        async def answer(message: blocks.Message) -> None:
-            await _answer(respond, message)
-
-        return await run_sync_command(deps, command, user, channel, client, answer)
+        return await run_sync_command(deps, command, user, channel, client)
     # Cancel and retry were permitted by the table (`cancel`, `retry`) in on_command.
     if isinstance(command, CancelCommand):
         release = await pipeline.cancel(command.version, user, channel)
         deps.touch(release)
         # What the cancel could not undo: the release tags already written stay.
         lines = [messages.slack_cancelled(str(release.version), user), *cancel_notes(release)]
-        await _answer(respond, blocks.plain("\n".join(lines)))
-        return True
+        return Answered(blocks.plain("\n".join(lines)), True)
     if isinstance(command, RetryCommand):
         release, failed = await pipeline.retry(
             command.version, user, channel, request_id=request_id or ""
         )
         if not release.status_ts:
             await post_status_message(deps, client, release)
-        await _answer(
-            respond,
-            blocks.plain(core_messages.retry_started(str(release.version), failed, release.run_id)),
-        )
-        return True
-    return False
+        started = core_messages.retry_started(str(release.version), failed, release.run_id)
+        return Answered(blocks.plain(started), True)
+    raise AssertionError(f"no handler for {type(command).__name__}")
+
+
+def _running(release: Release) -> blocks.Message:
+    """The answer to a release or nightly whose run is already going."""
+    return blocks.plain(
+        messages.slack_release_running(str(release.version), release.run_id, release.state.value)
+    )
 
 
 async def _tag_everywhere(deps: Deps, component: str, reference: Reference) -> blocks.Message:
@@ -378,35 +359,20 @@ async def _run_nightly(
     command: NightlyCommand,
     user: str,
     channel: str,
-    respond: Respond,
     client: AsyncWebClient,
     request_id: str | None,
-) -> bool:
+) -> Answered:
     """`/aibrix nightly [BRANCH]`: the branch head resolved, its run started (or the run of
     that commit already going answered), the live message posted."""
     try:
         request = await plan_nightly(deps.pipeline, command.branch)
     except SourceError as error:  # no such branch, or the source cannot be read
-        await _answer(respond, blocks.error_message(str(error)))
-        return False
+        return Answered(blocks.error_message(str(error)))
     release, created = await request_nightly(
         deps.pipeline, request, user, channel, request_id=request_id or ""
     )
     if not created:
-        await _answer(
-            respond,
-            blocks.plain(
-                messages.slack_release_running(
-                    str(release.version), release.run_id, release.state.value
-                )
-            ),
-        )
-        return False
+        return Answered(_running(release))
     await post_status_message(deps, client, release)
-    await _answer(
-        respond,
-        blocks.plain(
-            messages.slack_nightly_started(request.branch, request.revision, release.run_id)
-        ),
-    )
-    return True
+    started = messages.slack_nightly_started(request.branch, request.revision, release.run_id)
+    return Answered(blocks.plain(started), True)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from handlers.blocks import Message
 from handlers.live_message import post_live_message
 from jobs.domain.config import Config
 from jobs.domain.deliveries import CONFIRMED_TTL_SECONDS, Claim, claim_ttl, on_delivery
@@ -28,6 +29,16 @@ log = logging.getLogger("aibrix.bot")
 
 # Kept for callers that name it: how long a confirmed delivery is remembered.
 DELIVERY_TTL_SECONDS = CONFIRMED_TTL_SECONDS
+
+
+@dataclass(frozen=True)
+class Answered:
+    """How a command ended: the answer for its user, and whether it changed something.
+    The handler settles the delivery's claim first and answers last, so that whoever
+    sees the answer sees everything the command wrote."""
+
+    message: Message
+    changed: bool = False
 
 
 class LiveUpdates(Protocol):

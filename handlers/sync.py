@@ -11,12 +11,11 @@ stream; a refusal repeated by the same user is recorded once an hour.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from handlers import blocks, messages
-from handlers.context import Deps, permission_refusal
+from handlers.context import Answered, Deps, permission_refusal
 from handlers.parse import SyncCommand
 from jobs.domain import messages as core_messages
 from jobs.domain.permissions import Action
@@ -31,8 +30,6 @@ from jobs.usecases.sync_job import (
 )
 
 log = logging.getLogger("aibrix.bot")
-
-Answer = Callable[[blocks.Message], Awaitable[None]]
 
 
 async def audit_sync_refusal(
@@ -86,9 +83,8 @@ async def run_sync_command(
     user: str,
     channel: str,
     client: AsyncWebClient,
-    answer: Answer,
-) -> bool:
-    """True when a sync job was queued."""
+) -> Answered:
+    """The answer; changed when a sync job was queued."""
     pipeline = deps.pipeline
     config = deps.config
     release = await pipeline.find_run(command.version)
@@ -110,8 +106,7 @@ async def run_sync_command(
     if refusal is not None:
         await audit_sync_refusal(deps, command, user, channel, refusal, release)
         # Not escaped: the sentence holds only validated values and mentions we made.
-        await answer(blocks.plain(":warning: " + refusal))
-        return False
+        return Answered(blocks.plain(":warning: " + refusal))
     assert release is not None
     job = sync_job(release, command.mirror, decision.digests, user, channel, decision.mode)
     requested = await request_sync(deps.syncs, job, config.mirrors[command.mirror])
@@ -122,10 +117,9 @@ async def run_sync_command(
             if record is not None and record.status_ts
             else None
         )
-        await answer(
+        return Answered(
             blocks.plain(messages.sync_already_running(command.version, command.mirror, link))
         )
-        return False
     assert record is not None
     await record_sync_request(
         deps.syncs, release, job, command.mirror, decision.mode.value, user, channel
@@ -138,5 +132,4 @@ async def run_sync_command(
         deps.syncs, record, str(posted.get("channel") or channel), str(posted["ts"])
     )
     deps.touch_sync(record.id)
-    await answer(blocks.plain(messages.sync_queued(command.version, command.mirror)))
-    return True
+    return Answered(blocks.plain(messages.sync_queued(command.version, command.mirror)), True)
