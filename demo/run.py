@@ -70,15 +70,19 @@ def _inspect_json(*refs: str) -> list[dict[str, object]]:
     return list(json.loads(captured.getvalue()))
 
 
-def _demo_config(source: Path, target: Path, prefix: str, registry: str, history: Path) -> Path:
+def _demo_config(
+    source: Path, target: Path, prefix: str, lab: dict[str, str], history: Path
+) -> Path:
     """The sample config with its own key prefix and registry namespace, both named after
     the prefix (a fresh installation each time: released versions are immutable, so a
     new bot must not meet tags an earlier one wrote), the sample's git history as the
-    source (releases check out their tag), and the lab's registry wherever the sample
-    names the default one."""
+    source (releases check out their tag), and the lab's registry and mirror wherever
+    the sample names the default ones."""
+    from tests.support.sample_history import on_lab
+
     namespace = prefix.replace(":", "-")
-    text = source.read_text().replace("127.0.0.1:5000/aibrix-sample", f"{registry}/{namespace}")
-    text = text.replace("127.0.0.1:5000", registry)
+    text = source.read_text().replace("127.0.0.1:5000/aibrix-sample", f"127.0.0.1:5000/{namespace}")
+    text = on_lab(text, lab["AIBRIX_LAB_REGISTRY"], lab["AIBRIX_LAB_MIRROR_REGISTRY"])
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
     text = re.sub(r'(?m)^path = "\."$', f'git = "{history}"', text)
     text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
@@ -456,11 +460,11 @@ def run_demo() -> int:
             SAMPLE / "aibrix-sample-broken-arm64.toml",
             workdir / "broken.toml",
             prefix,
-            registry,
+            lab,
             history,
         )
         fixed = _demo_config(
-            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, registry, history
+            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, lab, history
         )
         broken_version = "v0.4.0-rc.1"
 
@@ -483,14 +487,14 @@ def run_demo() -> int:
             SAMPLE / "aibrix-sample-broken-arm64.toml",
             workdir / "s-broken.toml",
             slack_prefix,
-            registry,
+            lab,
             history,
         )
         slack_fixed = _demo_config(
             SAMPLE / "aibrix-sample.toml",
             workdir / "s-fixed.toml",
             slack_prefix,
-            registry,
+            lab,
             history,
         )
         checks += asyncio.run(_slack_story(slack_broken, slack_fixed, redis_url, registry, logs))

@@ -8,25 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO
-from tests.support.sample_history import NEW_TAG, OLD_TAG, SAMPLE, make_sample_history
+from tests.conftest import REPO, Lab
+from tests.support.sample_history import (
+    NEW_TAG,
+    OLD_TAG,
+    SAMPLE,
+    make_sample_history,
+    sample_config,
+)
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
 PYTHON = "build/container/Dockerfile.python"
-
-
-def sample_config(tmp_path: Path, source_line: str, key_prefix: str) -> Path:
-    """sample/aibrix-sample.toml with another source and the test's key prefix."""
-    text = (SAMPLE / "aibrix-sample.toml").read_text()
-    text = re.sub(r'(?m)^path = "\."$', source_line, text)
-    text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{key_prefix}"', text)
-    path = tmp_path / "aibrix-sample.toml"
-    path.write_text(text)
-    return path
 
 
 async def dry_run(
@@ -59,11 +54,11 @@ def builds(plan: dict[str, Any]) -> dict[str, str]:
 
 
 async def test_the_history_plans_its_old_and_its_new_tag_clean(
-    tmp_path: Path, redis_url: str, key_prefix: str
+    lab: Lab, tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
     repo = tmp_path / "sample"
     commits = make_sample_history(repo)
-    config = sample_config(tmp_path, f'git = "{repo}"', key_prefix)
+    config = sample_config(lab, tmp_path, f'git = "{repo}"', key_prefix)
 
     code, old = await dry_run(config, tmp_path, redis_url, OLD_TAG)
     assert (code, old["revision"], old["problems"]) == (0, commits[OLD_TAG], [])
@@ -94,15 +89,15 @@ async def test_the_history_plans_its_old_and_its_new_tag_clean(
     # with both platforms.
     for plan in (old, new):
         assert [(d["reference"], d["verdict"]) for d in plan["dependencies"]] == [
-            ("127.0.0.1:5000/lab/base:latest", "ok"),
-            ("127.0.0.1:5000/lab/python:3.11", "ok"),
+            (lab.base_image, "ok"),
+            (lab.python_image, "ok"),
         ]
 
 
 async def test_the_sample_directory_is_the_current_layout_only(
-    tmp_path: Path, redis_url: str, key_prefix: str
+    lab: Lab, tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
-    config = sample_config(tmp_path, f'path = "{SAMPLE}"', key_prefix)
+    config = sample_config(lab, tmp_path, f'path = "{SAMPLE}"', key_prefix)
 
     code, new = await dry_run(config, tmp_path, redis_url, NEW_TAG)
     assert (code, new["problems"]) == (0, [])

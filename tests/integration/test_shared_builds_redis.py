@@ -22,10 +22,9 @@ from jobs.store.connections import RedisSettings, connect
 from jobs.store.queue import Job, JobKind
 from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
-from tests.integration.test_sample_history import sample_config
 from tests.support.bot import CHANNEL, REQUESTER, config_text
 from tests.support.records import Records
-from tests.support.sample_history import NEW_TAG, OLD_TAG, make_sample_history
+from tests.support.sample_history import NEW_TAG, OLD_TAG, make_sample_history, sample_config
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 AMD64, ARM64 = (parse_platform(p) for p in PLATFORMS)
@@ -243,6 +242,7 @@ async def test_a_cancelled_shared_build_cancels_both_and_an_older_job_moves_its_
 
 
 async def test_a_release_of_the_sample_history_enqueues_builds_times_platforms(
+    lab: Lab,
     redis: aioredis.Redis,
     records: Records,
     tmp_path: Path,
@@ -255,7 +255,7 @@ async def test_a_release_of_the_sample_history_enqueues_builds_times_platforms(
     monkeypatch.setenv("AIBRIX_SOURCE_CACHE", str(tmp_path / "cache"))
     repo = tmp_path / "sample"
     make_sample_history(repo)
-    config = load_config(sample_config(tmp_path, f'git = "{repo}"', key_prefix))
+    config = load_config(sample_config(lab, tmp_path, f'git = "{repo}"', key_prefix))
     pipeline = Pipeline(redis, config)
     for tag, components, shared in (
         (NEW_TAG, 6, {"metadata-service": "runtime"}),

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from jobs.domain.config import Config
-from jobs.domain.config_reader import load_config
+from jobs.domain.config_reader import parse_config
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.versions import Version, parse_version
 from tests.conftest import Lab
+from tests.support.sample_history import on_lab
 
 pytestmark = pytest.mark.lab
 
@@ -44,7 +45,9 @@ MANIFEST_TYPES = ", ".join(
 
 
 def _sample(path: Path, lab: Lab, unique_repo: str) -> Config:
-    config = load_config(path)
+    """The sample config as it is, on this lab (its base images on this lab's registry),
+    releasing into a repository of the test's own."""
+    config = parse_config(on_lab(path.read_text(), lab.registry, lab.mirror_registry), path)
     return dataclasses.replace(config, repository=f"{lab.registry}/{unique_repo}")
 
 

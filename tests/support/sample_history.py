@@ -24,6 +24,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.conftest import Lab
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample"
 OVERLAY = "config/overlays/release/kustomization.yaml"
@@ -43,8 +47,30 @@ HISTORY = (
     Tag("v0.7.0-rc.1", "current"),
     Tag("v0.7.0", "current"),
 )
+# The lab registries the sample's configs name: scripts/lab's default ports.
+SAMPLE_ADDRESSES = re.compile(r"127\.0\.0\.1:500([02])(?![0-9])")
+
 OLD_TAG = "v0.4.1"  # the last release of the pre-v0.5 layout
 NEW_TAG = "v0.7.0"  # AIBrix's layout today: six components, vllm-mock included
+
+
+def on_lab(config_text: str, registry: str, mirror: str) -> str:
+    """A sample config's text naming this lab's registry and mirror (host:port) where it
+    names the default ones: a lab on other ports (AIBRIX_LAB_*_PORT) has nothing at the
+    defaults, or another lab's registries."""
+    return SAMPLE_ADDRESSES.sub(
+        lambda found: registry if found.group(1) == "0" else mirror, config_text
+    )
+
+
+def sample_config(lab: Lab, tmp_path: Path, source_line: str, key_prefix: str) -> Path:
+    """sample/aibrix-sample.toml on this lab, with another source and the test's key prefix."""
+    text = on_lab((SAMPLE / "aibrix-sample.toml").read_text(), lab.registry, lab.mirror_registry)
+    text = re.sub(r'(?m)^path = "\."$', source_line, text)
+    text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{key_prefix}"', text)
+    path = tmp_path / "aibrix-sample.toml"
+    path.write_text(text)
+    return path
 
 
 def _git(root: Path, *args: str, date: str = "2026-01-01T00:00:00Z") -> str:
