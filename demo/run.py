@@ -78,11 +78,11 @@ def _demo_config(
     new bot must not meet tags an earlier one wrote), the sample's git history as the
     source (releases check out their tag), and the lab's registry and mirror wherever
     the sample names the default ones."""
-    from tests.support.sample_history import on_lab
+    from tests.support.sample_history import LabAddresses
 
     namespace = prefix.replace(":", "-")
     text = source.read_text().replace("127.0.0.1:5000/aibrix-sample", f"127.0.0.1:5000/{namespace}")
-    text = on_lab(text, lab["AIBRIX_LAB_REGISTRY"], lab["AIBRIX_LAB_MIRROR_REGISTRY"])
+    text = LabAddresses(lab["AIBRIX_LAB_REGISTRY"], lab["AIBRIX_LAB_MIRROR_REGISTRY"]).rewrite(text)
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
     text = re.sub(r'(?m)^path = "\."$', f'git = "{history}"', text)
     text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
@@ -430,7 +430,7 @@ async def _in(state: Awaitable[object], states: set[Any]) -> bool:
 
 
 def run_demo() -> int:
-    from tests.support.sample_history import make_sample_history
+    from tests.support.sample_history import LabAddresses, make_sample_history
 
     lab = _lab_values()
     redis_url = lab["AIBRIX_LAB_REDIS_URL"]
@@ -454,7 +454,8 @@ def run_demo() -> int:
         registry = lab["AIBRIX_LAB_REGISTRY"]
         history = workdir / "sample"
         print(f"  the sample project as a git repository, with tags: {history}")
-        for version, commit in make_sample_history(history).items():
+        addresses = LabAddresses(registry, lab["AIBRIX_LAB_MIRROR_REGISTRY"])
+        for version, commit in make_sample_history(history, lab=addresses).items():
             print(f"    {version} {commit[:12]}")
         broken = _demo_config(
             SAMPLE / "aibrix-sample-broken-arm64.toml",

@@ -15,9 +15,10 @@ from tests.conftest import REPO, Lab
 from tests.support.sample_history import (
     NEW_TAG,
     OLD_TAG,
-    SAMPLE,
+    lab_addresses,
     make_sample_history,
     sample_config,
+    sample_on_lab,
 )
 
 BOT = str(REPO / ".venv" / "bin" / "aibrix-bot")
@@ -57,7 +58,7 @@ async def test_the_history_plans_its_old_and_its_new_tag_clean(
     lab: Lab, tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
     repo = tmp_path / "sample"
-    commits = make_sample_history(repo)
+    commits = make_sample_history(repo, lab=lab_addresses(lab))
     config = sample_config(lab, tmp_path, f'git = "{repo}"', key_prefix)
 
     code, old = await dry_run(config, tmp_path, redis_url, OLD_TAG)
@@ -97,7 +98,8 @@ async def test_the_history_plans_its_old_and_its_new_tag_clean(
 async def test_the_sample_directory_is_the_current_layout_only(
     lab: Lab, tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
-    config = sample_config(lab, tmp_path, f'path = "{SAMPLE}"', key_prefix)
+    sample = sample_on_lab(tmp_path / "sample", lab_addresses(lab))
+    config = sample_config(lab, tmp_path, f'path = "{sample}"', key_prefix)
 
     code, new = await dry_run(config, tmp_path, redis_url, NEW_TAG)
     assert (code, new["problems"]) == (0, [])

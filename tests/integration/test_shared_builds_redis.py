@@ -24,7 +24,13 @@ from jobs.usecases.pipeline import Pipeline, plan_release
 from tests.conftest import Lab
 from tests.support.bot import CHANNEL, REQUESTER, config_text
 from tests.support.records import Records
-from tests.support.sample_history import NEW_TAG, OLD_TAG, make_sample_history, sample_config
+from tests.support.sample_history import (
+    NEW_TAG,
+    OLD_TAG,
+    lab_addresses,
+    make_sample_history,
+    sample_config,
+)
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 AMD64, ARM64 = (parse_platform(p) for p in PLATFORMS)
@@ -254,7 +260,7 @@ async def test_a_release_of_the_sample_history_enqueues_builds_times_platforms(
     old layout, five components with Dockerfiles of their own) stays 5 x 2."""
     monkeypatch.setenv("AIBRIX_SOURCE_CACHE", str(tmp_path / "cache"))
     repo = tmp_path / "sample"
-    make_sample_history(repo)
+    make_sample_history(repo, lab=lab_addresses(lab))
     config = load_config(sample_config(lab, tmp_path, f'git = "{repo}"', key_prefix))
     pipeline = Pipeline(redis, config)
     for tag, components, shared in (

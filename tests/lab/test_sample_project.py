@@ -23,7 +23,7 @@ from jobs.domain.config_reader import parse_config
 from jobs.domain.platforms import Platform, parse_platform
 from jobs.domain.versions import Version, parse_version
 from tests.conftest import Lab
-from tests.support.sample_history import on_lab
+from tests.support.sample_history import lab_addresses
 
 pytestmark = pytest.mark.lab
 
@@ -47,7 +47,7 @@ MANIFEST_TYPES = ", ".join(
 def _sample(path: Path, lab: Lab, unique_repo: str) -> Config:
     """The sample config as it is, on this lab (its base images on this lab's registry),
     releasing into a repository of the test's own."""
-    config = parse_config(on_lab(path.read_text(), lab.registry, lab.mirror_registry), path)
+    config = parse_config(lab_addresses(lab).rewrite(path.read_text()), path)
     return dataclasses.replace(config, repository=f"{lab.registry}/{unique_repo}")
 
 

@@ -47,25 +47,43 @@ HISTORY = (
     Tag("v0.7.0-rc.1", "current"),
     Tag("v0.7.0", "current"),
 )
-# The lab registries the sample's configs name: scripts/lab's default ports.
-SAMPLE_ADDRESSES = re.compile(r"127\.0\.0\.1:500([02])(?![0-9])")
-
 OLD_TAG = "v0.4.1"  # the last release of the pre-v0.5 layout
 NEW_TAG = "v0.7.0"  # AIBrix's layout today: six components, vllm-mock included
 
 
-def on_lab(config_text: str, registry: str, mirror: str) -> str:
-    """A sample config's text naming this lab's registry and mirror (host:port) where it
-    names the default ones: a lab on other ports (AIBRIX_LAB_*_PORT) has nothing at the
-    defaults, or another lab's registries."""
-    return SAMPLE_ADDRESSES.sub(
-        lambda found: registry if found.group(1) == "0" else mirror, config_text
-    )
+@dataclass(frozen=True)
+class LabAddresses:
+    """Where the lab's plain registry and mirror listen (host:port); the defaults are
+    scripts/lab's, the addresses the sample's configs and release overlay name."""
+
+    registry: str = "127.0.0.1:5000"
+    mirror: str = "127.0.0.1:5002"
+
+    def rewrite(self, text: str) -> str:
+        """`text` (a sample config or manifest) naming these addresses where it names the
+        defaults: a lab on other ports (AIBRIX_LAB_*_PORT) has nothing at the defaults,
+        or another lab's registries."""
+        default = LabAddresses()
+        named = {default.registry: self.registry, default.mirror: self.mirror}
+        pattern = "|".join(re.escape(address) for address in named)
+        return re.sub(rf"(?:{pattern})(?![0-9])", lambda found: named[found.group(0)], text)
+
+
+def lab_addresses(lab: Lab) -> LabAddresses:
+    return LabAddresses(lab.registry, lab.mirror_registry)
+
+
+def sample_on_lab(target: Path, lab: LabAddresses) -> Path:
+    """A copy of `sample/` as it is, its release overlay naming `lab`'s registry."""
+    shutil.copytree(SAMPLE, target)
+    overlay = target / OVERLAY
+    overlay.write_text(lab.rewrite(overlay.read_text()))
+    return target
 
 
 def sample_config(lab: Lab, tmp_path: Path, source_line: str, key_prefix: str) -> Path:
     """sample/aibrix-sample.toml on this lab, with another source and the test's key prefix."""
-    text = on_lab((SAMPLE / "aibrix-sample.toml").read_text(), lab.registry, lab.mirror_registry)
+    text = lab_addresses(lab).rewrite((SAMPLE / "aibrix-sample.toml").read_text())
     text = re.sub(r'(?m)^path = "\."$', source_line, text)
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{key_prefix}"', text)
     path = tmp_path / "aibrix-sample.toml"
@@ -99,7 +117,7 @@ def with_version(text: str, version: str) -> str:
     return re.sub(r"(?m)^(version|appVersion):.*$", rf"\g<1>: {version[1:]}", text)
 
 
-def _write_tree(work: Path, tag: Tag, sample: Path) -> None:
+def _write_tree(work: Path, tag: Tag, sample: Path, lab: LabAddresses) -> None:
     for child in work.iterdir():
         if child.name != ".git":
             shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -116,20 +134,24 @@ def _write_tree(work: Path, tag: Tag, sample: Path) -> None:
         shutil.copytree(sample / "history" / "pre-v0.5", work, dirs_exist_ok=True)
     for manifest in (OVERLAY, CHART):
         path = work / manifest
-        path.write_text(with_version(path.read_text(), tag.version))
+        path.write_text(lab.rewrite(with_version(path.read_text(), tag.version)))
 
 
 def make_sample_history(
-    root: Path, history: tuple[Tag, ...] = HISTORY, sample: Path = SAMPLE
+    root: Path,
+    history: tuple[Tag, ...] = HISTORY,
+    sample: Path = SAMPLE,
+    lab: LabAddresses = LabAddresses(),
 ) -> dict[str, str]:
     """The repository at `root`, one commit and annotated tag per entry of `history`, in
-    order, on branch main; returns each version's commit id."""
+    order, on branch main, its release overlay naming `lab`'s registry; returns each
+    version's commit id."""
     root.mkdir(parents=True, exist_ok=True)
     _git(root, "init", "--quiet", "--initial-branch=main")
     commits: dict[str, str] = {}
     for day, tag in enumerate(history, start=1):
         date = f"2026-01-{day:02d}T00:00:00Z"
-        _write_tree(root, tag, sample)
+        _write_tree(root, tag, sample, lab)
         _git(root, "add", "--all")
         _git(root, "commit", "--quiet", "-m", f"release {tag.version}", date=date)
         _git(root, "tag", "-a", "-m", tag.version, tag.version, date=date)
