@@ -388,13 +388,9 @@ async def run_sync(
 
 
 async def _finish(syncs: SyncJobs, record: SyncRecord, state: SyncState, detail: str) -> SyncState:
-    await _write(
-        syncs,
-        record.id,
-        record.version,
-        record.run_id,
-        {"state": state.value, "detail": detail[:4000]},
-    )
+    # Audited first: a crash between the two writes leaves the job to be delivered again
+    # and audited twice, never a finished sync without its entry; and whoever sees the
+    # record finished finds the entry already there.
     await syncs.store.audit(
         record.version,
         record.run_id,
@@ -403,6 +399,13 @@ async def _finish(syncs: SyncJobs, record: SyncRecord, state: SyncState, detail:
         detail[:1000],
         "worker",
         extra={"mirror": record.mirror, "outcome": state.value, "mode": record.mode},
+    )
+    await _write(
+        syncs,
+        record.id,
+        record.version,
+        record.run_id,
+        {"state": state.value, "detail": detail[:4000]},
     )
     log.info("sync %s of %s to %s: %s", record.id, record.version, record.mirror, state)
     return state
