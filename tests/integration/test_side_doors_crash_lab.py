@@ -353,6 +353,8 @@ async def test_item12_refused_command_leaves_no_delivery_key(
         assert sync.status == 200
         if "working on" in sync.body:  # refused after the ack: the answer comes later
             await crash.standin.wait_for_responses(_form(sync)["response_url"], 1, timeout=30)
+        # The release's own answer comes last, once its delivery is confirmed.
+        await crash.standin.wait_for_responses(_form(started)["response_url"], 1, timeout=30)
         delivery_keys = await crash.redis.keys(f"{crash.keys.prefix}:slack:delivery:*")
         assert delivery_keys == [done]
         assert await crash.redis.get(done) == "confirmed"

@@ -24,6 +24,7 @@ from tests.conftest import Lab
 from tests.support.netproxy import FaultProxy
 from tests.support.own_redis import OwnRedis
 from tests.support.pipeline import Setup, toml_config
+from tests.support.records import Records
 
 VERSION = "v4.0.0"
 REDIS_PORT = 6553  # this work's own range, never the lab's Redis
@@ -68,6 +69,18 @@ def project(tmp_path: Path, lab: Lab) -> Path:
             f"FROM {lab.base_image}\nARG NONCE\nRUN sleep 4 && echo {name} $NONCE > /{name}\n"
         )
     return source
+
+
+async def unacknowledged(records: Records, wait: float = 30) -> list[int]:
+    """Jobs delivered and not acknowledged (build stream, merge stream), once both are 0 or
+    `wait` seconds have passed: the merge job is acknowledged just after the merge marks the
+    run ready, so a read at READY can still see it."""
+    deadline = time.monotonic() + wait
+    while True:
+        pending = [(await records.depth(p)).pending for p in ("linux/amd64", None)]
+        if not any(pending) or time.monotonic() > deadline:
+            return pending
+        await asyncio.sleep(0.2)
 
 
 async def test_one_release_under_kills_a_redis_restart_and_a_flaky_registry(
@@ -132,7 +145,7 @@ async def test_one_release_under_kills_a_redis_restart_and_a_flaky_registry(
                 try:
                     events = await records.events()
                     dead = await records.dead_letters()
-                    pending = [(await records.depth(p)).pending for p in ("linux/amd64", None)]
+                    pending = await unacknowledged(records)
                     version_record = await records.version_record(VERSION)
                 finally:
                     await records.close()
