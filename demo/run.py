@@ -333,18 +333,26 @@ async def _slack_story(
                     await asyncio.sleep(2.5)
                     status = ready.status_ts if ready else ""
                     print("  riley clicks Approve on their own release")
+                    answers = len(standin.ephemerals_for(REQUESTER))
                     await slack.block_action(
                         "approve_release",
                         user_id=REQUESTER,
                         channel_id=SLACK_CHANNEL,
                         message_ts=status,
                     )
-                    await asyncio.sleep(1.5)
+
+                    async def answered() -> bool:
+                        return len(standin.ephemerals_for(REQUESTER)) > answers
+
+                    # A click is answered after everything it writes, so after the answer
+                    # the run shows whatever the click did.
+                    told = await _wait(answered, 30, "the answer to riley's click")
                     after = await pipeline.find_run(SLACK_FIXED)
                     checks.append(
                         (
                             "Slack: self-approval is refused",
-                            after is not None
+                            told
+                            and after is not None
                             and not after.approvals
                             and after.state is State.READY,
                         )
