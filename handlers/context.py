@@ -8,6 +8,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -119,17 +120,29 @@ async def first_delivery(deps: Deps, identity: str | None) -> bool:
 
 async def confirm_delivery(deps: Deps, identity: str | None) -> None:
     """The delivery's work is durable (written, or answered): remember it for an hour, so
-    that a redelivery does nothing."""
+    that a redelivery does nothing.
+
+    Never raises: the work is done and its answer still due. Unconfirmed, the claim runs
+    out with its lease, and a later redelivery finds the work done (a release or retry
+    gets its run back)."""
     if identity is not None:
         ttl = claim_ttl(Claim.CONFIRMED, deps.config.queue.claim_seconds)
-        await deps.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
+        try:
+            await deps.notices.set_delivery_claim(identity, Claim.CONFIRMED.value, ttl)
+        except RedisError as error:
+            log.warning("delivery not confirmed, Redis failed (%s)", type(error).__name__)
 
 
 async def forget_delivery(deps: Deps, identity: str | None) -> None:
     """Drop the claim of a delivery that changed nothing (its answer was an error), so
-    that the delivery leaves nothing behind, and a redelivery answers the same again."""
+    that the delivery leaves nothing behind, and a redelivery answers the same again.
+
+    Never raises: the answer is still due, and the claim runs out with its lease."""
     if identity is not None:
-        await deps.notices.drop_delivery_claim(identity)
+        try:
+            await deps.notices.drop_delivery_claim(identity)
+        except RedisError as error:
+            log.warning("delivery claim not dropped, Redis failed (%s)", type(error).__name__)
 
 
 def table_groups(deps: Deps) -> tuple[str, ...]:

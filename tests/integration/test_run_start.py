@@ -23,7 +23,7 @@ from jobs.domain.platforms import parse_platform
 from jobs.domain.release import BuildState, State
 from jobs.registry.client import RegistrySettings
 from jobs.store.connections import RedisSettings, connect
-from jobs.store.notices import outbox_member
+from jobs.store.notices import NoticeStore, outbox_member
 from jobs.usecases.approval import Approvals
 from jobs.usecases.inspector import Inspector
 from jobs.usecases.pipeline import Pipeline, plan_release
@@ -273,6 +273,31 @@ async def test_a_delivery_claim_is_leased_confirmed_or_dropped(
     assert await records.delivery_claim("command\nT\nU\ntrigger-2") == (None, -2)
     # No identity (Slack sent none): handled, nothing written.
     assert await first_delivery(deps, None)
+
+
+async def test_a_claim_redis_cannot_settle_is_logged_and_left_to_its_lease(
+    pipeline: Pipeline, records: Records, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Redis gone between the work and the claim's settling: the command's answer is still
+    # due (it comes after), so settling says so in the log and raises nothing.
+    gone = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    deps = Deps(
+        pipeline,
+        Inspector(RegistrySettings(), pipeline.config),
+        Approvals(records.store, records.queue),
+        sync_jobs(records.redis, pipeline.config, records.store, records.queue),
+        NoticeStore(gone, records.keys),
+    )
+    try:
+        await confirm_delivery(deps, "command\nT\nU\ntrigger-3")
+        await forget_delivery(deps, "command\nT\nU\ntrigger-4")
+    finally:
+        await gone.aclose()
+    said = [r.getMessage() for r in caplog.records if r.name == "aibrix.bot"]
+    assert said == [
+        "delivery not confirmed, Redis failed (ConnectionError)",
+        "delivery claim not dropped, Redis failed (ConnectionError)",
+    ]
 
 
 async def test_a_run_an_older_bot_left_without_jobs_is_started_by_the_next_request(
