@@ -36,11 +36,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from python_on_whales import docker
 
 from bot.cli import main as cli_main
+
+if TYPE_CHECKING:
+    from tests.support.sample_history import LabAddresses
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample"
@@ -70,19 +73,15 @@ def _inspect_json(*refs: str) -> list[dict[str, object]]:
     return list(json.loads(captured.getvalue()))
 
 
-def _demo_config(
-    source: Path, target: Path, prefix: str, lab: dict[str, str], history: Path
-) -> Path:
+def _demo_config(source: Path, target: Path, prefix: str, lab: LabAddresses, history: Path) -> Path:
     """The sample config with its own key prefix and registry namespace, both named after
     the prefix (a fresh installation each time: released versions are immutable, so a
     new bot must not meet tags an earlier one wrote), the sample's git history as the
     source (releases check out their tag), and the lab's registry and mirror wherever
     the sample names the default ones."""
-    from tests.support.sample_history import LabAddresses
-
     namespace = prefix.replace(":", "-")
     text = source.read_text().replace("127.0.0.1:5000/aibrix-sample", f"127.0.0.1:5000/{namespace}")
-    text = LabAddresses(lab["AIBRIX_LAB_REGISTRY"], lab["AIBRIX_LAB_MIRROR_REGISTRY"]).rewrite(text)
+    text = lab.rewrite(text)
     text = re.sub(r'(?m)^key_prefix = ".*"$', f'key_prefix = "{prefix}"', text)
     text = re.sub(r'(?m)^path = "\."$', f'git = "{history}"', text)
     text = re.sub(r"(?m)^max_attempts = \d+$", "max_attempts = 1", text)
@@ -469,11 +468,11 @@ def run_demo() -> int:
             SAMPLE / "aibrix-sample-broken-arm64.toml",
             workdir / "broken.toml",
             prefix,
-            lab,
+            addresses,
             history,
         )
         fixed = _demo_config(
-            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, lab, history
+            SAMPLE / "aibrix-sample.toml", workdir / "fixed.toml", prefix, addresses, history
         )
         broken_version = "v0.4.0-rc.1"
 
@@ -496,14 +495,14 @@ def run_demo() -> int:
             SAMPLE / "aibrix-sample-broken-arm64.toml",
             workdir / "s-broken.toml",
             slack_prefix,
-            lab,
+            addresses,
             history,
         )
         slack_fixed = _demo_config(
             SAMPLE / "aibrix-sample.toml",
             workdir / "s-fixed.toml",
             slack_prefix,
-            lab,
+            addresses,
             history,
         )
         checks += asyncio.run(_slack_story(slack_broken, slack_fixed, redis_url, registry, logs))
